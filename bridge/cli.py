@@ -1,0 +1,48 @@
+"""The ``chat-bridge`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from bridge import __version__
+from bridge.config import load_settings
+from bridge.errors import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``chat-bridge`` console script."""
+    parser = argparse.ArgumentParser(prog="chat-bridge", description=__doc__)
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve_p = sub.add_parser("serve", help="run the bridge (REST + SIP/MSRP)")
+    serve_p.add_argument("--config", help="YAML settings file (else CHAT_BRIDGE_CONFIG)")
+    sub.add_parser("config", help="print the effective settings as JSON").add_argument(
+        "--config", help="YAML settings file"
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"chat-bridge: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "config":
+        print(settings.model_dump_json(indent=2))
+        return 0
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from bridge.app import serve
+
+    try:
+        asyncio.run(serve(settings))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

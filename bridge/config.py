@@ -1,0 +1,164 @@
+"""The one typed settings object of the bridge.
+
+Built once in ``bridge.app`` from an optional YAML file (``--config`` or
+``CHAT_BRIDGE_CONFIG``) overlaid by ``CHAT_BRIDGE_``-prefixed environment
+variables, then passed down. Nothing deeper reads ``os.environ``.
+
+Nested values come from the environment as JSON, e.g.::
+
+    CHAT_BRIDGE_CREDENTIALS='[{"kind":"bearer","token":"t1","users":["tel:+1555*"]}]'
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from bridge.errors import ConfigError
+
+ENV_PREFIX = "CHAT_BRIDGE_"
+
+
+class SignallingProfile(str, enum.Enum):
+    """SIP header set toward the IMS core (sip-msrp-mapping.md §1.0.1)."""
+
+    CPM = "CPM"
+    SIMPLE_IM = "SIMPLE-IM"
+
+
+def _default_transports() -> list[Literal["udp", "tcp"]]:
+    return ["udp", "tcp"]
+
+
+class Credential(BaseModel):
+    """One REST credential and the user-URI patterns it may act for.
+
+    ``users`` holds canonical user URIs or ``fnmatch`` patterns
+    (``tel:+1555*``, ``sip:*@example.com``, ``*``). The first entry is the
+    user that ``acr:auth`` resolves to.
+    """
+
+    kind: Literal["basic", "bearer"]
+    username: str | None = None
+    password: str | None = None
+    token: str | None = None
+    users: list[str] = Field(min_length=1)
+
+    @field_validator("token")
+    @classmethod
+    def _token_not_empty(cls, v: str | None) -> str | None:
+        if v is not None and not v:
+            raise ValueError("token must not be empty")
+        return v
+
+
+class Settings(BaseSettings):
+    """Every setting of the bridge, with its default (the embedded loopback set-up)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    # --- REST -----------------------------------------------------------------
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535)
+    server_root: str = "http://127.0.0.1:8080"
+    """Scheme, host, port and optional path prefix of every emitted URL."""
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    credentials: list[Credential] = Field(default_factory=list)
+
+    # --- store ----------------------------------------------------------------
+    database_url: str = "sqlite+aiosqlite:///./chat-bridge.db"
+
+    # --- subscriptions and notifications --------------------------------------
+    subscription_default_duration: int = Field(0, ge=0)
+    """Granted when the app sends no ``duration`` (0 = until deleted)."""
+    subscription_max_duration: int = Field(0, ge=0)
+    """Upper bound of a granted ``duration`` (0 = no bound)."""
+    notification_max_age: float = Field(24 * 3600.0, gt=0)
+    """Seconds a callback notification is retried before it is dropped."""
+    notification_backoff_initial: float = Field(1.0, gt=0)
+    notification_backoff_max: float = Field(300.0, gt=0)
+    notification_http_timeout: float = Field(10.0, gt=0)
+    channel_poll_timeout: float = Field(20.0, gt=0)
+    """Seconds a long poll waits before answering an empty ``notificationList``."""
+    channel_default_lifetime: int = Field(7200, gt=0)
+    channel_max_lifetime: int = Field(86400, gt=0)
+    channel_max_notifications: int = Field(100, gt=0)
+
+    # --- SIP / MSRP -----------------------------------------------------------
+    sip_host: str = "127.0.0.1"
+    sip_port: int = Field(5070, ge=0, le=65535)
+    sip_transports: list[Literal["udp", "tcp"]] = Field(default_factory=_default_transports)
+    sip_outbound_proxy: str | None = None
+    """SIP URI of the IMS core entry point, e.g. ``sip:127.0.0.1:5060;transport=tcp``."""
+    sip_domain: str = "ims.test"
+    msrp_host: str = "127.0.0.1"
+    msrp_port: int = Field(0, ge=0, le=65535)
+    """0 picks a free port."""
+    msrp_relay: str | None = None
+    """``msrp://host:port;tcp`` of an RFC 4976 relay to AUTH with, or none."""
+    profile: SignallingProfile = SignallingProfile.CPM
+    conference_factory_uri: str = "sip:conference-factory@ims.test"
+
+    # --- operations -----------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    trace_sip: bool = False
+    trace_msrp: bool = False
+
+    @field_validator("server_root")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("server_root must start with http:// or https://")
+        return v.rstrip("/")
+
+    @property
+    def loopback_only(self) -> bool:
+        """True when the REST listener is bound to a loopback address."""
+        return self.http_host in {"127.0.0.1", "::1", "localhost"} or self.http_host.startswith(
+            "127."
+        )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # environment wins over the file, which arrives as init kwargs
+        return (env_settings, init_settings)
+
+
+def load_settings(config_file: str | Path | None = None) -> Settings:
+    """Build the settings from ``config_file`` (YAML) overlaid by the environment."""
+    import os
+
+    path = config_file or os.environ.get(ENV_PREFIX + "CONFIG")
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping")
+        data = dict(loaded or {})
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(str(exc)) from exc

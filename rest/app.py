@@ -1,0 +1,47 @@
+"""The aiohttp application: middlewares, shared resources and the route table.
+
+Shared resources live in ``web.AppKey`` slots (below). Each handler module in
+``rest.handlers`` exposes ``setup(app, prefix)``, which adds its routes under
+``prefix`` (the path part of ``{serverRoot}``) and any ``cleanup_ctx`` it owns.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from bridge.config import Settings
+from rest.body import negotiation_middleware
+from rest.errors import fault_middleware
+from rest.uris import ServerRoot
+from state.db import Database
+
+SETTINGS = web.AppKey("settings", Settings)
+DATABASE = web.AppKey("database", Database)
+SERVER_ROOT = web.AppKey("server_root", ServerRoot)
+
+
+async def health(request: web.Request) -> web.Response:
+    """``GET /health``: 200 when the store answers, 503 otherwise."""
+    ok = await request.app[DATABASE].ping()
+    return web.json_response(
+        {"status": "ok" if ok else "unavailable", "store": ok}, status=200 if ok else 503
+    )
+
+
+def make_app(settings: Settings, database: Database) -> web.Application:
+    """Build the REST application over an already migrated ``database``."""
+    from rest.handlers import channels, chat, subscriptions
+
+    app = web.Application(
+        middlewares=[fault_middleware, negotiation_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[DATABASE] = database
+    root = ServerRoot(settings.server_root)
+    app[SERVER_ROOT] = root
+    app.router.add_get("/health", health)
+    prefix = root.path_prefix
+    for module in (subscriptions, channels, chat):
+        module.setup(app, prefix)
+    return app

@@ -1,0 +1,51 @@
+"""Errors of the protocol library.
+
+The tree::
+
+    ProtocolError
+    ├── CodecError (also ValueError)   malformed input to any parser/codec; exact messages
+    ├── SIPError                       a SIP operation failed; .status, .local
+    │   └── TransactionTimeout         no final response (timer B/F) -> .status 408
+    └── MSRPError                      an MSRP operation failed; .status, .local
+"""
+
+from __future__ import annotations
+
+
+class ProtocolError(Exception):
+    """Root of the errors raised by ``sip``."""
+
+
+class CodecError(ProtocolError, ValueError):
+    """Input that a parser or codec cannot accept."""
+
+
+class SIPError(ProtocolError):
+    """A SIP request failed: ``status`` is the final response code (or a local 408/503).
+
+    ``local`` is True when the stack itself produced the failure (timeout,
+    transport error) rather than the remote side.
+    """
+
+    def __init__(self, status: int, reason: str, *, local: bool = False) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+        self.local = local
+
+
+class TransactionTimeout(SIPError):
+    """No final response before timer B or F fired."""
+
+    def __init__(self, reason: str = "Request Timeout") -> None:
+        super().__init__(408, reason, local=True)
+
+
+class MSRPError(ProtocolError):
+    """An MSRP transaction failed: ``status`` is the MSRP status code (408 for timeouts)."""
+
+    def __init__(self, status: int, reason: str, *, local: bool = False) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+        self.local = local

@@ -1,0 +1,1 @@
+"""The session store: SQLAlchemy 2 async models, repository functions, migrations."""

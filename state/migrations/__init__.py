@@ -1,0 +1,5 @@
+"""Numbered schema migrations ``mNNNN_<name>.py``; see ``state.db``.
+
+Owners: m0001-m0009 REST core (subscriptions), m0010-m0019 notifications and
+channels, m0020+ chat sessions and messages.
+"""

@@ -1,0 +1,178 @@
+"""Start and stop the Kamailio test bed (tests/testbed) on free loopback ports.
+
+A missing ``kamailio``/``sipp`` binary fails the test (never a skip): the test
+command (``scripts/test``) installs them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+TESTBED = Path(__file__).parent / "testbed"
+SCENARIOS = TESTBED / "scenarios"
+
+
+def require_binary(name: str) -> str:
+    """Path of ``name`` or fail the test with the install hint."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(
+            f"{name} is not installed: run scripts/test (apt-get install kamailio sip-tester)"
+        )
+    return path
+
+
+def _port_free(port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def free_port_block(size: int = 40, start: int = 21000, stop: int = 60000) -> int:
+    """A base port such that base..base+size-1 are free on 127.0.0.1 (TCP and UDP)."""
+    base = start + (os.getpid() * 97) % ((stop - start) // 100) * 100
+    for _ in range(200):
+        if all(_port_free(p) for p in range(base, base + size)):
+            return base
+        base = start + (base - start + 100) % (stop - start)
+    raise RuntimeError("no free block of loopback ports")
+
+
+@dataclass
+class Testbed:
+    """A running Kamailio and the ports around it (see tests/testbed/README.md)."""
+
+    __test__ = False
+
+    base: int
+    run_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def sip_port(self) -> int:
+        return self.base
+
+    @property
+    def msrp_port(self) -> int:
+        return self.base + 5
+
+    @property
+    def as_port(self) -> int:
+        """Where Kamailio sends requests for the bridge's users (KTB_AS_URI)."""
+        return self.base + 10
+
+    @property
+    def peer_port(self) -> int:
+        """Default peer for other users (KTB_PEER_URI)."""
+        return self.base + 20
+
+    @property
+    def conf_port(self) -> int:
+        """Conference focus for sip:conference-factory@ims.test (KTB_CONF_URI)."""
+        return self.base + 30
+
+    def uac_port(self, n: int) -> int:
+        """Free ports base+1..base+4 and base+11..base+19 for test UACs."""
+        return self.base + n
+
+    @property
+    def proxy(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.sip_port)
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir / "kamailio.log"
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def start_testbed(run_dir: Path, *, as_transport: str = "udp", **overrides: str) -> Testbed:
+    """Start Kamailio from tests/testbed/start.sh on a free port block."""
+    require_binary("kamailio")
+    require_binary("sipp")
+    base = free_port_block()
+    tb = Testbed(base=base, run_dir=run_dir)
+    as_uri = f"sip:127.0.0.1:{tb.as_port}"
+    if as_transport == "tcp":
+        as_uri += ";transport=tcp"
+    env = {
+        "KTB_SIP_PORT": str(tb.sip_port),
+        "KTB_MSRP_PORT": str(tb.msrp_port),
+        "KTB_AS_URI": as_uri,
+        "KTB_PEER_URI": f"sip:127.0.0.1:{tb.peer_port}",
+        "KTB_CONF_URI": f"sip:127.0.0.1:{tb.conf_port}",
+    }
+    env.update(overrides)
+    tb.env = env
+    proc = subprocess.run(
+        [str(TESTBED / "start.sh"), str(run_dir)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"kamailio test bed did not start:\n{proc.stderr}\n{proc.stdout}")
+    return tb
+
+
+def stop_testbed(tb: Testbed) -> None:
+    """Stop the Kamailio started by :func:`start_testbed`."""
+    subprocess.run(
+        [str(TESTBED / "stop.sh"), str(tb.run_dir)], capture_output=True, text=True, timeout=30
+    )
+
+
+@pytest.fixture(scope="session")
+def kamailio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
+    """One Kamailio for the whole session; the bridge (AS) is reached over UDP."""
+    tb = start_testbed(tmp_path_factory.mktemp("kamailio"))
+    yield tb
+    stop_testbed(tb)
+
+
+@pytest.fixture(scope="session")
+def kamailio_tcp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
+    """A second Kamailio that reaches the AS over TCP (KTB_AS_URI ;transport=tcp)."""
+    tb = start_testbed(tmp_path_factory.mktemp("kamailio-tcp"), as_transport="tcp")
+    yield tb
+    stop_testbed(tb)
+
+
+def sipp_command(tb: Testbed, scenario: str, *args: str, local_port: int) -> list[str]:
+    """A bounded sipp command line for ``scenario`` (a file in tests/testbed/scenarios)."""
+    return [
+        require_binary("sipp"),
+        "-sf",
+        str(SCENARIOS / scenario),
+        "-p",
+        str(local_port),
+        "-i",
+        "127.0.0.1",
+        "-bind_local",
+        "-ci",
+        "127.0.0.1",
+        "-mi",
+        "127.0.0.1",
+        "-nostdin",
+        "-timeout",
+        "30s",
+        "-timeout_error",
+        *args,
+    ]
