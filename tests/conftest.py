@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-pytest_plugins = ["tests.testbed_fixture"]
+pytest_plugins = ["tests.testbed_fixture", "tests.pg_fixture"]
