@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -46,6 +47,39 @@ def _is_json(content_type: str) -> bool:
     )
 
 
+async def _read_document(
+    request: web.Request, roots: Sequence[str], allow_empty: bool
+) -> tuple[str, dict[str, Any]] | None:
+    """The (root, content) of a single-root JSON body whose root is one of ``roots``."""
+    data = await request.read()  # raises 413 past client_max_size
+    if not data.strip():
+        if allow_empty:
+            return None
+        raise invalid_input(" or ".join(roots), "missing request body")
+    if not _is_json(request.content_type):
+        raise OMAFault(415, "SVC0001", [f"unsupported media type {request.content_type!r}"])
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise invalid_input("body", f"malformed JSON: {exc}") from exc
+    if not isinstance(doc, dict) or len(doc) != 1 or next(iter(doc)) not in roots:
+        found = ", ".join(doc) if isinstance(doc, dict) else type(doc).__name__
+        expected = " or ".join(repr(r) for r in roots)
+        found = found or "none"
+        raise invalid_input("body", f"expected one root element {expected}, found {found}")
+    root = next(iter(doc))
+    if not isinstance(doc[root], dict):
+        raise invalid_input(root, "must be an object")
+    return root, doc[root]
+
+
+def _validate(model: type[M], root: str, content: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(content)
+    except ValidationError as exc:
+        raise fault_from_validation(exc, root) from exc
+
+
 async def parse_body(
     request: web.Request, model: type[M], root: str, *, allow_empty: bool = False
 ) -> M | None:
@@ -53,26 +87,19 @@ async def parse_body(
 
     Returns None for an empty body when ``allow_empty`` is set.
     """
-    data = await request.read()  # raises 413 past client_max_size
-    if not data.strip():
-        if allow_empty:
-            return None
-        raise invalid_input(root, "missing request body")
-    if not _is_json(request.content_type):
-        raise OMAFault(415, "SVC0001", [f"unsupported media type {request.content_type!r}"])
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise invalid_input("body", f"malformed JSON: {exc}") from exc
-    if not isinstance(doc, dict) or len(doc) != 1 or root not in doc:
-        found = ", ".join(doc) if isinstance(doc, dict) else type(doc).__name__
-        raise invalid_input("body", f"expected one root element {root!r}, found {found or 'none'}")
-    if not isinstance(doc[root], dict):
-        raise invalid_input(root, "must be an object")
-    try:
-        return model.model_validate(doc[root])
-    except ValidationError as exc:
-        raise fault_from_validation(exc, root) from exc
+    found = await _read_document(request, (root,), allow_empty)
+    return None if found is None else _validate(model, root, found[1])
+
+
+async def parse_body_choice(
+    request: web.Request, models: Mapping[str, type[BaseModel]], *, allow_empty: bool = False
+) -> BaseModel | None:
+    """Read a body whose single root is any key of ``models`` (e.g. chatMessage|isComposing)."""
+    found = await _read_document(request, tuple(models), allow_empty)
+    if found is None:
+        return None
+    root, content = found
+    return _validate(models[root], root, content)
 
 
 def json_response(

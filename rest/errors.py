@@ -156,6 +156,8 @@ def fault_from_validation(exc: ValidationError, root: str) -> OMAFault:
         expected = err.get("ctx", {}).get("expected", "")
         valid = [v.strip(" '") for v in str(expected).replace(" or ", ",").split(",") if v.strip()]
         return invalid_enum(loc, valid)
+    if err["type"] == "user_uri":
+        return no_valid_address(loc)
     if err["type"] == "extra_forbidden":
         return invalid_input(loc, "unknown element")
     if err["type"] == "missing":

@@ -1,9 +1,213 @@
-"""Routes of this resource family. STUB laid down by the skeleton."""
+"""Chat notification subscriptions: R1 and R2 of oma-chat-api.md §2 (§4.1, §4.2, §6.1).
+
+``POST …/subscriptions`` answers 201 + ``Location`` + the full resource with its
+``resourceURL``; replaying the same ``clientCorrelator`` for the same user
+answers 200 with the existing resource and creates nothing. ``duration`` is
+granted by ``bridge.subscriptions.grant_duration`` (settings default and
+maximum): the create answer carries the granted seconds, later reads the
+seconds remaining; an unlimited subscription carries no ``duration``. An
+expired subscription 404s at once and is removed by the sweeper task
+(``cleanup_ctx``). Notifications are JSON only for now: ``notificationFormat``
+XML is refused (400 SVC0003) and the stored format is echoed as ``JSON``.
+``confirmedChatSupported`` defaults to true, ``adhocChatSupported`` to false.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime
+
 from aiohttp import web
+
+from bridge.config import Settings
+from bridge.subscriptions import (
+    SUPPORTED_FORMATS,
+    NewSubscription,
+    NotificationFormat,
+    Subscription,
+    grant_duration,
+    utcnow,
+)
+from rest import auth
+from rest.app import DATABASE, SERVER_ROOT, SETTINGS
+from rest.body import json_response, parse_body
+from rest.errors import OMAFault, invalid_enum, not_found
+from rest.models import (
+    CHAT_NOTIFICATION_SUBSCRIPTION,
+    CHAT_SUBSCRIPTION_LIST,
+    CallbackReference,
+    ChatNotificationSubscription,
+    ChatSubscriptionList,
+)
+from rest.uris import ServerRoot
+from state import repository as repo
+from state.db import Database
+
+log = logging.getLogger(__name__)
+
+SWEEP_INTERVAL = 30.0
+"""Seconds between two sweeps of expired subscriptions."""
+SWEEP_STOP_TIMEOUT = 10.0
+"""Seconds an application shutdown waits for a sweep in progress."""
+MAX_SUBSCRIPTIONS_PER_USER = 64
+"""Beyond this a create answers 403 POL0005 (too many notification requests)."""
+
+
+def subscription_view(
+    sub: Subscription, root: ServerRoot, now: datetime, *, created: bool = False
+) -> ChatNotificationSubscription:
+    """The REST representation of ``sub`` (granted duration if just created, else remaining)."""
+    duration: int | None = None
+    if sub.expires_at is not None:
+        duration = sub.duration if created else sub.remaining(now)
+    return ChatNotificationSubscription(
+        callback_reference=CallbackReference(
+            notify_url=sub.notify_url,
+            callback_data=sub.callback_data,
+            notification_format=sub.notification_format,
+        ),
+        duration=duration,
+        client_correlator=sub.client_correlator,
+        confirmed_chat_supported=sub.confirmed_chat_supported,
+        adhoc_chat_supported=sub.adhoc_chat_supported,
+        resource_url=root.chat(sub.user, "subscriptions", sub.id),
+    )
+
+
+async def create_subscription(request: web.Request) -> web.Response:
+    """``POST {userId}/subscriptions``: 201 + Location, or 200 on a correlator replay."""
+    user = auth.acting_user(request)
+    body = await parse_body(request, ChatNotificationSubscription, CHAT_NOTIFICATION_SUBSCRIPTION)
+    assert body is not None
+    settings: Settings = request.app[SETTINGS]
+    fmt = body.callback_reference.notification_format or NotificationFormat.JSON
+    if fmt not in SUPPORTED_FORMATS:
+        raise invalid_enum(
+            f"{CHAT_NOTIFICATION_SUBSCRIPTION}.callbackReference.notificationFormat",
+            [f.value for f in SUPPORTED_FORMATS],
+        )
+    new = NewSubscription(
+        user=user,
+        notify_url=body.callback_reference.notify_url,
+        callback_data=body.callback_reference.callback_data,
+        notification_format=fmt,
+        client_correlator=body.client_correlator,
+        duration=grant_duration(
+            body.duration,
+            settings.subscription_default_duration,
+            settings.subscription_max_duration,
+        ),
+        confirmed_chat_supported=(
+            True if body.confirmed_chat_supported is None else body.confirmed_chat_supported
+        ),
+        adhoc_chat_supported=bool(body.adhoc_chat_supported),
+    )
+    now = utcnow()
+    db: Database = request.app[DATABASE]
+    async with db.sessions.begin() as session:
+        if body.client_correlator is None or not await repo.find_subscription_by_correlator(
+            session, user, body.client_correlator, now
+        ):
+            if len(await repo.list_subscriptions(session, user, now)) >= MAX_SUBSCRIPTIONS_PER_USER:
+                raise OMAFault(403, "POL0005")
+        sub, created = await repo.create_subscription(session, new, now)
+    root: ServerRoot = request.app[SERVER_ROOT]
+    view = subscription_view(sub, root, now, created=created)
+    if not created:
+        log.debug("- subscription %s replayed for correlator %r", sub.id, sub.client_correlator)
+        return json_response(CHAT_NOTIFICATION_SUBSCRIPTION, view)
+    log.info("- subscription %s created for %s", sub.id, user)
+    assert view.resource_url is not None
+    return json_response(
+        CHAT_NOTIFICATION_SUBSCRIPTION,
+        view,
+        status=201,
+        headers={"Location": view.resource_url},
+    )
+
+
+async def list_subscriptions(request: web.Request) -> web.Response:
+    """``GET {userId}/subscriptions``: 200 ``chatSubscriptionList`` (empty list allowed)."""
+    user = auth.acting_user(request)
+    now = utcnow()
+    async with request.app[DATABASE].sessions.begin() as session:
+        subs = await repo.list_subscriptions(session, user, now)
+    root: ServerRoot = request.app[SERVER_ROOT]
+    body = ChatSubscriptionList(
+        chat_notification_subscription=[subscription_view(s, root, now) for s in subs],
+        resource_url=root.chat(user, "subscriptions"),
+    )
+    return json_response(CHAT_SUBSCRIPTION_LIST, body)
+
+
+async def read_subscription(request: web.Request) -> web.Response:
+    """``GET {userId}/subscriptions/{subscriptionId}``: 200, or 404 if gone or expired."""
+    user = auth.acting_user(request)
+    now = utcnow()
+    async with request.app[DATABASE].sessions.begin() as session:
+        sub = await repo.get_subscription(session, user, request.match_info["subscriptionId"], now)
+    if sub is None:
+        raise not_found(request.path)
+    view = subscription_view(sub, request.app[SERVER_ROOT], now)
+    return json_response(CHAT_NOTIFICATION_SUBSCRIPTION, view)
+
+
+async def delete_subscription(request: web.Request) -> web.Response:
+    """``DELETE {userId}/subscriptions/{subscriptionId}``: 204, or 404."""
+    user = auth.acting_user(request)
+    sub_id = request.match_info["subscriptionId"]
+    async with request.app[DATABASE].sessions.begin() as session:
+        deleted = await repo.delete_subscription(session, user, sub_id, utcnow())
+    if not deleted:
+        raise not_found(request.path)
+    log.info("- subscription %s deleted by %s", sub_id, user)
+    return web.Response(status=204)
+
+
+async def sweep_expired(db: Database, now: datetime) -> int:
+    """Delete every expired subscription; return how many went (§5.7)."""
+    async with db.sessions.begin() as session:
+        count = await repo.delete_expired_subscriptions(session, now)
+    if count:
+        log.info("- %d expired subscription(s) removed", count)
+    return count
+
+
+async def _sweeper(app: web.Application) -> AsyncIterator[None]:
+    db = app[DATABASE]
+    stop = asyncio.Event()
+
+    async def loop() -> None:
+        # waits on ``stop`` rather than being cancelled, so no sweep is cut mid-query
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), SWEEP_INTERVAL)
+                return
+            try:
+                await sweep_expired(db, utcnow())
+            except Exception:  # keep sweeping: the next round may succeed
+                log.exception("x subscription sweep failed")
+
+    task = asyncio.create_task(loop(), name="subscription-sweeper")
+    try:
+        yield
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(task, SWEEP_STOP_TIMEOUT)
+        except TimeoutError:
+            log.warning("x subscription sweeper did not stop in %.0f s", SWEEP_STOP_TIMEOUT)
 
 
 def setup(app: web.Application, prefix: str) -> None:
-    """Add this module's routes under ``prefix``."""
+    """Add the subscription routes (and the authentication middleware) under ``prefix``."""
+    auth.setup(app, app[SETTINGS])
+    base = f"{prefix}/chat/v1/{{userId}}/subscriptions"
+    app.router.add_get(base, list_subscriptions)
+    app.router.add_post(base, create_subscription)
+    app.router.add_get(base + "/{subscriptionId}", read_subscription)
+    app.router.add_delete(base + "/{subscriptionId}", delete_subscription)
+    app.cleanup_ctx.append(_sweeper)
