@@ -1,0 +1,401 @@
+"""CPIM message/cpim (RFC 3862) with the IMDN headers (RFC 5438 §6).
+
+Why it looks like this
+----------------------
+Every chat message, IMDN and group isComposing travels inside CPIM
+(sip-msrp-mapping §1.0.4).  A CPIM body is three blocks: the message
+headers (From, To, cc, DateTime, Subject, NS, Require and namespaced
+extension headers such as ``imdn.Message-ID``), the MIME content headers
+of the payload, then the payload.
+
+* Namespaced headers are resolved through the ``NS`` declarations, so a
+  peer that binds ``urn:ietf:params:imdn`` to another prefix is understood;
+  on output the declared prefix is reused, and ``NS: imdn
+  <urn:ietf:params:imdn>`` is added when IMDN headers are present but the
+  namespace was not declared.
+* Headers the codec does not model are kept, in order, in ``extra_headers``
+  (e.g. ``cpm.Payload-Type`` from rustrcs) and ``content_extra``.
+* Header names are matched case-insensitively (rcsjta sends
+  ``Content-type``); output uses the canonical spelling.
+* ``Content-Transfer-Encoding: base64`` (rustrcs on some networks) is
+  decoded on parse and re-encoded on serialize; ``body`` is always the
+  decoded payload.  ``Content-Length`` is emitted on output and, on input,
+  bounds the payload (trailing CRLFs some clients append are dropped).
+* ``DateTime`` is RFC 3339 with milliseconds on output.
+
+Canonical output (what ``serialize`` writes, and what round-trips byte for
+byte) follows the header order rcsjta uses: From, To, cc, NS, imdn.Message-ID,
+DateTime, Subject, Require, imdn.Disposition-Notification,
+imdn.IMDN-Record-Route, imdn.IMDN-Route, other headers; then Content-Type,
+Content-Disposition, Content-ID, Content-Transfer-Encoding, other content
+headers, Content-Length.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from sip.errors import CodecError
+from sip.multipart import Headers, split_head
+from sip.xmlutil import format_datetime, parse_datetime
+
+CONTENT_TYPE = "message/cpim"
+IMDN_NAMESPACE = "urn:ietf:params:imdn"
+IMDN_PREFIX = "imdn"
+IMDN_CONTENT_TYPE = "message/imdn+xml"
+ANONYMOUS_URI = "sip:anonymous@anonymous.invalid"
+"""The CPIM From/To that SIMPLE-IM 1-1 clients use (§1.0.4)."""
+
+
+class Disposition(enum.StrEnum):
+    """``imdn.Disposition-Notification`` values (RFC 5438 §6.2)."""
+
+    POSITIVE_DELIVERY = "positive-delivery"
+    NEGATIVE_DELIVERY = "negative-delivery"
+    DISPLAY = "display"
+    PROCESSING = "processing"
+
+
+@dataclass(frozen=True)
+class NameAddr:
+    """A CPIM address: ``["display name"] <uri>`` (RFC 3862 §3.3.1)."""
+
+    uri: str
+    display_name: str | None = None
+
+    def __str__(self) -> str:
+        if self.display_name is None:
+            return f"<{self.uri}>"
+        name = self.display_name.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{name}" <{self.uri}>'
+
+
+ANONYMOUS = NameAddr(ANONYMOUS_URI)
+
+_NAME_ADDR = re.compile(r'\s*(?:"((?:[^"\\]|\\.)*)"|([^<"]*?))\s*<([^<>]*)>\s*')
+_UNQUOTE = re.compile(r"\\(.)")
+_NS = re.compile(r"\s*([^\s<]*)\s*<([^<>]*)>\s*")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def parse_name_addr(value: str) -> NameAddr:
+    """Parses ``["name"] <uri>``; a bare URI without brackets is accepted too."""
+    match = _NAME_ADDR.fullmatch(value)
+    if match is None:
+        bare = value.strip()
+        if not bare or any(c in bare for c in ' <>"'):
+            raise CodecError(f"cpim: invalid address {value.strip()!r}")
+        return NameAddr(bare)
+    quoted, plain, uri = match.groups()
+    if not uri.strip():
+        raise CodecError(f"cpim: invalid address {value.strip()!r}")
+    if quoted is not None:
+        return NameAddr(uri.strip(), _UNQUOTE.sub(r"\1", quoted))
+    return NameAddr(uri.strip(), plain or None)
+
+
+@dataclass(frozen=True)
+class CPIMMessage:
+    """A parsed message/cpim body (RFC 3862 §3) with IMDN headers (RFC 5438 §6)."""
+
+    content_type: str | None
+    body: bytes = b""
+    sender: NameAddr | None = None
+    to: tuple[NameAddr, ...] = ()
+    cc: tuple[NameAddr, ...] = ()
+    namespaces: tuple[tuple[str, str], ...] = ()
+    message_id: str | None = None
+    datetime: datetime | None = None
+    subject: str | None = None
+    require: tuple[str, ...] = ()
+    disposition_notification: tuple[Disposition, ...] = ()
+    imdn_record_route: tuple[str, ...] = ()
+    imdn_route: tuple[str, ...] = ()
+    extra_headers: Headers = ()
+    content_disposition: str | None = None
+    content_id: str | None = None
+    content_transfer_encoding: str | None = None
+    content_extra: Headers = ()
+
+    @property
+    def media_type(self) -> str | None:
+        """The payload's ``type/subtype``, lower-cased, without parameters."""
+        if self.content_type is None:
+            return None
+        return self.content_type.split(";", 1)[0].strip().lower()
+
+    @property
+    def is_imdn(self) -> bool:
+        """Tells whether the payload is an IMDN (``message/imdn+xml``)."""
+        return self.media_type == IMDN_CONTENT_TYPE
+
+    def requested_dispositions(self) -> tuple[Disposition, ...]:
+        """Returns what the sender asked for; an IMDN-id'd message without the header asks
+        for positive-delivery (policy for networks that strip it, §1.0.5)."""
+        if self.disposition_notification:
+            return self.disposition_notification
+        if self.message_id is not None and not self.is_imdn:
+            return (Disposition.POSITIVE_DELIVERY,)
+        return ()
+
+
+def _split_lines(block: bytes) -> list[str]:
+    try:
+        text = block.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CodecError("cpim: headers are not UTF-8") from None
+    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+
+
+def _header(line: str, number: int) -> tuple[str, str]:
+    name, colon, value = line.partition(":")
+    if not colon or _HEADER_NAME.fullmatch(name) is None or "\r" in value:
+        raise CodecError(f"cpim: malformed header line {number}")
+    return name, value.strip()
+
+
+_DISPOSITIONS = frozenset(d.value for d in Disposition)
+
+
+def _parse_dispositions(value: str) -> tuple[Disposition, ...]:
+    result: list[Disposition] = []
+    for token in value.split(","):
+        token = token.strip().lower()
+        if token in _DISPOSITIONS and token not in result:
+            result.append(Disposition(token))
+    return tuple(result)
+
+
+def _route_uri(value: str) -> str:
+    return parse_name_addr(value).uri
+
+
+def parse(data: bytes) -> CPIMMessage:
+    """Parses a message/cpim body (RFC 3862 §3)."""
+    split = split_head(data)
+    if split is None:
+        raise CodecError("cpim: missing blank line after message headers")
+    head, rest = split
+    lines = [(n, line) for n, line in enumerate(_split_lines(head), start=1) if line.strip()]
+    raw = [_header(line, n) for n, line in lines]
+    namespaces: list[tuple[str, str]] = []
+    for name, value in raw:
+        if name.lower() == "ns":
+            match = _NS.fullmatch(value)
+            if match is None:
+                raise CodecError(f"cpim: invalid NS header {value!r}")
+            namespaces.append((match.group(1), match.group(2).strip()))
+    imdn_prefixes = {p.lower() for p, uri in namespaces if uri == IMDN_NAMESPACE}
+    fields: dict[str, object] = {}
+    to: list[NameAddr] = []
+    cc: list[NameAddr] = []
+    require: list[str] = []
+    record_route: list[str] = []
+    route: list[str] = []
+    dispositions: tuple[Disposition, ...] = ()
+    extra: list[tuple[str, str]] = []
+    for name, value in raw:
+        lname = name.lower()
+        prefix, dot, local = lname.rpartition(".")
+        imdn = dot and prefix in imdn_prefixes
+        if lname == "from":
+            fields["sender"] = parse_name_addr(value)
+        elif lname == "to":
+            to.append(parse_name_addr(value))
+        elif lname == "cc":
+            cc.append(parse_name_addr(value))
+        elif lname == "datetime":
+            fields["datetime"] = parse_datetime(value, "cpim: DateTime")
+        elif lname == "subject" and "subject" not in fields:
+            fields["subject"] = value
+        elif lname == "require":
+            require += [v.strip() for v in value.split(",") if v.strip()]
+        elif lname == "ns":
+            continue
+        elif imdn and local == "message-id":
+            fields["message_id"] = value
+        elif imdn and local == "disposition-notification":
+            dispositions = _parse_dispositions(value)
+        elif imdn and local == "imdn-record-route":
+            record_route.append(_route_uri(value))
+        elif imdn and local == "imdn-route":
+            route.append(_route_uri(value))
+        else:
+            extra.append((name, value))
+    content = split_head(rest)
+    if content is None:
+        raise CodecError("cpim: missing blank line after content headers")
+    chead, payload = content
+    cheaders = [_header(line, n) for n, line in enumerate(_split_lines(chead), 1) if line.strip()]
+    cfields: dict[str, str] = {}
+    cextra: list[tuple[str, str]] = []
+    for name, value in cheaders:
+        lname = name.lower()
+        if lname in _CONTENT_FIELDS and lname not in cfields:
+            cfields[lname] = value
+        else:
+            cextra.append((name, value))
+    length_text = cfields.get("content-length")
+    if length_text is not None:
+        if not length_text.isascii() or not length_text.isdigit():
+            raise CodecError(f"cpim: invalid Content-Length {length_text!r}")
+        length = int(length_text)
+        if length > len(payload):
+            raise CodecError(
+                f"cpim: body is shorter than Content-Length ({len(payload)} < {length})"
+            )
+        payload = payload[:length]
+    encoding = cfields.get("content-transfer-encoding")
+    if encoding is not None and encoding.lower() == "base64":
+        try:
+            payload = base64.b64decode(b"".join(payload.split()), validate=True)
+        except binascii.Error:
+            raise CodecError("cpim: invalid base64 body") from None
+    sender = fields.get("sender")
+    stamp = fields.get("datetime")
+    message_id = fields.get("message_id")
+    subject = fields.get("subject")
+    return CPIMMessage(
+        content_type=cfields.get("content-type"),
+        body=payload,
+        sender=sender if isinstance(sender, NameAddr) else None,
+        to=tuple(to),
+        cc=tuple(cc),
+        namespaces=tuple(namespaces),
+        message_id=message_id if isinstance(message_id, str) else None,
+        datetime=stamp if isinstance(stamp, datetime) else None,
+        subject=subject if isinstance(subject, str) else None,
+        require=tuple(require),
+        disposition_notification=dispositions,
+        imdn_record_route=tuple(record_route),
+        imdn_route=tuple(route),
+        extra_headers=tuple(extra),
+        content_disposition=cfields.get("content-disposition"),
+        content_id=cfields.get("content-id"),
+        content_transfer_encoding=encoding,
+        content_extra=tuple(cextra),
+    )
+
+
+_CONTENT_FIELDS = (
+    "content-type",
+    "content-disposition",
+    "content-id",
+    "content-transfer-encoding",
+    "content-length",
+)
+
+
+def _imdn_prefix(message: CPIMMessage) -> tuple[str, bool]:
+    for prefix, uri in message.namespaces:
+        if uri == IMDN_NAMESPACE:
+            return prefix, False
+    needed = bool(
+        message.message_id is not None
+        or message.disposition_notification
+        or message.imdn_record_route
+        or message.imdn_route
+    )
+    return IMDN_PREFIX, needed
+
+
+def _line(name: str, value: str) -> str:
+    if "\r" in value or "\n" in value or _HEADER_NAME.fullmatch(name) is None:
+        raise CodecError(f"cpim: invalid header {name!r}")
+    return f"{name}: {value}\r\n"
+
+
+def serialize(message: CPIMMessage) -> bytes:
+    """Serializes a message/cpim body in the canonical header order."""
+    prefix, add_ns = _imdn_prefix(message)
+    out: list[str] = []
+    if message.sender is not None:
+        out.append(_line("From", str(message.sender)))
+    out += [_line("To", str(addr)) for addr in message.to]
+    out += [_line("cc", str(addr)) for addr in message.cc]
+    out += [_line("NS", f"{p} <{uri}>".lstrip()) for p, uri in message.namespaces]
+    if add_ns:
+        out.append(_line("NS", f"{IMDN_PREFIX} <{IMDN_NAMESPACE}>"))
+    if message.message_id is not None:
+        out.append(_line(f"{prefix}.Message-ID", message.message_id))
+    if message.datetime is not None:
+        out.append(_line("DateTime", format_datetime(message.datetime)))
+    if message.subject is not None:
+        out.append(_line("Subject", message.subject))
+    if message.require:
+        out.append(_line("Require", ", ".join(message.require)))
+    if message.disposition_notification:
+        value = ", ".join(d.value for d in message.disposition_notification)
+        out.append(_line(f"{prefix}.Disposition-Notification", value))
+    out += [_line(f"{prefix}.IMDN-Record-Route", f"<{u}>") for u in message.imdn_record_route]
+    out += [_line(f"{prefix}.IMDN-Route", f"<{u}>") for u in message.imdn_route]
+    out += [_line(name, value) for name, value in message.extra_headers]
+    out.append("\r\n")
+    body = message.body
+    encoding = message.content_transfer_encoding
+    if encoding is not None and encoding.lower() == "base64":
+        body = base64.b64encode(body)
+    if message.content_type is not None:
+        out.append(_line("Content-Type", message.content_type))
+    if message.content_disposition is not None:
+        out.append(_line("Content-Disposition", message.content_disposition))
+    if message.content_id is not None:
+        out.append(_line("Content-ID", message.content_id))
+    if encoding is not None:
+        out.append(_line("Content-Transfer-Encoding", encoding))
+    out += [_line(name, value) for name, value in message.content_extra]
+    out.append(_line("Content-Length", str(len(body))))
+    out.append("\r\n")
+    return "".join(out).encode("utf-8") + body
+
+
+def build_chat_message(
+    *,
+    sender: NameAddr,
+    recipient: NameAddr,
+    message_id: str,
+    timestamp: datetime,
+    body: bytes,
+    content_type: str = "text/plain;charset=UTF-8",
+    dispositions: tuple[Disposition, ...] = (Disposition.POSITIVE_DELIVERY, Disposition.DISPLAY),
+    extra_headers: Headers = (),
+) -> CPIMMessage:
+    """Builds a chat message envelope (sip-msrp-mapping §1.0.4)."""
+    return CPIMMessage(
+        content_type=content_type,
+        body=body,
+        sender=sender,
+        to=(recipient,),
+        namespaces=((IMDN_PREFIX, IMDN_NAMESPACE),),
+        message_id=message_id,
+        datetime=timestamp,
+        disposition_notification=dispositions,
+        extra_headers=extra_headers,
+    )
+
+
+def build_imdn_message(
+    *,
+    sender: NameAddr,
+    recipient: NameAddr,
+    message_id: str,
+    timestamp: datetime,
+    imdn_xml: bytes,
+) -> CPIMMessage:
+    """Builds the CPIM envelope of an IMDN: its own Message-ID, no Disposition-Notification
+    (RFC 5438 §7.1.2, sip-msrp-mapping §1.0.4)."""
+    return CPIMMessage(
+        content_type=IMDN_CONTENT_TYPE,
+        body=imdn_xml,
+        sender=sender,
+        to=(recipient,),
+        namespaces=((IMDN_PREFIX, IMDN_NAMESPACE),),
+        message_id=message_id,
+        datetime=timestamp,
+        content_disposition="notification",
+    )

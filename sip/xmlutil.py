@@ -1,0 +1,227 @@
+"""Safe XML reading and canonical XML writing shared by the XML codecs.
+
+Why this module exists
+----------------------
+The XML bodies the bridge reads (IMDN, isComposing, conference-info,
+resource-lists) come from remote peers, so the parser must be immune to
+entity expansion ("billion laughs") and external entities.  The stdlib
+``xml.etree`` parser resolves internal entities, so ``parse_xml`` drives
+``pyexpat`` directly: any DOCTYPE is refused before an entity can be
+declared, parameter-entity parsing is off, and nesting depth is bounded.
+Every failure surfaces as ``CodecError`` with a fixed message.
+
+Writing goes through a tiny node tree (``XMLNode``) rendered in one
+canonical form (UTF-8 declaration, two-space indentation, ``<x/>`` for empty
+elements) so that ``serialize(parse(x)) == x`` holds for canonical input.
+
+The RFC 3339 helpers (CPIM ``DateTime``, isComposing ``lastactive``,
+conference-info ``when``) live here as well, being shared by several codecs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from xml.etree.ElementTree import Element, TreeBuilder
+from xml.parsers import expat
+
+from sip.errors import CodecError
+
+MAX_DEPTH = 32
+"""Deepest element nesting accepted in any XML body."""
+
+_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _qualify(name: str) -> str:
+    uri, sep, local = name.rpartition("\x1f")
+    return f"{{{uri}}}{local}" if sep else local
+
+
+def parse_xml(data: bytes, what: str) -> Element:
+    """Parses ``data`` into an element tree, refusing DTDs and deep nesting."""
+    builder = TreeBuilder()
+    parser = expat.ParserCreate(namespace_separator="\x1f")
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    depth = 0
+
+    def start(name: str, attrs: dict[str, str]) -> None:
+        nonlocal depth
+        depth += 1
+        if depth > MAX_DEPTH:
+            raise CodecError(f"{what}: XML nesting deeper than {MAX_DEPTH} levels")
+        builder.start(_qualify(name), {_qualify(k): v for k, v in attrs.items()})
+
+    def end(name: str) -> None:
+        nonlocal depth
+        depth -= 1
+        builder.end(_qualify(name))
+
+    def doctype(*_args: object) -> None:
+        raise CodecError(f"{what}: DOCTYPE is not allowed")
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = builder.data
+    parser.StartDoctypeDeclHandler = doctype
+    try:
+        parser.Parse(data, True)
+    except expat.ExpatError as exc:
+        message = expat.ErrorString(exc.code)
+        raise CodecError(
+            f"{what}: malformed XML: {message} at line {exc.lineno}, column {exc.offset}"
+        ) from None
+    except (LookupError, UnicodeError):
+        raise CodecError(f"{what}: unsupported XML encoding") from None
+    return builder.close()
+
+
+def qname(namespace: str, local: str) -> str:
+    """Returns the ElementTree ``{namespace}local`` form."""
+    return f"{{{namespace}}}{local}"
+
+
+def expect_root(root: Element, namespace: str, local: str, what: str) -> None:
+    """Checks the root element's qualified name."""
+    if root.tag != qname(namespace, local):
+        raise CodecError(f"{what}: root element is not {local} in {namespace}")
+
+
+def text_of(element: Element) -> str:
+    """Returns the element's character content ('' when empty)."""
+    return element.text or ""
+
+
+def token_of(element: Element) -> str:
+    """Returns the element's character content with surrounding whitespace removed."""
+    return text_of(element).strip()
+
+
+def children(element: Element, namespace: str, local: str) -> list[Element]:
+    """Returns the direct children named ``{namespace}local``."""
+    return element.findall(qname(namespace, local))
+
+
+def child(element: Element, namespace: str, local: str) -> Element | None:
+    """Returns the first direct child named ``{namespace}local``, if any."""
+    return element.find(qname(namespace, local))
+
+
+def parse_uint(text: str, what: str, field: str) -> int:
+    """Parses an ``xs:unsignedInt`` value."""
+    value = text.strip()
+    if not value.isascii() or not value.isdigit() or int(value) > 0xFFFFFFFF:
+        raise CodecError(f"{what}: {field} is not an unsigned integer")
+    return int(value)
+
+
+def parse_bool(text: str, what: str, field: str) -> bool:
+    """Parses an ``xs:boolean`` value."""
+    value = text.strip()
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    raise CodecError(f"{what}: {field} is not a boolean")
+
+
+@dataclass(frozen=True)
+class XMLNode:
+    """One element to write: ``tag`` may carry a prefix (``cp:copyControl``)."""
+
+    tag: str
+    attributes: tuple[tuple[str, str], ...] = ()
+    children: tuple[XMLNode, ...] = ()
+    text: str | None = None
+
+
+def _check_chars(value: str, what: str) -> None:
+    if _XML_CHAR.search(value):
+        raise CodecError(f"{what}: text contains a character not allowed in XML")
+
+
+def escape_text(value: str, what: str) -> str:
+    """Escapes character content (``\\r`` kept as a reference so it survives parsing)."""
+    _check_chars(value, what)
+    return (
+        value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
+    )
+
+
+def escape_attribute(value: str, what: str) -> str:
+    """Escapes an attribute value for double quotes."""
+    return (
+        escape_text(value, what).replace('"', "&quot;").replace("\n", "&#10;").replace("\t", "&#9;")
+    )
+
+
+def _render(node: XMLNode, indent: int, what: str, out: list[str]) -> None:
+    pad = "  " * indent
+    attrs = "".join(f' {k}="{escape_attribute(v, what)}"' for k, v in node.attributes)
+    if node.children:
+        out.append(f"{pad}<{node.tag}{attrs}>\n")
+        for sub in node.children:
+            _render(sub, indent + 1, what, out)
+        out.append(f"{pad}</{node.tag}>\n")
+    elif node.text:
+        out.append(f"{pad}<{node.tag}{attrs}>{escape_text(node.text, what)}</{node.tag}>\n")
+    else:
+        out.append(f"{pad}<{node.tag}{attrs}/>\n")
+
+
+def render_xml(root: XMLNode, what: str) -> bytes:
+    """Renders ``root`` as a UTF-8 XML document in the canonical layout."""
+    out = ['<?xml version="1.0" encoding="UTF-8"?>\n']
+    _render(root, 0, what, out)
+    return "".join(out).encode("utf-8")
+
+
+def text_node(tag: str, value: str | None) -> tuple[XMLNode, ...]:
+    """Returns a one-element tuple with a text element, or ``()`` for None."""
+    return () if value is None else (XMLNode(tag, text=value),)
+
+
+# RFC 3339 date-time (section 5.6), liberal on input: fraction of any length,
+# 't'/'z' in lower case, and a missing offset read as UTC.
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))?",
+    re.ASCII,
+)
+
+
+def parse_datetime(text: str, what: str) -> datetime:
+    """Parses an RFC 3339 date-time; the result is always timezone-aware."""
+    match = _RFC3339.fullmatch(text.strip())
+    if match is None:
+        raise CodecError(f"{what}: invalid date-time {text.strip()!r}")
+    year, month, day, hour, minute, second = (int(g) for g in match.group(1, 2, 3, 4, 5, 6))
+    fraction = match.group(7) or "0"
+    micro = int(fraction[:6].ljust(6, "0"))
+    tz = timezone.utc
+    if match.group(9):
+        offset = timedelta(hours=int(match.group(10)), minutes=int(match.group(11)))
+        if offset >= timedelta(hours=24):
+            raise CodecError(f"{what}: invalid date-time {text.strip()!r}")
+        tz = timezone(-offset if match.group(9) == "-" else offset)
+    try:
+        return datetime(year, month, day, hour, minute, min(second, 59), micro, tzinfo=tz)
+    except ValueError:
+        raise CodecError(f"{what}: invalid date-time {text.strip()!r}") from None
+
+
+def format_datetime(value: datetime) -> str:
+    """Formats an aware datetime as RFC 3339 with milliseconds (``Z`` for UTC)."""
+    offset = value.utcoffset()
+    if offset is None:
+        raise CodecError("date-time must be timezone-aware")
+    stamp = (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T"
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond // 1000:03d}"
+    )
+    if offset == timedelta(0):
+        return stamp + "Z"
+    sign = "-" if offset < timedelta(0) else "+"
+    minutes = abs(int(offset.total_seconds())) // 60
+    return f"{stamp}{sign}{minutes // 60:02d}:{minutes % 60:02d}"
