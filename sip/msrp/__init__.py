@@ -1,0 +1,74 @@
+"""MSRP (RFC 4975) with relay support (RFC 4976): codec, sans-I/O engine, asyncio transport.
+
+Modules:
+    uri         MSRPURI, parse_uri/serialize_uri, parse_path/serialize_path, SessionId
+    message     MSRPMessage, ByteRange, StatusHeader, parse_message/serialize_message
+    parser      MSRPParser: byte stream -> frames (end-line found by byte search)
+    reassembly  Reassembly of one chunked incoming message
+    events      the engine's events (MessageReceived, MessageSent, MessageFailed, ...)
+    session     MSRPConnection (sans-I/O engine, one per TCP connection), MSRPSessionState
+    relay       RelayConfig, RelayBinding: RFC 4976 AUTH results
+    transport   MSRPStack, MSRPSession: the only MSRP I/O (asyncio)
+
+The API the bridge uses::
+
+    stack = MSRPStack("127.0.0.1", 0, relay=RelayConfig.from_string("msrp://r:2855;tcp"))
+    await stack.start()                               # listener (passive side)
+    session = await stack.create_session(accept_types=("message/cpim",))
+    sdp_path = session.path_attribute                 # a=path: (Use-Path + our URI)
+    await session.start(remote_path, active=True)     # connect + empty SEND, or wait for peer
+    result = await session.send("message/cpim", body) # chunked; returns on the last 200
+    #   raises MSRPError(status, reason, local=...): 4xx from the peer, 481 session gone,
+    #   408 local when a transaction timed out (the connection is then closed)
+    async for event in session.messages():            # MessageReceived | ReportReceived
+        ...
+    session.on_event = callback                       # or every event, incl. ChunkReceived
+    await session.close()
+    await stack.close()
+
+Sessions toward the same peer share one TCP connection; idle sessions own no
+task and no timer. Defaults: chunks of 10 KiB, 16 unanswered chunks per
+message, transaction timeout 30 s, session matching on the session-id only.
+"""
+
+from sip.msrp.events import (
+    ChunkReceived,
+    MessageAborted,
+    MessageFailed,
+    MessageReceived,
+    MessageSent,
+    ReportReceived,
+    SessionStatus,
+)
+from sip.msrp.message import ByteRange, MSRPMessage, MSRPMessageId, parse_message, serialize_message
+from sip.msrp.parser import MSRPParser
+from sip.msrp.relay import RelayConfig
+from sip.msrp.session import MSRPConnection, MSRPSessionState
+from sip.msrp.transport import MSRPSession, MSRPStack, SendResult
+from sip.msrp.uri import MSRPURI, SessionId, parse_path, parse_uri
+
+__all__ = [
+    "MSRPURI",
+    "ByteRange",
+    "ChunkReceived",
+    "MSRPConnection",
+    "MSRPMessage",
+    "MSRPMessageId",
+    "MSRPParser",
+    "MSRPSession",
+    "MSRPSessionState",
+    "MSRPStack",
+    "MessageAborted",
+    "MessageFailed",
+    "MessageReceived",
+    "MessageSent",
+    "RelayConfig",
+    "ReportReceived",
+    "SendResult",
+    "SessionId",
+    "SessionStatus",
+    "parse_message",
+    "parse_path",
+    "parse_uri",
+    "serialize_message",
+]

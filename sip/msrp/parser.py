@@ -1,0 +1,157 @@
+"""Incremental MSRP stream parser: bytes in, frames out (RFC 4975 §9).
+
+# Why this shape
+#
+# MSRP has no length header: a frame ends at ``CRLF -------<tid><flag> CRLF``
+# where tid is the transaction id of its start line. The parser therefore
+# reads the start line, then searches the buffer for that exact end-line by
+# byte search, resuming where the previous search stopped, so payloads (UTF-8,
+# binary, or containing other end-lines) are never split into lines (mapping §5
+# pitfall 13). Any split of a TCP byte stream yields the same frames.
+#
+# Two kinds of failure are kept apart:
+# - framing errors (garbage where a start line must be, an over-long start
+#   line, a frame exceeding ``max_frame_size``) make the stream unusable:
+#   ``feed`` raises CodecError and the connection must be closed;
+# - a well-delimited frame with bad contents (unknown header syntax, bad
+#   Byte-Range, missing From-Path) becomes a ``MalformedFrame`` so that the
+#   engine can answer 400 and carry on.
+# ``max_frame_size`` bounds the memory one connection can pin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sip.errors import CodecError
+from sip.msrp.message import (
+    CONTINUATION_FLAGS,
+    END_LINE_PREFIX,
+    MSRPMessage,
+    TransactionId,
+    parse_message,
+    parse_start_line,
+)
+from sip.msrp.uri import MSRPURI, parse_path
+
+MAX_START_LINE = 512
+DEFAULT_MAX_FRAME_SIZE = 4 * 1024 * 1024 + 64 * 1024
+"""Largest frame accepted (msrplib sends chunks of up to 4 MiB)."""
+
+_FLAGS = frozenset(ord(c) for c in CONTINUATION_FLAGS)
+_MSRP = b"MSRP "
+
+
+@dataclass(frozen=True, slots=True)
+class MalformedFrame:
+    """A delimited frame whose contents failed to parse; paths are best effort."""
+
+    transaction_id: TransactionId
+    method: str | None
+    error: CodecError
+    to_path: tuple[MSRPURI, ...] | None
+    from_path: tuple[MSRPURI, ...] | None
+    failure_report: str
+
+
+def _salvage(
+    frame: bytes, tid: TransactionId, method: str | None, err: CodecError
+) -> MalformedFrame:
+    paths: dict[str, tuple[MSRPURI, ...] | None] = {"to-path": None, "from-path": None}
+    failure_report = "yes"
+    head = frame.split(b"\r\n\r\n", 1)[0]
+    for raw in head.split(b"\r\n")[1:]:
+        name, _, value = raw.decode("utf-8", "replace").partition(":")
+        key = name.strip().lower()
+        if key in paths and paths[key] is None:
+            try:
+                paths[key] = parse_path(value)
+            except CodecError:
+                pass
+        elif key == "failure-report" and value.strip() in ("no", "partial"):
+            failure_report = value.strip()
+    return MalformedFrame(tid, method, err, paths["to-path"], paths["from-path"], failure_report)
+
+
+class MSRPParser:
+    """Splits an MSRP byte stream into frames (RFC 4975 §9); ``feed`` raises CodecError."""
+
+    __slots__ = ("_buf", "_offset", "_tid", "_method", "_tail", "_search", "_failed", "max_frame")
+
+    def __init__(self, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        self._buf = bytearray()
+        self._offset = 0
+        self._tid: TransactionId | None = None
+        self._method: str | None = None
+        self._tail = b""
+        self._search = 0
+        self._failed = False
+        self.max_frame = max_frame_size
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet part of a complete frame."""
+        return len(self._buf) - self._offset
+
+    def feed(self, data: bytes) -> list[MSRPMessage | MalformedFrame]:
+        """Add received bytes; return the frames they complete, in order."""
+        if self._failed:
+            raise CodecError("MSRP stream unusable after an earlier framing error")
+        try:
+            return self._feed(data)
+        except CodecError:
+            self._failed = True
+            raise
+
+    def _feed(self, data: bytes) -> list[MSRPMessage | MalformedFrame]:
+        buf = self._buf
+        buf += data
+        out: list[MSRPMessage | MalformedFrame] = []
+        while True:
+            start = self._offset
+            if self._tid is None:
+                avail = len(buf) - start
+                if avail == 0:
+                    break
+                probe = bytes(buf[start : start + len(_MSRP)])
+                if not _MSRP.startswith(probe):
+                    raise CodecError("invalid MSRP frame start")
+                line_end = buf.find(b"\r\n", start, start + MAX_START_LINE)
+                if line_end < 0:
+                    if avail >= MAX_START_LINE:
+                        raise CodecError("MSRP start line too long")
+                    break
+                tid, method, _, _ = parse_start_line(bytes(buf[start:line_end]))
+                self._tid, self._method = tid, method
+                self._tail = b"\r\n" + END_LINE_PREFIX + tid.encode()
+                self._search = line_end
+            tail = self._tail
+            idx = buf.find(tail, self._search)
+            if idx < 0:
+                self._search = max(self._search, len(buf) - len(tail) + 1)
+                if len(buf) - start > self.max_frame:
+                    raise CodecError("MSRP frame too large")
+                break
+            stop = idx + len(tail) + 3
+            if stop > len(buf):
+                self._search = idx
+                break
+            if buf[idx + len(tail)] not in _FLAGS or buf[stop - 2 : stop] != b"\r\n":
+                self._search = idx + 1
+                continue
+            if stop - start > self.max_frame:
+                raise CodecError("MSRP frame too large")
+            frame = bytes(buf[start:stop])
+            tid = self._tid
+            method = self._method
+            self._offset = stop
+            self._tid = None
+            try:
+                out.append(parse_message(frame))
+            except CodecError as err:
+                out.append(_salvage(frame, tid, method, err))
+        if self._offset and (self._offset > 65536 or self._offset == len(buf)):
+            del buf[: self._offset]
+            self._search -= self._offset
+            self._offset = 0
+        return out
