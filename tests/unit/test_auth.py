@@ -57,7 +57,9 @@ async def database(tmp_path):
 
 
 @pytest.fixture
-async def client(aiohttp_client, database):
+async def client(database, aiohttp_client):
+    # `database` is requested first so that it is closed after the app (whose
+    # background tasks still use the store while they stop)
     settings = Settings(server_root="http://api.test", credentials=CREDENTIALS)
     return await aiohttp_client(rest_app.make_app(settings, database))
 
@@ -139,7 +141,7 @@ async def test_acr_auth_with_pattern_credential(client) -> None:
     assert (await client.get(subs("acr:auth"))).status == 401
 
 
-async def test_health_and_other_routes(aiohttp_client, database) -> None:
+async def test_health_and_other_routes(database, aiohttp_client) -> None:
     settings = Settings(server_root="http://api.test", credentials=CREDENTIALS)
     app = rest_app.make_app(settings, database)
 
@@ -158,7 +160,7 @@ async def test_health_and_other_routes(aiohttp_client, database) -> None:
     assert (await client.get("/chat/v1/unknown/path/x")).status == 401
 
 
-async def test_auth_off_on_loopback(aiohttp_client, database, caplog) -> None:
+async def test_auth_off_on_loopback(database, aiohttp_client, caplog) -> None:
     caplog.set_level(logging.INFO, logger="rest.auth")
     app = rest_app.make_app(Settings(http_host="127.0.0.1"), database)
     assert any("authentication is OFF" in r.getMessage() for r in caplog.records)

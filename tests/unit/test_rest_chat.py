@@ -67,7 +67,9 @@ async def database(tmp_path):
 
 
 @pytest.fixture
-async def client(aiohttp_client, database):
+async def client(database, aiohttp_client):
+    # `database` is requested first so that it is closed after the app (whose
+    # background tasks still use the store while they stop)
     return await aiohttp_client(rest_app.make_app(Settings(server_root=SERVER), database))
 
 
@@ -153,7 +155,7 @@ class FakeChat:
 
 
 @pytest.fixture
-async def served(aiohttp_client, database):
+async def served(database, aiohttp_client):
     app = rest_app.make_app(Settings(server_root=SERVER), database)
     fake = FakeChat()
     service: ChatService = fake

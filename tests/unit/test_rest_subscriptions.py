@@ -40,7 +40,9 @@ def settings() -> Settings:
 
 
 @pytest.fixture
-async def client(aiohttp_client, settings, database):
+async def client(database, settings, aiohttp_client):
+    # `database` is requested first so that it is closed after the app (whose
+    # background tasks still use the store while they stop)
     return await aiohttp_client(rest_app.make_app(settings, database))
 
 
@@ -133,7 +135,7 @@ async def test_client_correlator_replay(client) -> None:
     assert len(listed["chatSubscriptionList"]["chatNotificationSubscription"]) == 1
 
 
-async def test_duration_granted_and_expiry(aiohttp_client, database, monkeypatch) -> None:
+async def test_duration_granted_and_expiry(database, aiohttp_client, monkeypatch) -> None:
     settings = Settings(
         server_root=ROOT, subscription_default_duration=60, subscription_max_duration=600
     )
@@ -329,7 +331,7 @@ async def test_media_types_and_size(client) -> None:
     assert fault(await resp.json())[0] == "SVC0001"
 
 
-async def test_sweeper_task_runs_and_stops(aiohttp_client, settings, database, monkeypatch) -> None:
+async def test_sweeper_task_runs_and_stops(database, settings, aiohttp_client, monkeypatch) -> None:
     calls: list[object] = []
 
     async def fake_sweep(db, now) -> int:
