@@ -223,6 +223,7 @@ class MSRPConnection:
         *,
         resolver: Callable[[SessionId], MSRPSessionState | None] = lambda _sid: None,
         sessmatch: bool = True,
+        exclusive_binding: bool = False,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         window: int = DEFAULT_WINDOW,
         timeout: float = DEFAULT_TIMEOUT,
@@ -234,6 +235,7 @@ class MSRPConnection:
         self.sessions: dict[SessionId, MSRPSessionState] = {}
         self._resolver = resolver
         self._sessmatch = sessmatch
+        self._exclusive = exclusive_binding
         self._chunk = chunk_size
         self._window = window
         self._timeout = timeout
@@ -490,8 +492,10 @@ class MSRPConnection:
         if not self._sessmatch and not target.same_hop(session.local_uri):
             return None
         if session.connection is not None and session.connection is not self:
-            self._respond(req, 506, events)
-            return None
+            if self._exclusive:
+                self._respond(req, 506, events)
+                return None
+            return session  # e.g. a relay opened its own connection toward us
         if session.connection is None:
             self.attach(session)
         if session.status is not SessionStatus.BOUND:

@@ -262,15 +262,22 @@ class MSRPSession:
             raise MSRPError(481, "Session closed", local=True)
         self.state.remote_path = path
         wait = timeout if timeout is not None else self.stack.timeout
-        if self.state.status is SessionStatus.BOUND:
-            return  # the peer's first frame arrived before we started
-        if not active:
-            if self._bound is None:
-                self._bound = self.stack._loop.create_future()
-            try:
-                await asyncio.wait_for(asyncio.shield(self._bound), wait)
-            except TimeoutError:
-                raise MSRPError(408, "peer did not connect", local=True) from None
+        if not active or self.state.status is SessionStatus.BOUND:
+            if self.state.status is not SessionStatus.BOUND:
+                if self._bound is None:
+                    self._bound = self.stack._loop.create_future()
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._bound), wait)
+                except TimeoutError:
+                    raise MSRPError(408, "peer did not connect", local=True) from None
+            # an empty SEND back, as rcsjta does on both roles: it proves the path
+            # and makes a relay open its connection toward the peer before traffic
+            link = self._link()
+            mid, data = link.engine.send_keepalive(self.state, self.stack._loop.time())
+            fut = self._waiter(mid)
+            link.write(data)
+            link.arm()
+            await asyncio.wait_for(fut, wait + 1.0)
             return
         link = self._relay_link or await self.stack._link_to(path[0])
         if not link.usable:

@@ -293,9 +293,16 @@ def test_too_many_partial_messages_413():
 def test_session_bound_elsewhere_506_and_sessmatch():
     p = Pair()
     p.bind()
-    other = MSRPConnection(resolver=lambda sid: p.b if sid == "bob22" else None)
+    other = MSRPConnection(
+        resolver=lambda sid: p.b if sid == "bob22" else None, exclusive_binding=True
+    )
     other.receive_data(raw_send("t2000001", B_URI), 0)
     assert [f.status for f in frames(other.data_to_send())] == [506]
+    lenient = MSRPConnection(resolver=lambda sid: p.b if sid == "bob22" else None)
+    ev = lenient.receive_data(raw_send("t2000004", B_URI), 0)
+    assert [f.status for f in frames(lenient.data_to_send())] == [200]
+    assert only(ev, MessageReceived)[0].body == b"hi"
+    assert p.b.connection is p.cb and not lenient.sessions
     moved = MSRPURI("10.9.9.9", 4444, SessionId("bob22"))  # SBC rewrote the authority
     _ev, st_ = answer(p, raw_send("t2000002", moved))
     assert st_ == [200]
