@@ -1,9 +1,218 @@
-"""Routes of this resource family. STUB laid down by the skeleton."""
+"""Notification Channel resources (oma-chat-api.md §10) and the delivery worker's lifetime.
+
+Routes under ``{serverRoot}/notificationchannel/v1/{userId}/channels``:
+
+=========================================  ======  ==========================================
+path                                       verb    answer
+=========================================  ======  ==========================================
+``/channels``                              POST    201 + Location + ``notificationChannel``
+                                                   (200 + the existing one on a repeated
+                                                   ``clientCorrelator``)
+``/channels``                              GET     200 ``notificationChannelList``
+``/channels/{channelId}``                  GET     200 ``notificationChannel``
+``/channels/{channelId}``                  DELETE  204 (queue and the subscriptions whose
+                                                   notifyURL is its callbackURL go too)
+``/channels/{channelId}/poll``             POST    long poll: 200 ``notificationList``
+                                                   (``channelURL``)
+``/channels/{channelId}/callback``         any     403 (``callbackURL``: only a notifyURL;
+                                                   notifications are queued internally)
+=========================================  ======  ==========================================
+
+Other verbs on these paths answer 405 with ``Allow``; an unknown, deleted or
+expired channel answers 404. ``channelLifetime`` is granted as asked, capped at
+``channel_max_lifetime`` (``channel_default_lifetime`` when absent) and read
+back as the seconds left; ``maxNotifications`` likewise, capped at
+``channel_max_notifications``.
+
+``setup`` also creates the :class:`rest.delivery.DeliveryService`, stores it in
+:data:`NOTIFIER` (the ``Notifier`` port, for the chat side) and
+:data:`DELIVERY`, and starts and stops it through ``cleanup_ctx``.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
+
 from aiohttp import web
+
+from bridge.ports import Notifier
+from rest.app import DATABASE, SERVER_ROOT, SETTINGS
+from rest.auth import acting_user
+from rest.body import JSON, json_response, parse_body
+from rest.channel_models import (
+    CHANNEL_LIST_ROOT,
+    CHANNEL_ROOT,
+    LONG_POLLING_DATA_TYPE,
+    NOTIFICATION_LIST_ROOT,
+    LongPollingData,
+    NotificationChannel,
+    NotificationChannelList,
+)
+from rest.delivery import DeliveryService
+from rest.errors import forbidden, invalid_input, not_found
+from rest.uris import ServerRoot
+from state import outbox
+
+NOTIFIER: web.AppKey[Notifier] = web.AppKey("notifier")
+"""The ``Notifier`` port: publish notifications, wake delivery, listen for delivered ones."""
+DELIVERY = web.AppKey("delivery", DeliveryService)
+"""The concrete delivery worker (channels, tests and the bench use its extra methods)."""
+
+POLL = "poll"
+CALLBACK = "callback"
+
+
+def _render(root: ServerRoot, channel: outbox.Channel, now_left: int) -> NotificationChannel:
+    return NotificationChannel(
+        client_correlator=channel.client_correlator,
+        application_tag=channel.application_tag,
+        channel_type="LongPolling",
+        channel_data=LongPollingData(
+            channel_url=root.channels(channel.user, channel.id, POLL),
+            max_notifications=channel.max_notifications,
+            type=LONG_POLLING_DATA_TYPE,
+        ),
+        channel_lifetime=now_left,
+        callback_url=channel.callback_url,
+        resource_url=root.channels(channel.user, channel.id),
+    )
+
+
+async def create_channel(request: web.Request) -> web.Response:
+    """``POST .../channels``: create a LongPolling channel (§10)."""
+    user = acting_user(request)
+    settings = request.app[SETTINGS]
+    root = request.app[SERVER_ROOT]
+    body = await parse_body(request, NotificationChannel, CHANNEL_ROOT)
+    assert body is not None
+    lifetime = min(
+        body.channel_lifetime or settings.channel_default_lifetime, settings.channel_max_lifetime
+    )
+    asked = body.channel_data.max_notifications if body.channel_data else None
+    max_notifications = min(
+        asked or settings.channel_max_notifications, settings.channel_max_notifications
+    )
+    channel_id = outbox.new_channel_id()
+    new = outbox.NewChannel(
+        id=channel_id,
+        user=user,
+        channel_type=body.channel_type,
+        client_correlator=body.client_correlator,
+        application_tag=body.application_tag,
+        max_notifications=max_notifications,
+        lifetime=lifetime,
+        callback_url=root.channels(user, channel_id, CALLBACK),
+    )
+    now = outbox.utcnow()
+    async with request.app[DATABASE].sessions.begin() as session:
+        channel, created = await outbox.create_channel(session, new, now=now)
+    answer = _render(root, channel, channel.remaining(now))
+    location = answer.resource_url or ""
+    return json_response(
+        CHANNEL_ROOT, answer, status=201 if created else 200, headers={"Location": location}
+    )
+
+
+async def list_channels(request: web.Request) -> web.Response:
+    """``GET .../channels``: every live channel of the user (§10)."""
+    user = acting_user(request)
+    root = request.app[SERVER_ROOT]
+    now = outbox.utcnow()
+    async with request.app[DATABASE].sessions() as session:
+        channels = await outbox.list_channels(session, user, now=now)
+    answer = NotificationChannelList(
+        notification_channel=[_render(root, c, c.remaining(now)) for c in channels],
+        resource_url=root.channels(user),
+    )
+    return json_response(CHANNEL_LIST_ROOT, answer)
+
+
+async def _live_channel(request: web.Request) -> outbox.Channel:
+    user = acting_user(request)
+    async with request.app[DATABASE].sessions() as session:
+        channel = await outbox.get_channel(
+            session, user, request.match_info["channelId"], now=outbox.utcnow()
+        )
+    if channel is None:
+        raise not_found(request.path)
+    return channel
+
+
+async def read_channel(request: web.Request) -> web.Response:
+    """``GET .../channels/{channelId}``: one channel (§10)."""
+    channel = await _live_channel(request)
+    answer = _render(request.app[SERVER_ROOT], channel, channel.remaining(outbox.utcnow()))
+    return json_response(CHANNEL_ROOT, answer)
+
+
+async def delete_channel(request: web.Request) -> web.Response:
+    """``DELETE .../channels/{channelId}``: remove it, its queue and its subscriptions (§10)."""
+    user = acting_user(request)
+    channel_id = request.match_info["channelId"]
+    now = outbox.utcnow()
+    async with request.app[DATABASE].sessions.begin() as session:
+        live = await outbox.get_channel(session, user, channel_id, now=now)
+        if live is None:
+            raise not_found(request.path)
+        await outbox.delete_channel(session, user, channel_id)
+    request.app[DELIVERY].channel_gone(channel_id)
+    return web.Response(status=204)
+
+
+async def long_poll(request: web.Request) -> web.Response:
+    """``POST {channelURL}``: queued notifications, or ``[]`` after the poll timeout (§10)."""
+    data = await request.read()
+    if data.strip():
+        try:
+            json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise invalid_input("body", f"malformed JSON: {exc}") from exc
+    channel = await _live_channel(request)
+    delivery = request.app[DELIVERY]
+    transport = request.transport
+    items = await delivery.long_poll(
+        channel,
+        request.app[SETTINGS].channel_poll_timeout,
+        client_gone=lambda: transport is None or transport.is_closing(),
+    )
+    if items is None:
+        raise not_found(request.path)
+    payload = {NOTIFICATION_LIST_ROOT: [n.document() for n in items]}
+    return web.Response(
+        body=json.dumps(payload).encode(),
+        content_type=JSON,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def refuse_callback(request: web.Request) -> web.Response:
+    """Any verb on a ``callbackURL``: 403, notifications are only queued internally (§10)."""
+    await _live_channel(request)
+    raise forbidden("a callbackURL only serves as a subscription's notifyURL")
 
 
 def setup(app: web.Application, prefix: str) -> None:
-    """Add this module's routes under ``prefix``."""
+    """Add the channel routes under ``prefix`` and the delivery worker to ``app``."""
+    root = app[SERVER_ROOT]
+    delivery = DeliveryService(
+        app[SETTINGS],
+        app[DATABASE],
+        own_channel_prefix=f"{root.root}/notificationchannel/",
+    )
+    app[DELIVERY] = delivery
+    app[NOTIFIER] = delivery
+    base = f"{prefix}/notificationchannel/{ServerRoot.CHANNEL_VERSION}/{{userId}}/channels"
+    app.router.add_post(base, create_channel)
+    app.router.add_get(base, list_channels)
+    app.router.add_get(base + "/{channelId}", read_channel)
+    app.router.add_delete(base + "/{channelId}", delete_channel)
+    app.router.add_post(base + "/{channelId}/" + POLL, long_poll)
+    app.router.add_route("*", base + "/{channelId}/" + CALLBACK, refuse_callback)
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        await delivery.start()
+        yield
+        await delivery.stop()
+
+    app.cleanup_ctx.append(lifetime)
