@@ -1,0 +1,264 @@
+"""Repository contract of the outbox and the channels (state.outbox), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from bridge.ids import ChannelId, SubscriptionId, UserUri
+from bridge.ports import Notification
+from bridge.subscriptions import NewSubscription
+from state import outbox
+from state import repository as repo
+from state.db import Database
+from tests.pg_fixture import create_database, drop_database
+
+ALICE = UserUri("tel:+15551230001")
+BOB = UserUri("sip:bob@ims.test")
+T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+CB = "http://127.0.0.1:1/cb"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+async def db(request, tmp_path) -> AsyncIterator[Database]:
+    if request.param == "sqlite":
+        database = Database(f"sqlite:///{tmp_path / 'store.db'}")
+        await database.migrate()
+        yield database
+        await database.close()
+        return
+    server = request.getfixturevalue("postgres_server")
+    url, name = await create_database(server)
+    database = Database(url)
+    try:
+        await database.migrate()
+        yield database
+    finally:
+        await database.close()
+        await drop_database(server, name)
+
+
+async def put(
+    db: Database, sub: str = "sub-1", url: str = CB, at: datetime = T0, **body: object
+) -> Notification:
+    async with db.sessions.begin() as s:
+        return await outbox.enqueue(
+            s,
+            user=ALICE,
+            subscription_id=SubscriptionId(sub),
+            notify_url=url,
+            root="chatMessageNotification",
+            body=body,
+            now=at,
+        )
+
+
+def new_channel(user: UserUri = ALICE, correlator: str | None = None, lifetime: int = 60):
+    cid = outbox.new_channel_id()
+    return outbox.NewChannel(
+        id=cid,
+        user=user,
+        channel_type="LongPolling",
+        client_correlator=correlator,
+        application_tag="tag",
+        max_notifications=10,
+        lifetime=lifetime,
+        callback_url=f"http://bridge.test/notificationchannel/v1/x/channels/{cid}/callback",
+    )
+
+
+async def test_enqueue_round_trips_the_notification(db: Database) -> None:
+    n = await put(db, text="héllo", nested={"a": [1, True, None]})
+    assert n.id > 0 and n.user == ALICE and n.subscription_id == "sub-1"
+    assert n.created_at == T0 and n.channel_id is None and n.notify_url == CB
+    assert n.document() == {
+        "chatMessageNotification": {"text": "héllo", "nested": {"a": [1, True, None]}}
+    }
+    async with db.sessions() as s:
+        assert await outbox.pending_for(s, "sub-1") == [n]
+        assert await outbox.count_pending(s) == 1
+        assert await outbox.count_pending(s, channels=True) == 0
+
+
+async def test_enqueue_refuses_an_empty_root(db: Database) -> None:
+    async with db.sessions.begin() as s:
+        with pytest.raises(ValueError):
+            await outbox.enqueue(
+                s, user=ALICE, subscription_id=SubscriptionId("s"), notify_url=CB, root="", body={}
+            )
+
+
+async def test_lane_heads_are_one_per_subscription_soonest_first(db: Database) -> None:
+    a1 = await put(db, "a")
+    await put(db, "a")
+    b1 = await put(db, "b")
+    c1 = await put(db, "c")
+    async with db.sessions.begin() as s:
+        await outbox.record_failure(
+            s, a1.id, error="HTTP 500", next_attempt_at=T0 + timedelta(seconds=30)
+        )
+    async with db.sessions() as s:
+        heads = await outbox.lane_heads(s, now=T0, limit=10)
+    assert [h.notification.id for h in heads] == [b1.id, c1.id, a1.id]
+    assert heads[-1].attempts == 1 and heads[-1].next_attempt_at == T0 + timedelta(seconds=30)
+    async with db.sessions() as s:
+        assert len(await outbox.lane_heads(s, now=T0, limit=1)) == 1
+        head = await outbox.lane_head(s, "a")
+        assert head is not None and head.notification.id == a1.id
+
+
+async def test_claims_are_exclusive_until_they_run_out(db: Database) -> None:
+    n = await put(db)
+    until = T0 + timedelta(seconds=10)
+    async with db.sessions.begin() as s:
+        assert await outbox.claim(s, n.id, owner="w1", now=T0, until=until)
+    async with db.sessions.begin() as s:
+        assert not await outbox.claim(s, n.id, owner="w2", now=T0, until=until)
+        assert await outbox.lane_heads(s, now=T0, limit=10) == []  # claimed heads are hidden
+    later = until + timedelta(seconds=1)
+    async with db.sessions.begin() as s:
+        assert await outbox.claim(s, n.id, owner="w2", now=later, until=later)
+    async with db.sessions.begin() as s:
+        await outbox.release_claim(s, n.id, owner="w1")  # not w1's any more: no effect
+        assert not await outbox.claim(s, n.id, owner="w3", now=T0, until=until)
+        await outbox.release_claim(s, n.id, owner="w2")
+        assert await outbox.claim(s, n.id, owner="w3", now=T0, until=until)
+        assert await outbox.release_claims(s, "w3") == 1
+    async with db.sessions.begin() as s:
+        assert await outbox.delete_notification(s, n.id)
+        assert not await outbox.delete_notification(s, n.id)
+        assert not await outbox.claim(s, n.id, owner="w1", now=T0, until=until)
+
+
+async def test_concurrent_claims_have_one_winner(db: Database) -> None:
+    n = await put(db)
+
+    async def try_claim(owner: str) -> bool:
+        async with db.sessions.begin() as s:
+            return await outbox.claim(s, n.id, owner=owner, now=T0, until=T0 + timedelta(1))
+
+    results = await asyncio.gather(*(try_claim(f"w{i}") for i in range(5)))
+    assert sorted(results) == [False] * 4 + [True]
+
+
+async def test_notifications_for_a_channel_callback_queue_into_it(db: Database) -> None:
+    async with db.sessions.begin() as s:
+        ch, created = await outbox.create_channel(s, new_channel(), now=T0)
+    assert created
+    first = await put(db, url=ch.callback_url, seq=1)
+    second = await put(db, url=ch.callback_url, seq=2)
+    await put(db, url=CB)
+    assert first.channel_id == ch.id == second.channel_id
+    async with db.sessions.begin() as s:
+        assert await outbox.count_pending(s, channels=True) == 2
+        assert [h.notification.notify_url for h in await outbox.lane_heads(s, now=T0, limit=9)] == [
+            CB
+        ]  # channel items are never POSTed
+        taken = await outbox.take_from_channel(s, ch.id, limit=1)
+    assert taken == [first]
+    async with db.sessions.begin() as s:
+        assert await outbox.take_from_channel(s, ch.id, limit=5) == [second]
+        assert await outbox.take_from_channel(s, ch.id, limit=5) == []
+
+
+async def test_an_expired_channel_no_longer_captures_notifications(db: Database) -> None:
+    async with db.sessions.begin() as s:
+        ch, _ = await outbox.create_channel(s, new_channel(lifetime=5), now=T0)
+    n = await put(db, url=ch.callback_url, at=T0 + timedelta(seconds=6))
+    assert n.channel_id is None  # left for the worker, which drops it as a dead channel URL
+
+
+async def test_channel_create_get_list_and_correlator(db: Database) -> None:
+    async with db.sessions.begin() as s:
+        a, created_a = await outbox.create_channel(s, new_channel(correlator="k"), now=T0)
+        again, created_again = await outbox.create_channel(s, new_channel(correlator="k"), now=T0)
+        bobs, created_bobs = await outbox.create_channel(s, new_channel(BOB, "k"), now=T0)
+    assert created_a and not created_again and created_bobs
+    assert again == a and bobs.id != a.id
+    assert a.expires_at == T0 + timedelta(seconds=60) and a.remaining(T0) == 60
+    assert a.remaining(T0 + timedelta(seconds=59.5)) == 1
+    assert a.remaining(T0 + timedelta(seconds=61)) == 0
+    async with db.sessions() as s:
+        assert await outbox.get_channel(s, ALICE, a.id, now=T0) == a
+        assert await outbox.get_channel(s, BOB, a.id, now=T0) is None
+        assert await outbox.get_channel(s, ALICE, a.id, now=T0 + timedelta(seconds=60)) is None
+        assert await outbox.list_channels(s, ALICE, now=T0) == [a]
+        assert await outbox.list_channels(s, ALICE, now=T0 + timedelta(seconds=61)) == []
+        assert await outbox.channel_alive(s, a.id, now=T0)
+        assert not await outbox.channel_alive(s, a.id, now=T0 + timedelta(seconds=60))
+
+
+async def test_an_expired_correlator_is_replaced(db: Database) -> None:
+    async with db.sessions.begin() as s:
+        old, _ = await outbox.create_channel(s, new_channel(correlator="k", lifetime=1), now=T0)
+    later = T0 + timedelta(seconds=2)
+    async with db.sessions.begin() as s:
+        fresh, created = await outbox.create_channel(s, new_channel(correlator="k"), now=later)
+    assert created and fresh.id != old.id
+    async with db.sessions() as s:
+        assert await outbox.get_channel(s, ALICE, old.id, now=T0) is None
+
+
+async def test_concurrent_correlator_creates_one_channel(db: Database) -> None:
+    async def create() -> tuple[outbox.Channel, bool]:
+        async with db.sessions.begin() as s:
+            return await outbox.create_channel(s, new_channel(correlator="race"), now=T0)
+
+    results = await asyncio.gather(*(create() for _ in range(4)), return_exceptions=True)
+    channels = [r for r in results if isinstance(r, tuple)]
+    assert channels, results
+    assert len({c.id for c, _ in channels}) == 1
+    assert sum(1 for _, created in channels if created) == 1
+
+
+async def test_deleting_or_expiring_a_channel_drops_queue_and_subscriptions(db: Database) -> None:
+    async with db.sessions.begin() as s:
+        keep, _ = await outbox.create_channel(s, new_channel(), now=T0)
+        gone, _ = await outbox.create_channel(s, new_channel(), now=T0)
+        short, _ = await outbox.create_channel(s, new_channel(lifetime=1), now=T0)
+        for ch in (keep, gone, short):
+            await repo.create_subscription(s, NewSubscription(ALICE, ch.callback_url), T0)
+    for ch in (keep, gone, short):
+        await put(db, url=ch.callback_url)
+    async with db.sessions.begin() as s:
+        assert await outbox.delete_channel(s, BOB, gone.id) is None
+        assert await outbox.delete_channel(s, ALICE, gone.id) == gone
+        assert await outbox.delete_channel(s, ALICE, gone.id) is None
+        expired = await outbox.expire_channels(s, now=T0 + timedelta(seconds=2))
+    assert expired == [short]
+    async with db.sessions() as s:
+        urls = [sub.notify_url for sub in await repo.list_subscriptions(s, ALICE, T0)]
+        assert urls == [keep.callback_url]
+        assert await outbox.count_pending(s, channels=True) == 1
+        left = await s.scalars(sa.select(outbox.OutboxRow.channel_id))
+        assert list(left) == [keep.id]
+
+
+async def test_stale_channel_items_are_dropped(db: Database) -> None:
+    async with db.sessions.begin() as s:
+        ch, _ = await outbox.create_channel(s, new_channel(lifetime=3600), now=T0)
+    await put(db, url=ch.callback_url, at=T0)
+    await put(db, url=ch.callback_url, at=T0 + timedelta(seconds=100))
+    await put(db, url=CB, at=T0)  # callback rows age out in the worker, not here
+    async with db.sessions.begin() as s:
+        assert await outbox.drop_stale_channel_items(s, T0 + timedelta(seconds=50)) == 1
+        assert await outbox.count_pending(s, channels=True) == 1
+        assert await outbox.count_pending(s) == 1
+
+
+async def test_rows_survive_reopening_the_store(db: Database) -> None:
+    n = await put(db, seq=7)
+    async with db.sessions.begin() as s:
+        ch, _ = await outbox.create_channel(s, new_channel(), now=T0)
+    q = await put(db, url=ch.callback_url, seq=8)
+    again = Database(db.url.render_as_string(hide_password=False))
+    try:
+        async with again.sessions.begin() as s:
+            assert await outbox.pending_for(s, "sub-1") == [n, q]
+            assert await outbox.get_channel(s, ALICE, ChannelId(ch.id), now=T0) == ch
+    finally:
+        await again.close()
