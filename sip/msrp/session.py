@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import enum
 import secrets
+from collections import OrderedDict
 from collections.abc import Callable
 
 from sip.errors import ProtocolError
@@ -242,8 +243,9 @@ class MSRPConnection:
         self._new_id = new_id
         self._parser = MSRPParser(max_frame_size=max_frame_size)
         self._outbox: list[bytes] = []
-        self._timed: dict[TransactionId, _Transaction] = {}
-        self._untimed: dict[TransactionId, _Transaction] = {}
+        # OrderedDict: finding the oldest entry stays O(1) after many deletions
+        self._timed: OrderedDict[TransactionId, _Transaction] = OrderedDict()
+        self._untimed: OrderedDict[TransactionId, _Transaction] = OrderedDict()
         self._now = 0.0
 
     # -- outgoing ---------------------------------------------------------------
@@ -395,7 +397,7 @@ class MSRPConnection:
         table = self._timed if failure_report == "yes" else self._untimed
         table[tid] = _Transaction(out, self._now + self._timeout, end)
         if len(self._untimed) > 1024:
-            self._untimed.pop(next(iter(self._untimed)))
+            self._untimed.popitem(last=False)
         out.pending += 1
         return serialize_message(msg)
 
@@ -578,6 +580,8 @@ class MSRPConnection:
             self._abort(session, mid, events)
         elif asm.complete:
             del incoming[mid]
+            if not incoming:
+                session.incoming = None
             content = asm.result()
             events.append(MessageReceived(session.session_id, mid, asm.content_type or "", content))
             if req.success_report:
@@ -634,6 +638,8 @@ class MSRPConnection:
             self._outbox.append(self._chunk_frame(out, policy))
         if out.pending == 0 and (out.body is None or out.offset >= len(out.body)):
             del session.outgoing[out.message_id]
+            if not session.outgoing:
+                session.outgoing = None  # idle sessions keep no empty tables
             events.append(MessageSent(session.session_id, out.message_id))
 
     def _fail(self, out: _Outgoing, status: int, reason: str, events: list[Event]) -> None:

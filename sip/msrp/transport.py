@@ -278,6 +278,7 @@ class MSRPSession:
             link.write(data)
             link.arm()
             await asyncio.wait_for(fut, wait + 1.0)
+            self._bound = None
             return
         link = self._relay_link or await self.stack._link_to(path[0])
         if not link.usable:
@@ -381,6 +382,8 @@ class MSRPSession:
     def _event(self, ev: Event) -> None:
         if isinstance(ev, MessageSent | MessageFailed):
             fut = self._waiters.pop(ev.message_id, None) if self._waiters else None
+            if not self._waiters:
+                self._waiters = None
             if fut is not None and not fut.done():
                 if isinstance(ev, MessageSent):
                     fut.set_result(SendResult(ev.message_id))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NewType
 
 from sip.errors import CodecError
@@ -118,8 +119,10 @@ def serialize_uri(uri: MSRPURI) -> str:
     return "".join(parts)
 
 
+@lru_cache(maxsize=4096)
 def parse_path(text: str) -> tuple[MSRPURI, ...]:
     """Parse a space-separated URI list (To-Path, From-Path, Use-Path, a=path)."""
+    # cached: a session repeats the same paths in every frame
     items = text.split()
     if not items:
         raise CodecError("empty MSRP path")
