@@ -30,6 +30,7 @@ async def health(request: web.Request) -> web.Response:
 
 def make_app(settings: Settings, database: Database) -> web.Application:
     """Build the REST application over an already migrated ``database``."""
+    from rest import auth
     from rest.handlers import channels, chat, subscriptions
 
     app = web.Application(
@@ -41,6 +42,7 @@ def make_app(settings: Settings, database: Database) -> web.Application:
     root = ServerRoot(settings.server_root)
     app[SERVER_ROOT] = root
     app.router.add_get("/health", health)
+    auth.setup(app, settings)  # before any route module: every resource needs it
     prefix = root.path_prefix
     for module in (subscriptions, channels, chat):
         module.setup(app, prefix)

@@ -1,0 +1,1 @@
+"""The REST side: aiohttp routes, pydantic models, OMA faults, notification delivery."""
