@@ -163,3 +163,26 @@ def test_fuzz_only_codec_error(text: str) -> None:
             fn("Digest " + text)
         except CodecError:
             pass
+
+
+def test_param_edge_cases() -> None:
+    for bad, message in [
+        ("Digest =x", "invalid auth-param: '=x'"),
+        ("Digest realm=a b", "invalid auth-param: 'realm=a b'"),
+    ]:
+        with pytest.raises(CodecError) as info:
+            parse_challenge(bad)
+        assert str(info.value) == message
+    ch = parse_challenge('Digest realm="r", nonce= "n",  , algorithm=MD5,')
+    assert (ch.realm, ch.nonce) == ("r", "n")
+    creds = DigestClient().authorize(Challenge("r", "n"), "MESSAGE", "sip:x", "u", "p")
+    assert creds.opaque is None and creds.cnonce is None and creds.qop is None
+    assert "opaque" not in str(creds) and verify(parse_credentials(str(creds)), "MESSAGE", "p")
+
+
+def test_nonce_memory_is_bounded() -> None:
+    client = DigestClient()
+    for n in range(70):
+        client.authorize(make_challenge("r", nonce=f"n{n}"), "M", "u", "a", "p")
+    assert len(client._counts) == 64
+    assert "n0" not in client._counts and "n69" in client._counts

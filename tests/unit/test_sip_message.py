@@ -452,3 +452,15 @@ def test_mutations_raise_only_codec_error(seed: bytes, edits: list[tuple[str, in
         StreamParser().feed(raw)
     except CodecError:
         pass
+
+
+def test_serialize_collapses_duplicate_content_length() -> None:
+    msg = parse_message(BASE + b"l: 2\r\nContent-Length: 2\r\n\r\nab")
+    assert serialize(msg).count(b"2\r\n") == 1
+    assert serialize(msg.with_body(b"abc")).endswith(b"l: 3\r\n\r\nabc")
+    assert split_list('"a\\", b", c') == ['"a\\", b"', "c"]
+
+
+def test_make_request_with_uri_object_and_no_body() -> None:
+    req = make_request("OPTIONS", SipURI(host="127.0.0.1", port=5070))
+    assert serialize(req) == b"OPTIONS sip:127.0.0.1:5070 SIP/2.0\r\nContent-Length: 0\r\n\r\n"

@@ -82,6 +82,7 @@ def test_absolute() -> None:
         ("sip:a@host:x", "invalid SIP URI port: 'sip:a@host:x'"),
         ("sip:a@[::1", "invalid SIP URI host: 'sip:a@[::1'"),
         ("sip:a@[::1]x", "invalid SIP URI host: 'sip:a@[::1]x'"),
+        ("sip:a@[zz]", "invalid SIP URI host: 'sip:a@[zz]'"),
         ("sip:a@ho st", "invalid SIP URI host: 'sip:a@ho st'"),
         ("sip:a@host;=x", "invalid parameter name: '=x'"),
         ("sip:a@host;p=", "invalid parameter value: 'p='"),
@@ -127,3 +128,12 @@ def test_any_text_raises_only_codec_error(text: str) -> None:
         str(parse_uri(text))
     except CodecError:
         pass
+
+
+def test_params_edge_cases() -> None:
+    assert parse_params("") == Params()
+    assert parse_params("a=1").get("a") == "1"  # leading ';' optional
+    dup = Params((("a", "1"), ("A", "2"))).with_param("a", "3")
+    assert dup.items == (("a", "3"),)
+    escaped = parse_params(';x="a\\";b";y', quoted=True)
+    assert escaped.get("x") == '"a\\";b"' and escaped.has("y")
