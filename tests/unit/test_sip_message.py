@@ -261,6 +261,7 @@ def test_via_forms() -> None:
         "SIP/2.0/UDP h:x",
         "SIP/2.0/UDP [::1]x",
         "SIP/2.0/UDP h:70000",
+        "SIP/2.0/UDP <h>",
     ]:
         with pytest.raises(CodecError):
             parse_via(bad)
