@@ -124,6 +124,7 @@ BROKEN = [
     (BASE[:-2], "invalid MSRP frame: missing end-line"),
     (BASE.replace(b"-------abcd1234", b"-------abcd9999"), "invalid MSRP frame: missing end-line"),
     (BASE.replace(b"To-Path: msrp://h:1/s;tcp\r\n", b""), "missing To-Path header"),
+    (b"MSRP abcd1234 SEND\r\nX-------abcd1234$\r\n", "invalid MSRP frame: missing end-line"),
     (BASE.replace(b"From-Path: msrp://g:2/t;tcp\r\n", b""), "missing From-Path header"),
     (BASE.replace(b"msrp://h:1/s;tcp", b"http://h/"), "invalid MSRP URI: 'http://h/'"),
     (
@@ -209,3 +210,12 @@ def test_byte_range_and_status_values():
     assert parse_status_header("000 200") == StatusHeader(200, "")
     assert str(StatusHeader(481, "Gone")) == "000 481 Gone"
     assert str(StatusHeader(200)) == "000 200"
+
+
+def test_stray_empty_line_before_end_line_means_no_body():
+    data = (
+        b"MSRP abcd1234 SEND\r\nTo-Path: msrp://h:1/s;tcp\r\nFrom-Path: msrp://g:2/t;tcp\r\n"
+        b"\r\n-------abcd1234$\r\n"
+    )
+    msg = parse_message(data)
+    assert msg.body is None and msg.headers == ()

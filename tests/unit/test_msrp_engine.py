@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sip.errors import MSRPError, ProtocolError
+from sip.errors import CodecError, MSRPError, ProtocolError
 from sip.msrp.events import (
     AuthResponse,
     ChunkReceived,
@@ -32,11 +33,16 @@ from sip.msrp.message import (
     serialize_message,
 )
 from sip.msrp.parser import MSRPParser
+from sip.msrp.reassembly import Reassembly
 from sip.msrp.relay import RelayConfig, binding_from, retry_expires
 from sip.msrp.session import TRANSITIONS, MSRPConnection, MSRPSessionState, SessionInput
 from sip.msrp.uri import MSRPURI, SessionId, parse_uri
 
 T = TypeVar("T")
+SAMPLES = [
+    p.read_bytes()
+    for p in sorted((Path(__file__).parent.parent / "fixtures" / "msrp").glob("*.msrp"))
+]
 A_SID, B_SID = SessionId("alice1"), SessionId("bob22")
 SM = MSRPMessageId("stream01")
 A_URI = MSRPURI("127.0.0.1", 1000, A_SID)
@@ -259,7 +265,7 @@ def test_unknown_session_481_and_failure_report_policy():
     ("frame", "status"),
     [
         (raw_send("t1000001", B_URI, headers="Byte-Range: 1-2/2\r\n"), 400),  # no Message-ID
-        (raw_send("t1000002", B_URI, headers="Message-ID: m1\r\nByte-Range: 1-5/5\r\n"), 400),
+        (raw_send("t1000002", B_URI, headers="Message-ID: m00001\r\nByte-Range: 1-5/5\r\n"), 400),
         (raw_send("t1000003", B_URI, headers="Message-ID: m00001\r\nByte-Range: bad\r\n"), 400),
         (raw_send("t1000004", B_URI, method="NICKNAME", body=None), 501),
         (raw_send("t1000005", B_URI, method="AUTH", body=None), 501),
@@ -480,3 +486,105 @@ def test_session_helpers():
         MSRPConnection(chunk_size=0)
     with pytest.raises(ProtocolError, match="no remote path"):
         MSRPConnection().send_bind(MSRPSessionState(B_URI), 0)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.randoms(use_true_random=False), st.floats(min_value=0.0, max_value=0.4))
+def test_lossy_pipe_every_message_ends_exactly_once(rnd: random.Random, loss: float):
+    p = Pair(chunk_size=64, window=3, timeout=10.0)
+    p.bind()
+    bodies = {}
+    data = b""
+    for _ in range(rnd.randint(1, 4)):
+        body = rnd.randbytes(rnd.randint(0, 400))
+        mid, chunk = p.ca.send_message(p.a, "text/plain", body, 0)
+        bodies[mid] = body
+        data += chunk
+    ev_a: list[Event] = []
+    ev_b: list[Event] = []
+
+    def lossy(blob: bytes) -> bytes:
+        return b"".join(serialize_message(f) for f in frames(blob) if rnd.random() >= loss)
+
+    for _ in range(200):
+        if not data:
+            break
+        ev_b += p.to_b(lossy(data))
+        ev_a += p.to_a(lossy(p.cb.data_to_send()))
+        data = p.ca.data_to_send()
+    ev_a += p.ca.handle_timeout(10.0)
+    sent = [e.message_id for e in only(ev_a, MessageSent)]
+    failed = [e.message_id for e in only(ev_a, MessageFailed)]
+    assert sorted(sent + failed) == sorted(bodies)
+    assert all(e.status == 408 and e.local for e in only(ev_a, MessageFailed))
+    for msg in only(ev_b, MessageReceived):
+        assert msg.body == bodies[msg.message_id]
+    assert set(sent) <= {m.message_id for m in only(ev_b, MessageReceived)}
+    if failed:
+        assert only(ev_a, ConnectionBroken) and p.a.status is SessionStatus.CLOSED
+
+
+KNOWN = {"b7xk2", "a93kd", "9di4eae923wzd", "iau39soe2843z", "mysession"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(SAMPLES), min_size=1, max_size=4),
+    st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 255)), max_size=4),
+)
+def test_engine_survives_mutated_traffic(samples: list[bytes], edits: list[tuple[int, int]]):
+    states: dict[str, MSRPSessionState] = {}
+
+    def resolve(sid: SessionId) -> MSRPSessionState | None:
+        if sid not in KNOWN:
+            return None
+        if sid not in states:
+            states[sid] = MSRPSessionState(MSRPURI("127.0.0.1", 1, sid), max_message_size=4096)
+        return states[sid]
+
+    engine = MSRPConnection(resolver=resolve, max_frame_size=8192)
+    data = bytearray(b"".join(samples))
+    for pos, value in edits:
+        data[pos % len(data)] = value
+    try:
+        engine.receive_data(bytes(data), 0.0)
+    except CodecError:
+        return
+    for blob in frames_or_empty(engine.data_to_send()):
+        assert blob.status is not None or blob.method == "REPORT"
+
+
+def frames_or_empty(data: bytes) -> list[MSRPMessage]:
+    return frames(data) if data else []
+
+
+def test_reassembly_limits():
+    asm = Reassembly("text/plain")
+    assert asm.add(1, b"abc", 10, "+", 100) is None
+    assert asm.add(4, b"def", 12, "+", 100) == "Byte-Range total changed"
+    assert asm.add(9, b"xyz", None, "+", 100) == "Message Too Large"  # beyond total 10
+    assert asm.add(1, b"abc", 1000, "+", 100) == "Message Too Large"
+    assert asm.add(4, b"defghij", None, "$", 100) is None
+    assert asm.complete and asm.result() == b"abcdefghij"
+
+
+def test_report_without_message_id_and_empty_abort_chunk():
+    p = Pair()
+    p.bind()
+    rep = raw_send("r0000001", B_URI, method="REPORT", headers="Status: 000 200 OK\r\n", body=None)
+    ev, statuses = answer(p, rep)
+    assert statuses == [] and only(ev, RequestRejected)[0].reason == "REPORT without Message-ID"
+    hdr = "Message-ID: part0001\r\nByte-Range: 1-2/10\r\n"
+    p.to_b(raw_send("r0000002", B_URI, headers=hdr))
+    abort = raw_send("r0000003", B_URI, headers="Message-ID: part0001\r\n", body=None)
+    ev, statuses = answer(p, abort.replace(b"$\r\n", b"#\r\n"))
+    assert only(ev, MessageAborted) == [MessageAborted(B_SID, MSRPMessageId("part0001"))]
+
+
+def test_attach_elsewhere_and_auth_with_credentials():
+    p = Pair()
+    p.bind()
+    with pytest.raises(ProtocolError, match="bound elsewhere"):
+        MSRPConnection().attach(p.a)
+    _tid, data = p.ca.send_auth(parse_uri("msrp://r:2855;tcp"), A_URI, 0, authorization="Digest x")
+    assert parse_message(data).header("Authorization") == "Digest x"
