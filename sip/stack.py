@@ -1,0 +1,1087 @@
+"""The SipStack facade: the one async SIP port the bridge uses (RFC 3261, 3428, 3515, 6665).
+
+Public API::
+
+    stack = SipStack(host="127.0.0.1", port=5070, transports=("udp", "tcp"),
+                     outbound_proxy="sip:127.0.0.1:5060", domain="ims.test",
+                     contact_params="", timers=Timers(), credentials=None)
+    stack = SipStack.from_settings(settings)      # bridge.config.Settings (sip_* fields)
+    await stack.start() -> [(transport, host, port), ...];  await stack.stop()
+
+    Sending (``sender`` = the user the bridge acts for: From and P-Asserted-Identity)
+      await stack.send_request("MESSAGE", uri, sender=, headers=(), body=, content_type=)
+            -> Response (any final status; raises TransactionTimeout/SIPError on no answer)
+      call = stack.invite(uri, sender=, body=, content_type=, headers=(), on_provisional=cb)
+            await call.response() -> Response   (final; 2xx is ACKed for you)
+            call.session -> InviteSession after a 2xx;   await call.cancel()
+      await stack.subscribe(uri, "conference", sender=, accept=, expires=600, on_notify=cb)
+            -> ClientSubscription (sip.subscription)  raises SIPError on a non-2xx
+      await stack.refer(uri, refer_to, sender=, refer_sub=True, on_notify=cb)
+            -> ClientSubscription | None (None with Refer-Sub: false, RFC 4488)
+    InviteSession (an INVITE dialog, either side)
+      .dialog .local_body .remote_body .ended (asyncio.Event) .end_reason
+      await .bye(headers=()) ; await .request(method, headers=(), body=b"", content_type=None)
+      await .refer(refer_to, headers=(), refer_sub=False) ; await .reinvite(body=None)
+      .on_request(method, handler(IncomingRequest))   in-dialog MESSAGE, INFO, NOTIFY, REFER
+      .on_ended = callback(session)
+    Receiving out-of-dialog requests
+      stack.on_request("INVITE" | "MESSAGE" | "SUBSCRIBE" | "REFER" | "OPTIONS" ..., handler)
+      handler(IncomingRequest | IncomingInvite | IncomingSubscribe | IncomingRefer) may be
+      sync or async and must answer (else 500). IncomingRequest.respond(status, ...).
+      IncomingInvite: .ring(180) ; await .accept(body, content_type) -> InviteSession ;
+                      .reject(486) ; .cancelled (asyncio.Event)
+      IncomingSubscribe: .accept(expires=None, active=True) -> ServerSubscription ; .reject()
+      IncomingRefer: .accept() -> ServerSubscription | None ; await .progress(sub, 200, "OK")
+    Built in: OPTIONS -> 200 (Allow, Accept, Supported, Allow-Events); unknown method -> 501;
+    known but unsupported (PUBLISH, REGISTER, PRACK) -> 405 + Allow; a supported method with
+    no handler -> 480; in-dialog request for an unknown dialog -> 481; 401/407 -> one retry
+    with digest credentials from ``credentials(realm) -> (user, password) | None``.
+"""
+
+# Design notes
+# ------------
+# Layers: sip.transport (bytes) -> sip.transaction (retransmissions, timers A-M) -> this
+# module (dialogs, usages, identity, routing of requests to handlers). The dialog state
+# itself is sans-I/O (sip.dialog, sip.subscription); here live only the asyncio parts:
+# the UAC ACK for 2xx (a new transaction-less request, re-sent for each 2xx retransmission,
+# RFC 3261 §13.2.2.4), the UAS 2xx retransmission until the ACK (T1 doubling to T2, then a
+# BYE after 64*T1, §13.3.1.4), and the routing of in-dialog requests by DialogId.
+# Identity follows the trusted application server model (DECISIONS.md, SIP side): the
+# request carries From and P-Asserted-Identity of the user the bridge acts for; the
+# Contact user part is that user too, so the IMS core can route back. A re-INVITE or UPDATE
+# without a new offer is a session refresh (sip-msrp-mapping.md §1.5): we answer with the
+# same SDP, so the MSRP session and its TCP connection stay.
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Union
+
+from sip import sipfrag
+from sip.auth import DigestClient, challenge_header, select_challenge
+from sip.dialog import Dialog, DialogError, DialogEvent, DialogId, DialogState
+from sip.dialog import retransmit_intervals as _retransmit_intervals
+from sip.errors import CodecError, ProtocolError, SIPError
+from sip.message import Request, Response, make_request
+from sip.subscription import (
+    ClientSubscription,
+    ServerSubscription,
+    SubscriberEvent,
+    SubscriptionError,
+    parse_event,
+)
+from sip.timers import Timers
+from sip.transaction import ServerTransaction, TransactionLayer
+from sip.transport import Source, TransportLayer
+from sip.uri import SipURI, TelURI, parse_uri
+
+if TYPE_CHECKING:
+    from bridge.config import Settings
+
+__all__ = [
+    "ALLOW",
+    "IncomingInvite",
+    "IncomingRefer",
+    "IncomingRequest",
+    "IncomingSubscribe",
+    "InviteSession",
+    "OutgoingInvite",
+    "SipStack",
+]
+
+log = logging.getLogger(__name__)
+trace = logging.getLogger("bridge.trace.sip")
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE"
+_SUPPORTED_METHODS = frozenset(m.strip() for m in ALLOW.split(","))
+_KNOWN_UNSUPPORTED = frozenset({"PUBLISH", "REGISTER", "PRACK"})
+ACCEPT = (
+    "application/sdp, message/cpim, text/plain, message/imdn+xml, "
+    "application/im-iscomposing+xml, application/conference-info+xml, "
+    "application/resource-lists+xml, multipart/mixed, message/sipfrag"
+)
+SUPPORTED = "norefersub"
+ALLOW_EVENTS = "conference, refer"
+USER_AGENT = "chat-bridge"
+
+Handler = Callable[..., Union[None, Awaitable[None]]]
+
+
+def _user_of(uri: str) -> str | None:
+    try:
+        parsed = parse_uri(uri.strip("<>"))
+    except CodecError:
+        return None
+    if isinstance(parsed, SipURI):
+        return parsed.user
+    if isinstance(parsed, TelURI):
+        return parsed.number
+    return None
+
+
+def _addr(uri: str) -> str:
+    uri = uri.strip()
+    return uri if uri.startswith("<") or " " in uri else f"<{uri}>"
+
+
+# -- incoming requests ---------------------------------------------------------------------
+
+
+class IncomingRequest:
+    """A request delivered to an application handler; answer it with ``respond``."""
+
+    def __init__(self, stack: SipStack, tx: ServerTransaction) -> None:
+        self.stack = stack
+        self.tx = tx
+        self.request = tx.request
+        self.method = tx.request.method
+        self.source: Source = tx.source
+
+    @property
+    def answered(self) -> bool:
+        """True once a final response went out."""
+        return self.tx.has_final
+
+    def respond(
+        self,
+        status: int,
+        reason: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> None:
+        """Sends a response (RFC 3261 §8.2.6); a final one only once."""
+        if self.tx.has_final:
+            return
+        self.tx.respond(status, reason, list(headers), body, content_type)
+
+
+class IncomingInvite(IncomingRequest):
+    """An initial INVITE waiting for the application's ring/accept/reject (RFC 3261 §13.3)."""
+
+    def __init__(self, stack: SipStack, tx: ServerTransaction) -> None:
+        super().__init__(stack, tx)
+        self.cancelled = asyncio.Event()
+        tx.on_cancel = lambda _tx: self.cancelled.set()
+
+    def ring(self, status: int = 180, headers: Iterable[tuple[str, str]] = ()) -> None:
+        """Sends a provisional response with our To tag and Contact."""
+        if not self.tx.has_final and not self.cancelled.is_set():
+            contact = self.stack.contact_for(self.request.to.uri, self.source.transport)
+            self.tx.respond(status, headers=[("Contact", contact), *headers])
+
+    def reject(self, status: int = 486, headers: Iterable[tuple[str, str]] = ()) -> None:
+        """Declines the INVITE (486 Busy Here, 603 Decline, 488 ...)."""
+        self.respond(status, headers=headers)
+
+    async def accept(
+        self,
+        body: bytes = b"",
+        content_type: str | None = "application/sdp",
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> InviteSession:
+        """Sends 200 with the answer and returns the session; the 2xx is retransmitted
+        until the ACK (RFC 3261 §13.3.1.4). Raises SIPError(487) when already cancelled."""
+        if self.cancelled.is_set() or self.tx.has_final:
+            raise SIPError(487, "Request Terminated", local=True)
+        stack = self.stack
+        contact = stack.contact_for(self.request.to.uri, self.source.transport)
+        dialog = Dialog.from_uas(self.request, self.tx.to_tag, contact)
+        extra = [("Contact", contact), ("Allow", ALLOW), ("Supported", SUPPORTED), *headers]
+        response = self.tx.response(200, headers=extra, body=body, content_type=content_type)
+        session = InviteSession(stack, dialog, local_body=body, content_type=content_type)
+        session.remote_body = self.request.body
+        stack._register(dialog.id, session)
+        self.tx.respond(response)
+        session._start_2xx_retransmission(response, self.source)
+        return session
+
+
+class IncomingSubscribe(IncomingRequest):
+    """An initial SUBSCRIBE (RFC 6665 §4.2.1)."""
+
+    @property
+    def event(self) -> str:
+        """The Event header value."""
+        return self.request.get("Event") or ""
+
+    def accept(
+        self, expires: int | None = None, active: bool = True, max_expires: int = 3600
+    ) -> ServerSubscription:
+        """Answers 200 and returns the notifier side; send the first NOTIFY at once."""
+        requested = self.request.get("Expires")
+        value = int(requested) if requested and requested.isdigit() else 3600
+        granted = min(expires if expires is not None else value, value, max_expires)
+        contact = self.stack.contact_for(self.request.to.uri, self.source.transport)
+        dialog = Dialog.from_uas(self.request, self.tx.to_tag, contact)
+        dialog.handle(DialogEvent.CONFIRM)
+        sub = ServerSubscription(self.stack, dialog, self.event, max(granted, 1), active)
+        self.stack._register(dialog.id, _SubscriptionUsage(self.stack, dialog, server=sub))
+        self.respond(200, headers=[("Contact", contact), ("Expires", str(granted))])
+        return sub
+
+    def reject(self, status: int = 489) -> None:
+        """Rejects the subscription (489 Bad Event, 403, ...)."""
+        self.respond(status)
+
+
+class IncomingRefer(IncomingRequest):
+    """An out-of-dialog REFER (RFC 3515 §2.4.2)."""
+
+    @property
+    def refer_to(self) -> str:
+        """The Refer-To value."""
+        return self.request.get("Refer-To") or ""
+
+    def accept(self, expires: int = 60) -> ServerSubscription | None:
+        """Answers 202; returns the implicit subscription (None with Refer-Sub: false)."""
+        contact = self.stack.contact_for(self.request.to.uri, self.source.transport)
+        if (self.request.get("Refer-Sub") or "").strip().lower() == "false":
+            self.respond(202, headers=[("Contact", contact), ("Refer-Sub", "false")])
+            return None
+        dialog = Dialog.from_uas(self.request, self.tx.to_tag, contact)
+        dialog.handle(DialogEvent.CONFIRM)
+        sub = ServerSubscription(self.stack, dialog, "refer", expires, True)
+        self.stack._register(dialog.id, _SubscriptionUsage(self.stack, dialog, server=sub))
+        self.respond(202, headers=[("Contact", contact)])
+        return sub
+
+    async def progress(self, sub: ServerSubscription, status: int, reason: str) -> Response:
+        """Reports the referred request's status in a sipfrag NOTIFY (RFC 3515 §2.4.5)."""
+        body = sipfrag.serialize(sipfrag.status_fragment(status, reason))
+        if status >= 200:
+            await sub.terminate("noresource", body, sipfrag.REFER_CONTENT_TYPE)
+            return Response(200, "OK")
+        return await sub.notify(body, sipfrag.REFER_CONTENT_TYPE, state="active")
+
+
+# -- usages of a dialog ----------------------------------------------------------------------
+
+
+class _Usage:
+    """Something a dialog is used for; receives the in-dialog requests."""
+
+    dialog: Dialog
+
+    def handle_request(self, tx: ServerTransaction) -> None:
+        raise NotImplementedError
+
+    def ack_received(self, request: Request) -> None:
+        trace.debug("x ACK %s outside an INVITE usage", request.call_id)
+
+    def close(self) -> None:
+        """Stops timers (stack shutdown)."""
+
+
+class _SubscriptionUsage(_Usage):
+    """A SUBSCRIBE/REFER dialog: NOTIFYs (subscriber) or SUBSCRIBEs (notifier)."""
+
+    def __init__(
+        self,
+        stack: SipStack,
+        dialog: Dialog,
+        *,
+        client: ClientSubscription | None = None,
+        server: ServerSubscription | None = None,
+    ) -> None:
+        self.stack = stack
+        self.dialog = dialog
+        self.client = client
+        self.server = server
+
+    def handle_request(self, tx: ServerTransaction) -> None:
+        req = tx.request
+        try:
+            self.dialog.receive_request(req)
+        except DialogError as exc:
+            tx.respond(exc.status, exc.reason)
+            return
+        if req.method == "NOTIFY" and self.client is not None:
+            self.stack._deliver_notify(self.client, tx)
+        elif req.method == "SUBSCRIBE" and self.server is not None:
+            value = req.get("Expires")
+            expires = int(value) if value and value.isdigit() else self.server.expires
+            tx.respond(200, headers=[("Contact", self.dialog.contact), ("Expires", str(expires))])
+            try:
+                self.server.receive_subscribe(expires)
+            except SubscriptionError as exc:
+                log.info("SUBSCRIBE refresh ignored: %s", exc)
+        elif req.method == "BYE":
+            tx.respond(200)
+        else:
+            tx.respond(405, headers=[("Allow", "SUBSCRIBE, NOTIFY")])
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.server is not None:
+            self.server.close()
+
+
+class InviteSession(_Usage):
+    """An INVITE dialog (either side): in-dialog requests, refresh, BYE (RFC 3261 §14-15)."""
+
+    def __init__(
+        self,
+        stack: SipStack,
+        dialog: Dialog,
+        *,
+        local_body: bytes = b"",
+        content_type: str | None = "application/sdp",
+    ) -> None:
+        self.stack = stack
+        self.dialog = dialog
+        self.local_body = local_body
+        self.content_type = content_type
+        self.remote_body = b""
+        self.ended = asyncio.Event()
+        self.confirmed = asyncio.Event()
+        self.end_reason = ""
+        self.on_ended: Callable[[InviteSession], None] | None = None
+        self._handlers: dict[str, Handler] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._invite_cseq = 0
+        self._ack: Request | None = None
+
+    def __repr__(self) -> str:
+        return f"<InviteSession {self.dialog.id.call_id} {self.dialog.state.value}>"
+
+    def on_request(self, method: str, handler: Handler) -> None:
+        """Handles in-dialog ``method`` requests (MESSAGE, INFO, NOTIFY, REFER, ...)."""
+        self._handlers[method.upper()] = handler
+
+    # -- UAS: 2xx retransmission until ACK (§13.3.1.4) --------------------------------------
+
+    def _start_2xx_retransmission(self, response: Response, source: Source) -> None:
+        self._invite_cseq = response.cseq.seq
+        intervals = _retransmit_intervals(self.stack.timers)
+        self._schedule(response, source, intervals, 0)
+
+    def _schedule(
+        self, response: Response, source: Source, intervals: list[float], index: int
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        if index >= len(intervals):
+            remaining = 64 * self.stack.timers.t1 - sum(intervals)
+            self._timer = loop.call_later(max(remaining, 0.0), self._no_ack)
+            return
+        self._timer = loop.call_later(
+            intervals[index], self._retransmit, response, source, intervals, index
+        )
+
+    def _retransmit(
+        self, response: Response, source: Source, intervals: list[float], index: int
+    ) -> None:
+        if self.confirmed.is_set() or self.ended.is_set():
+            return
+        self.stack._spawn(self.stack.transport.send_response(response, source))
+        self._schedule(response, source, intervals, index + 1)
+
+    def _no_ack(self) -> None:
+        self._timer = None
+        if self.confirmed.is_set() or self.ended.is_set():
+            return
+        log.info("no ACK for 2xx in %s: ending the session", self.dialog.id.call_id)
+        self.dialog.handle(DialogEvent.CONFIRM)
+        self.stack._spawn(self._bye_quietly("no ACK"))
+
+    def ack_received(self, request: Request) -> None:
+        if request.cseq.seq != self._invite_cseq:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self.confirmed.is_set():
+            self.dialog.handle(DialogEvent.CONFIRM)
+            self.confirmed.set()
+
+    # -- UAC: ACK for 2xx (§13.2.2.4) -------------------------------------------------------
+
+    def _send_ack(self, response: Response) -> None:
+        if self._ack is None:
+            self._ack = self.dialog.create_ack(response.cseq.seq)
+        self.stack._spawn(self.stack.layer.send_stateless(self._ack))
+        self.confirmed.set()
+
+    # -- requests we send ---------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> Response:
+        """Sends an in-dialog request (MESSAGE, INFO, UPDATE, NOTIFY, REFER) and returns the
+        final response; 481/408 end the session (RFC 5057)."""
+        response = await self.stack.send_in_dialog(
+            self.dialog, method, list(headers), body, content_type
+        )
+        if response.status in (481, 408) and method != "BYE":
+            self._end(f"{response.status} to {method}")
+        return response
+
+    async def reinvite(self, body: bytes | None = None) -> Response:
+        """Sends a re-INVITE (session refresh with the same SDP by default) and ACKs a 2xx."""
+        offer = self.local_body if body is None else body
+        req = self.dialog.create_request("INVITE", body=offer, content_type=self.content_type)
+        response = await self.stack._request(req)
+        if response.is_success:
+            self.dialog.receive_response(response)
+            self.remote_body = response.body or self.remote_body
+            self.local_body = offer
+            ack = self.dialog.create_ack(req.cseq.seq)
+            await self.stack.layer.send_stateless(ack)
+        elif response.status in (481, 408):
+            self._end(f"{response.status} to re-INVITE")
+        return response
+
+    async def refer(
+        self, refer_to: str, headers: Iterable[tuple[str, str]] = (), refer_sub: bool = False
+    ) -> Response:
+        """Sends REFER in this dialog (add a participant, RFC 3515 §2.4.1; Refer-Sub RFC 4488)."""
+        extra = [("Refer-To", _addr(refer_to)), ("Referred-By", _addr(str(self.dialog.local.uri)))]
+        if not refer_sub:
+            extra += [("Refer-Sub", "false"), ("Require", "norefersub")]
+        return await self.request("REFER", [*extra, *headers])
+
+    async def bye(self, headers: Iterable[tuple[str, str]] = ()) -> Response | None:
+        """Ends the session with BYE (RFC 3261 §15.1.1); None when already ended."""
+        if self.ended.is_set():
+            return None
+        if self.dialog.state is DialogState.EARLY:
+            self.dialog.handle(DialogEvent.CONFIRM)
+        self._end("local BYE")
+        try:
+            return await self.stack.send_in_dialog(self.dialog, "BYE", list(headers), force=True)
+        except SIPError as exc:
+            log.info("BYE in %s failed: %s", self.dialog.id.call_id, exc)
+            return None
+
+    async def _bye_quietly(self, reason: str) -> None:
+        await self.bye()
+        self.end_reason = reason
+
+    # -- requests we receive ------------------------------------------------------------
+
+    def handle_request(self, tx: ServerTransaction) -> None:
+        req = tx.request
+        try:
+            self.dialog.receive_request(req)
+        except DialogError as exc:
+            tx.respond(exc.status, exc.reason)
+            return
+        method = req.method
+        if method == "BYE":
+            tx.respond(200)
+            self._end("remote BYE")
+            return
+        if method in ("INVITE", "UPDATE") and method not in self._handlers:
+            # session refresh (sip-msrp-mapping.md §1.5): same SDP, no renegotiation
+            if req.body:
+                self.remote_body = req.body
+            tx.respond(
+                200,
+                headers=[("Contact", self.dialog.contact)],
+                body=self.local_body,
+                content_type=self.content_type if self.local_body else None,
+            )
+            if method == "INVITE":
+                self.confirmed.clear()
+                self._start_2xx_retransmission(tx.last_response or tx.response(200), tx.source)
+            return
+        handler = self._handlers.get(method)
+        if handler is None:
+            if method in ("INFO", "MESSAGE", "NOTIFY"):
+                tx.respond(200)
+            else:
+                tx.respond(405, headers=[("Allow", ALLOW)])
+            return
+        self.stack._call(handler, IncomingRequest(self.stack, tx), tx)
+
+    def _end(self, reason: str) -> None:
+        if self.ended.is_set():
+            return
+        self.end_reason = reason
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.dialog.handle(DialogEvent.TERMINATE)
+        self.ended.set()
+        self.stack._unregister(self.dialog.id, self)
+        if self.on_ended is not None:
+            try:
+                self.on_ended(self)
+            except Exception:
+                log.exception("on_ended callback failed")
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self.ended.is_set():
+            self.end_reason = "shutdown"
+            self.ended.set()
+
+
+class OutgoingInvite:
+    """Our INVITE in progress (RFC 3261 §13.2): provisional callbacks, final, cancel."""
+
+    def __init__(self, stack: SipStack, request: Request) -> None:
+        self.stack = stack
+        self.request = request
+        self.session: InviteSession | None = None
+        self.provisional: list[Response] = []
+        self._task: asyncio.Task[Response] | None = None
+        self._tx_ready = asyncio.Event()
+        self._tx: object = None
+
+    async def response(self) -> Response:
+        """The final response (2xx already ACKed; ``session`` set). Raises SIPError on timeout."""
+        assert self._task is not None
+        return await asyncio.shield(self._task)
+
+    async def cancel(self) -> None:
+        """Sends CANCEL (RFC 3261 §9.1); the INVITE then ends with 487."""
+        await self._tx_ready.wait()
+        from sip.transaction import ClientTransaction
+
+        if isinstance(self._tx, ClientTransaction):
+            await self._tx.cancel()
+
+
+# -- the stack -------------------------------------------------------------------------------
+
+
+class SipStack:
+    """Transports, transactions, dialogs and handlers behind one small async API."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 5070,
+        transports: Iterable[str] = ("udp", "tcp"),
+        outbound_proxy: str | None = None,
+        domain: str = "ims.test",
+        advertised_host: str | None = None,
+        contact_params: str = "",
+        timers: Timers | None = None,
+        credentials: Callable[[str], tuple[str, str] | None] | None = None,
+        user_agent: str = USER_AGENT,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.transports = [t.lower() for t in transports]
+        self.outbound_proxy = outbound_proxy
+        self.domain = domain
+        self.advertised_host = advertised_host or host
+        self.contact_params = contact_params
+        self.timers = timers or Timers()
+        self.credentials = credentials
+        self.user_agent = user_agent
+        self.addresses: list[tuple[str, str, int]] = []
+        self._handlers: dict[str, Handler] = {}
+        self._usages: dict[DialogId, _Usage] = {}
+        self._pending: dict[tuple[str, str], ClientSubscription] = {}
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._digest = DigestClient()
+        self._transport: TransportLayer | None = None
+        self._layer: TransactionLayer | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: object) -> SipStack:
+        """A stack configured from ``Settings.sip_*`` (bridge/config.py)."""
+        from bridge.config import SignallingProfile
+
+        tags = (
+            '+g.3gpp.icsi-ref="urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.session"'
+            if settings.profile is SignallingProfile.CPM
+            else "+g.oma.sip-im"
+        )
+        kwargs: dict[str, object] = {
+            "host": settings.sip_host,
+            "port": settings.sip_port,
+            "transports": settings.sip_transports,
+            "outbound_proxy": settings.sip_outbound_proxy,
+            "domain": settings.sip_domain,
+            "contact_params": tags,
+        }
+        kwargs.update(overrides)
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    @property
+    def transport(self) -> TransportLayer:
+        """The transport layer (after start)."""
+        if self._transport is None:
+            raise ProtocolError("SIP stack not started")
+        return self._transport
+
+    @property
+    def layer(self) -> TransactionLayer:
+        """The transaction layer (after start)."""
+        if self._layer is None:
+            raise ProtocolError("SIP stack not started")
+        return self._layer
+
+    async def start(self) -> list[tuple[str, str, int]]:
+        """Listens on every configured transport (same port for all when ``port`` != 0)."""
+        transport = TransportLayer(
+            host=self.host,
+            advertised_host=self.advertised_host,
+            outbound_proxy=self.outbound_proxy,
+        )
+        self._transport = transport
+        self._layer = TransactionLayer(
+            transport, timers=self.timers, on_request=self._on_request, on_ack=self._on_ack
+        )
+        port = self.port
+        try:
+            for name in self.transports:
+                host, bound = await transport.listen(name, port)
+                if port == 0:
+                    port = bound  # TCP on the port UDP got
+                self.addresses.append((name, host, bound))
+        except OSError:
+            await self.stop()
+            raise
+        self.port = port
+        return list(self.addresses)
+
+    async def stop(self) -> None:
+        """Stops timers, usages, transactions and sockets."""
+        for usage in list(self._usages.values()):
+            usage.close()
+        self._usages.clear()
+        for sub in list(self._pending.values()):
+            sub.close()
+        self._pending.clear()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._layer is not None:
+            await self._layer.close()
+        if self._transport is not None:
+            await self._transport.close()
+        self._layer = None
+        self._transport = None
+        self.addresses = []
+
+    def _spawn(self, coro: Awaitable[object]) -> None:
+        async def run() -> object:
+            try:
+                return await coro
+            except ProtocolError as exc:
+                trace.debug("x background SIP task: %s", exc)
+                return None
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- identities and contacts --------------------------------------------------------------
+
+    def contact_for(self, user_uri: object, transport: str) -> str:
+        """Our Contact for ``user_uri`` on ``transport`` (with the profile's feature tags)."""
+        user = _user_of(str(user_uri))
+        host, port = self.transport.sent_by(transport)
+        userpart = f"{user}@" if user else ""
+        tport = "" if transport == "udp" else f";transport={transport}"
+        params = f";{self.contact_params}" if self.contact_params else ""
+        return f"<sip:{userpart}{host}:{port}{tport}>{params}"
+
+    def _out_transport(self) -> str:
+        if self.outbound_proxy:
+            proxy = parse_uri(self.outbound_proxy)
+            if isinstance(proxy, SipURI):
+                return proxy.transport
+        return self.transports[0] if self.transports else "udp"
+
+    def _new_request(
+        self,
+        method: str,
+        uri: str,
+        sender: str,
+        headers: Iterable[tuple[str, str]],
+        body: bytes,
+        content_type: str | None,
+        to: str | None = None,
+    ) -> Request:
+        items: list[tuple[str, str]] = [
+            ("From", f"{_addr(sender)};tag={secrets.token_hex(6)}"),
+            ("To", _addr(to or uri)),
+            ("Call-ID", f"{secrets.token_hex(10)}@{self.advertised_host}"),
+            ("CSeq", f"1 {method}"),
+            ("Max-Forwards", "70"),
+            ("P-Asserted-Identity", _addr(sender)),
+        ]
+        if method in ("INVITE", "SUBSCRIBE", "REFER", "OPTIONS"):
+            items.append(("Contact", self.contact_for(sender.strip("<>"), self._out_transport())))
+        items.append(("User-Agent", self.user_agent))
+        items.extend(headers)
+        return make_request(method, uri, items, body, content_type)
+
+    # -- sending ----------------------------------------------------------------------------
+
+    async def _request(
+        self, request: Request, on_provisional: Callable[[Response], None] | None = None
+    ) -> Response:
+        """One client transaction, with one digest retry on 401/407 (RFC 3261 §22.2)."""
+        response = await self.layer.request(request, on_provisional=on_provisional)
+        if response.status not in (401, 407) or self.credentials is None:
+            return response
+        retry = self._authorized(request, response)
+        if retry is None:
+            return response
+        return await self.layer.request(retry, on_provisional=on_provisional)
+
+    def _authorized(self, request: Request, response: Response) -> Request | None:
+        assert self.credentials is not None
+        challenge_name, credentials_name = challenge_header(response.status)
+        try:
+            challenge = select_challenge(response.get_all(challenge_name))
+        except CodecError as exc:
+            log.info("unusable %s challenge: %s", response.status, exc)
+            return None
+        secret = self.credentials(challenge.realm)
+        if secret is None:
+            return None
+        creds = self._digest.authorize(
+            challenge, request.method, str(request.uri), secret[0], secret[1], request.body
+        )
+        cseq = request.cseq
+        return (
+            request.without_header("Via")
+            .replace_header("CSeq", f"{cseq.seq + 1} {cseq.method}")
+            .with_header(credentials_name, str(creds))
+        )
+
+    async def send_request(
+        self,
+        method: str,
+        uri: str,
+        *,
+        sender: str,
+        to: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> Response:
+        """Sends an out-of-dialog request (MESSAGE, OPTIONS) and returns its final response."""
+        request = self._new_request(method, uri, sender, headers, body, content_type, to)
+        return await self._request(request)
+
+    async def send_in_dialog(
+        self,
+        dialog: Dialog,
+        method: str,
+        headers: list[tuple[str, str]],
+        body: bytes = b"",
+        content_type: str | None = None,
+        *,
+        force: bool = False,
+    ) -> Response:
+        """Sends ``method`` inside ``dialog`` (RFC 3261 §12.2.1.1) and returns the response."""
+        if force and dialog.state is DialogState.TERMINATED:
+            dialog.local_cseq += 1
+            request = dialog._build(method, dialog.local_cseq, headers, body, content_type)
+        else:
+            request = dialog.create_request(method, headers, body, content_type)
+        response = await self._request(request)
+        dialog.receive_response(response)
+        return response
+
+    def invite(
+        self,
+        uri: str,
+        *,
+        sender: str,
+        body: bytes = b"",
+        content_type: str | None = "application/sdp",
+        headers: Iterable[tuple[str, str]] = (),
+        on_provisional: Callable[[Response], None] | None = None,
+    ) -> OutgoingInvite:
+        """Starts an INVITE; await ``.response()`` for the final answer (RFC 3261 §13.2)."""
+        extra = [("Allow", ALLOW), ("Supported", SUPPORTED), *headers]
+        request = self._new_request("INVITE", uri, sender, extra, body, content_type)
+        call = OutgoingInvite(self, request)
+        call._task = asyncio.get_running_loop().create_task(
+            self._run_invite(call, body, content_type, on_provisional)
+        )
+        return call
+
+    async def _run_invite(
+        self,
+        call: OutgoingInvite,
+        body: bytes,
+        content_type: str | None,
+        on_provisional: Callable[[Response], None] | None,
+    ) -> Response:
+        request = call.request
+        for attempt in (1, 2):
+
+            def provisional(resp: Response) -> None:
+                call.provisional.append(resp)
+                if on_provisional is not None:
+                    on_provisional(resp)
+
+            def on_2xx(resp: Response, request: Request = request) -> None:
+                session = call.session
+                if session is not None and resp.to_tag == session.dialog.id.remote_tag:
+                    session._send_ack(resp)  # 2xx retransmission: same ACK again
+                else:
+                    self._spawn(self._ack_and_bye(request, resp))  # another fork answered
+
+            tx = self.layer.client(request, on_provisional=provisional, on_2xx=on_2xx)
+            call._tx = tx
+            call._tx_ready.set()
+            response = await tx.wait()
+            if response.status in (401, 407) and self.credentials is not None and attempt == 1:
+                retry = self._authorized(request, response)
+                if retry is not None:
+                    request = call.request = retry
+                    continue
+            break
+        if response.is_success:
+            contact = self.contact_for(request.from_.uri, self._out_transport())
+            dialog = Dialog.from_uac(request, response, contact)
+            session = InviteSession(self, dialog, local_body=body, content_type=content_type)
+            session.remote_body = response.body
+            call.session = session
+            self._register(dialog.id, session)
+            session._send_ack(response)
+        return response
+
+    async def _ack_and_bye(self, request: Request, response: Response) -> None:
+        contact = self.contact_for(request.from_.uri, self._out_transport())
+        dialog = Dialog.from_uac(request, response, contact)
+        await self.layer.send_stateless(dialog.create_ack(response.cseq.seq))
+        await self.send_in_dialog(dialog, "BYE", [])
+
+    async def subscribe(
+        self,
+        uri: str,
+        event: str,
+        *,
+        sender: str,
+        accept: str | None = None,
+        expires: int = 600,
+        headers: Iterable[tuple[str, str]] = (),
+        on_notify: Callable[[Request], None] | None = None,
+    ) -> ClientSubscription:
+        """Subscribes to ``event`` at ``uri`` (RFC 6665 §4.1.2.1); raises SIPError on non-2xx."""
+        extra = [("Event", event), ("Expires", str(expires))]
+        if accept:
+            extra.append(("Accept", accept))
+        request = self._new_request("SUBSCRIBE", uri, sender, [*extra, *headers], b"", None)
+        return await self._start_subscription(request, event, on_notify)
+
+    async def refer(
+        self,
+        uri: str,
+        refer_to: str,
+        *,
+        sender: str,
+        refer_sub: bool = True,
+        headers: Iterable[tuple[str, str]] = (),
+        on_notify: Callable[[Request], None] | None = None,
+    ) -> ClientSubscription | None:
+        """Sends an out-of-dialog REFER (RFC 3515 §2.4.1); the implicit subscription gets
+        sipfrag NOTIFYs. With ``refer_sub=False`` (RFC 4488) returns None after the 2xx."""
+        extra = [("Refer-To", _addr(refer_to)), ("Referred-By", _addr(sender))]
+        if not refer_sub:
+            extra += [("Refer-Sub", "false"), ("Require", "norefersub")]
+        request = self._new_request("REFER", uri, sender, [*extra, *headers], b"", None)
+        if not refer_sub:
+            response = await self._request(request)
+            if not response.is_success:
+                raise SIPError(response.status, response.reason)
+            return None
+        return await self._start_subscription(request, "refer", on_notify)
+
+    async def _start_subscription(
+        self, request: Request, event: str, on_notify: Callable[[Request], None] | None
+    ) -> ClientSubscription:
+        sub = ClientSubscription(self, request, event, on_notify)
+        key = (request.call_id, request.from_tag or "")
+        self._pending[key] = sub
+        try:
+            response = await self._request(request)
+        except SIPError:
+            self._pending.pop(key, None)
+            raise
+        if not response.is_success:
+            self._pending.pop(key, None)
+            sub.machine.handle(SubscriberEvent.REJECTED)
+            sub.terminated.set()
+            raise SIPError(response.status, response.reason)
+        if sub.dialog is None:
+            contact = self.contact_for(request.from_.uri, self._out_transport())
+            dialog = Dialog.from_uac(request, response, contact)
+            self._register(dialog.id, _SubscriptionUsage(self, dialog, client=sub))
+            sub.accepted(response, dialog)
+        else:
+            sub.dialog.receive_response(response)
+            sub.accepted(response, sub.dialog)
+        return sub
+
+    def _deliver_notify(self, sub: ClientSubscription, tx: ServerTransaction) -> None:
+        try:
+            sub.receive_notify(tx.request)
+        except CodecError as exc:
+            tx.respond(400, str(exc))
+            return
+        except SubscriptionError:
+            tx.respond(481)
+            return
+        tx.respond(200)
+
+    def release(self, subscription: ClientSubscription | ServerSubscription) -> None:
+        """Forgets a terminated subscription (sip.subscription.DialogChannel)."""
+        dialog = subscription.dialog
+        if isinstance(subscription, ClientSubscription):
+            self._pending.pop(
+                (subscription.request.call_id, subscription.request.from_tag or ""), None
+            )
+        if dialog is not None:
+            usage = self._usages.get(dialog.id)
+            if isinstance(usage, _SubscriptionUsage):
+                del self._usages[dialog.id]
+                if dialog.state is not DialogState.TERMINATED:
+                    dialog.handle(DialogEvent.TERMINATE)
+
+    # -- receiving --------------------------------------------------------------------------
+
+    def on_request(self, method: str, handler: Handler) -> None:
+        """Routes out-of-dialog ``method`` requests to ``handler`` (sync or async)."""
+        self._handlers[method.upper()] = handler
+
+    def _register(self, dialog_id: DialogId, usage: _Usage) -> None:
+        self._usages[dialog_id] = usage
+
+    def _unregister(self, dialog_id: DialogId, usage: _Usage) -> None:
+        if self._usages.get(dialog_id) is usage:
+            del self._usages[dialog_id]
+
+    def dialog_count(self) -> int:
+        """Number of dialogs the stack holds."""
+        return len(self._usages)
+
+    def _on_ack(self, request: Request, source: Source) -> None:
+        key = DialogId(request.call_id, request.to_tag or "", request.from_tag or "")
+        usage = self._usages.get(key)
+        if usage is None:
+            trace.debug("x ACK for unknown dialog %s", request.call_id)
+            return
+        usage.ack_received(request)
+
+    def _on_request(self, tx: ServerTransaction) -> None:
+        req = tx.request
+        method = req.method
+        to_tag = req.to_tag
+        if to_tag is not None:
+            key = DialogId(req.call_id, to_tag, req.from_tag or "")
+            usage = self._usages.get(key)
+            if usage is not None:
+                usage.handle_request(tx)
+                return
+            if method == "NOTIFY" and self._notify_creates_dialog(tx):
+                return
+            tx.respond(481)
+            return
+        if method == "OPTIONS" and "OPTIONS" not in self._handlers:
+            tx.respond(
+                200,
+                headers=[
+                    ("Allow", ALLOW),
+                    ("Accept", ACCEPT),
+                    ("Supported", SUPPORTED),
+                    ("Allow-Events", ALLOW_EVENTS),
+                    ("Contact", self.contact_for(req.to.uri, tx.source.transport)),
+                ],
+            )
+            return
+        if method in ("BYE", "NOTIFY", "INFO", "UPDATE"):
+            tx.respond(481)  # these only exist inside a dialog
+            return
+        handler = self._handlers.get(method)
+        if handler is None:
+            if method in _SUPPORTED_METHODS:
+                tx.respond(480, "Temporarily Unavailable")
+            elif method in _KNOWN_UNSUPPORTED:
+                tx.respond(405, headers=[("Allow", ALLOW)])
+            else:
+                tx.respond(501)
+            return
+        incoming: IncomingRequest
+        if method == "INVITE":
+            incoming = IncomingInvite(self, tx)
+        elif method == "SUBSCRIBE":
+            try:
+                parse_event(req.get("Event") or "")
+            except CodecError:
+                tx.respond(400, "Missing or bad Event header")
+                return
+            incoming = IncomingSubscribe(self, tx)
+        elif method == "REFER":
+            if req.get("Refer-To") is None:
+                tx.respond(400, "Missing Refer-To")
+                return
+            incoming = IncomingRefer(self, tx)
+        else:
+            incoming = IncomingRequest(self, tx)
+        self._call(handler, incoming, tx)
+
+    def _notify_creates_dialog(self, tx: ServerTransaction) -> bool:
+        req = tx.request
+        sub = self._pending.get((req.call_id, req.to_tag or ""))
+        if sub is None or sub.dialog is not None:
+            return False
+        contact = self.contact_for(req.to.uri, tx.source.transport)
+        try:
+            dialog = Dialog.from_notify(sub.request, req, contact)
+        except DialogError as exc:
+            tx.respond(exc.status, exc.reason)
+            return True
+        sub.dialog = dialog
+        self._register(dialog.id, _SubscriptionUsage(self, dialog, client=sub))
+        self._deliver_notify(sub, tx)
+        return True
+
+    def _call(self, handler: Handler, incoming: IncomingRequest, tx: ServerTransaction) -> None:
+        try:
+            result = handler(incoming)
+        except Exception:
+            log.exception("SIP handler for %s failed", tx.method)
+            if not tx.has_final:
+                tx.respond(500)
+            return
+        if inspect.isawaitable(result):
+            self._spawn(self._await_handler(result, incoming, tx))
+        elif not tx.has_final and tx.method != "INVITE":
+            log.error("SIP handler for %s returned without answering", tx.method)
+            tx.respond(500)
+
+    async def _await_handler(
+        self, result: Awaitable[None], incoming: IncomingRequest, tx: ServerTransaction
+    ) -> None:
+        try:
+            await result
+        except Exception:
+            log.exception("SIP handler for %s failed", tx.method)
+            if not tx.has_final:
+                tx.respond(500)
+            return
+        if not tx.has_final and not (
+            isinstance(incoming, IncomingInvite) and not incoming.cancelled.is_set()
+        ):
+            log.error("SIP handler for %s returned without answering", tx.method)
+            tx.respond(500)

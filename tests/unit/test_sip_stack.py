@@ -1,0 +1,254 @@
+"""SipStack end to end between two stacks on 127.0.0.1 (no proxy): every usage once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from sip import sipfrag
+from sip.dialog import DialogState
+from sip.errors import SIPError, TransactionTimeout
+from sip.message import Request, Response
+from sip.stack import (
+    IncomingInvite,
+    IncomingRefer,
+    IncomingRequest,
+    IncomingSubscribe,
+    SipStack,
+)
+from sip.subscription import NotifierState, SubscriberState
+from sip.timers import Timers
+
+FAST = Timers(t1=0.05, t2=0.4, t4=0.5, d_unreliable=0.5)
+ALICE = "sip:+15555550001@ims.test"
+BOB = "sip:+15555550002@ims.test"
+
+
+@pytest.fixture(params=["udp", "tcp"])
+async def pair(request: pytest.FixtureRequest) -> AsyncIterator[tuple[SipStack, SipStack, str]]:
+    transport = request.param
+    a = SipStack(port=0, transports=[transport], timers=FAST)
+    b = SipStack(port=0, transports=[transport], timers=FAST)
+    await a.start()
+    await b.start()
+    suffix = "" if transport == "udp" else ";transport=tcp"
+    target = f"sip:+15555550002@127.0.0.1:{b.port}{suffix}"
+    try:
+        yield a, b, target
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_message_and_options(pair: tuple[SipStack, SipStack, str]) -> None:
+    a, b, target = pair
+    got: list[IncomingRequest] = []
+
+    def on_message(req: IncomingRequest) -> None:
+        got.append(req)
+        req.respond(202)
+
+    b.on_request("MESSAGE", on_message)
+    resp = await a.send_request(
+        "MESSAGE", target, sender=ALICE, body=b"hi", content_type="text/plain"
+    )
+    assert resp.status == 202
+    msg = got[0].request
+    assert msg.body == b"hi"
+    assert msg.get("P-Asserted-Identity") == f"<{ALICE}>"
+    assert msg.from_.uri.user == "+15555550001"  # type: ignore[union-attr]
+
+    opt = await a.send_request("OPTIONS", target, sender=ALICE)
+    assert opt.status == 200
+    assert "MESSAGE" in (opt.get("Allow") or "")
+    assert "message/cpim" in (opt.get("Accept") or "")
+    assert opt.get("Supported") == "norefersub"
+
+    assert (await a.send_request("FOO", target, sender=ALICE)).status == 501
+    assert (await a.send_request("PUBLISH", target, sender=ALICE)).status == 405
+    assert (await a.send_request("INVITE", target, sender=ALICE)).status == 480
+
+
+async def test_invite_bye_and_in_dialog_requests(pair: tuple[SipStack, SipStack, str]) -> None:
+    a, b, target = pair
+    sessions = []
+    infos: list[bytes] = []
+
+    async def on_invite(inv: IncomingInvite) -> None:
+        inv.ring()
+        session = await inv.accept(b"v=0 answer\r\n")
+
+        def on_info(r: IncomingRequest) -> None:
+            infos.append(r.request.body)
+            r.respond(200)
+
+        session.on_request("INFO", on_info)
+        sessions.append(session)
+
+    b.on_request("INVITE", on_invite)
+    provisional: list[Response] = []
+    call = a.invite(target, sender=ALICE, body=b"v=0 offer\r\n", on_provisional=provisional.append)
+    resp = await call.response()
+    assert resp.status == 200 and resp.body == b"v=0 answer\r\n"
+    assert [p.status for p in provisional if p.status > 100] == [180]
+    session = call.session
+    assert session is not None and session.dialog.state is DialogState.CONFIRMED
+    remote = sessions[0]
+    await asyncio.wait_for(remote.confirmed.wait(), 2)  # the ACK arrived
+
+    info = await session.request("INFO", body=b"x", content_type="application/x")
+    assert info.status == 200 and infos == [b"x"]
+    refresh = await session.reinvite()
+    assert refresh.status == 200 and refresh.body == b"v=0 answer\r\n"
+    upd = await session.request("UPDATE")
+    assert upd.status == 200
+    assert (await session.request("SUBSCRIBE")).status == 405
+
+    bye = await remote.bye()
+    assert bye is not None and bye.status == 200
+    await asyncio.wait_for(session.ended.wait(), 2)
+    assert session.end_reason == "remote BYE"
+    assert a.dialog_count() == 0 and b.dialog_count() == 0
+    # a request in the gone dialog gets 481
+    stale = session.dialog._build("INFO", 99, [], b"", None)
+    assert (await a._request(stale)).status == 481
+
+
+async def test_cancel(pair: tuple[SipStack, SipStack, str]) -> None:
+    a, b, target = pair
+    pending: list[IncomingInvite] = []
+
+    def on_invite(inv: IncomingInvite) -> None:
+        inv.ring()
+        pending.append(inv)
+
+    b.on_request("INVITE", on_invite)
+    call = a.invite(target, sender=ALICE, body=b"v=0\r\n")
+    while not call.provisional or call.provisional[-1].status != 180:
+        await asyncio.sleep(0.01)
+    await call.cancel()
+    resp = await asyncio.wait_for(call.response(), 3)
+    assert resp.status == 487
+    assert pending[0].cancelled.is_set()
+    with pytest.raises(SIPError):
+        await pending[0].accept(b"")
+
+
+async def test_no_ack_ends_with_bye() -> None:
+    b = SipStack(port=0, transports=["udp"], timers=FAST)
+    await b.start()
+    sessions = []
+
+    async def on_invite(inv: IncomingInvite) -> None:
+        sessions.append(await inv.accept(b"v=0\r\n"))
+
+    b.on_request("INVITE", on_invite)
+    # a raw UAC that never ACKs: it counts the 200s and answers the BYE
+    loop = asyncio.get_running_loop()
+    received: list[bytes] = []
+    bye_seen = asyncio.Event()
+
+    class Peer(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            received.append(data)
+            if data.startswith(b"BYE"):
+                bye_seen.set()
+
+    transport, peer = await loop.create_datagram_endpoint(Peer, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    invite = (
+        f"INVITE sip:bob@127.0.0.1:{b.port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKnoack1\r\n"
+        "From: <sip:raw@127.0.0.1>;tag=r1\r\nTo: <sip:bob@127.0.0.1>\r\n"
+        "Call-ID: noack@127.0.0.1\r\nCSeq: 1 INVITE\r\n"
+        f"Contact: <sip:raw@127.0.0.1:{port}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    try:
+        transport.sendto(invite, ("127.0.0.1", b.port))
+        await asyncio.wait_for(bye_seen.wait(), 64 * FAST.t1 + 2)
+        oks = [d for d in received if d.startswith(b"SIP/2.0 200")]
+        assert len(oks) >= 4  # T1, 2T1, 4T1, ... retransmissions
+        assert sessions[0].ended.is_set()
+    finally:
+        transport.close()
+        await b.stop()
+
+
+async def test_subscribe_notify_refresh_unsubscribe(pair: tuple[SipStack, SipStack, str]) -> None:
+    a, b, target = pair
+    served = []
+
+    async def on_subscribe(req: IncomingSubscribe) -> None:
+        sub = req.accept(expires=2)
+        served.append(sub)
+        await sub.notify(b"<conference-info/>", "application/conference-info+xml")
+
+    b.on_request("SUBSCRIBE", on_subscribe)
+    notes: list[Request] = []
+    sub = await a.subscribe(
+        target,
+        "conference",
+        sender=ALICE,
+        accept="application/conference-info+xml",
+        expires=600,
+        on_notify=notes.append,
+    )
+    await sub.wait_notify(2)
+    assert sub.state is SubscriberState.ACTIVE and sub.expires == 2
+    assert notes[0].body == b"<conference-info/>"
+    refreshed = asyncio.Event()
+    served[0].on_refresh = lambda exp: refreshed.set()
+    await asyncio.wait_for(refreshed.wait(), 3)  # refresh before the 2 s expiry
+    assert served[0].state is NotifierState.ACTIVE
+    await sub.unsubscribe()
+    assert sub.state.value == "terminated"
+    assert (notes[-1].get("Subscription-State") or "").startswith("terminated")
+    await asyncio.wait_for(served[0].terminated.wait(), 2)
+    assert a.dialog_count() == 0 and b.dialog_count() == 0
+
+
+async def test_refer_with_sipfrag_notifies(pair: tuple[SipStack, SipStack, str]) -> None:
+    a, b, target = pair
+    targets = []
+
+    async def on_refer(req: IncomingRefer) -> None:
+        targets.append(req.refer_to)
+        sub = req.accept()
+        assert sub is not None
+        await req.progress(sub, 100, "Trying")
+        await req.progress(sub, 200, "OK")
+
+    b.on_request("REFER", on_refer)
+    notes: list[Request] = []
+    sub = await a.refer(target, BOB, sender=ALICE, on_notify=notes.append)
+    assert sub is not None
+    await asyncio.wait_for(sub.terminated.wait(), 3)
+    assert targets == [f"<{BOB}>"]
+    frags = [sipfrag.parse(n.body).status for n in notes]
+    assert frags == [100, 200]
+    assert all(n.get("Event") == "refer" for n in notes)
+    # Refer-Sub: false: no subscription
+    assert await a.refer(target, BOB, sender=ALICE, refer_sub=False) is None
+
+
+async def test_timeout_is_408() -> None:
+    a = SipStack(port=0, transports=["udp"], timers=FAST)
+    await a.start()
+    # a bound socket that never answers
+    loop = asyncio.get_running_loop()
+    sink, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+    )
+    port = sink.get_extra_info("sockname")[1]
+    try:
+        with pytest.raises(TransactionTimeout) as info:
+            await a.send_request("MESSAGE", f"sip:x@127.0.0.1:{port}", sender=ALICE, body=b"x")
+        assert info.value.status == 408
+    finally:
+        sink.close()
+        await a.stop()
