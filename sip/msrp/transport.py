@@ -193,7 +193,6 @@ class _Link(asyncio.Protocol):
                     "x %s rejected %s: %d %s", self.peer, ev.transaction_id, ev.status, ev.reason
                 )
             elif isinstance(ev, StateChanged):
-                trace.debug("- session %s %s -> %s", ev.session_id, ev.old.value, ev.new.value)
                 session = self.stack._sessions.get(ev.session_id)
                 if session is not None:
                     session._state_changed(ev)
@@ -395,6 +394,7 @@ class MSRPSession:
             self._incoming_queue().put_nowait(ev)
 
     def _state_changed(self, ev: StateChanged) -> None:
+        trace.debug("- session %s %s -> %s", ev.session_id, ev.old.value, ev.new.value)
         if ev.new is SessionStatus.BOUND and self._bound is not None and not self._bound.done():
             self._bound.set_result(None)
         if ev.new is SessionStatus.CLOSED:
@@ -419,7 +419,11 @@ class MSRPSession:
 
 
 class MSRPStack:
-    """The MSRP endpoint: one listener, shared connections, sessions (RFC 4975, 4976)."""
+    """The MSRP endpoint: one listener, shared connections, sessions (RFC 4975, 4976).
+
+    Build it inside a running event loop. ``advertised_host`` goes into our URIs
+    (SDP a=path) when ``host`` is a wildcard such as 0.0.0.0.
+    """
 
     def __init__(
         self,
@@ -434,8 +438,10 @@ class MSRPStack:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         sessmatch: bool = True,
         keepalive_interval: float | None = None,
+        advertised_host: str | None = None,
     ) -> None:
         self.host = host
+        self.advertised_host = advertised_host or host
         self._port = port
         self.relay = relay
         self.timeout = timeout
@@ -491,7 +497,7 @@ class MSRPStack:
         sid = SessionId(session_id or new_ident())
         if sid in self._sessions:
             raise ValueError(f"MSRP session {sid} exists")
-        uri = MSRPURI(self.host, self._port, sid, "tcp")
+        uri = MSRPURI(self.advertised_host, self._port, sid, "tcp")
         state = MSRPSessionState(
             uri, accept_types=tuple(accept_types), max_message_size=self.max_message_size
         )
@@ -595,7 +601,7 @@ class MSRPStack:
     def _bind_relay(self, session: MSRPSession, binding: RelayBinding, refresh: bool) -> None:
         changed = binding.use_path != session.state.use_path
         session.state.use_path = binding.use_path
-        log.info(
+        log.debug(
             "MSRP relay AUTH for %s: Use-Path %s, Expires %d",
             session.session_id,
             serialize_path(binding.use_path),
