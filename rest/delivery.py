@@ -42,12 +42,14 @@ import os
 import random
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 
 import aiohttp
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.config import Settings
 from bridge.ids import SubscriptionId, UserUri
@@ -122,8 +124,24 @@ class DeliveryService:
         self._scheduler: asyncio.Task[None] | None = None
         self._listener_tasks: set[asyncio.Task[None]] = set()
         self._posts: set[asyncio.Task[str | None]] = set()
+        self._write_lock = asyncio.Lock() if database.is_sqlite else None
         self._stopping = False
         self._next_sweep = 0.0
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction; on SQLite one at a time in this process.
+
+        SQLite has one writer; concurrent writers from one process would wait
+        in its busy handler (sleeps of 1 ms and up), which costs far more than
+        queueing on an asyncio lock.
+        """
+        if self._write_lock is None:
+            async with self.database.sessions.begin() as session:
+                yield session
+            return
+        async with self._write_lock, self.database.sessions.begin() as session:
+            yield session
 
     # --- the Notifier port ----------------------------------------------------
 
@@ -137,7 +155,7 @@ class DeliveryService:
         body: JSONObject,
     ) -> Notification:
         """Store one notification durably (own transaction) and schedule its delivery."""
-        async with self.database.sessions.begin() as session:
+        async with self._write() as session:
             item = await outbox.enqueue(
                 session,
                 user=user,
@@ -216,7 +234,7 @@ class DeliveryService:
             poll.superseded = True
             poll.event.set()
         try:
-            async with self.database.sessions.begin() as session:
+            async with self._write() as session:
                 released = await outbox.release_claims(session, self.owner)
             if released:
                 log.info("- released %d notification claims", released)
@@ -275,30 +293,55 @@ class DeliveryService:
         self._lanes.pop(sub, None)
         self._wakeup.set()
 
-    async def _run_lane(self, sub: str, entry: outbox.OutboxEntry | None) -> None:
+    def _claim_until(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.settings.notification_http_timeout + CLAIM_GRACE)
+
+    async def _run_lane(self, sub: str, entry: outbox.OutboxEntry) -> None:
+        """Deliver a lane's rows in order until it is empty, not due, failing or stopped."""
         try:
-            while (
-                not self._stopping and entry is not None and entry.next_attempt_at <= self.clock()
-            ):
-                if not await self._deliver(entry):
+            now = self.clock()
+            async with self._write() as session:
+                claimed = await outbox.claim(
+                    session,
+                    entry.notification.id,
+                    owner=self.owner,
+                    now=now,
+                    until=self._claim_until(now),
+                )
+            current: outbox.OutboxEntry | None = entry if claimed else None
+            while current is not None and not self._stopping:
+                if not await self._attempt(current):
                     return
-                async with self.database.sessions() as session:
-                    entry = await outbox.lane_head(session, sub)
+                # settled: remove it and claim the next row of the lane, in one transaction
+                now = self.clock()
+                async with self._write() as session:
+                    current = await outbox.settle_and_claim_next(
+                        session,
+                        current.notification.id,
+                        sub,
+                        owner=self.owner,
+                        now=now,
+                        until=self._claim_until(now),
+                    )
+                if current is None:
+                    return
+            if current is not None:  # stopping: hand the claimed row back untouched
+                async with self._write() as session:
+                    await outbox.release_claim(session, current.notification.id, owner=self.owner)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("x notification lane %s failed", sub)
 
-    async def _deliver(self, entry: outbox.OutboxEntry) -> bool:
-        """Claim, POST and settle one head; True if the lane may continue."""
+    async def _attempt(self, entry: outbox.OutboxEntry) -> bool:
+        """POST one claimed row; True once it is settled (delivered or dropped) and may go.
+
+        False leaves the row in the outbox, rescheduled after a failure or
+        handed back when ``stop()`` cancelled the request.
+        """
         n = entry.notification
-        now = self.clock()
-        until = now + timedelta(seconds=self.settings.notification_http_timeout + CLAIM_GRACE)
-        async with self.database.sessions.begin() as session:
-            if not await outbox.claim(session, n.id, owner=self.owner, now=now, until=until):
-                return False
         if self._is_dead_channel_url(n.notify_url):
-            await self._drop(n, "its notification channel no longer exists")
+            self._log_drop(n, "its notification channel no longer exists")
             return True
         post = asyncio.create_task(self._post(n))
         self._posts.add(post)
@@ -310,12 +353,10 @@ class DeliveryService:
             if current is not None and current.cancelling():
                 raise
             # stop() cancelled the request only: not an attempt, hand the row back
-            async with self.database.sessions.begin() as session:
+            async with self._write() as session:
                 await outbox.release_claim(session, n.id, owner=self.owner)
             return False
         if error is None:
-            async with self.database.sessions.begin() as session:
-                await outbox.delete_notification(session, n.id)
             self.stats.delivered += 1
             self._notify_listeners(n)
             return True
@@ -323,7 +364,7 @@ class DeliveryService:
         now = self.clock()
         deadline = n.created_at + timedelta(seconds=self.settings.notification_max_age)
         if now >= deadline:
-            await self._drop(n, f"undelivered after {entry.attempts + 1} attempts ({error})")
+            self._log_drop(n, f"undelivered after {entry.attempts + 1} attempts ({error})")
             return True
         delay = backoff_delay(
             entry.attempts + 1,
@@ -331,7 +372,7 @@ class DeliveryService:
             self.settings.notification_backoff_max,
         )
         retry_at = min(now + timedelta(seconds=delay), deadline)
-        async with self.database.sessions.begin() as session:
+        async with self._write() as session:
             await outbox.record_failure(session, n.id, error=error, next_attempt_at=retry_at)
         log.info(
             "x notification %d to %s failed (%s); retry %d in %.1fs",
@@ -368,9 +409,7 @@ class DeliveryService:
         # A live channel's callbackURL never reaches the callback path (enqueue routes it).
         return self.own_channel_prefix is not None and url.startswith(self.own_channel_prefix)
 
-    async def _drop(self, n: Notification, why: str) -> None:
-        async with self.database.sessions.begin() as session:
-            await outbox.delete_notification(session, n.id)
+    def _log_drop(self, n: Notification, why: str) -> None:
         self.stats.dropped += 1
         log.warning(
             "x notification %d (%s for %s, subscription %s) dropped: %s",
@@ -424,7 +463,7 @@ class DeliveryService:
                 if poll.superseded or client_gone():
                     return []
                 now = self.clock()
-                async with self.database.sessions.begin() as session:
+                async with self._write() as session:
                     if not await outbox.channel_alive(session, channel.id, now=now):
                         return None
                     items = await outbox.take_from_channel(
@@ -454,7 +493,7 @@ class DeliveryService:
     async def _sweep(self) -> None:
         now = self.clock()
         cutoff = now - timedelta(seconds=self.settings.notification_max_age)
-        async with self.database.sessions.begin() as session:
+        async with self._write() as session:
             gone = await outbox.expire_channels(session, now=now)
             stale = await outbox.drop_stale_channel_items(session, cutoff)
         for channel in gone:

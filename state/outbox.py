@@ -261,6 +261,25 @@ async def claim(
     return _rowcount(result) == 1
 
 
+async def settle_and_claim_next(
+    session: AsyncSession,
+    done: int,
+    subscription_id: str,
+    *,
+    owner: str,
+    now: datetime,
+    until: datetime,
+) -> OutboxEntry | None:
+    """Delete a settled row and claim the next due row of the same lane, if there is one."""
+    await session.execute(sa.delete(_O).where(_O.id == done))
+    head = await lane_head(session, subscription_id)
+    if head is None or head.next_attempt_at > now:
+        return None
+    if not await claim(session, head.notification.id, owner=owner, now=now, until=until):
+        return None
+    return head
+
+
 async def record_failure(
     session: AsyncSession, ident: int, *, error: str, next_attempt_at: datetime
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -262,3 +263,27 @@ async def test_rows_survive_reopening_the_store(db: Database) -> None:
             assert await outbox.get_channel(s, ALICE, ChannelId(ch.id), now=T0) == ch
     finally:
         await again.close()
+
+
+async def test_settle_removes_the_row_and_claims_the_next_due_one(db: Database) -> None:
+    a1, a2, a3 = [await put(db, "a") for _ in range(3)]
+    until = T0 + timedelta(seconds=10)
+    w1: dict[str, Any] = {"owner": "w1", "now": T0, "until": until}
+    async with db.sessions.begin() as s:
+        assert await outbox.claim(s, a1.id, owner="w1", now=T0, until=until)
+        nxt = await outbox.settle_and_claim_next(s, a1.id, "a", **w1)
+    assert nxt is not None and nxt.notification == a2
+    async with db.sessions.begin() as s:
+        assert not await outbox.claim(s, a2.id, owner="w2", now=T0, until=until)  # w1 holds it
+        await outbox.record_failure(s, a3.id, error="x", next_attempt_at=T0 + timedelta(1))
+        # a3 is not due yet: nothing more to claim
+        assert (
+            await outbox.settle_and_claim_next(s, a2.id, "a", owner="w1", now=T0, until=until)
+            is None
+        )
+        assert [n.id for n in await outbox.pending_for(s, "a")] == [a3.id]
+        assert (
+            await outbox.settle_and_claim_next(s, a3.id, "a", owner="w1", now=T0, until=until)
+            is None
+        )
+        assert await outbox.pending_for(s, "a") == []

@@ -1,0 +1,255 @@
+"""Notification delivery throughput: outbox -> local HTTP receiver, and long-poll round trips.
+
+Runs the bridge's pieces in-process on loopback only, over a temporary SQLite
+file (or ``--database-url``):
+
+1. outbox -> receiver: a backlog of ``--count`` notifications is drained by
+   the worker to a local aiohttp receiver, once for a single subscription
+   (strict order, one at a time) and once spread over ``--subscriptions``
+   subscriptions (lanes in parallel); then ``Notifier.publish`` end to end
+   (one durable transaction per notification);
+2. long poll: through the real REST app, ``--polls`` round trips of "publish
+   one notification to a channel's callbackURL, long poll it out";
+3. channel drain: ``--count`` notifications queued in a channel, drained by
+   long polls of up to ``maxNotifications`` items.
+
+Every phase is bounded by ``--timeout`` seconds. Usage::
+
+    .venv/bin/python bench/notify_bench.py [--count 2000] [--subscriptions 50] [--polls 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bridge.config import Settings  # noqa: E402
+from bridge.ids import SubscriptionId, UserUri  # noqa: E402
+from rest.app import make_app  # noqa: E402
+from rest.delivery import DeliveryService  # noqa: E402
+from rest.handlers.channels import NOTIFIER  # noqa: E402
+from state import outbox  # noqa: E402
+from state.db import Database  # noqa: E402
+
+USER = UserUri("tel:+15550000001")
+USER_PATH = "tel%3A%2B15550000001"
+
+
+class Sink:
+    """A local receiver that counts notifications and signals when ``expected`` arrived."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.expected = 0
+        self.done = asyncio.Event()
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.count += 1
+        if self.count >= self.expected:
+            self.done.set()
+        return web.Response(status=204)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = int(self.runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+async def bench_callbacks(
+    settings: Settings, db: Database, count: int, subscriptions: int, timeout: float
+) -> float:
+    """Outbox -> receiver notifications/s for a backlog of ``count``; returns the rate.
+
+    The backlog is written first (one transaction, like a burst of chat events
+    committed while the worker was busy), then the worker starts and drains it.
+    """
+    sink = Sink()
+    await sink.start()
+    sink.expected = count
+    async with db.sessions.begin() as session:
+        for i in range(count):
+            sub = i % subscriptions
+            await outbox.enqueue(
+                session,
+                user=USER,
+                subscription_id=SubscriptionId(f"bench-{subscriptions}-{sub}"),
+                notify_url=f"http://127.0.0.1:{sink.port}/s{sub}",
+                root="chatMessageNotification",
+                body={"callbackData": "bench", "seq": i, "chatMessage": {"text": "x" * 64}},
+            )
+    service = DeliveryService(settings, db, concurrency=64)
+    try:
+        started = time.perf_counter()
+        await service.start()
+        await asyncio.wait_for(sink.done.wait(), timeout)
+        elapsed = time.perf_counter() - started
+    finally:
+        await service.stop()
+        await sink.stop()
+    rate = count / elapsed
+    print(
+        f"  outbox -> receiver, {subscriptions:>3} subscription(s): {count} notifications "
+        f"in {elapsed:.2f} s = {rate:,.0f} notifications/s"
+    )
+    return rate
+
+
+async def bench_publish(settings: Settings, db: Database, count: int, timeout: float) -> float:
+    """``Notifier.publish`` (one durable transaction each) -> receiver, end to end."""
+    sink = Sink()
+    await sink.start()
+    sink.expected = count
+    service = DeliveryService(settings, db, concurrency=64)
+    await service.start()
+    try:
+        started = time.perf_counter()
+        for i in range(count):
+            await service.publish(
+                user=USER,
+                subscription_id=SubscriptionId(f"bench-publish-{i % 10}"),
+                notify_url=f"http://127.0.0.1:{sink.port}/p",
+                root="chatMessageNotification",
+                body={"callbackData": "bench", "seq": i},
+            )
+        published = time.perf_counter() - started
+        await asyncio.wait_for(sink.done.wait(), timeout)
+        elapsed = time.perf_counter() - started
+    finally:
+        await service.stop()
+        await sink.stop()
+    rate = count / elapsed
+    print(
+        f"  publish -> receiver (one transaction each): {count} in {elapsed:.2f} s "
+        f"= {rate:,.0f} notifications/s (publish calls alone {count / published:,.0f}/s)"
+    )
+    return rate
+
+
+async def bench_long_poll(
+    settings: Settings, db: Database, polls: int, count: int, timeout: float
+) -> tuple[float, float]:
+    """Long-poll round trips/s and channel drain notifications/s through the REST app."""
+    app = make_app(settings, db)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", settings.http_port)
+    await site.start()
+    port = int(runner.addresses[0][1])
+    base = f"http://127.0.0.1:{port}"
+    notifier = app[NOTIFIER]
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"{base}/notificationchannel/v1/{USER_PATH}/channels",
+                json={"notificationChannel": {"channelType": "LongPolling"}},
+            ) as resp:
+                assert resp.status == 201, await resp.text()
+                channel = (await resp.json())["notificationChannel"]
+            callback = channel["callbackURL"]
+            poll_path = channel["channelData"]["channelURL"].split("/", 3)[3]
+            poll_url = f"{base}/{poll_path}"
+
+            async def publish(seq: int) -> None:
+                await notifier.publish(
+                    user=USER,
+                    subscription_id=SubscriptionId("bench-channel"),
+                    notify_url=callback,
+                    root="chatMessageNotification",
+                    body={"callbackData": "bench", "seq": seq},
+                )
+
+            async def round_trips() -> float:
+                started = time.perf_counter()
+                for i in range(polls):
+                    poll = asyncio.ensure_future(http.post(poll_url))
+                    await publish(i)
+                    async with await poll as resp:
+                        doc = await resp.json()
+                    assert len(doc["notificationList"]) >= 1, doc
+                return time.perf_counter() - started
+
+            elapsed = await asyncio.wait_for(round_trips(), timeout)
+            rtt_rate = polls / elapsed
+            print(
+                f"  long poll: {polls} round trips (publish + poll answered) in {elapsed:.2f} s "
+                f"= {rtt_rate:,.0f} round trips/s ({1000 * elapsed / polls:.2f} ms each)"
+            )
+
+            async def drain() -> tuple[float, int]:
+                for i in range(count):
+                    await publish(i)
+                started = time.perf_counter()
+                got = rounds = 0
+                while got < count:
+                    async with http.post(poll_url) as resp:
+                        got += len((await resp.json())["notificationList"])
+                    rounds += 1
+                return time.perf_counter() - started, rounds
+
+            elapsed, rounds = await asyncio.wait_for(drain(), timeout)
+            drain_rate = count / elapsed
+            print(
+                f"  channel drain: {count} queued notifications in {rounds} polls "
+                f"(maxNotifications {settings.channel_max_notifications}) in {elapsed:.2f} s "
+                f"= {drain_rate:,.0f} notifications/s"
+            )
+            return rtt_rate, drain_rate
+    finally:
+        await runner.cleanup()
+
+
+async def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--subscriptions", type=int, default=50)
+    parser.add_argument("--polls", type=int, default=500)
+    parser.add_argument("--timeout", type=float, default=120.0, help="bound of each phase (s)")
+    parser.add_argument("--database-url", help="default: a temporary SQLite file")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="notify-bench-") as tmp:
+        url = args.database_url or f"sqlite+aiosqlite:///{tmp}/bench.db"
+        settings = Settings(
+            database_url=url,
+            http_port=0,
+            server_root="http://127.0.0.1:0",
+            channel_poll_timeout=5.0,
+            notification_backoff_initial=0.05,
+        )
+        db = Database(url)
+        await db.migrate()
+        print(f"notification bench on {db.url.get_backend_name()}, loopback only")
+        try:
+            await bench_callbacks(settings, db, args.count, 1, args.timeout)
+            await bench_callbacks(settings, db, args.count, args.subscriptions, args.timeout)
+            await bench_publish(settings, db, args.count, args.timeout)
+            await bench_long_poll(settings, db, args.polls, args.count, args.timeout)
+        except TimeoutError:
+            print(f"bench phase exceeded {args.timeout} s", file=sys.stderr)
+            return 1
+        finally:
+            await db.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
