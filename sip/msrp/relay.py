@@ -8,8 +8,10 @@
 # the Use-Path before its own URI in SDP a=path and in front of the peer's path
 # in To-Path, and re-AUTHs before expiry. A 423 carries Min-Expires or
 # Max-Expires: the request is retried once with the bound (mapping §2.2). A 401
-# asks for digest credentials; ``sip.auth`` is not available in this tree yet,
-# so a challenge is reported as ``MSRPError(401, ..., local=True)``.
+# carries WWW-Authenticate digest challenges (RFC 4976 §5.2): with credentials
+# configured, the AUTH is repeated once with an Authorization header computed
+# by ``sip.auth`` (method ``AUTH``, digest-uri = the relay's URI); without, or
+# if the relay rejects them again, the 401 surfaces as ``MSRPError(401)``.
 # Nothing here does I/O: transport.py sends the AUTH bytes and feeds the
 # ``AuthResponse`` events back.
 """
@@ -18,7 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sip.errors import MSRPError
+from sip.auth import DigestClient, select_challenge
+from sip.errors import CodecError, MSRPError
 from sip.msrp.events import AuthResponse
 from sip.msrp.uri import MSRPURI, parse_uri
 
@@ -37,9 +40,16 @@ class RelayConfig:
     password: str | None = None
 
     @classmethod
-    def from_string(cls, text: str, *, expires: int | None = None) -> RelayConfig:
+    def from_string(
+        cls,
+        text: str,
+        *,
+        expires: int | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> RelayConfig:
         """Build from ``msrp://host:port;tcp`` (as in Settings.msrp_relay)."""
-        return cls(parse_uri(text), expires)
+        return cls(parse_uri(text), expires, username, password)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +77,23 @@ def retry_expires(resp: AuthResponse) -> int | None:
     return None
 
 
+def authorization_for(resp: AuthResponse, config: RelayConfig, client: DigestClient) -> str | None:
+    """For a 401 and configured credentials, the Authorization value to retry with."""
+    if resp.status != 401 or resp.message is None or config.username is None:
+        return None
+    challenges = [v for n, v in resp.message.headers if n.lower() == "www-authenticate"]
+    try:
+        challenge = select_challenge(challenges)
+        creds = client.authorize(
+            challenge, "AUTH", str(config.uri), config.username, config.password or ""
+        )
+    except CodecError:
+        return None
+    return str(creds)
+
+
 def binding_from(resp: AuthResponse, now: float, default_expires: int = 3600) -> RelayBinding:
     """Interpret an AUTH response; raises MSRPError unless it is a 200 with Use-Path."""
-    if resp.status == 401:
-        raise MSRPError(401, "relay requires digest authentication (not supported)", local=True)
     if resp.status != 200 or resp.message is None:
         raise MSRPError(resp.status, resp.reason or "AUTH failed", local=resp.message is None)
     use_path = resp.message.use_path

@@ -27,6 +27,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
+from sip.auth import DigestClient
 from sip.errors import CodecError, MSRPError
 from sip.msrp.events import (
     AuthResponse,
@@ -41,7 +42,13 @@ from sip.msrp.events import (
     StateChanged,
 )
 from sip.msrp.message import MSRPMessageId
-from sip.msrp.relay import RelayBinding, RelayConfig, binding_from, retry_expires
+from sip.msrp.relay import (
+    RelayBinding,
+    RelayConfig,
+    authorization_for,
+    binding_from,
+    retry_expires,
+)
 from sip.msrp.session import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -457,6 +464,7 @@ class MSRPStack:
         self._links: set[_Link] = set()
         self._engines: dict[MSRPConnection, _Link] = {}
         self._refreshing: set[asyncio.Task[None]] = set()
+        self._digest = DigestClient()
         self._outbound: dict[tuple[str, int], _Link] = {}
         self._connecting: dict[tuple[str, int], asyncio.Future[_Link]] = {}
 
@@ -582,9 +590,14 @@ class MSRPStack:
         link = await self._link_to(relay.uri)
         session._relay_link = link
         expires = relay.expires
-        for _attempt in range(2):
+        authorization: str | None = None
+        for _attempt in range(3):
             tid, data = link.engine.send_auth(
-                relay.uri, session.state.local_uri, self._loop.time(), expires=expires
+                relay.uri,
+                session.state.local_uri,
+                self._loop.time(),
+                expires=expires,
+                authorization=authorization,
             )
             fut: asyncio.Future[AuthResponse] = self._loop.create_future()
             link.auth_waiters[tid] = fut
@@ -592,9 +605,14 @@ class MSRPStack:
             link.arm()
             resp = await fut
             retry = retry_expires(resp)
-            if retry is None or retry == expires:
-                break
-            expires = retry
+            if retry is not None and retry != expires:
+                expires = retry  # 423: use the relay's bound
+                continue
+            if authorization is None:
+                authorization = authorization_for(resp, relay, self._digest)
+                if authorization is not None:
+                    continue  # 401: answer the digest challenge once
+            break
         binding = binding_from(resp, self._loop.time())
         self._bind_relay(session, binding, refresh)
 

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sip.auth import DigestClient, make_challenge, parse_credentials, verify
 from sip.errors import CodecError, MSRPError, ProtocolError
 from sip.msrp.events import (
     AuthResponse,
@@ -34,7 +35,7 @@ from sip.msrp.message import (
 )
 from sip.msrp.parser import MSRPParser
 from sip.msrp.reassembly import Reassembly
-from sip.msrp.relay import RelayConfig, binding_from, retry_expires
+from sip.msrp.relay import RelayConfig, authorization_for, binding_from, retry_expires
 from sip.msrp.session import TRANSITIONS, MSRPConnection, MSRPSessionState, SessionInput
 from sip.msrp.uri import MSRPURI, SessionId, parse_uri
 
@@ -588,3 +589,31 @@ def test_attach_elsewhere_and_auth_with_credentials():
         MSRPConnection().attach(p.a)
     _tid, data = p.ca.send_auth(parse_uri("msrp://r:2855;tcp"), A_URI, 0, authorization="Digest x")
     assert parse_message(data).header("Authorization") == "Digest x"
+
+
+def test_authorization_for_digest_challenge():
+    relay_uri = "msrp://127.0.0.1:2855;tcp"
+    challenge = make_challenge("relay.test", qop=("auth",))
+    resp_msg = MSRPMessage(
+        TransactionId("auth0002"),
+        status=401,
+        reason="Unauthorized",
+        to_path=(A_URI,),
+        from_path=(parse_uri(relay_uri),),
+        headers=(("WWW-Authenticate", "Basic realm=x"), ("WWW-Authenticate", str(challenge))),
+    )
+    resp = AuthResponse(TransactionId("auth0002"), 401, "Unauthorized", resp_msg)
+    client = DigestClient()
+    with_creds = RelayConfig.from_string(relay_uri, username="u", password="p")
+    value = authorization_for(resp, with_creds, client)
+    assert value is not None
+    creds = parse_credentials(value)
+    assert creds.uri == relay_uri and verify(creds, "AUTH", "p") and not verify(creds, "AUTH", "x")
+    assert authorization_for(resp, RelayConfig.from_string(relay_uri), client) is None
+    broken = AuthResponse(
+        TransactionId("auth0002"),
+        401,
+        "Unauthorized",
+        MSRPMessage(TransactionId("auth0002"), status=401, to_path=(A_URI,), from_path=(A_URI,)),
+    )
+    assert authorization_for(broken, with_creds, client) is None
