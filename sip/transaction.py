@@ -40,7 +40,11 @@ Public API (what the dialog layer, H6's ``SipStack``, uses)::
       - INVITE: 100 Trying goes out after ``timers.trying_delay`` if the TU was silent. A 2xx
         moves the transaction to Accepted (RFC 6026): the TU retransmits the 2xx (calling
         ``tx.respond(resp)`` again is allowed there) until the ACK for 2xx, which has its own
-        branch and arrives through ``on_ack(request, source)``.
+        branch and arrives through ``on_ack(request, source)``. Optional help:
+        ``ack = await tx.respond_until_ack(resp)`` sends the 2xx, retransmits it per §13.3.1.4
+        and returns the ACK (matched by Call-ID, CSeq, tags) or raises TransactionTimeout.
+      - After a CANCEL the layer has sent 487 (``tx.cancelled`` is True); a later respond()
+        raises TransactionStateError, so check ``tx.cancelled``/``tx.has_final`` first.
       - ACK that matches no transaction -> ``on_ack``; a response that matches none ->
         ``on_stray_response(resp, source)``; both default to a trace and a drop.
 
@@ -552,6 +556,19 @@ class ServerTransaction(_Base):
             response = self.response(response, reason, headers, body, content_type)
         self._on_event(_response_event(response), response)
 
+    def respond_until_ack(self, response: Response) -> asyncio.Future[Request]:
+        """Sends a 2xx to this INVITE and retransmits it (T1 doubling to T2 on UDP) until its
+        ACK arrives or 64*T1 pass (RFC 3261 §13.3.1.4): an optional help for the dialog
+        layer. The future gives the ACK (also passed to ``on_ack``) or raises
+        TransactionTimeout; the TU should then send BYE."""
+        if (
+            self.machine.kind is not TransactionKind.INVITE_SERVER
+            or not 200 <= response.status < 300
+        ):
+            raise TransactionStateError("respond_until_ack is for a 2xx to INVITE")
+        self.respond(response)
+        return self.layer._await_ack(self, response)
+
     @property
     def has_final(self) -> bool:
         """True once a final response was sent."""
@@ -608,6 +625,43 @@ class ServerTransaction(_Base):
             self.layer._forget_server(self)
 
 
+class _AckWaiter:
+    """Retransmits a 2xx to INVITE until the ACK (RFC 3261 §13.3.1.4)."""
+
+    __slots__ = ("layer", "tx", "response", "future", "interval", "deadline", "handle")
+
+    def __init__(self, layer: TransactionLayer, tx: ServerTransaction, response: Response):
+        self.layer = layer
+        self.tx = tx
+        self.response = response
+        self.future: asyncio.Future[Request] = layer.loop.create_future()
+        timers = layer.timers
+        self.interval = timers.t1
+        self.deadline = layer.loop.time() + 64 * timers.t1
+        delay = 64 * timers.t1 if tx.reliable else timers.t1
+        self.handle = layer.loop.call_later(delay, self._tick)
+
+    def _tick(self) -> None:
+        loop = self.layer.loop
+        if loop.time() >= self.deadline - 1e-3:
+            if not self.future.done():
+                self.future.set_exception(TransactionTimeout("No ACK for 2xx"))
+            return
+        self.layer._send_response(self.tx, self.response)
+        self.interval = min(self.interval * 2, self.layer.timers.t2)
+        self.handle = loop.call_later(min(self.interval, self.deadline - loop.time()), self._tick)
+
+    def acked(self, ack: Request) -> None:
+        self.handle.cancel()
+        if not self.future.done():
+            self.future.set_result(ack)
+
+    def stop(self) -> None:
+        self.handle.cancel()
+        if not self.future.done():
+            self.future.cancel()
+
+
 RequestHandler = Callable[[ServerTransaction], Awaitable[None] | None]
 
 
@@ -633,6 +687,7 @@ class TransactionLayer:
         self.clients: dict[ClientKey, ClientTransaction] = {}
         self.servers: dict[ServerKey, ServerTransaction] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._ack_waiters: dict[tuple[str, int, str, str], _AckWaiter] = {}
 
     # -- client side -----------------------------------------------------------------------
 
@@ -737,9 +792,7 @@ class TransactionLayer:
                 pass
         elif conn is None and source.transport == "udp":
             via = response.top_via
-            target = Target(
-                "udp", via.received or source.host, via.rport or via.port or source.port
-            )
+            target = Target("udp", via.received or source.host, via.rport or via.port or 5060)
             try:
                 self.transport.try_send(response, target)
             except SIPError:
@@ -852,7 +905,22 @@ class TransactionLayer:
         tx._start()
         self._dispatch(tx)
 
+    def _await_ack(self, tx: ServerTransaction, response: Response) -> asyncio.Future[Request]:
+        key = (response.call_id, response.cseq.seq, response.from_tag or "", tx.to_tag)
+        waiter = _AckWaiter(self, tx, response)
+        old = self._ack_waiters.pop(key, None)
+        if old is not None:
+            old.stop()
+        self._ack_waiters[key] = waiter
+        waiter.future.add_done_callback(lambda _: self._ack_waiters.pop(key, None))
+        return waiter.future
+
     def _deliver_ack(self, request: Request, source: Source) -> None:
+        if self._ack_waiters:
+            key = (request.call_id, request.cseq.seq, request.from_tag or "", request.to_tag or "")
+            waiter = self._ack_waiters.get(key)
+            if waiter is not None:
+                waiter.acked(request)
         if self.on_ack is not None:
             self.on_ack(request, source)
         else:
@@ -912,6 +980,8 @@ class TransactionLayer:
 
     async def close(self) -> None:
         """Stops every timer and task (pending client transactions fail with 503)."""
+        for waiter in list(self._ack_waiters.values()):
+            waiter.stop()
         for tx in list(self.clients.values()):
             tx._fail(SIPError(503, "Shutting down", local=True))
             self._forget_client(tx)

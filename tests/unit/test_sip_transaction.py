@@ -359,3 +359,242 @@ async def test_default_target_and_stray_responses(make_stack, peer) -> None:
     with pytest.raises(SIPError) as info:
         await bad.wait()
     assert info.value.status == 416
+
+
+async def test_respond_until_ack_retransmits_2xx(make_stack, peer) -> None:
+    server = await make_stack()
+    udp, port = peer
+    invite = message(port, "INVITE").prepend_header(
+        "Via", f"SIP/2.0/UDP 127.0.0.1:{port};branch={new_branch()};rport"
+    )
+    udp.send(invite, ("127.0.0.1", server.udp))
+    stx = await asyncio.wait_for(server.requests.get(), 5)
+    acked = stx.respond_until_ack(stx.response(200))
+    copies = [(await udp.get())[0] for _ in range(3)]
+    assert [c.status for c in copies] == [200, 200, 200]
+    ok = copies[0]
+    ack = make_request(
+        "ACK",
+        invite.uri,
+        [
+            ("Via", f"SIP/2.0/UDP 127.0.0.1:{port};branch={new_branch()}"),
+            ("From", invite.get("From") or ""),
+            ("To", ok.get("To") or ""),
+            ("Call-ID", invite.call_id),
+            ("CSeq", "1 ACK"),
+        ],
+    )
+    udp.send(ack, ("127.0.0.1", server.udp))
+    got = await asyncio.wait_for(acked, 5)
+    assert got.method == "ACK" and (await server.acks.get()).method == "ACK"
+    while not udp.queue.empty():
+        udp.queue.get_nowait()
+    await asyncio.sleep(0.2)
+    assert udp.queue.empty()  # retransmissions stopped
+    with pytest.raises(TransactionStateError):
+        stx.respond_until_ack(stx.response(486))
+
+
+async def test_respond_until_ack_times_out(make_stack, peer) -> None:
+    server = await make_stack()
+    udp, port = peer
+    invite = message(port, "INVITE").prepend_header(
+        "Via", f"SIP/2.0/UDP 127.0.0.1:{port};branch={new_branch()}"
+    )
+    udp.send(invite, ("127.0.0.1", server.udp))
+    stx = await asyncio.wait_for(server.requests.get(), 5)
+    with pytest.raises(TransactionTimeout):
+        await asyncio.wait_for(stx.respond_until_ack(stx.response(200)), 5)
+    # 64*T1 = 1.28 s with G-like doubling capped at T2 = 80 ms: about 17 copies
+    assert 10 <= udp.queue.qsize() <= 20
+
+
+async def test_invite_client_timer_b(make_stack, peer) -> None:
+    stack = await make_stack()
+    udp, port = peer
+    tx = stack.layer.client(message(port, "INVITE"), Target("udp", "127.0.0.1", port))
+    with pytest.raises(TransactionTimeout):
+        await tx.wait()
+    # A doubles without cap: 20, 40, 80, 160, 320, 640 ms inside B = 1.28 s -> 7 copies
+    assert 6 <= udp.queue.qsize() <= 7
+    assert tx.machine.state.name == "TERMINATED"
+
+
+async def test_cancel_without_487_gives_up_after_64_t1(make_stack, peer) -> None:
+    stack = await make_stack()
+    udp, port = peer
+    tx = stack.layer.client(message(port, "INVITE"), Target("udp", "127.0.0.1", port))
+    invite, addr = await udp.get()
+    udp.send(answer(invite, 180), addr)
+    cancel_task = asyncio.create_task(tx.cancel())
+    while True:
+        cancel, _ = await udp.get()
+        if cancel.method == "CANCEL":
+            break
+    assert cancel.branch == invite.branch and cancel.cseq.method == "CANCEL"
+    assert cancel.get("To") == invite.get("To") and cancel.cseq.seq == invite.cseq.seq
+    udp.send(answer(cancel, 200), addr)
+    await asyncio.wait_for(cancel_task, 5)
+    with pytest.raises(TransactionTimeout):  # no 487 ever came
+        await asyncio.wait_for(tx.wait(), 5)
+
+
+async def test_tcp_invite_server_and_client(make_stack) -> None:
+    server = await make_stack()
+    client = await make_stack()
+    seen: list[int] = []
+    tx = client.layer.client(
+        message(server.tcp, "INVITE"),
+        Target("tcp", "127.0.0.1", server.tcp),
+        on_provisional=lambda r: seen.append(r.status),
+    )
+    stx = await asyncio.wait_for(server.requests.get(), 5)
+    stx.respond(180)
+    stx.respond(404)
+    assert (await tx.wait()).status == 404 and seen == [180]
+    await asyncio.sleep(0.1)  # ACK over TCP; timers D and I are zero
+    assert not client.layer.clients and not server.layer.servers
+
+
+async def test_close_fails_pending_clients(make_stack, peer) -> None:
+    stack = await make_stack()
+    _, port = peer
+    tx = stack.layer.client(message(port), Target("udp", "127.0.0.1", port))
+    await stack.layer.close()
+    with pytest.raises(SIPError) as info:
+        await tx.wait()
+    assert info.value.status == 503
+
+
+async def test_routes_copied_to_ack_and_cancel(make_stack, peer) -> None:
+    stack = await make_stack()
+    udp, port = peer
+    invite = message(port, "INVITE").with_header("Route", f"<sip:127.0.0.1:{port};lr>")
+    tx = stack.layer.client(invite)  # target from the Route
+    sent, addr = await udp.get()
+    assert sent.get_all("Route") == [f"<sip:127.0.0.1:{port};lr>"]
+    udp.send(answer(sent, 183), addr)
+    await asyncio.sleep(0.05)
+    cancel_task = asyncio.create_task(tx.cancel())  # a provisional is there: sent at once
+    while True:
+        cancel, _ = await udp.get()
+        if cancel.method == "CANCEL":
+            break
+    assert cancel.get_all("Route") == sent.get_all("Route")
+    udp.send(answer(cancel, 200), addr)
+    udp.send(answer(sent, 487), addr)
+    await asyncio.wait_for(cancel_task, 5)
+    assert (await tx.wait()).status == 487
+    while True:
+        ack, _ = await udp.get()
+        if ack.method == "ACK":
+            break
+    assert ack.get_all("Route") == sent.get_all("Route")
+
+
+async def test_late_provisional_absorbed_and_rfc2543_matching(make_stack, peer) -> None:
+    calls: list[ServerTransaction] = []
+
+    def handler(tx: ServerTransaction) -> None:
+        calls.append(tx)
+        tx.respond(200)
+
+    stack = await make_stack(handler)
+    udp, port = peer
+    # client side: a 1xx after the final response is absorbed in Completed
+    tx = stack.layer.client(message(port, call_id="late"), Target("udp", "127.0.0.1", port))
+    req, addr = await udp.get()
+    udp.send(answer(req, 200), addr)
+    udp.send(answer(req, 180), addr)
+    assert (await tx.wait()).status == 200
+    await asyncio.sleep(0.05)
+    # server side: a branch without the magic cookie matches on Call-ID/CSeq/From tag/Via
+    old = message(port, call_id="old").prepend_header(
+        "Via", f"SIP/2.0/UDP 127.0.0.1:{port};branch=1234"
+    )
+    udp.send(old, ("127.0.0.1", stack.udp))
+    udp.send(old, ("127.0.0.1", stack.udp))
+    first = await udp.get()
+    second = await udp.get()
+    assert first[0].status == second[0].status == 200 and len(calls) == 1
+
+
+async def test_ack_with_invite_branch_in_accepted_and_default_drops(make_stack, peer) -> None:
+    server = await make_stack()
+    udp, port = peer
+    branch = new_branch()
+    invite = message(port, "INVITE").prepend_header(
+        "Via", f"SIP/2.0/UDP 127.0.0.1:{port};branch={branch}"
+    )
+    udp.send(invite, ("127.0.0.1", server.udp))
+    stx = await asyncio.wait_for(server.requests.get(), 5)
+    stx.respond(200)
+    ok, _ = await udp.get()
+    # a (non-conforming) ACK for the 2xx that reuses the INVITE branch reaches the TU too
+    ack = make_request(
+        "ACK",
+        invite.uri,
+        [
+            ("Via", f"SIP/2.0/UDP 127.0.0.1:{port};branch={branch}"),
+            ("From", invite.get("From") or ""),
+            ("To", ok.get("To") or ""),
+            ("Call-ID", invite.call_id),
+            ("CSeq", "1 ACK"),
+        ],
+    )
+    udp.send(ack, ("127.0.0.1", server.udp))
+    assert (await asyncio.wait_for(server.acks.get(), 5)).method == "ACK"
+    # without handlers, stray ACKs and responses are dropped quietly
+    server.layer.on_ack = None
+    udp.send(
+        ack.replace_header("Via", f"SIP/2.0/UDP 127.0.0.1:{port};branch={new_branch()}"),
+        ("127.0.0.1", server.udp),
+    )
+    udp.send(answer(invite, 200), ("127.0.0.1", server.udp))
+    await asyncio.sleep(0.1)
+    assert server.acks.empty() and udp.queue.empty()
+
+
+async def test_send_stateless_resolves_and_connects(make_stack) -> None:
+    server = await make_stack()
+    client = await make_stack()
+    ack = make_request(
+        "ACK",
+        f"sip:b@127.0.0.1:{server.tcp};transport=tcp",
+        [
+            ("From", "<sip:a@h>;tag=1"),
+            ("To", "<sip:b@h>;tag=2"),
+            ("Call-ID", "s1"),
+            ("CSeq", "1 ACK"),
+        ],
+    )
+    await client.layer.send_stateless(ack)
+    got = await asyncio.wait_for(server.acks.get(), 5)
+    assert got.top_via.transport == "TCP" and got.get("Max-Forwards") == "70"
+
+
+async def test_async_handler_exception_and_close_with_pending_work(make_stack, peer) -> None:
+    gate = asyncio.Event()
+
+    async def failing(tx: ServerTransaction) -> None:
+        raise RuntimeError("boom")
+
+    async def slow(tx: ServerTransaction) -> None:
+        await gate.wait()
+
+    udp, port = peer
+    stack = await make_stack(failing)
+    req = message(port).prepend_header("Via", f"SIP/2.0/UDP 127.0.0.1:{port};branch={new_branch()}")
+    udp.send(req, ("127.0.0.1", stack.udp))
+    resp, _ = await udp.get()
+    assert resp.status == 500
+    slow_stack = await make_stack(slow)
+    invite = message(port, "INVITE").prepend_header(
+        "Via", f"SIP/2.0/UDP 127.0.0.1:{port};branch={new_branch()}"
+    )
+    udp.send(invite, ("127.0.0.1", slow_stack.udp))
+    await asyncio.sleep(0.1)
+    stx = next(iter(slow_stack.layer.servers.values()))
+    waiter = stx.respond_until_ack(stx.response(200))
+    await slow_stack.layer.close()  # cancels the handler task and the 2xx retransmissions
+    assert waiter.cancelled() and not slow_stack.layer._tasks
