@@ -458,8 +458,8 @@ class MSRPConnection:
         text = reason or REASONS.get(status, "Error")
         if status != 200:
             events.append(RequestRejected(req.transaction_id, status, text))
-        if not _respond_to(req.failure_report, status):
-            return
+        if req.method == "REPORT" or not _respond_to(req.failure_report, status):
+            return  # REPORTs are never answered (RFC 4975 §7.1.2)
         resp = MSRPMessage(
             req.transaction_id,
             status=status,

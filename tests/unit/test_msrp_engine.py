@@ -254,6 +254,10 @@ def test_unknown_session_481_and_failure_report_policy():
     assert st_ == []
     _ev, st_ = answer(p, raw_send("t0000003", ghost, "Failure-Report: partial\r\n"))
     assert st_ == [481]
+    hdr = "Message-ID: m00001\r\nStatus: 000 200 OK\r\n"
+    rep = raw_send("t0000006", ghost, headers=hdr, body=None)
+    ev, st_ = answer(p, rep.replace(b" SEND", b" REPORT"))
+    assert st_ == [] and only(ev, RequestRejected)[0].status == 481
     _ev, st_ = answer(p, raw_send("t0000004", B_URI, "Failure-Report: partial\r\n"))
     assert st_ == []  # success is not answered with partial
     _ev, st_ = answer(
