@@ -23,8 +23,18 @@ The API the bridge uses::
     async for event in session.messages():            # MessageReceived | ReportReceived
         ...
     session.on_event = callback                       # or every event, incl. ChunkReceived
+    session.on_path_change = cb                       # relay re-AUTH gave a new Use-Path
     await session.close()
     await stack.close()
+
+``MSRPStack(host, port, *, relay=None, timeout=30.0, connect_timeout=10.0,
+chunk_size=10240, window=16, max_message_size=16 MiB, sessmatch=True,
+keepalive_interval=None, advertised_host=None)`` is built inside a running loop.
+``RelayConfig.from_string(uri, expires=None, username=None, password=None)``: with
+credentials a 401 digest challenge is answered once (``sip.auth``); a 423 is retried
+with the relay's Min-/Max-Expires. ``session.start(..., active=False)`` waits for
+the peer's first frame and then sends an empty SEND back (both roles bind, as rcsjta
+does; through a relay this makes the relay open its connection before traffic).
 
 Sessions toward the same peer share one TCP connection; idle sessions own no
 task and no timer. Defaults: chunks of 10 KiB, 16 unanswered chunks per
