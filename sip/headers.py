@@ -358,10 +358,26 @@ class Via:
         return f"{self.protocol}/{self.transport} {hostport}{self.params}"
 
 
+# The canonical form (no LWS inside sent-protocol or sent-by): one regex, no loops.
+_VIA_FAST = re.compile(
+    r"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?(;.*)?\Z"
+)
+
+
 @lru_cache(maxsize=4096)
 def parse_via(text: str) -> Via:
     """Parses one Via value (not a comma list). Raises ``CodecError``."""
     text = text.strip()
+    fast = _VIA_FAST.match(text)
+    if fast is not None:
+        transport, host, port_digits, param_text = fast.groups()
+        if port_digits is None or int(port_digits) <= 65535:
+            return Via(
+                transport=transport,
+                host=host[1:-1] if host[0] == "[" else host,
+                port=int(port_digits) if port_digits is not None else None,
+                params=parse_params(param_text) if param_text else EMPTY_PARAMS,
+            )
     proto, sep, rest = _split_sent_protocol(text)
     if not sep:
         raise CodecError(f"invalid Via: {text!r}")

@@ -50,6 +50,10 @@ _IPV6 = re.compile(r"[0-9A-Fa-f:.]+\Z")
 _URI_TEXT = re.compile(r"[A-Za-z0-9\-_.!~*'()&=+$,;?/:%\[\]]*\Z")
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _PARAM_VALUE = re.compile(r"[A-Za-z0-9\-_.!~*'()\[\]/:&+$%]*\Z")
+_PARAMS_FAST = re.compile(
+    r"[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-_.!~*'()\[\]/:&+$%]+)?"
+    r"(?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-_.!~*'()\[\]/:&+$%]+)?)*\Z"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +116,13 @@ def parse_params(text: str, *, quoted: bool = False) -> Params:
         return EMPTY_PARAMS
     if text[0] == ";":
         text = text[1:]
+    if _PARAMS_FAST.match(text):  # canonical: no spaces, no quotes; one regex for all
+        return Params(
+            tuple(
+                (name, value if eq else None)
+                for name, eq, value in (part.partition("=") for part in text.split(";"))
+            )
+        )
     parts = _split_semicolons(text) if quoted and '"' in text else text.split(";")
     items: list[tuple[str, str | None]] = []
     for part in parts:

@@ -254,6 +254,9 @@ def test_via_forms() -> None:
     assert via.wants_rport and via.rport is None and via.ttl == 3 and via.maddr == "224.0.0.1"
     assert str(via.with_param("rport", "5000")).endswith(";rport=5000;ttl=3;maddr=224.0.0.1")
     assert parse_via("SIP/2.0/TLS h").sent_by == ("h", 5061)
+    spaced = parse_via("SIP/2.0/TCP [::1] ;branch=z9hG4bKs")  # slow path, IPv6 without port
+    assert (spaced.host, spaced.port, spaced.branch) == ("::1", None, "z9hG4bKs")
+    assert parse_via("SIP/2.0/UDP  h ; rport").port is None
     for bad in [
         "SIP/2.0/UDP",
         "SIP/UDP h",
