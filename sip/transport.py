@@ -6,7 +6,7 @@ Public API::
     Source(transport, host, port, connection, local)   where a message came from
     TransportLayer(on_message, *, host="127.0.0.1", advertised_host=None, outbound_proxy=None,
                    idle_timeout=120.0, keepalive_interval=None, connect_timeout=5.0,
-                   max_body_size=1 MiB)
+                   max_body_size=1 MiB, tls_client=None)
         await .listen("udp" | "tcp" | "tls", port=0, ssl=None) -> (host, port)
         .sent_by(transport) -> (host, port)      for our Via (RFC 3261 §18.1.1)
         .is_reliable(transport) -> bool
@@ -33,7 +33,8 @@ RFC 3581 §4). A datagram that does not parse is dropped with an ``x`` trace; wh
 request whose Via, From, To, Call-ID and CSeq parse, a 400 goes back (RFC 3261 §21.4.1).
 Bad stream data closes the connection. Host names are resolved with getaddrinfo only
 (RFC 3263 NAPTR/SRV are not used: the IMS core is configured by address). TLS takes an
-``ssl.SSLContext`` for listening and for connecting; it is not exercised by tests yet.
+server ``ssl.SSLContext`` in ``listen("tls", ssl=...)`` and ``tls_client`` (default: the
+system trust store) for outgoing connections.
 """
 
 from __future__ import annotations
@@ -239,6 +240,7 @@ class TransportLayer:
         keepalive_interval: float | None = None,
         connect_timeout: float = 5.0,
         max_body_size: int = 1 << 20,
+        tls_client: ssl_module.SSLContext | None = None,
     ) -> None:
         self.on_message: Callable[[Message, Source], None] = on_message or _drop
         self.host = host
@@ -254,7 +256,7 @@ class TransportLayer:
         self._udp: _UDPProtocol | None = None
         self._servers: dict[str, asyncio.Server] = {}
         self._ports: dict[str, int] = {}
-        self._ssl: ssl_module.SSLContext | None = None
+        self.tls_client = tls_client
         self._connections: dict[tuple[str, str, int], Connection] = {}
         self._connecting: dict[tuple[str, str, int], asyncio.Future[Connection]] = {}
 
@@ -276,7 +278,6 @@ class TransportLayer:
             if transport == "tls":
                 if ssl is None:
                     raise ValueError("TLS needs an ssl.SSLContext")
-                self._ssl = ssl
             server = await loop.create_server(
                 lambda: Connection(self, transport, outgoing=False), self.host, port, ssl=ssl
             )
@@ -429,7 +430,7 @@ class TransportLayer:
         try:
             ssl = None
             if target.transport == "tls":
-                ssl = self._ssl or ssl_module.create_default_context()
+                ssl = self.tls_client or ssl_module.create_default_context()
             _, proto = await asyncio.wait_for(
                 loop.create_connection(
                     lambda: Connection(self, target.transport, outgoing=True),

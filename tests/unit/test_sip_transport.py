@@ -292,3 +292,51 @@ async def test_response_to_closed_connection_reconnects(layer) -> None:
     srv.close()
     await srv.wait_closed()
     assert serialize(msg)
+
+
+async def test_tls_round_trip(tmp_path) -> None:
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.create_default_context(cafile=str(cert))
+    inbox = Inbox()
+    server = TransportLayer(inbox)
+    _, port = await server.listen("tls", ssl=server_ctx)
+    client_inbox = Inbox()
+    client = TransportLayer(client_inbox, tls_client=client_ctx)
+    await client.listen("udp")
+    req = parse_message(raw_request(5, transport="TLS"))
+    await client.send(req, Target("tls", "127.0.0.1", port))
+    msg, source = await inbox.get()
+    assert source.transport == "tls" and msg.body == b"hi"
+    await server.send_response(make_response(msg, 200), source)  # type: ignore[arg-type]
+    reply, _ = await client_inbox.get()
+    assert isinstance(reply, Response) and reply.status == 200
+    await client.close()
+    await server.close()
