@@ -74,6 +74,14 @@ class SendResult:
     message_id: MSRPMessageId
 
 
+async def _bounded(fut: asyncio.Future[SendResult], wait: float) -> SendResult:
+    """Await a bind/keep-alive result; the caller's own limit becomes a local 408."""
+    try:
+        return await asyncio.wait_for(fut, wait + 0.5)  # the engine's own 408 comes first
+    except TimeoutError:
+        raise MSRPError(408, "no response to the binding SEND", local=True) from None
+
+
 class _Link(asyncio.Protocol):
     """One TCP connection and its sans-I/O engine."""
 
@@ -283,7 +291,7 @@ class MSRPSession:
             fut = self._waiter(mid)
             link.write(data)
             link.arm()
-            await asyncio.wait_for(fut, wait + 1.0)
+            await _bounded(fut, wait)
             self._bound = None
             return
         link = self._relay_link or await self.stack._link_to(path[0])
@@ -294,7 +302,7 @@ class MSRPSession:
         fut = self._waiter(mid)
         link.write(data)
         link.arm()
-        await asyncio.wait_for(fut, wait + 1.0)
+        await _bounded(fut, wait)
 
     async def send(
         self,
@@ -305,7 +313,11 @@ class MSRPSession:
         success_report: bool = False,
         failure_report: str = "yes",
     ) -> SendResult:
-        """Send one message, chunked; returns when the last chunk got 200 (RFC 4975 §7.1)."""
+        """Send one message, chunked; returns when the last chunk got 200 (RFC 4975 §7.1).
+
+        With ``failure_report`` "no" or "partial" it returns once written; a later
+        error (partial) arrives as a MessageFailed event on ``on_event``.
+        """
         link = self._link()
         if not link.usable:
             raise MSRPError(408, "Connection closed", local=True)
