@@ -123,7 +123,6 @@ class MSRPSessionState:
         "connection",
         "incoming",
         "outgoing",
-        "awaiting_report",
     )
 
     def __init__(
@@ -147,7 +146,6 @@ class MSRPSessionState:
         self.connection: MSRPConnection | None = None
         self.incoming: dict[MSRPMessageId, Reassembly] | None = None
         self.outgoing: dict[MSRPMessageId, _Outgoing] | None = None
-        self.awaiting_report: set[MSRPMessageId] | None = None
 
     @property
     def local_path(self) -> tuple[MSRPURI, ...]:
@@ -346,6 +344,8 @@ class MSRPConnection:
         self.attach(session)
         self._now = now
         mid = MSRPMessageId(message_id or self._new_id())
+        if session.outgoing is not None and mid in session.outgoing:
+            raise ValueError(f"MSRP message {mid} is still being sent")
         policy: list[tuple[str, str]] = [("Message-ID", mid)]
         if success_report and body is not None:
             policy.append(("Success-Report", "yes"))
@@ -355,10 +355,6 @@ class MSRPConnection:
         if session.outgoing is None:
             session.outgoing = {}
         session.outgoing[mid] = out
-        if success_report and body is not None:
-            if session.awaiting_report is None:
-                session.awaiting_report = set()
-            session.awaiting_report.add(mid)
         frames = [self._chunk_frame(out, failure_report)]
         window = self._window if failure_report == "yes" else len(out.body or b"") + 1
         while out.body is not None and out.offset < len(out.body) and out.pending < window:
@@ -529,8 +525,6 @@ class MSRPConnection:
         if mid is None:
             events.append(RequestRejected(req.transaction_id, 400, "REPORT without Message-ID"))
             return
-        if session.awaiting_report is not None:
-            session.awaiting_report.discard(mid)
         events.append(
             ReportReceived(session.session_id, mid, status.code, status.reason, req.byte_range)
         )

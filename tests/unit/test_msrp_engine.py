@@ -621,3 +621,11 @@ def test_authorization_for_digest_challenge():
         MSRPMessage(TransactionId("auth0002"), status=401, to_path=(A_URI,), from_path=(A_URI,)),
     )
     assert authorization_for(broken, with_creds, client) is None
+
+
+def test_duplicate_message_id_while_sending_is_refused():
+    p = Pair()
+    p.bind()
+    p.ca.send_message(p.a, "text/plain", b"x", 0, message_id="dup00001")
+    with pytest.raises(ValueError, match="still being sent"):
+        p.ca.send_message(p.a, "text/plain", b"y", 0, message_id="dup00001")
