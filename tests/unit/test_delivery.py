@@ -9,11 +9,13 @@ from datetime import timedelta
 
 import pytest
 
+from bridge.config import Settings
 from bridge.ids import SubscriptionId, UserUri
 from bridge.ports import Notification, Notifier
 from rest.delivery import DeliveryService, backoff_delay
 from state import outbox
 from state.db import Database
+from tests.pg_fixture import create_database, drop_database
 from tests.unit.test_delivery_support import Receiver, fast_settings
 
 ALICE = UserUri("tel:+15551230001")
@@ -21,12 +23,23 @@ SUB_A = SubscriptionId("sub-a")
 SUB_B = SubscriptionId("sub-b")
 
 
-@pytest.fixture
-async def db(tmp_path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'store.db'}")
-    await database.migrate()
-    yield database
-    await database.close()
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+async def db(request, tmp_path) -> AsyncIterator[Database]:
+    if request.param == "sqlite":
+        database = Database(f"sqlite:///{tmp_path / 'store.db'}")
+        await database.migrate()
+        yield database
+        await database.close()
+        return
+    server = request.getfixturevalue("postgres_server")
+    url, name = await create_database(server)
+    database = Database(url)
+    try:
+        await database.migrate()
+        yield database
+    finally:
+        await database.close()
+        await drop_database(server, name)
 
 
 @pytest.fixture
@@ -39,7 +52,7 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 @pytest.fixture
 async def service(db, tmp_path) -> AsyncIterator[DeliveryService]:
-    svc = DeliveryService(fast_settings(str(db.url)), db, poll_interval=0.1)
+    svc = DeliveryService(settings_for(db), db, poll_interval=0.1)
     await svc.start()
     yield svc
     await svc.stop()
@@ -58,6 +71,10 @@ async def publish(
         )
         for i in range(n)
     ]
+
+
+def settings_for(db: Database, **overrides: object) -> Settings:
+    return fast_settings(db.url.render_as_string(hide_password=False), **overrides)
 
 
 async def eventually(check, timeout: float = 5.0) -> None:
@@ -110,7 +127,7 @@ async def test_connection_refused_then_receiver_comes_up(db, tmp_path) -> None:
     await probe.start()
     port = probe.port
     await probe.stop()  # nothing listens on port now
-    svc = DeliveryService(fast_settings(str(db.url)), db, poll_interval=0.1)
+    svc = DeliveryService(settings_for(db), db, poll_interval=0.1)
     await svc.start()
     try:
         await publish(svc, f"http://127.0.0.1:{port}/late", 2)
@@ -141,7 +158,7 @@ async def test_a_failing_subscription_blocks_only_itself(service, receiver) -> N
 
 
 async def test_too_old_notifications_are_dropped(db, receiver, caplog) -> None:
-    settings = fast_settings(str(db.url), notification_max_age=0.3)
+    settings = settings_for(db, notification_max_age=0.3)
     svc = DeliveryService(settings, db, poll_interval=0.05)
     receiver.fail_when = lambda _path: True
     await svc.start()
@@ -227,7 +244,7 @@ async def test_rows_written_elsewhere_are_found_by_polling(service, receiver, db
 
 
 async def test_pending_notifications_survive_a_worker_restart(db, receiver) -> None:
-    settings = fast_settings(str(db.url))
+    settings = settings_for(db)
     first = DeliveryService(settings, db, poll_interval=0.1)
     await first.start()
     receiver.fail_when = lambda _path: True
@@ -246,7 +263,7 @@ async def test_pending_notifications_survive_a_worker_restart(db, receiver) -> N
 
 
 async def test_two_workers_on_one_store_send_each_notification_once(db, receiver) -> None:
-    settings = fast_settings(str(db.url))
+    settings = settings_for(db)
     workers = [DeliveryService(settings, db, poll_interval=0.05) for _ in range(2)]
     async with db.sessions.begin() as s:
         for i in range(30):
@@ -278,7 +295,7 @@ async def test_a_claim_held_elsewhere_is_respected_until_it_runs_out(db, receive
         assert await outbox.claim(
             s, n.id, owner="other", now=now, until=now + timedelta(seconds=0.5)
         )
-    svc = DeliveryService(fast_settings(str(db.url)), db, poll_interval=0.05)
+    svc = DeliveryService(settings_for(db), db, poll_interval=0.05)
     await svc.start()
     try:
         await asyncio.sleep(0.3)
@@ -302,7 +319,7 @@ async def publish_direct(db: Database, url: str) -> Notification:
 
 async def test_notification_to_a_vanished_channel_is_dropped(db, receiver) -> None:
     svc = DeliveryService(
-        fast_settings(str(db.url)),
+        settings_for(db),
         db,
         poll_interval=0.05,
         own_channel_prefix=receiver.url("/notificationchannel/"),
@@ -316,3 +333,37 @@ async def test_notification_to_a_vanished_channel_is_dropped(db, receiver) -> No
         assert [r.path for r in receiver.received] == ["/other"]
     finally:
         await svc.stop()
+
+
+async def test_a_slow_receiver_times_out_and_is_retried(db, receiver) -> None:
+    svc = DeliveryService(
+        settings_for(db, notification_http_timeout=0.3),
+        db,
+        poll_interval=0.05,
+    )
+    receiver.delays = [1.0]
+    await svc.start()
+    try:
+        await publish(svc, receiver.url(), 1)
+        await receiver.wait_for(1)
+        assert svc.stats.failed_attempts == 1 and receiver.requests == 2
+    finally:
+        await svc.stop()
+
+
+async def test_stop_hands_an_in_flight_notification_back(db, receiver) -> None:
+    svc = DeliveryService(settings_for(db), db, poll_interval=0.05)
+    receiver.delays = [1.5]
+    await svc.start()
+    await publish(svc, receiver.url(), 1)
+    await eventually(lambda: receiver.requests == 1)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await svc.stop()
+    assert loop.time() - started < 1.0  # the request was cancelled, not waited for
+    assert svc.stats.failed_attempts == 0
+    async with db.sessions() as s:
+        head = await outbox.lane_head(s, SUB_A)
+        heads = await outbox.lane_heads(s, now=outbox.utcnow(), limit=5)
+    assert head is not None and head.attempts == 0
+    assert [h.notification.id for h in heads] == [head.notification.id]  # claim released

@@ -50,12 +50,18 @@ class Receiver:
     """Statuses to answer (in order) before answering 204 again."""
     fail_when: Callable[[str], bool] = lambda _path: False
     """Paths for which every POST fails with 503."""
+    delays: list[float] = field(default_factory=list)
+    """Seconds to stall before answering (in order, one per request)."""
+    requests: int = 0
     port: int = 0
     _runner: web.AppRunner | None = None
     _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def _handle(self, request: web.Request) -> web.Response:
         data = await request.read()
+        self.requests += 1
+        if self.delays:
+            await asyncio.sleep(self.delays.pop(0))
         if self.fail_when(request.path):
             return web.Response(status=503)
         if self.failures:
