@@ -94,7 +94,9 @@ class _Link(asyncio.Protocol):
         self.auth_waiters: dict[str, asyncio.Future[AuthResponse]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._keepalive: asyncio.TimerHandle | None = None
+        self._silence: asyncio.TimerHandle | None = None
         self._heard = True
+        self._spoke = False
         self.peer = "?"
 
     # asyncio.Protocol
@@ -106,13 +108,15 @@ class _Link(asyncio.Protocol):
         self.stack._links.add(self)
         self.stack._engines[self.engine] = self
         trace.debug("- %s connected", self.peer)
+        if self.key is None:  # inbound: a peer that never sends a frame is dropped
+            self._silence = self.stack._loop.call_later(self.stack.timeout, self._on_silence)
         if self.stack.keepalive_interval:
             self._keepalive = self.stack._loop.call_later(
                 self.stack.keepalive_interval, self._on_keepalive
             )
 
     def data_received(self, data: bytes) -> None:
-        self._heard = True
+        self._heard = self._spoke = True
         if trace.isEnabledFor(logging.DEBUG):
             trace.debug("< %s %d bytes: %r", self.peer, len(data), data[:200])
         try:
@@ -128,7 +132,7 @@ class _Link(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         trace.debug("- %s closed (%s)", self.peer, exc)
-        for handle in (self._timer, self._keepalive):
+        for handle in (self._timer, self._keepalive, self._silence):
             if handle is not None:
                 handle.cancel()
         self.stack._forget(self)
@@ -179,6 +183,16 @@ class _Link(asyncio.Protocol):
         self.dispatch(events)
         if not events:
             self.arm()
+
+    def _on_silence(self) -> None:
+        self._silence = None
+        if not self._spoke:
+            log.info(
+                "MSRP connection %s sent nothing for %.0f s; closing it",
+                self.peer,
+                self.stack.timeout,
+            )
+            self.close()
 
     def _on_keepalive(self) -> None:
         interval = self.stack.keepalive_interval

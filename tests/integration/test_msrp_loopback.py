@@ -219,3 +219,16 @@ async def test_keepalive_on_idle_connection():
     finally:
         await a.close()
         await b.close()
+
+
+async def test_silent_inbound_connection_is_dropped():
+    stack = MSRPStack(timeout=0.2)
+    await stack.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", stack.port)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the stack
+        writer.close()
+        await writer.wait_closed()
+        assert not stack._links
+    finally:
+        await stack.close()
