@@ -191,7 +191,10 @@ def parse(data: bytes) -> CPIMMessage:
                 raise CodecError(f"cpim: invalid NS header {value!r}")
             namespaces.append((match.group(1), match.group(2).strip()))
     imdn_prefixes = {p.lower() for p, uri in namespaces if uri == IMDN_NAMESPACE}
-    fields: dict[str, object] = {}
+    sender: NameAddr | None = None
+    stamp: datetime | None = None
+    subject: str | None = None
+    message_id: str | None = None
     to: list[NameAddr] = []
     cc: list[NameAddr] = []
     require: list[str] = []
@@ -204,21 +207,21 @@ def parse(data: bytes) -> CPIMMessage:
         prefix, dot, local = lname.rpartition(".")
         imdn = dot and prefix in imdn_prefixes
         if lname == "from":
-            fields["sender"] = parse_name_addr(value)
+            sender = parse_name_addr(value)
         elif lname == "to":
             to.append(parse_name_addr(value))
         elif lname == "cc":
             cc.append(parse_name_addr(value))
         elif lname == "datetime":
-            fields["datetime"] = parse_datetime(value, "cpim: DateTime")
-        elif lname == "subject" and "subject" not in fields:
-            fields["subject"] = value
+            stamp = parse_datetime(value, "cpim: DateTime")
+        elif lname == "subject" and subject is None:
+            subject = value
         elif lname == "require":
             require += [v.strip() for v in value.split(",") if v.strip()]
         elif lname == "ns":
             continue
         elif imdn and local == "message-id":
-            fields["message_id"] = value
+            message_id = value
         elif imdn and local == "disposition-notification":
             dispositions = _parse_dispositions(value)
         elif imdn and local == "imdn-record-route":
@@ -256,20 +259,16 @@ def parse(data: bytes) -> CPIMMessage:
             payload = base64.b64decode(b"".join(payload.split()), validate=True)
         except binascii.Error:
             raise CodecError("cpim: invalid base64 body") from None
-    sender = fields.get("sender")
-    stamp = fields.get("datetime")
-    message_id = fields.get("message_id")
-    subject = fields.get("subject")
     return CPIMMessage(
         content_type=cfields.get("content-type"),
         body=payload,
-        sender=sender if isinstance(sender, NameAddr) else None,
+        sender=sender,
         to=tuple(to),
         cc=tuple(cc),
         namespaces=tuple(namespaces),
-        message_id=message_id if isinstance(message_id, str) else None,
-        datetime=stamp if isinstance(stamp, datetime) else None,
-        subject=subject if isinstance(subject, str) else None,
+        message_id=message_id,
+        datetime=stamp,
+        subject=subject,
         require=tuple(require),
         disposition_notification=dispositions,
         imdn_record_route=tuple(record_route),

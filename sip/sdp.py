@@ -6,8 +6,9 @@ The bridge only ever negotiates one kind of media: ``m=message <port>
 TCP/MSRP *`` (or ``TCP/TLS/MSRP``).  The generic part keeps every line of a
 session description so that a re-INVITE can echo the original offer, and
 so that unknown attributes survive a parse/serialize cycle.  Parsing is
-liberal (LF line ends, lines out of the RFC order, unknown line types kept
-as attributes are not) and serializing is canonical (CRLF, RFC 4566 order).
+liberal (LF line ends, blank lines, session lines in any order before the
+first ``m=``) but refuses unknown line types; serializing is canonical
+(CRLF, RFC 4566 order), so ``serialize(parse(x)) == x`` for canonical input.
 
 MSRP rules (sip-msrp-mapping §1.0.2):
 
@@ -199,7 +200,8 @@ def parse(data: bytes) -> SessionDescription:
     if lines[0][1].strip() != "0":
         raise CodecError(f"sdp: unsupported version {lines[0][1]!r}")
     origin: Origin | None = None
-    session: dict[str, object] = {}
+    connection: Connection | None = None
+    single: dict[str, str] = {}  # i= u= z= k= at session level (last one wins)
     s_name: str | None = None
     s_attrs: list[Attribute] = []
     s_bw: list[str] = []
@@ -239,7 +241,7 @@ def parse(data: bytes) -> SessionDescription:
         elif kind == "a":
             s_attrs.append(_parse_attribute(value))
         elif kind == "c":
-            session["connection"] = _parse_connection(value)
+            connection = _parse_connection(value)
         elif kind == "b":
             s_bw.append(value)
         elif kind == "t":
@@ -256,33 +258,28 @@ def parse(data: bytes) -> SessionDescription:
         elif kind == "p":
             phones.append(value)
         elif kind in ("i", "u", "z", "k"):
-            session[kind] = value
+            single[kind] = value
         else:
             raise CodecError(f"sdp: unknown line type {kind}=")
     if origin is None:
         raise CodecError("sdp: missing o= line")
     if s_name is None:
         raise CodecError("sdp: missing s= line")
-    connection = session.get("connection")
     return SessionDescription(
         origin=origin,
         session_name=s_name,
-        information=_opt_str(session.get("i")),
-        uri=_opt_str(session.get("u")),
+        information=single.get("i"),
+        uri=single.get("u"),
         emails=tuple(emails),
         phones=tuple(phones),
-        connection=connection if isinstance(connection, Connection) else None,
+        connection=connection,
         bandwidths=tuple(s_bw),
         timings=tuple(timings) or (Timing(),),
-        zone=_opt_str(session.get("z")),
-        key=_opt_str(session.get("k")),
+        zone=single.get("z"),
+        key=single.get("k"),
         attributes=tuple(s_attrs),
         media=tuple(media),
     )
-
-
-def _opt_str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 def _attribute_line(attr: Attribute) -> str:
