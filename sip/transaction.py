@@ -619,8 +619,6 @@ class ServerTransaction(_Base):
             self._arm(E.TIMER_I, timers.i(self.reliable))
         elif event is E.TIMER_H:
             self.failure = TransactionTimeout("No ACK")
-        elif event is E.TRANSPORT_ERROR and new is S.TERMINATED:
-            self.failure = SIPError(503, "Service Unavailable", local=True)
         if new is S.TERMINATED:
             self.layer._forget_server(self)
 
@@ -807,7 +805,9 @@ class TransactionLayer:
             self._transport_error(tx)
 
     def _transport_error(self, tx: _Base) -> None:
-        if tx.state is S.TERMINATED:
+        if isinstance(tx, ServerTransaction) and tx.failure is None:
+            tx.failure = SIPError(503, "Service Unavailable", local=True)
+        if tx.state is S.TERMINATED:  # e.g. timer J/K were zero on a stream
             return
         try:
             tx._on_event(E.TRANSPORT_ERROR, None)

@@ -598,3 +598,43 @@ async def test_async_handler_exception_and_close_with_pending_work(make_stack, p
     waiter = stx.respond_until_ack(stx.response(200))
     await slow_stack.layer.close()  # cancels the handler task and the 2xx retransmissions
     assert waiter.cancelled() and not slow_stack.layer._tasks
+
+
+async def test_server_response_transport_error(make_stack) -> None:
+    server = await make_stack()
+    srv = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    dead = srv.sockets[0].getsockname()[1]
+    srv.close()
+    await srv.wait_closed()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.tcp)
+    req = message(server.tcp).prepend_header(
+        "Via", f"SIP/2.0/TCP 127.0.0.1:{dead};branch={new_branch()}"
+    )
+    writer.write(serialize(req))
+    await writer.drain()
+    stx = await asyncio.wait_for(server.requests.get(), 5)
+    writer.close()
+    await writer.wait_closed()
+    assert stx.source.connection is not None
+    await asyncio.wait_for(stx.source.connection.closed, 5)
+    stx.respond(200)  # the connection is gone and the Via's port refuses: 503
+    for _ in range(50):
+        if stx.failure is not None:
+            break
+        await asyncio.sleep(0.02)
+    assert isinstance(stx.failure, SIPError) and stx.failure.status == 503
+    assert stx.machine.state.name == "TERMINATED"
+
+
+async def test_forked_2xx_goes_to_stray_handler_without_on_2xx(make_stack, peer) -> None:
+    stack = await make_stack()
+    stray: list[Response] = []
+    stack.layer.on_stray_response = lambda r, s: stray.append(r)
+    udp, port = peer
+    tx = stack.layer.client(message(port, "INVITE"), Target("udp", "127.0.0.1", port))
+    req, addr = await udp.get()
+    udp.send(answer(req, 200, "one"), addr)
+    assert (await tx.wait()).to_tag == "one"
+    udp.send(answer(req, 200, "two"), addr)
+    await asyncio.sleep(0.1)
+    assert [r.to_tag for r in stray] == ["two"]
