@@ -196,7 +196,7 @@ class _Link(asyncio.Protocol):
 
     def _on_keepalive(self) -> None:
         interval = self.stack.keepalive_interval
-        if not self._heard and interval:
+        if not self._heard and interval and self.usable:
             for state in list(self.engine.sessions.values()):
                 if state.status is SessionStatus.BOUND and state.remote_path:
                     _mid, data = self.engine.send_keepalive(state, self.stack._loop.time())
@@ -301,6 +301,8 @@ class MSRPSession:
             # an empty SEND back, as rcsjta does on both roles: it proves the path
             # and makes a relay open its connection toward the peer before traffic
             link = self._link()
+            if not link.usable:
+                raise MSRPError(408, "Connection closed", local=True)
             mid, data = link.engine.send_keepalive(self.state, self.stack._loop.time())
             fut = self._waiter(mid)
             link.write(data)
