@@ -48,6 +48,7 @@ CONTENT_TYPE = "message/cpim"
 IMDN_NAMESPACE = "urn:ietf:params:imdn"
 IMDN_PREFIX = "imdn"
 IMDN_CONTENT_TYPE = "message/imdn+xml"
+ISCOMPOSING_CONTENT_TYPE = "application/im-iscomposing+xml"
 ANONYMOUS_URI = "sip:anonymous@anonymous.invalid"
 """The CPIM From/To that SIMPLE-IM 1-1 clients use (§1.0.4)."""
 
@@ -397,4 +398,21 @@ def build_imdn_message(
         message_id=message_id,
         datetime=timestamp,
         content_disposition="notification",
+    )
+
+
+def build_iscomposing_message(
+    *,
+    sender: NameAddr,
+    recipient: NameAddr,
+    timestamp: datetime,
+    iscomposing_xml: bytes,
+) -> CPIMMessage:
+    """Builds the CPIM envelope of a group isComposing: no IMDN headers (§1.0.4)."""
+    return CPIMMessage(
+        content_type=ISCOMPOSING_CONTENT_TYPE,
+        body=iscomposing_xml,
+        sender=sender,
+        to=(recipient,),
+        datetime=timestamp,
     )

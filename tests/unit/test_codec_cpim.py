@@ -106,6 +106,17 @@ def test_group_iscomposing_without_imdn() -> None:
     assert msg.requested_dispositions() == ()
 
 
+def test_build_iscomposing_message() -> None:
+    original = cpim.parse(load("group_iscomposing_canonical.cpim"))
+    msg = cpim.build_iscomposing_message(
+        sender=NameAddr("sip:+15551230003@ims.example.net"),
+        recipient=NameAddr("sip:chat-7f3a@conf.ims.example.net"),
+        timestamp=datetime(2024, 5, 1, 10, 0, 5, tzinfo=UTC),
+        iscomposing_xml=original.body,
+    )
+    assert cpim.serialize(msg) == load("group_iscomposing_canonical.cpim")
+
+
 def test_stripped_disposition_header_policy() -> None:
     msg = CPIMMessage(content_type="text/plain", body=b"x", message_id="m1")
     assert msg.requested_dispositions() == (Disposition.POSITIVE_DELIVERY,)
