@@ -334,6 +334,12 @@ async def pending_for(session: AsyncSession, subscription_id: str) -> list[Notif
     return [_to_notification(r) for r in rows]
 
 
+async def drop_for_subscription(session: AsyncSession, subscription_id: str) -> int:
+    """Remove every undelivered notification of a deleted subscription; return how many."""
+    result = await session.execute(sa.delete(_O).where(_O.subscription_id == subscription_id))
+    return _rowcount(result)
+
+
 async def drop_stale_channel_items(session: AsyncSession, cutoff: datetime) -> int:
     """Remove channel-queued notifications created before ``cutoff``; return how many."""
     result = await session.execute(

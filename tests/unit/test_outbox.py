@@ -287,3 +287,13 @@ async def test_settle_removes_the_row_and_claims_the_next_due_one(db: Database) 
             is None
         )
         assert await outbox.pending_for(s, "a") == []
+
+
+async def test_drop_for_subscription(db: Database) -> None:
+    await put(db, "a")
+    await put(db, "a")
+    await put(db, "b")
+    async with db.sessions.begin() as s:
+        assert await outbox.drop_for_subscription(s, "a") == 2
+        assert await outbox.drop_for_subscription(s, "a") == 0
+        assert await outbox.count_pending(s) == 1
