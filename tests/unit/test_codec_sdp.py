@@ -75,6 +75,18 @@ def test_liberal_input_lf_and_other_media() -> None:
     assert sdp.parse(out) == desc
 
 
+def test_relay_path_keeps_every_hop_in_order() -> None:
+    data = _with_media(
+        "accept-types:message/cpim",
+        "path:msrps://relay.example.net:2855/r8sk;tcp  msrp://10.0.0.5:7654/ab12;tcp",
+    )
+    media = sdp.msrp_media(sdp.parse(data))
+    assert media.path == (
+        "msrps://relay.example.net:2855/r8sk;tcp",
+        "msrp://10.0.0.5:7654/ab12;tcp",
+    )
+
+
 def test_type_wildcard_accept() -> None:
     media = sdp.MSRPMedia("h", 1, False, ("msrp://h:1/x;tcp",), ("message/cpim",), ("image/*",))
     assert media.accepts("image/jpeg", wrapped=True)
