@@ -140,3 +140,29 @@ async def test_unknown_relay_session_is_481(pair, kamailio: Testbed):
     with pytest.raises(MSRPError) as info:
         await sb.start(f"{fake_relay_hop} msrp://127.0.0.1:9/zzzz1;tcp", active=True, timeout=5)
     assert info.value.status == 481 and not info.value.local
+
+
+async def test_several_sessions_interleaved_through_the_relay(pair):
+    a, b = pair
+    pairs = []
+    for i in range(3):
+        sa = await a.create_session()
+        sb = await b.create_session()
+        active = i % 2 == 0
+        await asyncio.gather(
+            sa.start(sb.local_path, active=active, timeout=10),
+            sb.start(sa.path_attribute, active=not active, timeout=10),
+        )
+        pairs.append((sa, sb))
+    assert len(a._links) == 1  # every relay session on the one AUTH connection
+    rnd = random.Random(3)
+    bodies = {(i, d): rnd.randbytes(100 * 1024 + i) for i in range(3) for d in "ab"}
+    await asyncio.gather(
+        *(sa.send("application/octet-stream", bodies[i, "a"]) for i, (sa, _) in enumerate(pairs)),
+        *(sb.send("application/octet-stream", bodies[i, "b"]) for i, (_, sb) in enumerate(pairs)),
+    )
+    for i, (sa, sb) in enumerate(pairs):
+        got_b = await sb.receive(timeout=10)
+        got_a = await sa.receive(timeout=10)
+        assert isinstance(got_b, MessageReceived) and got_b.body == bodies[i, "a"]
+        assert isinstance(got_a, MessageReceived) and got_a.body == bodies[i, "b"]
