@@ -573,6 +573,8 @@ class MSRPStack:
             del self._outbound[link.key]
 
     async def _link_to(self, uri: MSRPURI) -> _Link:
+        if uri.scheme != "msrp" or uri.transport.lower() != "tcp":
+            raise MSRPError(400, f"unsupported MSRP transport: {uri}", local=True)
         key = uri.authority
         known = self._outbound.get(key)
         if known is not None and known.usable:

@@ -163,6 +163,10 @@ async def test_passive_wait_times_out_and_refused_connect():
         assert (
             info.value.status == 408 and info.value.local and "cannot connect" in info.value.reason
         )
+        s3 = await stack.create_session()
+        with pytest.raises(MSRPError) as info:
+            await s3.start("msrps://127.0.0.1:1/x1234;tcp", active=True)
+        assert info.value.status == 400 and "unsupported MSRP transport" in info.value.reason
     finally:
         await stack.close()
 
