@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -490,8 +489,3 @@ async def channel_alive(session: AsyncSession, channel_id: str, *, now: datetime
     """True while the channel exists and has not expired."""
     found = await session.scalar(sa.select(_C.id).where(_C.id == channel_id, _C.expires_at > now))
     return found is not None
-
-
-def channel_documents(items: list[Notification]) -> list[Mapping[str, object]]:
-    """The ``notificationList`` items of a long-poll answer (oma-chat-api.md §10)."""
-    return [n.document() for n in items]

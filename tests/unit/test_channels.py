@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -356,3 +357,37 @@ async def test_expiry_ends_a_waiting_poll_with_404(db, aiohttp_client) -> None:
     status, doc = await asyncio.wait_for(poll(client, ch), 5)
     assert status == 404 and loop.time() - started < 3
     assert_fault(doc, "SVC0001")
+
+
+async def test_a_poller_that_hung_up_takes_nothing(db) -> None:
+    # served like bridge.app serves it: aiohttp does not cancel handlers on hang-up
+    settings = fast_settings(str(db.url), server_root=SERVER_ROOT, channel_poll_timeout=3.0)
+    app = make_app(settings, db)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}/exampleAPI"
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                base + ALICE_PATH, json={"notificationChannel": {"channelType": "LongPolling"}}
+            ) as resp:
+                ch = (await resp.json())["notificationChannel"]
+            url = base + path_of(ch["channelData"]["channelURL"])
+            with pytest.raises(TimeoutError):
+                await http.post(url, timeout=aiohttp.ClientTimeout(total=0.2))
+            await asyncio.sleep(0.1)
+            await app[NOTIFIER].publish(
+                user=ALICE,
+                subscription_id=SubscriptionId("sub-1"),
+                notify_url=ch["callbackURL"],
+                root="chatMessageNotification",
+                body={"seq": 0},
+            )  # wakes the abandoned poll, which must leave the item queued
+            await asyncio.sleep(0.2)
+            async with http.post(url) as resp:
+                doc = await resp.json()
+        assert doc == {"notificationList": [{"chatMessageNotification": {"seq": 0}}]}
+    finally:
+        await runner.cleanup()
