@@ -367,3 +367,16 @@ async def test_stop_hands_an_in_flight_notification_back(db, receiver) -> None:
         heads = await outbox.lane_heads(s, now=outbox.utcnow(), limit=5)
     assert head is not None and head.attempts == 0
     assert [h.notification.id for h in heads] == [head.notification.id]  # claim released
+
+
+async def test_bounded_concurrency_still_serves_every_lane(db, receiver) -> None:
+    svc = DeliveryService(settings_for(db), db, poll_interval=0.05, concurrency=1)
+    await svc.start()
+    try:
+        for lane in range(4):
+            await publish(svc, receiver.url(f"/l{lane}"), 3, SubscriptionId(f"sub-{lane}"))
+        await receiver.wait_for(12)
+        for lane in range(4):
+            assert receiver.seqs(f"/l{lane}") == [0, 1, 2]
+    finally:
+        await svc.stop()
