@@ -22,7 +22,7 @@ The API the bridge uses::
     #   408 local when a transaction timed out (the connection is then closed)
     async for event in session.messages():            # MessageReceived | ReportReceived
         ...
-    session.on_event = callback                       # or every event, incl. ChunkReceived
+    session.on_event = callback                       # instead: every event (incl. ChunkReceived)
     session.on_path_change = cb                       # relay re-AUTH gave a new Use-Path
     await session.close()
     await stack.close()

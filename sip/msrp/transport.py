@@ -250,7 +250,8 @@ class MSRPSession:
         self.stack = stack
         self.state = state
         self.on_event: Callable[[Event], None] | None = None
-        """Called for every session event (messages, reports, chunk progress)."""
+        """Called for every session event (messages, reports, chunk progress); when set,
+        nothing is queued for ``receive``/``messages``."""
         self.on_path_change: Callable[[tuple[MSRPURI, ...]], None] | None = None
         """Called when a relay refresh changed our a=path (re-INVITE needed)."""
         self._queue: asyncio.Queue[Incoming | None] | None = None
@@ -424,9 +425,18 @@ class MSRPSession:
                 else:
                     fut.set_exception(MSRPError(ev.status, ev.reason, local=ev.local))
         if self.on_event is not None:
-            self.on_event(ev)
-        if isinstance(ev, MessageReceived | ReportReceived):
+            self._notify(ev)  # a callback takes every event; nothing is queued then
+        elif isinstance(ev, MessageReceived | ReportReceived):
             self._incoming_queue().put_nowait(ev)
+
+    def _notify(self, ev: Event) -> None:
+        callback = self.on_event
+        if callback is None:
+            return
+        try:
+            callback(ev)
+        except Exception:  # a faulty callback must not break the shared connection
+            log.exception("MSRP session %s: on_event callback failed", self.session_id)
 
     def _state_changed(self, ev: StateChanged) -> None:
         trace.debug("- session %s %s -> %s", ev.session_id, ev.old.value, ev.new.value)
@@ -435,7 +445,7 @@ class MSRPSession:
         if ev.new is SessionStatus.CLOSED:
             self._shutdown()
             if self.on_event is not None:
-                self.on_event(ev)
+                self._notify(ev)
 
     def _shutdown(self) -> None:
         if self._refresh is not None:
@@ -656,7 +666,10 @@ class MSRPStack:
             binding.expires,
         )
         if refresh and changed and session.on_path_change is not None:
-            session.on_path_change(session.state.local_path)
+            try:
+                session.on_path_change(session.state.local_path)
+            except Exception:
+                log.exception("MSRP session %s: on_path_change failed", session.session_id)
         delay = binding.refresh_at - self._loop.time()
         session._refresh = self._loop.call_later(delay, self._start_refresh, session)
 
