@@ -193,15 +193,18 @@ async def enqueue(
 ) -> Notification:
     """Add one notification inside the caller's transaction (oma-chat-api.md §5).
 
-    A ``notify_url`` equal to the ``callbackURL`` of a live channel queues the
-    notification into that channel (§10); otherwise it waits for an HTTP POST.
+    A ``notify_url`` equal to the ``callbackURL`` of a live channel of the same
+    user queues the notification into that channel (§10); otherwise it waits
+    for an HTTP POST (and another user's callbackURL is never filled).
     Call ``Notifier.wake(notification)`` after the transaction commits.
     """
     if not root:
         raise ValueError("notification root must not be empty")
     now = now or utcnow()
     channel_id = await session.scalar(
-        sa.select(_C.id).where(_C.callback_url == notify_url, _C.expires_at > now)
+        sa.select(_C.id).where(
+            _C.callback_url == notify_url, _C.user_uri == user, _C.expires_at > now
+        )
     )
     row = OutboxRow(
         user_uri=user,

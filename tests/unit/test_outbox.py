@@ -297,3 +297,12 @@ async def test_drop_for_subscription(db: Database) -> None:
         assert await outbox.drop_for_subscription(s, "a") == 2
         assert await outbox.drop_for_subscription(s, "a") == 0
         assert await outbox.count_pending(s) == 1
+
+
+async def test_another_users_channel_is_never_filled(db: Database) -> None:
+    async with db.sessions.begin() as s:
+        bobs, _ = await outbox.create_channel(s, new_channel(BOB), now=T0)
+    n = await put(db, url=bobs.callback_url)  # ALICE's subscription naming BOB's callbackURL
+    assert n.channel_id is None
+    async with db.sessions() as s:
+        assert await outbox.count_pending(s, channels=True) == 0
