@@ -33,7 +33,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Callable
 
-from sip.errors import ProtocolError
+from sip.errors import MSRPError, ProtocolError
 from sip.msrp.events import (
     AuthResponse,
     ChunkReceived,
@@ -101,6 +101,13 @@ TRANSITIONS: dict[tuple[SessionStatus, SessionInput], SessionStatus] = {
 }
 
 
+def type_accepted(accept_types: tuple[str, ...], content_type: str) -> bool:
+    """True when ``content_type`` matches an a=accept-types list (RFC 4975 §8.6)."""
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    major = ctype.split("/", 1)[0] + "/*"
+    return any(a == "*" or a.lower() in (ctype, major) for a in accept_types)
+
+
 def new_ident() -> str:
     """A random transaction id / Message-ID (RFC 4975 ``ident``)."""
     return secrets.token_hex(8)
@@ -119,6 +126,8 @@ class MSRPSessionState:
         "remote_path",
         "accept_types",
         "max_message_size",
+        "peer_accept_types",
+        "peer_max_size",
         "status",
         "connection",
         "incoming",
@@ -142,6 +151,10 @@ class MSRPSessionState:
         self.remote_path = remote_path
         self.accept_types = accept_types
         self.max_message_size = max_message_size
+        self.peer_accept_types: tuple[str, ...] = ("*",)
+        """The peer's a=accept-types; we never send other types (mapping §5 pitfall 5)."""
+        self.peer_max_size: int | None = None
+        """The peer's a=max-size in bytes, if it gave one (mapping §5 pitfall 14)."""
         self.status = SessionStatus.NEW
         self.connection: MSRPConnection | None = None
         self.incoming: dict[MSRPMessageId, Reassembly] | None = None
@@ -158,10 +171,8 @@ class MSRPSessionState:
         return (*self.use_path, *self.remote_path)
 
     def accepts(self, content_type: str) -> bool:
-        """True when ``content_type`` matches accept-types (``*``, ``type/*``)."""
-        ctype = content_type.split(";", 1)[0].strip().lower()
-        major = ctype.split("/", 1)[0] + "/*"
-        return any(a == "*" or a.lower() in (ctype, major) for a in self.accept_types)
+        """True when ``content_type`` matches our accept-types (``*``, ``type/*``)."""
+        return type_accepted(self.accept_types, content_type)
 
     def transition(self, event: SessionInput) -> StateChanged | None:
         """Apply ``event`` via TRANSITIONS; raises ProtocolError on an illegal one."""
@@ -288,11 +299,20 @@ class MSRPConnection:
         success_report: bool = False,
         failure_report: str = "yes",
     ) -> tuple[MSRPMessageId, bytes]:
-        """The first chunks of a SEND; later chunks go to ``data_to_send()`` (RFC 4975 §7.1)."""
+        """The first chunks of a SEND; later chunks go to ``data_to_send()`` (RFC 4975 §7.1).
+
+        Raises MSRPError 415/413 (local) for a type or size the peer's SDP excludes.
+        """
         if session.status not in (SessionStatus.BINDING, SessionStatus.BOUND):
             raise ProtocolError(f"MSRP session {session.session_id} is {session.status.value}")
         if failure_report not in ("yes", "no", "partial"):
             raise ValueError(f"invalid Failure-Report: {failure_report!r}")
+        if not type_accepted(session.peer_accept_types, content_type):
+            raise MSRPError(415, f"peer does not accept {content_type}", local=True)
+        if session.peer_max_size is not None and len(body) > session.peer_max_size:
+            raise MSRPError(
+                413, f"message exceeds the peer's max-size {session.peer_max_size}", local=True
+            )
         return self._start(
             session, message_id, content_type, body, success_report, failure_report, now
         )

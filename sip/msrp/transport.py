@@ -281,15 +281,27 @@ class MSRPSession:
         return self.state.status
 
     async def start(
-        self, remote_path: Sequence[MSRPURI] | str, active: bool, *, timeout: float | None = None
+        self,
+        remote_path: Sequence[MSRPURI] | str,
+        active: bool,
+        *,
+        timeout: float | None = None,
+        accept_types: Sequence[str] = ("*",),
+        max_size: int | None = None,
     ) -> None:
-        """Connect and bind (active) or wait for the peer's first frame (passive)."""
+        """Connect and bind (active) or wait for the peer's first frame (passive).
+
+        ``remote_path``, ``accept_types`` and ``max_size`` come from the peer's SDP
+        (a=path, a=accept-types, a=max-size; mapping §1.0.2).
+        """
         path = parse_path(remote_path) if isinstance(remote_path, str) else tuple(remote_path)
         if not path:
             raise ValueError("empty remote path")
         if self.state.status is SessionStatus.CLOSED:
             raise MSRPError(481, "Session closed", local=True)
         self.state.remote_path = path
+        self.state.peer_accept_types = tuple(accept_types)
+        self.state.peer_max_size = max_size
         wait = timeout if timeout is not None else self.stack.timeout
         if not active or self.state.status is SessionStatus.BOUND:
             if self.state.status is not SessionStatus.BOUND:

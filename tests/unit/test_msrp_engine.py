@@ -629,3 +629,18 @@ def test_duplicate_message_id_while_sending_is_refused():
     p.ca.send_message(p.a, "text/plain", b"x", 0, message_id="dup00001")
     with pytest.raises(ValueError, match="still being sent"):
         p.ca.send_message(p.a, "text/plain", b"y", 0, message_id="dup00001")
+
+
+def test_peer_accept_types_and_max_size_are_respected():
+    p = Pair()
+    p.bind()
+    p.a.peer_accept_types = ("message/cpim", "application/im-iscomposing+xml")
+    p.a.peer_max_size = 100
+    with pytest.raises(MSRPError) as info:
+        p.ca.send_message(p.a, "text/plain", b"x", 0)
+    assert info.value.status == 415 and info.value.local
+    with pytest.raises(MSRPError) as info:
+        p.ca.send_message(p.a, "message/cpim", b"x" * 101, 0)
+    assert info.value.status == 413 and info.value.local
+    mid, _data = p.ca.send_message(p.a, "Message/CPIM", b"x" * 100, 0)
+    assert p.a.outgoing is not None and mid in p.a.outgoing
