@@ -16,9 +16,11 @@ The API the bridge uses::
     await stack.start()                               # listener (passive side)
     session = await stack.create_session(accept_types=("message/cpim",))
     sdp_path = session.path_attribute                 # a=path: (Use-Path + our URI)
-    await session.start(remote_path, active=True)     # connect + empty SEND, or wait for peer
+    await session.start(remote_path, active=True,     # connect + empty SEND, or wait for peer
+                        accept_types=peer_types, max_size=peer_max)   # from the peer's SDP
     result = await session.send("message/cpim", body) # chunked; returns on the last 200
     #   raises MSRPError(status, reason, local=...): 4xx from the peer, 481 session gone,
+    #   415/413 local when the peer's accept-types/max-size exclude it,
     #   408 local when a transaction timed out (the connection is then closed)
     async for event in session.messages():            # MessageReceived | ReportReceived
         ...
