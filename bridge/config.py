@@ -112,6 +112,22 @@ class Settings(BaseSettings):
     profile: SignallingProfile = SignallingProfile.CPM
     conference_factory_uri: str = "sip:conference-factory@ims.test"
 
+    # --- chat (1-1; issue 4, bridge.chat) ----------------------------------------
+    chat_ringing_timeout: float = Field(60.0, gt=0)
+    """Seconds an incoming invitation waits for the app's accept or decline (then 486)."""
+    chat_invite_timeout: float = Field(40.0, gt=0)
+    """Seconds an outgoing INVITE may stay unanswered before it is cancelled (Failed)."""
+    chat_idle_timeout: float = Field(300.0, gt=0)
+    """Seconds without traffic after which an implicit (adhoc) session is closed."""
+    chat_adhoc_mode: Literal["session", "pager"] = "session"
+    """How adhoc messages travel: an implicit MSRP session, or one SIP MESSAGE each."""
+    chat_pager_fallback: bool = True
+    """Use SIP MESSAGE when the adhoc INVITE is refused (403/405/415/488/606)."""
+    chat_message_retention_days: float = Field(7.0, gt=0)
+    """Days sent and received messages (and ended sessions) stay readable and correlatable."""
+    chat_max_text_bytes: int = Field(8192, ge=1)
+    """Largest chat message text (UTF-8 bytes) accepted from the app (400 above)."""
+
     # --- operations -----------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     trace_sip: bool = False

@@ -1,0 +1,416 @@
+"""The machinery shared by the chat use cases: units of work, transitions, timers, dispatch.
+
+A *unit* (:meth:`ChatCore.unit`) is one store transaction plus the
+notifications enqueued in it; ``Notifier.wake`` runs after the commit, so chat
+state and its notifications become durable together (DECISIONS.md
+"Notification delivery").
+
+Exactly one method changes a session's state (:meth:`ChatCore.transition`)
+and one a message's status (:meth:`ChatCore.outgoing_transition`,
+:meth:`ChatCore.incoming_transition`): each checks the machine's table
+(``one2one``, ``adhoc``, ``delivery``), logs ``- OLD -> NEW``, persists, and
+runs the on-enter effects inside the unit (notifications, timers, failing the
+unsent messages of a finished confirmed session). Wire effects (INVITE, BYE,
+MSRP SEND) run after the commit, in the callers.
+
+Locking: callers take the ``KeyedLocks`` key of the session or message before
+they open a unit, never inside one (a SQLite writer waiting for a lock held by
+a task that waits for the writer would stall until the busy timeout). Keys:
+``s:<id>`` confirmed session, ``a:<user>|<peer>`` implicit session of a pair,
+``m:<user>|<messageId>`` one message's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bridge.chat import adhoc, delivery, notifications, one2one
+from bridge.chat.delivery import IncomingEvent, IncomingStatus, OutgoingEvent, OutgoingStatus
+from bridge.chat.locks import KeyedLocks
+from bridge.chat.model import (
+    ChatSession,
+    DialogIds,
+    Direction,
+    LegId,
+    ReportKind,
+    SessionKind,
+    StoredMessage,
+)
+from bridge.chat.notifications import Body, ChatUrls
+from bridge.chat.ports import (
+    ChatStore,
+    ChatTransaction,
+    OutgoingMessage,
+    OutgoingReport,
+    SignallingError,
+    SignallingPort,
+)
+from bridge.config import Settings
+from bridge.ids import UserUri
+from bridge.ports import Notification, Notifier
+from bridge.subscriptions import Subscription
+
+log = logging.getLogger(__name__)
+
+Builder = Callable[[Subscription], tuple[str, Body]]
+AnyEvent = one2one.SessionEvent | adhoc.AdhocEvent
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def session_key(cs: ChatSession) -> str:
+    """The lock key of a session (the pair's key for an implicit session)."""
+    if cs.kind is SessionKind.ADHOC:
+        return pair_key(cs.user, cs.peer)
+    return "s:" + cs.id
+
+
+def pair_key(user: UserUri, peer: UserUri) -> str:
+    """The lock key of the implicit session between ``user`` and ``peer``."""
+    return f"a:{user}|{peer}"
+
+
+def message_key(user: UserUri, message_id: str) -> str:
+    """The lock key of one message's status."""
+    return f"m:{user}|{message_id}"
+
+
+def is_terminal(cs: ChatSession) -> bool:
+    """True once the session is over."""
+    if cs.kind is SessionKind.ADHOC:
+        return adhoc.AdhocState(cs.state) not in adhoc.LIVE
+    return one2one.SessionState(cs.state) in one2one.TERMINAL
+
+
+def is_connected(cs: ChatSession) -> bool:
+    """True while the session's MSRP leg is up."""
+    return cs.state == "connected"
+
+
+@dataclass
+class Unit:
+    """One store transaction and the notifications it enqueued."""
+
+    tx: ChatTransaction
+    now: datetime
+    queued: list[Notification] = field(default_factory=list)
+
+    async def notify(
+        self,
+        user: UserUri,
+        build: Builder,
+        *,
+        where: Callable[[Subscription], bool] | None = None,
+    ) -> int:
+        """Enqueue one notification per active subscription of ``user``; return how many."""
+        subs = await self.tx.active_subscriptions(user, self.now)
+        count = 0
+        for sub in subs:
+            if where is not None and not where(sub):
+                continue
+            root, body = build(sub)
+            item = await self.tx.enqueue(
+                user=user,
+                subscription_id=sub.id,
+                notify_url=sub.notify_url,
+                root=root,
+                body=body,
+                now=self.now,
+            )
+            self.queued.append(item)
+            count += 1
+        return count
+
+
+class ChatCore:
+    """State, timers and dispatch shared by the inbound and REST sides of the chat service."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: ChatStore,
+        notifier: Notifier,
+        signalling: SignallingPort,
+        urls: ChatUrls,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.notifier = notifier
+        self.signalling = signalling
+        self.urls = urls
+        self.clock = clock
+        self.locks = KeyedLocks()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    # --- units of work ---------------------------------------------------------------
+
+    @asynccontextmanager
+    async def unit(self) -> AsyncIterator[Unit]:
+        """A store transaction; its notifications are woken after the commit."""
+        async with self.store.transaction() as tx:
+            work = Unit(tx, self.clock())
+            yield work
+        if work.queued:
+            self.notifier.wake(*work.queued)
+
+    def retention(self, now: datetime) -> datetime:
+        """When a message stored at ``now`` expires."""
+        return now + timedelta(days=self.settings.chat_message_retention_days)
+
+    # --- the one place a session changes state -----------------------------------------
+
+    async def transition(
+        self,
+        work: Unit,
+        cs: ChatSession,
+        event: AnyEvent,
+        *,
+        reason: str | None = None,
+        ids: DialogIds | None = None,
+    ) -> ChatSession:
+        """Apply ``event`` to ``cs``: check the table, log, persist, notify (module docstring)."""
+        if cs.kind is SessionKind.ADHOC:
+            assert isinstance(event, adhoc.AdhocEvent)
+            old_a = adhoc.AdhocState(cs.state)
+            new_value = adhoc.next_state(old_a, event).value
+            terminal = new_value not in {s.value for s in adhoc.LIVE}
+        else:
+            assert isinstance(event, one2one.SessionEvent)
+            old_c = one2one.SessionState(cs.state)
+            new_c = one2one.next_state(old_c, event)
+            new_value = new_c.value
+            terminal = new_c in one2one.TERMINAL
+        log.info(
+            "- %s session %s of %s: %s -> %s (%s)",
+            cs.kind.value,
+            cs.id,
+            cs.user,
+            cs.state.upper(),
+            new_value.upper(),
+            event.name,
+        )
+        updated = replace(
+            cs,
+            state=new_value,
+            updated_at=work.now,
+            ended_at=work.now if terminal else None,
+            end_reason=(reason or event.name.lower()) if terminal else cs.end_reason,
+            ids=ids if ids is not None else cs.ids,
+        )
+        await work.tx.save_session(updated)
+        if terminal:
+            for prefix in ("ring:", "invite:", "idle:"):
+                self.disarm(prefix + cs.id)
+        if cs.kind is SessionKind.CONFIRMED:
+            assert isinstance(event, one2one.SessionEvent)
+            if terminal:  # message failures first, then the event (as GSMA servers order them)
+                for msg in await work.tx.session_messages(
+                    cs.id, Direction.OUTGOING, [s.value for s in delivery.UNSENT]
+                ):
+                    await self.outgoing_transition(work, msg, OutgoingEvent.SEND_ERROR)
+            kind = one2one.event_for(
+                cs.direction is Direction.OUTGOING, one2one.SessionState(new_value), event
+            )
+            if kind is not None:
+                await work.notify(
+                    cs.user, lambda sub: notifications.session_event(self.urls, sub, updated, kind)
+                )
+        return updated
+
+    # --- the one place a message changes status -----------------------------------------
+
+    async def outgoing_transition(
+        self,
+        work: Unit,
+        msg: StoredMessage,
+        event: OutgoingEvent,
+        *,
+        session: ChatSession | None = None,
+        detach: bool = False,
+    ) -> StoredMessage:
+        """Apply ``event`` to a sent message; notify the sender per ``delivery.notify_outgoing``."""
+        old = OutgoingStatus(msg.status)
+        new = delivery.next_outgoing(old, event)
+        moved = session is not None or detach
+        if new is old and not moved:
+            return msg
+        if new is not old:
+            log.info("- message %s of %s: %s -> %s", msg.id, msg.user, old.name, new.name)
+        updated = await work.tx.set_message_status(
+            msg,
+            new.value,
+            now=work.now,
+            session_id=None if session is None else session.id,
+            detach=detach,
+        )
+        status = delivery.notify_outgoing(new, msg.reports) if new is not old else None
+        if status is not None:
+            await work.notify(
+                msg.user, lambda sub: notifications.message_status(self.urls, sub, updated, status)
+            )
+        return updated
+
+    async def incoming_transition(
+        self, work: Unit, msg: StoredMessage, event: IncomingEvent
+    ) -> tuple[StoredMessage, list[ReportKind]]:
+        """Apply ``event`` to a received message; return it and the IMDNs now due."""
+        old = IncomingStatus(msg.status)
+        new = delivery.next_incoming(old, event)
+        if new is old:
+            return msg, []
+        log.info("- received message %s of %s: %s -> %s", msg.id, msg.user, old.name, new.name)
+        updated = await work.tx.set_message_status(msg, new.value, now=work.now)
+        return updated, delivery.reports_due(msg.dispositions, old, new)
+
+    # --- wire effects (after commit) ------------------------------------------------------
+
+    @staticmethod
+    def outgoing(msg: StoredMessage) -> OutgoingMessage:
+        """The signalling view of a stored sent message."""
+        return OutgoingMessage(
+            message_id=msg.id,
+            user=msg.user,
+            peer=msg.peer,
+            text=msg.text,
+            date_time=msg.date_time,
+            dispositions=msg.dispositions,
+            content_type=msg.content_type,
+        )
+
+    async def message_failed(self, user: UserUri, message_id: str, why: str) -> None:
+        """Mark a sent message Failed (a send that could not even start)."""
+        log.warning("x message %s of %s not sent: %s", message_id, user, why)
+        async with self.locks.hold(message_key(user, message_id)):
+            async with self.unit() as work:
+                msg = await work.tx.get_message(user, message_id, Direction.OUTGOING)
+                if msg is not None and delivery.accepts_outgoing(
+                    OutgoingStatus(msg.status), OutgoingEvent.SEND_ERROR
+                ):
+                    await self.outgoing_transition(work, msg, OutgoingEvent.SEND_ERROR)
+
+    async def send_on_leg(self, leg: LegId, msgs: list[StoredMessage]) -> None:
+        """MSRP SEND each (already SENDING) message on ``leg``, failing those that cannot go."""
+        for msg in msgs:
+            try:
+                await self.signalling.send_message(leg, self.outgoing(msg))
+            except SignallingError as exc:
+                await self.message_failed(msg.user, msg.id, str(exc))
+
+    async def send_by_pager(self, msgs: list[StoredMessage]) -> None:
+        """SIP MESSAGE each (already SENDING) message, failing those that cannot go."""
+        for msg in msgs:
+            try:
+                await self.signalling.send_pager(self.outgoing(msg))
+            except SignallingError as exc:
+                await self.message_failed(msg.user, msg.id, str(exc))
+
+    async def flush(self, cs: ChatSession) -> None:
+        """Send a just-connected session's queued messages in order (caller holds its lock)."""
+        assert cs.leg is not None
+        async with self.unit() as work:
+            queued = await work.tx.session_messages(
+                cs.id, Direction.OUTGOING, [OutgoingStatus.QUEUED.value]
+            )
+            sending = [
+                await self.outgoing_transition(work, m, OutgoingEvent.DISPATCH) for m in queued
+            ]
+        await self.send_on_leg(cs.leg, sending)
+
+    async def send_reports(self, msg: StoredMessage, kinds: list[ReportKind]) -> None:
+        """Send the IMDNs ``kinds`` for a received message: live session, else SIP MESSAGE."""
+        if not kinds:
+            return
+        leg = await self.report_leg(msg)
+        for kind in kinds:
+            report = OutgoingReport(
+                message_id=msg.id,
+                user=msg.user,
+                peer=msg.peer,
+                kind=kind,
+                original_date_time=msg.date_time,
+                route=msg.report_route,
+            )
+            try:
+                await self.signalling.send_report(leg, report)
+                log.info("> %s report for %s of %s", kind.value, msg.id, msg.user)
+            except SignallingError as exc:
+                log.warning("x %s report for %s of %s lost: %s", kind.value, msg.id, msg.user, exc)
+
+    async def report_leg(self, msg: StoredMessage) -> LegId | None:
+        """The connected leg toward the message's sender, if any (mapping §0 decision 5)."""
+        async with self.unit() as work:
+            if msg.session_id is not None:
+                cs = await work.tx.session_by_id(msg.session_id)
+                if cs is not None and is_connected(cs) and cs.leg is not None:
+                    return cs.leg
+            live = await work.tx.live_adhoc_session(
+                msg.user, msg.peer, [adhoc.AdhocState.CONNECTED.value]
+            )
+            return None if live is None else live.leg
+
+    # --- timers and background tasks ---------------------------------------------------
+
+    def arm(self, key: str, delay: float, factory: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """(Re)start timer ``key``: after ``delay`` seconds run ``factory()`` as a task."""
+        self.disarm(key)
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        self._timers[key] = loop.call_later(delay, self._fire, key, factory)
+
+    def disarm(self, key: str) -> None:
+        """Stop timer ``key`` if it runs."""
+        handle = self._timers.pop(key, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _fire(self, key: str, factory: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._timers.pop(key, None)
+        self.spawn(factory(), key)
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``coro`` in a tracked task; its errors are logged, never lost."""
+        if self._closed:
+            coro.close()
+            return
+        task = asyncio.create_task(self._guard(coro, name), name=f"chat-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _guard(coro: Coroutine[Any, Any, None], name: str) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("x chat task %s failed", name)
+
+    async def drain(self) -> None:
+        """Wait until no background task is running (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop every timer and background task."""
+        self._closed = True
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,428 @@
+"""The signalling port: what 1-1 chat asks of the SIP/MSRP side, and what it hears back.
+
+The chat service (``bridge.chat.service``) drives SIP and MSRP only through
+:class:`SignallingPort`, and the SIP/MSRP adapter reports everything that
+happens on the wire as one of the :data:`SignallingEvent` dataclasses, passed to
+:meth:`SignallingEvents.handle_event`. Both sides speak domain terms only
+(user and peer URIs, text, message ids, disposition sets, statuses); the
+adapter owns every SIP, SDP, MSRP, CPIM and IMDN detail (sip-msrp-mapping.md
+§1.0, §1.1, §1.2).
+
+Legs
+----
+A *leg* is one SIP INVITE dialog with its MSRP session. The bridge names the
+legs it starts (:meth:`SignallingPort.start_session`); the adapter names the
+legs of incoming INVITEs (:class:`IncomingInvitation`). Every later call and
+event carries that :data:`LegId`.
+
+Contract for the adapter (H8)
+-----------------------------
+* Methods return once the request is handed to the stack; outcomes arrive as
+  events. They raise :class:`SignallingError` (``.status`` a SIP code or 0)
+  only when the request cannot even be started (stack down, unknown leg);
+  the service then fails the session or message at once.
+* ``start_session``: INVITE with the MSRP SDP offer, a multipart body when
+  ``first`` is given (mapping R3/R4), profile headers per config. Report
+  :class:`SessionAccepted` after 200/ACK *and* the MSRP bind, or
+  :class:`SessionFailed` with the final SIP status (408 for no answer / timer
+  B, 0 for a local or MSRP connect failure). When ``first`` was carried in
+  the INVITE, report its :class:`MessageSendResult` too (ok once accepted).
+* ``accept_session`` / ``reject_session``: answer an incoming INVITE (200 with
+  the SDP answer, or ``status``: 486 decline, 480 no subscription). After an
+  accept report :class:`SessionAccepted` when MSRP is bound, or
+  :class:`SessionFailed`. Either may be called from inside
+  :meth:`SignallingEvents.handle_event` for the invitation itself.
+* ``cancel_session`` (CANCEL of our pending INVITE) and ``end_session`` (BYE,
+  close MSRP): no event follows; a 200 that crosses a CANCEL is answered by
+  the adapter with ACK + BYE (or reported and the service ends it).
+* ``send_message`` / ``send_composing`` / ``send_report``: MSRP SEND on the
+  leg (message and report CPIM-wrapped, composing bare for 1-1). With
+  ``leg=None``, ``send_report`` uses a SIP MESSAGE to ``report.peer`` (or the
+  top of ``report.route``). ``send_pager`` sends a chat message by SIP MESSAGE.
+  Every chat message sent gets exactly one :class:`MessageSendResult`
+  (MSRP 200 / 2xx to MESSAGE → ok; MSRP error, REPORT failure, timeout →
+  not ok).
+* Incoming traffic: :class:`MessageReceived`, :class:`ReportReceived`,
+  :class:`ComposingReceived` with the leg they came on (None for SIP
+  MESSAGE). ``handle_event`` raises :class:`EventRejected` when the request
+  that carried the event must be refused with ``.status`` (a pager MESSAGE or
+  an INVITE for a user without subscription: 480); the adapter answers it.
+* Peer BYE / MSRP loss → :class:`SessionEnded`; CANCEL of an incoming INVITE
+  not yet answered → :class:`SessionCancelled`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from bridge.chat.model import (
+    ChatSession,
+    Composing,
+    DialogIds,
+    Direction,
+    Disposition,
+    LegId,
+    ReportKind,
+    SessionKind,
+    StoredMessage,
+)
+from bridge.errors import BridgeError
+from bridge.ids import ChatSessionId, MessageId, SubscriptionId, UserUri
+from bridge.ports import JSONObject, Notification
+from bridge.subscriptions import Subscription
+
+
+class SignallingError(BridgeError):
+    """A signalling request could not be started (``status``: SIP code, or 0 if local)."""
+
+    def __init__(self, reason: str, status: int = 0) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class EventRejected(BridgeError):
+    """The request behind an event is refused; the adapter answers it with ``status``."""
+
+    def __init__(self, reason: str, status: int) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+# --- what the bridge sends ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """A chat message to send (CPIM with imdn.Message-ID, DateTime, Disposition-Notification)."""
+
+    message_id: MessageId
+    user: UserUri
+    peer: UserUri
+    text: str
+    date_time: datetime
+    dispositions: frozenset[Disposition] = frozenset()
+    content_type: str = "text/plain"
+
+
+@dataclass(frozen=True)
+class OutgoingReport:
+    """An IMDN for a received message (RFC 5438 §7), from ``user`` to ``peer``."""
+
+    message_id: MessageId
+    """The ``imdn.Message-ID`` of the message being reported on."""
+    user: UserUri
+    peer: UserUri
+    kind: ReportKind
+    original_date_time: datetime
+    route: tuple[str, ...] = ()
+    """``imdn.IMDN-Record-Route`` values of the original message (top first)."""
+
+
+class SignallingPort(Protocol):
+    """The SIP/MSRP side as 1-1 chat uses it (module docstring: the contract)."""
+
+    def bind(self, sink: SignallingEvents) -> None:
+        """Set the receiver of every inbound event (called once by ``build_chat_service``)."""
+        ...
+
+    async def start_session(
+        self,
+        leg: LegId,
+        user: UserUri,
+        peer: UserUri,
+        *,
+        subject: str | None = None,
+        first: OutgoingMessage | None = None,
+    ) -> None:
+        """Send an INVITE for a 1-1 MSRP session from ``user`` to ``peer`` (mapping R3, R4)."""
+        ...
+
+    async def accept_session(self, leg: LegId) -> None:
+        """Answer an incoming invitation 200 OK and bind MSRP (mapping R5)."""
+        ...
+
+    async def reject_session(self, leg: LegId, status: int) -> None:
+        """Answer an incoming invitation with a final failure (486 decline, 480, mapping R6)."""
+        ...
+
+    async def cancel_session(self, leg: LegId) -> None:
+        """CANCEL our INVITE that has no final answer yet (mapping R6)."""
+        ...
+
+    async def end_session(self, leg: LegId) -> None:
+        """BYE an established session and close its MSRP session (mapping R6)."""
+        ...
+
+    async def send_message(self, leg: LegId, message: OutgoingMessage) -> None:
+        """MSRP SEND of a CPIM chat message on a connected leg (mapping R7)."""
+        ...
+
+    async def send_composing(self, leg: LegId, user: UserUri, composing: Composing) -> None:
+        """MSRP SEND of an isComposing document on a connected leg (mapping R8)."""
+        ...
+
+    async def send_report(self, leg: LegId | None, report: OutgoingReport) -> None:
+        """Send an IMDN on ``leg``, or by SIP MESSAGE when ``leg`` is None (mapping R9)."""
+        ...
+
+    async def send_pager(self, message: OutgoingMessage) -> None:
+        """Send a chat message by SIP MESSAGE, CPIM-wrapped (mapping §1.3 pager mode)."""
+        ...
+
+
+# --- what the bridge hears --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    """A received chat message, decoded from CPIM (or bare text/plain)."""
+
+    message_id: MessageId
+    """imdn.Message-ID, else the MSRP Message-ID (mapping §0 decision 2)."""
+    sender: UserUri
+    """The session peer (PAI), or Referred-By / CPIM From for pager and S&F (mapping N8)."""
+    text: str
+    date_time: datetime | None = None
+    """CPIM DateTime; None when absent (the bridge uses the receive time)."""
+    dispositions: frozenset[Disposition] = frozenset()
+    sender_name: str | None = None
+    content_type: str = "text/plain"
+    route: tuple[str, ...] = ()
+    """``imdn.IMDN-Record-Route`` values, kept for the reports."""
+
+
+@dataclass(frozen=True)
+class IncomingInvitation:
+    """An INVITE for a new 1-1 chat session toward ``user`` (mapping N1)."""
+
+    leg: LegId
+    user: UserUri
+    peer: UserUri
+    peer_name: str | None = None
+    subject: str | None = None
+    first_message: IncomingMessage | None = None
+    ids: DialogIds = field(default_factory=DialogIds)
+
+
+@dataclass(frozen=True)
+class SessionAccepted:
+    """The leg is up: 200/ACK exchanged and MSRP bound (mapping N3)."""
+
+    leg: LegId
+    ids: DialogIds | None = None
+
+
+@dataclass(frozen=True)
+class SessionFailed:
+    """Our INVITE got a final failure, timed out, or MSRP could not bind (mapping N5, §2.1)."""
+
+    leg: LegId
+    status: int
+    """SIP status (408 for no answer); 0 for a local or MSRP failure."""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class SessionEnded:
+    """BYE received, or the MSRP connection was lost (mapping N6)."""
+
+    leg: LegId
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class SessionCancelled:
+    """The peer CANCELled its INVITE before we answered (mapping N6)."""
+
+    leg: LegId
+
+
+@dataclass(frozen=True)
+class MessageReceived:
+    """A chat message for ``user`` on ``leg``, or by SIP MESSAGE when ``leg`` is None (N8, N11)."""
+
+    leg: LegId | None
+    user: UserUri
+    message: IncomingMessage
+
+
+@dataclass(frozen=True)
+class ReportReceived:
+    """An IMDN for a message ``user`` sent (mapping N9)."""
+
+    leg: LegId | None
+    user: UserUri
+    peer: UserUri
+    message_id: MessageId
+    kind: ReportKind
+
+
+@dataclass(frozen=True)
+class ComposingReceived:
+    """An isComposing indication from ``peer`` to ``user`` (mapping N10)."""
+
+    leg: LegId | None
+    user: UserUri
+    peer: UserUri
+    composing: Composing
+
+
+@dataclass(frozen=True)
+class MessageSendResult:
+    """The outcome of sending one chat message (MSRP 200 / MESSAGE 2xx or a failure, N14)."""
+
+    user: UserUri
+    message_id: MessageId
+    ok: bool
+    status: int = 200
+    reason: str = ""
+
+
+SignallingEvent = (
+    IncomingInvitation
+    | SessionAccepted
+    | SessionFailed
+    | SessionEnded
+    | SessionCancelled
+    | MessageReceived
+    | ReportReceived
+    | ComposingReceived
+    | MessageSendResult
+)
+"""Everything the signalling side reports to the chat service."""
+
+
+class SignallingEvents(Protocol):
+    """The inbound event sink (implemented by ``bridge.chat.service.ChatService``)."""
+
+    async def handle_event(self, event: SignallingEvent) -> None:
+        """Apply one event; raises :class:`EventRejected` when its request must be refused."""
+        ...
+
+
+# --- the store ---------------------------------------------------------------------
+
+
+class ChatTransaction(Protocol):
+    """One store transaction of the chat side (``state.chat_repository.SQLChatStore``).
+
+    Chat state and the notifications it causes are written in the same
+    transaction (:meth:`enqueue`), then ``Notifier.wake`` runs after commit.
+    """
+
+    async def insert_session(self, cs: ChatSession) -> ChatSession:
+        """Store a new session."""
+        ...
+
+    async def save_session(self, cs: ChatSession) -> ChatSession:
+        """Write every field of an existing session."""
+        ...
+
+    async def get_session(self, user: UserUri, session_id: str) -> ChatSession | None:
+        """``user``'s session ``session_id``."""
+        ...
+
+    async def session_by_id(self, session_id: str) -> ChatSession | None:
+        """The session with internal id ``session_id``."""
+        ...
+
+    async def session_by_leg(self, leg: str) -> ChatSession | None:
+        """The session bound to ``leg``."""
+        ...
+
+    async def session_by_correlator(self, user: UserUri, correlator: str) -> ChatSession | None:
+        """The session ``user`` created with ``correlator``."""
+        ...
+
+    async def live_adhoc_session(
+        self, user: UserUri, peer: UserUri, states: Iterable[str]
+    ) -> ChatSession | None:
+        """The newest implicit session of the pair in one of ``states``."""
+        ...
+
+    async def sessions_in_states(
+        self, kind: SessionKind, states: Iterable[str]
+    ) -> list[ChatSession]:
+        """Every session of ``kind`` in one of ``states``."""
+        ...
+
+    async def insert_message(self, msg: StoredMessage, *, expires_at: datetime) -> StoredMessage:
+        """Store a new message (returns it with ``seq``)."""
+        ...
+
+    async def get_message(
+        self, user: UserUri, message_id: str, direction: Direction
+    ) -> StoredMessage | None:
+        """``user``'s message ``message_id`` in ``direction``."""
+        ...
+
+    async def find_messages(self, user: UserUri, message_id: str) -> list[StoredMessage]:
+        """``user``'s messages with ``message_id`` (sent first)."""
+        ...
+
+    async def message_by_correlator(self, user: UserUri, correlator: str) -> StoredMessage | None:
+        """The message ``user`` sent with ``correlator``."""
+        ...
+
+    async def set_message_status(
+        self,
+        msg: StoredMessage,
+        status: str,
+        *,
+        now: datetime,
+        session_id: ChatSessionId | None = None,
+        detach: bool = False,
+    ) -> StoredMessage:
+        """Write ``status``; move to ``session_id``, or off any session with ``detach``."""
+        ...
+
+    async def session_messages(
+        self, session_id: str, direction: Direction, statuses: Iterable[str]
+    ) -> list[StoredMessage]:
+        """A session's messages in ``direction`` with one of ``statuses``, in order."""
+        ...
+
+    async def detached_messages(
+        self, user: UserUri, peer: UserUri, rest_session: str, status: str
+    ) -> list[StoredMessage]:
+        """Sent messages of the pair on no session, with ``status``, in order."""
+        ...
+
+    async def messages_in_states(
+        self, direction: Direction, statuses: Iterable[str]
+    ) -> list[StoredMessage]:
+        """Every message in ``direction`` with one of ``statuses``, in order."""
+        ...
+
+    async def purge_expired(self, *, now: datetime, ended_before: datetime) -> int:
+        """Delete messages past retention and sessions ended before ``ended_before``."""
+        ...
+
+    async def active_subscriptions(self, user: UserUri, now: datetime) -> list[Subscription]:
+        """The subscriptions receiving ``user``'s notifications."""
+        ...
+
+    async def enqueue(
+        self,
+        *,
+        user: UserUri,
+        subscription_id: SubscriptionId,
+        notify_url: str,
+        root: str,
+        body: JSONObject,
+        now: datetime,
+    ) -> Notification:
+        """Queue one notification in this transaction (``state.outbox.enqueue``)."""
+        ...
+
+
+class ChatStore(Protocol):
+    """Opens chat store transactions."""
+
+    def transaction(self) -> AbstractAsyncContextManager[ChatTransaction]:
+        """A transaction that commits on normal exit and rolls back on error."""
+        ...

@@ -1,0 +1,296 @@
+"""The REST adapter of 1-1 chat: ``rest.handlers.chat.ChatService`` over ``bridge.chat``.
+
+Converts the pydantic models of the route table into the frozen dataclasses of
+``bridge.chat.model`` and back (STYLE.md §1), so pydantic never reaches the
+state machines. Group chat (R9-R15) and promote (R8) are not built yet: they
+answer 501 SVC0001, as the route table does without a service.
+
+Wiring (the lead / H8, in ``bridge.app.serve`` after ``make_app``)::
+
+    from rest.chat_service import install_chat
+
+    app = make_app(settings, database)
+    chat = install_chat(app, signalling)   # signalling: bridge.chat.ports.SignallingPort
+
+:func:`install_chat` builds the service with :func:`build_chat_service`
+(store = ``state.chat_repository.SQLChatStore``, notifier = ``app[NOTIFIER]``,
+URLs = ``app[SERVER_ROOT]``), binds it as the signalling port's event sink,
+plugs the adapter into ``rest.handlers.chat.CHAT_SERVICE``, keeps the domain
+service in :data:`CHAT_BRIDGE`, and adds a ``cleanup_ctx`` that runs restart
+recovery and registers the delivery listener on start (after the notifier
+started) and stops timers on shutdown (before the notifier stops).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
+
+from aiohttp import web
+
+from bridge.chat import one2one
+from bridge.chat.core import utcnow
+from bridge.chat.model import (
+    ChatSession,
+    Composing,
+    ComposingState,
+    NewSession,
+    OutgoingText,
+    RestStatus,
+    StoredMessage,
+)
+from bridge.chat.notifications import ChatUrls
+from bridge.chat.ports import SignallingPort
+from bridge.chat.service import ChatService
+from bridge.config import Settings
+from bridge.ids import UserUri
+from bridge.ports import Notifier
+from rest.app import DATABASE, SERVER_ROOT, SETTINGS
+from rest.errors import OMAFault, invalid_input
+from rest.handlers.channels import NOTIFIER
+from rest.handlers.chat import CHAT_SERVICE, ChatTarget, Created
+from rest.models import (
+    ChatMessage,
+    ChatSessionInformation,
+    ExtensionParameters,
+    GroupChatSessionInformation,
+    IsComposing,
+    MessageStatus,
+    MessageStatusReport,
+    ParticipantInformation,
+    ParticipantList,
+    ParticipantSessionStatus,
+    ParticipantStatus,
+)
+from state.chat_repository import SQLChatStore
+from state.db import Database
+
+log = logging.getLogger(__name__)
+
+CHAT_BRIDGE: web.AppKey[ChatService] = web.AppKey("chat_bridge")
+"""The domain chat service (the signalling event sink), for the SIP side and tests."""
+
+
+def build_chat_service(
+    settings: Settings,
+    database: Database,
+    notifier: Notifier,
+    signalling: SignallingPort,
+    urls: ChatUrls,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+) -> ChatService:
+    """The 1-1 chat service over the SQL store, bound as ``signalling``'s event sink."""
+    service = ChatService(
+        settings=settings,
+        store=SQLChatStore(database),
+        notifier=notifier,
+        signalling=signalling,
+        urls=urls,
+        clock=clock,
+    )
+    signalling.bind(service)
+    return service
+
+
+def install_chat(app: web.Application, signalling: SignallingPort) -> ChatService:
+    """Build the chat service for ``app`` (made by ``make_app``) and plug it in."""
+    service = build_chat_service(
+        app[SETTINGS], app[DATABASE], app[NOTIFIER], signalling, app[SERVER_ROOT]
+    )
+    app[CHAT_BRIDGE] = service
+    app[CHAT_SERVICE] = RestChatService(service, app[SETTINGS])
+
+    async def lifetime(_app: web.Application) -> AsyncIterator[None]:
+        await service.start()
+        yield
+        await service.stop()
+
+    app.cleanup_ctx.append(lifetime)
+    return service
+
+
+def _not_yet() -> OMAFault:
+    return OMAFault(501, "SVC0001", ["chat is not available yet on this bridge"])
+
+
+def session_view(cs: ChatSession) -> ChatSessionInformation:
+    """``chatSessionInformation`` of a stored session (resourceURL added by the handler)."""
+    return ChatSessionInformation(
+        subject=cs.subject,
+        originator_address=cs.originator,
+        originator_name=cs.originator_name,
+        t_participant_address=cs.invitee,
+        t_participant_name=cs.t_participant_name,
+        status=ParticipantStatus(one2one.REST_STATUS[one2one.SessionState(cs.state)]),
+        client_correlator=cs.client_correlator,
+    )
+
+
+def message_view(msg: StoredMessage) -> ChatMessage:
+    """``chatMessage`` of a stored message."""
+    reports = sorted(msg.reports, key=lambda r: list(RestStatus).index(r))
+    return ChatMessage(
+        text=msg.text,
+        report_request=[MessageStatus(r.value) for r in reports] or None,
+        client_correlator=msg.client_correlator,
+    )
+
+
+class RestChatService:
+    """``rest.handlers.chat.ChatService`` for 1-1 chat (groups: 501 until built)."""
+
+    def __init__(self, service: ChatService, settings: Settings) -> None:
+        self.service = service
+        self.settings = settings
+
+    # --- 1-1 sessions ------------------------------------------------------------------
+
+    async def create_session(
+        self, user: UserUri, other: UserUri, info: ChatSessionInformation
+    ) -> Created[ChatSessionInformation]:
+        """R3: invite ``other``."""
+        new = NewSession(
+            subject=info.subject,
+            originator_name=info.originator_name,
+            t_participant_name=info.t_participant_name,
+            client_correlator=info.client_correlator,
+        )
+        cs, created = await self.service.create_session(user, other, new)
+        return Created(session_view(cs), cs.id, created)
+
+    async def get_session(
+        self, user: UserUri, other: UserUri, session_id: str
+    ) -> ChatSessionInformation:
+        """R4 GET."""
+        return session_view(await self.service.get_session(user, other, session_id))
+
+    async def end_session(self, user: UserUri, other: UserUri, session_id: str) -> None:
+        """R4 DELETE."""
+        await self.service.end_session(user, other, session_id)
+
+    async def get_session_status(
+        self, user: UserUri, other: UserUri, session_id: str
+    ) -> ParticipantSessionStatus:
+        """R5 GET."""
+        cs = await self.service.get_session(user, other, session_id)
+        state = one2one.SessionState(cs.state)
+        return ParticipantSessionStatus(status=ParticipantStatus(one2one.REST_STATUS[state]))
+
+    async def accept_session(self, user: UserUri, other: UserUri, session_id: str) -> None:
+        """R5 PUT Connected."""
+        await self.service.accept_session(user, other, session_id)
+
+    # --- messages --------------------------------------------------------------------
+
+    @staticmethod
+    def _one(target: ChatTarget) -> UserUri:
+        if target.other is None:
+            raise _not_yet()
+        return target.other
+
+    async def send_message(self, target: ChatTarget, message: ChatMessage) -> Created[ChatMessage]:
+        """R6: a chat message; 400 SVC0002 above ``chat_max_text_bytes``."""
+        other = self._one(target)
+        size = len(message.text.encode("utf-8"))
+        if size > self.settings.chat_max_text_bytes:
+            raise invalid_input(
+                "chatMessage.text",
+                f"{size} bytes, at most {self.settings.chat_max_text_bytes} allowed",
+            )
+        text = OutgoingText(
+            text=message.text,
+            reports=frozenset(RestStatus(r.value) for r in message.reports),
+            client_correlator=message.client_correlator,
+        )
+        msg, created = await self.service.send_message(target.user, other, target.session_id, text)
+        return Created(message_view(msg), msg.id, created)
+
+    async def send_composing(self, target: ChatTarget, composing: IsComposing) -> None:
+        """R6: isComposing."""
+        other = self._one(target)
+        state = Composing(
+            state=ComposingState(composing.state.value),
+            last_active=composing.last_active,
+            content_type=composing.content_type,
+            refresh=composing.refresh,
+        )
+        await self.service.send_composing(target.user, other, target.session_id, state)
+
+    async def get_message(self, target: ChatTarget, message_id: str) -> ChatMessage:
+        """R7b GET."""
+        other = self._one(target)
+        msg = await self.service.get_message(target.user, other, target.session_id, message_id)
+        return message_view(msg)
+
+    async def get_message_status(self, target: ChatTarget, message_id: str) -> MessageStatusReport:
+        """R7 GET."""
+        other = self._one(target)
+        status = await self.service.get_message_status(
+            target.user, other, target.session_id, message_id
+        )
+        return MessageStatusReport(status=MessageStatus(status.value))
+
+    async def report_message(
+        self, target: ChatTarget, message_id: str, status: MessageStatus
+    ) -> None:
+        """R7 PUT Delivered/Displayed."""
+        other = self._one(target)
+        await self.service.report_message(
+            target.user, other, target.session_id, message_id, RestStatus(status.value)
+        )
+
+    # --- not built yet: promote and group chat --------------------------------------------
+
+    async def extend_session(
+        self, user: UserUri, other: UserUri, session_id: str, params: ExtensionParameters
+    ) -> Created[GroupChatSessionInformation]:
+        """R8: 501 until group chat exists."""
+        raise _not_yet()
+
+    async def create_group(
+        self, user: UserUri, info: GroupChatSessionInformation
+    ) -> Created[GroupChatSessionInformation]:
+        """R9: 501 until group chat exists."""
+        raise _not_yet()
+
+    async def get_group(self, user: UserUri, session_id: str) -> GroupChatSessionInformation:
+        """R10: 501 until group chat exists."""
+        raise _not_yet()
+
+    async def leave_group(self, user: UserUri, session_id: str) -> None:
+        """R10 DELETE: 501 until group chat exists."""
+        raise _not_yet()
+
+    async def list_participants(self, user: UserUri, session_id: str) -> ParticipantList:
+        """R11: 501 until group chat exists."""
+        raise _not_yet()
+
+    async def add_participants(
+        self, user: UserUri, session_id: str, participants: Sequence[ParticipantInformation]
+    ) -> Created[ParticipantList]:
+        """R11 POST: 501 until group chat exists."""
+        raise _not_yet()
+
+    async def get_participant(
+        self, user: UserUri, session_id: str, participant: UserUri
+    ) -> ParticipantInformation:
+        """R12: 501 until group chat exists."""
+        raise _not_yet()
+
+    async def remove_participant(
+        self, user: UserUri, session_id: str, participant: UserUri
+    ) -> None:
+        """R12 DELETE: 501 until group chat exists."""
+        raise _not_yet()
+
+    async def get_participant_status(
+        self, user: UserUri, session_id: str, participant: UserUri
+    ) -> ParticipantSessionStatus:
+        """R13: 501 until group chat exists."""
+        raise _not_yet()
+
+    async def accept_group(self, user: UserUri, session_id: str) -> None:
+        """R13 PUT: 501 until group chat exists."""
+        raise _not_yet()

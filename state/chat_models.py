@@ -1,0 +1,98 @@
+"""ORM models of 1-1 chat: sessions and messages (sip-msrp-mapping.md §3.2).
+
+``chat_sessions`` maps each user's REST sessionId to its signalling leg and
+the SIP/MSRP identifiers of that leg (Call-ID, tags, Contribution-ID,
+Conversation-ID, MSRP URIs). ``chat_messages`` maps each REST messageId
+(= imdn.Message-ID) to its session, peer and status; the IMDN correlation of
+§3.2 (``imdn_routes``: original sender, IMDN-Record-Route, DateTime) is folded
+into the received message's row, since every report needs the message anyway.
+The schema is created by ``state/migrations/m0020_chat_sessions_messages.py``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from state.db import Base
+
+USER_URI_LEN = 512
+ID_LEN = 128
+SIP_ID_LEN = 256
+
+
+class ChatSessionRow(Base):
+    """One user's 1-1 session, confirmed or implicit."""
+
+    __tablename__ = "chat_sessions"
+    __table_args__ = (
+        sa.UniqueConstraint("leg_id", name="uq_chat_sessions_leg"),
+        sa.UniqueConstraint("user_uri", "client_correlator", name="uq_chat_sessions_corr"),
+        sa.Index("ix_chat_sessions_user_peer", "user_uri", "peer_uri", "kind", "state"),
+        sa.Index("ix_chat_sessions_state", "state"),
+        sa.Index("ix_chat_sessions_ended_at", "ended_at"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(ID_LEN), primary_key=True)
+    user_uri: Mapped[str] = mapped_column(sa.String(USER_URI_LEN))
+    peer_uri: Mapped[str] = mapped_column(sa.String(USER_URI_LEN))
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    direction: Mapped[str] = mapped_column(sa.String(8))
+    state: Mapped[str] = mapped_column(sa.String(16))
+    leg_id: Mapped[str | None] = mapped_column(sa.String(ID_LEN))
+    subject: Mapped[str | None] = mapped_column(sa.Text)
+    originator_name: Mapped[str | None] = mapped_column(sa.Text)
+    t_participant_name: Mapped[str | None] = mapped_column(sa.Text)
+    client_correlator: Mapped[str | None] = mapped_column(sa.String(256))
+    call_id: Mapped[str | None] = mapped_column(sa.String(SIP_ID_LEN))
+    local_tag: Mapped[str | None] = mapped_column(sa.String(SIP_ID_LEN))
+    remote_tag: Mapped[str | None] = mapped_column(sa.String(SIP_ID_LEN))
+    contribution_id: Mapped[str | None] = mapped_column(sa.String(SIP_ID_LEN))
+    conversation_id: Mapped[str | None] = mapped_column(sa.String(SIP_ID_LEN))
+    msrp_local_uri: Mapped[str | None] = mapped_column(sa.String(1024))
+    msrp_remote_path: Mapped[str | None] = mapped_column(sa.String(2048))
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    end_reason: Mapped[str | None] = mapped_column(sa.String(256))
+
+
+class ChatMessageRow(Base):
+    """One message of one user, sent or received."""
+
+    __tablename__ = "chat_messages"
+    __table_args__ = (
+        sa.UniqueConstraint("user_uri", "message_id", "direction", name="uq_chat_messages_imdn"),
+        sa.UniqueConstraint(
+            "user_uri", "direction", "client_correlator", name="uq_chat_messages_corr"
+        ),
+        sa.Index("ix_chat_messages_session", "session_id", "status", "seq"),
+        sa.Index("ix_chat_messages_status", "direction", "status"),
+        sa.Index("ix_chat_messages_expires_at", "expires_at"),
+    )
+
+    seq: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    message_id: Mapped[str] = mapped_column(sa.String(ID_LEN * 2))
+    user_uri: Mapped[str] = mapped_column(sa.String(USER_URI_LEN))
+    peer_uri: Mapped[str] = mapped_column(sa.String(USER_URI_LEN))
+    direction: Mapped[str] = mapped_column(sa.String(8))
+    session_id: Mapped[str | None] = mapped_column(
+        sa.String(ID_LEN), sa.ForeignKey("chat_sessions.id", ondelete="SET NULL")
+    )
+    rest_session: Mapped[str] = mapped_column(sa.String(ID_LEN))
+    text: Mapped[str] = mapped_column(sa.Text)
+    content_type: Mapped[str] = mapped_column(sa.String(128))
+    reports: Mapped[str] = mapped_column(sa.String(64))
+    dispositions: Mapped[str] = mapped_column(sa.String(128))
+    status: Mapped[str] = mapped_column(sa.String(16))
+    client_correlator: Mapped[str | None] = mapped_column(sa.String(256))
+    sender_name: Mapped[str | None] = mapped_column(sa.Text)
+    report_route: Mapped[list[str]] = mapped_column(sa.JSON)
+    date_time: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))

@@ -1,0 +1,468 @@
+"""Repository functions of 1-1 chat: sessions and messages (sip-msrp-mapping.md §3).
+
+Plain ``async def``s over an ``AsyncSession`` that return the frozen
+dataclasses of ``bridge.chat.model``; the caller owns the transaction
+(STYLE.md §9), so a state change and the notifications it causes
+(``state.outbox.enqueue``) commit together. Timestamps are timezone-aware
+UTC; SQLite hands them back naive and they are re-tagged here.
+
+Sets of REST statuses and dispositions are stored as sorted comma-separated
+values (small, closed vocabularies).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bridge.chat.model import (
+    ChatSession,
+    DialogIds,
+    Direction,
+    Disposition,
+    LegId,
+    RestStatus,
+    SessionKind,
+    StoredMessage,
+)
+from bridge.ids import ChatSessionId, MessageId, SubscriptionId, UserUri
+from bridge.ports import JSONObject, Notification
+from bridge.subscriptions import Subscription
+from state import outbox, repository
+from state.chat_models import ChatMessageRow, ChatSessionRow
+from state.db import Database
+
+_S = ChatSessionRow
+_M = ChatMessageRow
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _join(values: Iterable[str]) -> str:
+    return ",".join(sorted(values))
+
+
+def _split(text: str) -> list[str]:
+    return [v for v in text.split(",") if v]
+
+
+def _to_session(row: ChatSessionRow) -> ChatSession:
+    return ChatSession(
+        id=ChatSessionId(row.id),
+        user=UserUri(row.user_uri),
+        peer=UserUri(row.peer_uri),
+        kind=SessionKind(row.kind),
+        direction=Direction(row.direction),
+        state=row.state,
+        leg=None if row.leg_id is None else LegId(row.leg_id),
+        subject=row.subject,
+        originator_name=row.originator_name,
+        t_participant_name=row.t_participant_name,
+        client_correlator=row.client_correlator,
+        created_at=_aware(row.created_at),
+        updated_at=_aware(row.updated_at),
+        ended_at=None if row.ended_at is None else _aware(row.ended_at),
+        end_reason=row.end_reason,
+        ids=DialogIds(
+            call_id=row.call_id,
+            local_tag=row.local_tag,
+            remote_tag=row.remote_tag,
+            contribution_id=row.contribution_id,
+            conversation_id=row.conversation_id,
+            msrp_local_uri=row.msrp_local_uri,
+            msrp_remote_path=row.msrp_remote_path,
+        ),
+    )
+
+
+def _session_values(cs: ChatSession) -> dict[str, object]:
+    return {
+        "user_uri": cs.user,
+        "peer_uri": cs.peer,
+        "kind": cs.kind.value,
+        "direction": cs.direction.value,
+        "state": cs.state,
+        "leg_id": cs.leg,
+        "subject": cs.subject,
+        "originator_name": cs.originator_name,
+        "t_participant_name": cs.t_participant_name,
+        "client_correlator": cs.client_correlator,
+        "call_id": cs.ids.call_id,
+        "local_tag": cs.ids.local_tag,
+        "remote_tag": cs.ids.remote_tag,
+        "contribution_id": cs.ids.contribution_id,
+        "conversation_id": cs.ids.conversation_id,
+        "msrp_local_uri": cs.ids.msrp_local_uri,
+        "msrp_remote_path": cs.ids.msrp_remote_path,
+        "created_at": cs.created_at,
+        "updated_at": cs.updated_at,
+        "ended_at": cs.ended_at,
+        "end_reason": None if cs.end_reason is None else cs.end_reason[:256],
+    }
+
+
+def _to_message(row: ChatMessageRow) -> StoredMessage:
+    return StoredMessage(
+        id=MessageId(row.message_id),
+        user=UserUri(row.user_uri),
+        peer=UserUri(row.peer_uri),
+        direction=Direction(row.direction),
+        session_id=None if row.session_id is None else ChatSessionId(row.session_id),
+        rest_session=row.rest_session,
+        text=row.text,
+        content_type=row.content_type,
+        reports=frozenset(RestStatus(v) for v in _split(row.reports)),
+        dispositions=frozenset(Disposition(v) for v in _split(row.dispositions)),
+        status=row.status,
+        date_time=_aware(row.date_time),
+        created_at=_aware(row.created_at),
+        client_correlator=row.client_correlator,
+        sender_name=row.sender_name,
+        report_route=tuple(row.report_route),
+        seq=row.seq,
+    )
+
+
+# --- sessions ---------------------------------------------------------------------
+
+
+async def insert_session(session: AsyncSession, cs: ChatSession) -> ChatSession:
+    """Store a new session (its ``id`` and ``leg`` must be unused)."""
+    await session.execute(sa.insert(_S).values(id=cs.id, **_session_values(cs)))
+    return cs
+
+
+async def save_session(session: AsyncSession, cs: ChatSession) -> ChatSession:
+    """Write every field of an existing session."""
+    await session.execute(sa.update(_S).where(_S.id == cs.id).values(**_session_values(cs)))
+    return cs
+
+
+async def get_session(session: AsyncSession, user: UserUri, session_id: str) -> ChatSession | None:
+    """The session ``session_id`` of ``user``, or None."""
+    row = await session.scalar(sa.select(_S).where(_S.id == session_id, _S.user_uri == user))
+    return None if row is None else _to_session(row)
+
+
+async def session_by_id(session: AsyncSession, session_id: str) -> ChatSession | None:
+    """The session with internal id ``session_id``, whoever owns it."""
+    row = await session.get(_S, session_id)
+    return None if row is None else _to_session(row)
+
+
+async def session_by_leg(session: AsyncSession, leg: str) -> ChatSession | None:
+    """The session bound to signalling leg ``leg``, or None."""
+    row = await session.scalar(sa.select(_S).where(_S.leg_id == leg))
+    return None if row is None else _to_session(row)
+
+
+async def session_by_correlator(
+    session: AsyncSession, user: UserUri, correlator: str
+) -> ChatSession | None:
+    """The session ``user`` created with ``clientCorrelator`` ``correlator``, or None."""
+    row = await session.scalar(
+        sa.select(_S).where(_S.user_uri == user, _S.client_correlator == correlator)
+    )
+    return None if row is None else _to_session(row)
+
+
+async def live_adhoc_session(
+    session: AsyncSession, user: UserUri, peer: UserUri, live_states: Iterable[str]
+) -> ChatSession | None:
+    """The newest implicit session between ``user`` and ``peer`` in one of ``live_states``."""
+    row = await session.scalar(
+        sa.select(_S)
+        .where(
+            _S.user_uri == user,
+            _S.peer_uri == peer,
+            _S.kind == SessionKind.ADHOC.value,
+            _S.state.in_(list(live_states)),
+        )
+        .order_by(_S.created_at.desc(), _S.id.desc())
+        .limit(1)
+    )
+    return None if row is None else _to_session(row)
+
+
+async def sessions_in_states(
+    session: AsyncSession, kind: SessionKind, states: Iterable[str]
+) -> list[ChatSession]:
+    """Every session of ``kind`` in one of ``states`` (recovery after a restart)."""
+    rows = await session.scalars(
+        sa.select(_S)
+        .where(_S.kind == kind.value, _S.state.in_(list(states)))
+        .order_by(_S.created_at, _S.id)
+    )
+    return [_to_session(r) for r in rows]
+
+
+# --- messages -----------------------------------------------------------------------
+
+
+async def insert_message(
+    session: AsyncSession, msg: StoredMessage, *, expires_at: datetime
+) -> StoredMessage:
+    """Store a new message; return it with its store order ``seq``."""
+    row = ChatMessageRow(
+        message_id=msg.id,
+        user_uri=msg.user,
+        peer_uri=msg.peer,
+        direction=msg.direction.value,
+        session_id=msg.session_id,
+        rest_session=msg.rest_session,
+        text=msg.text,
+        content_type=msg.content_type,
+        reports=_join(r.value for r in msg.reports),
+        dispositions=_join(d.value for d in msg.dispositions),
+        status=msg.status,
+        client_correlator=msg.client_correlator,
+        sender_name=msg.sender_name,
+        report_route=list(msg.report_route),
+        date_time=msg.date_time,
+        created_at=msg.created_at,
+        updated_at=msg.created_at,
+        expires_at=expires_at,
+    )
+    session.add(row)
+    await session.flush()
+    return _to_message(row)
+
+
+async def get_message(
+    session: AsyncSession, user: UserUri, message_id: str, direction: Direction
+) -> StoredMessage | None:
+    """The message ``message_id`` of ``user`` in ``direction``, or None."""
+    row = await session.scalar(
+        sa.select(_M).where(
+            _M.user_uri == user, _M.message_id == message_id, _M.direction == direction.value
+        )
+    )
+    return None if row is None else _to_message(row)
+
+
+async def find_messages(
+    session: AsyncSession, user: UserUri, message_id: str
+) -> list[StoredMessage]:
+    """Every message of ``user`` with ``message_id`` (sent first, then received)."""
+    rows = await session.scalars(
+        sa.select(_M)
+        .where(_M.user_uri == user, _M.message_id == message_id)
+        .order_by(_M.direction.desc())
+    )
+    return [_to_message(r) for r in rows]
+
+
+async def message_by_correlator(
+    session: AsyncSession, user: UserUri, correlator: str
+) -> StoredMessage | None:
+    """The message ``user`` sent with ``clientCorrelator`` ``correlator``, or None."""
+    row = await session.scalar(
+        sa.select(_M).where(
+            _M.user_uri == user,
+            _M.direction == Direction.OUTGOING.value,
+            _M.client_correlator == correlator,
+        )
+    )
+    return None if row is None else _to_message(row)
+
+
+async def set_message_status(
+    session: AsyncSession,
+    msg: StoredMessage,
+    status: str,
+    *,
+    now: datetime,
+    session_id: ChatSessionId | None = None,
+    detach: bool = False,
+) -> StoredMessage:
+    """Write a new status; move the message to ``session_id``, or off any with ``detach``."""
+    new_session = None if detach else (msg.session_id if session_id is None else session_id)
+    await session.execute(
+        sa.update(_M)
+        .where(_M.seq == msg.seq)
+        .values(status=status, updated_at=now, session_id=new_session)
+    )
+    return replace(msg, status=status, session_id=new_session)
+
+
+async def session_messages(
+    session: AsyncSession, session_id: str, direction: Direction, statuses: Iterable[str]
+) -> list[StoredMessage]:
+    """The messages of a session in ``direction`` with one of ``statuses``, in sending order."""
+    rows = await session.scalars(
+        sa.select(_M)
+        .where(
+            _M.session_id == session_id,
+            _M.direction == direction.value,
+            _M.status.in_(list(statuses)),
+        )
+        .order_by(_M.seq)
+    )
+    return [_to_message(r) for r in rows]
+
+
+async def detached_messages(
+    session: AsyncSession, user: UserUri, peer: UserUri, rest_session: str, status: str
+) -> list[StoredMessage]:
+    """Sent messages of ``user`` to ``peer`` on no session with ``status``, in sending order."""
+    rows = await session.scalars(
+        sa.select(_M)
+        .where(
+            _M.user_uri == user,
+            _M.peer_uri == peer,
+            _M.direction == Direction.OUTGOING.value,
+            _M.rest_session == rest_session,
+            _M.session_id.is_(None),
+            _M.status == status,
+        )
+        .order_by(_M.seq)
+    )
+    return [_to_message(r) for r in rows]
+
+
+async def messages_in_states(
+    session: AsyncSession, direction: Direction, statuses: Iterable[str]
+) -> list[StoredMessage]:
+    """Every message in ``direction`` with one of ``statuses``, in store order (recovery)."""
+    rows = await session.scalars(
+        sa.select(_M)
+        .where(_M.direction == direction.value, _M.status.in_(list(statuses)))
+        .order_by(_M.seq)
+    )
+    return [_to_message(r) for r in rows]
+
+
+async def purge_expired(session: AsyncSession, *, now: datetime, ended_before: datetime) -> int:
+    """Delete messages past their retention and sessions ended before ``ended_before``."""
+    result = await session.execute(sa.delete(_M).where(_M.expires_at <= now))
+    count = getattr(result, "rowcount", 0) or 0
+    result = await session.execute(
+        sa.delete(_S).where(_S.ended_at.is_not(None), _S.ended_at <= ended_before)
+    )
+    return int(count) + int(getattr(result, "rowcount", 0) or 0)
+
+
+# --- the ChatStore port ------------------------------------------------------------
+
+
+class SQLChatTransaction:
+    """``bridge.chat.ports.ChatTransaction`` over one ``AsyncSession``."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def insert_session(self, cs: ChatSession) -> ChatSession:
+        return await insert_session(self.session, cs)
+
+    async def save_session(self, cs: ChatSession) -> ChatSession:
+        return await save_session(self.session, cs)
+
+    async def get_session(self, user: UserUri, session_id: str) -> ChatSession | None:
+        return await get_session(self.session, user, session_id)
+
+    async def session_by_id(self, session_id: str) -> ChatSession | None:
+        return await session_by_id(self.session, session_id)
+
+    async def session_by_leg(self, leg: str) -> ChatSession | None:
+        return await session_by_leg(self.session, leg)
+
+    async def session_by_correlator(self, user: UserUri, correlator: str) -> ChatSession | None:
+        return await session_by_correlator(self.session, user, correlator)
+
+    async def live_adhoc_session(
+        self, user: UserUri, peer: UserUri, states: Iterable[str]
+    ) -> ChatSession | None:
+        return await live_adhoc_session(self.session, user, peer, states)
+
+    async def sessions_in_states(
+        self, kind: SessionKind, states: Iterable[str]
+    ) -> list[ChatSession]:
+        return await sessions_in_states(self.session, kind, states)
+
+    async def insert_message(self, msg: StoredMessage, *, expires_at: datetime) -> StoredMessage:
+        return await insert_message(self.session, msg, expires_at=expires_at)
+
+    async def get_message(
+        self, user: UserUri, message_id: str, direction: Direction
+    ) -> StoredMessage | None:
+        return await get_message(self.session, user, message_id, direction)
+
+    async def find_messages(self, user: UserUri, message_id: str) -> list[StoredMessage]:
+        return await find_messages(self.session, user, message_id)
+
+    async def message_by_correlator(self, user: UserUri, correlator: str) -> StoredMessage | None:
+        return await message_by_correlator(self.session, user, correlator)
+
+    async def set_message_status(
+        self,
+        msg: StoredMessage,
+        status: str,
+        *,
+        now: datetime,
+        session_id: ChatSessionId | None = None,
+        detach: bool = False,
+    ) -> StoredMessage:
+        return await set_message_status(
+            self.session, msg, status, now=now, session_id=session_id, detach=detach
+        )
+
+    async def session_messages(
+        self, session_id: str, direction: Direction, statuses: Iterable[str]
+    ) -> list[StoredMessage]:
+        return await session_messages(self.session, session_id, direction, statuses)
+
+    async def detached_messages(
+        self, user: UserUri, peer: UserUri, rest_session: str, status: str
+    ) -> list[StoredMessage]:
+        return await detached_messages(self.session, user, peer, rest_session, status)
+
+    async def messages_in_states(
+        self, direction: Direction, statuses: Iterable[str]
+    ) -> list[StoredMessage]:
+        return await messages_in_states(self.session, direction, statuses)
+
+    async def purge_expired(self, *, now: datetime, ended_before: datetime) -> int:
+        return await purge_expired(self.session, now=now, ended_before=ended_before)
+
+    async def active_subscriptions(self, user: UserUri, now: datetime) -> list[Subscription]:
+        return await repository.active_subscriptions(self.session, user, now)
+
+    async def enqueue(
+        self,
+        *,
+        user: UserUri,
+        subscription_id: SubscriptionId,
+        notify_url: str,
+        root: str,
+        body: JSONObject,
+        now: datetime,
+    ) -> Notification:
+        return await outbox.enqueue(
+            self.session,
+            user=user,
+            subscription_id=subscription_id,
+            notify_url=notify_url,
+            root=root,
+            body=body,
+            now=now,
+        )
+
+
+class SQLChatStore:
+    """``bridge.chat.ports.ChatStore`` over a ``state.db.Database``."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SQLChatTransaction]:
+        """Commit on normal exit, roll back on error (the caller's unit of work)."""
+        async with self.database.sessions.begin() as session:
+            yield SQLChatTransaction(session)

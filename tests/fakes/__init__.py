@@ -1,0 +1,1 @@
+"""Fakes of the bridge's ports for unit tests (fakes over mocks, STYLE.md §10)."""
