@@ -170,7 +170,10 @@ class DeliveryService:
 
     def wake(self, *queued: Notification) -> None:
         """Wake the worker and the long polls of the channels concerned (all, if none given)."""
-        if not queued or any(n.channel_id is None for n in queued):
+        # A running lane reads its next row itself, and wakes the scheduler when it ends.
+        if not queued or any(
+            n.channel_id is None and n.subscription_id not in self._lanes for n in queued
+        ):
             self._wakeup.set()
         if not queued:
             for poll in self._polls.values():
