@@ -1,0 +1,279 @@
+"""REST round trips of 1-1 chat: make_app + install_chat + loopback signalling + real delivery.
+
+Two users of one bridge chat through the REST API; the signalling side is
+:class:`tests.fakes.signalling.LoopbackSignalling` (what the embedded default
+does over real SIP/MSRP), and notifications travel through the real
+``rest.delivery.DeliveryService`` to a local HTTP receiver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from rest.app import make_app
+from rest.chat_service import CHAT_BRIDGE, install_chat
+from rest.models import NOTIFICATION_MODELS, parse_document
+from state.db import Database
+from tests.fakes.signalling import LoopbackSignalling
+from tests.unit.test_delivery_support import Receiver, fast_settings
+
+A = "tel:+15551230001"
+B = "tel:+15551230002"
+C = "tel:+15551230003"
+
+
+def q(user: str) -> str:
+    return quote(user, safe="")
+
+
+@pytest.fixture
+async def db(tmp_path):
+    database = Database(f"sqlite:///{tmp_path / 'rest-chat.db'}")
+    await database.migrate()
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+async def receiver():
+    r = Receiver()
+    await r.start()
+    yield r
+    await r.stop()
+
+
+class Bridge:
+    """One bridge under test, with helpers in the app's own words."""
+
+    def __init__(
+        self,
+        client: TestClient[web.Request, web.Application],
+        sip: LoopbackSignalling,
+        receiver: Receiver,
+    ) -> None:
+        self.client = client
+        self.sip = sip
+        self.receiver = receiver
+
+    @property
+    def service(self):
+        return self.client.app[CHAT_BRIDGE]
+
+    async def subscribe(self, user: str, **flags: bool) -> None:
+        callback = {"notifyURL": self.receiver.url(f"/{user}"), "callbackData": user}
+        body = {"chatNotificationSubscription": {"callbackReference": callback, **flags}}
+        resp = await self.client.post(f"/chat/v1/{q(user)}/subscriptions", json=body)
+        assert resp.status == 201, await resp.text()
+
+    async def invite(self, user: str, other: str) -> Any:
+        path = f"/chat/v1/{q(user)}/oneToOne/{q(other)}"
+        return await self.call("POST", path, {"chatSessionInformation": {}}, 201)
+
+    async def call(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
+        resp = await self.client.request(method, path, json=body)
+        text = await resp.text()
+        assert resp.status == status, f"{method} {path}: {resp.status} {text}"
+        await self.sip.settle(self.service)
+        return await resp.json() if text else None
+
+    async def notes(self, user: str, root: str, count: int = 1) -> list[dict[str, Any]]:
+        """Wait for ``count`` notifications ``root`` for ``user``; return their bodies."""
+        path = f"/{user}"
+        for _ in range(200):
+            await self.sip.settle(self.service)
+            found = [
+                r.document for r in self.receiver.received if r.path == path and root in r.document
+            ]
+            if len(found) >= count:
+                for doc in found:
+                    parse_document(doc, NOTIFICATION_MODELS[root])
+                return [doc[root] for doc in found]
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"{user}: only {len(found)} of {count} {root}")
+
+
+@pytest.fixture
+async def bridge(db, receiver, aiohttp_client):
+    settings = fast_settings(str(db.url), server_root="http://api.test", chat_idle_timeout=30.0)
+    app = make_app(settings, db)
+    sip = LoopbackSignalling()
+    install_chat(app, sip)
+    client = await aiohttp_client(app)
+    return Bridge(client, sip, receiver)
+
+
+def path_of(url: str) -> str:
+    return url.removeprefix("http://api.test")
+
+
+async def test_confirmed_chat_both_ways(bridge: Bridge) -> None:
+    await bridge.subscribe(A)
+    await bridge.subscribe(B)
+    created = await bridge.call(
+        "POST",
+        f"/chat/v1/{q(A)}/oneToOne/{q(B)}",
+        {"chatSessionInformation": {"subject": "Hi", "originatorName": "Alice"}},
+        status=201,
+    )
+    info = created["chatSessionInformation"]
+    assert info["status"] == "Invited" and info["originatorAddress"] == A
+    a_session = path_of(info["resourceURL"])
+    (invite,) = await bridge.notes(B, "chatSessionInvitationNotification")
+    assert invite["originatorAddress"] == A and invite["subject"] == "Hi"
+    links = {link["rel"]: path_of(link["href"]) for link in invite["link"]}
+    b_session = links["ChatSessionInformation"]
+    assert b_session.split("/")[-1] != a_session.split("/")[-1]  # per-user ids
+    got = await bridge.call("GET", b_session)
+    assert got["chatSessionInformation"]["status"] == "Invited"
+    await bridge.call("PUT", links["ParticipantSessionStatus"], status=204)
+    (accepted,) = await bridge.notes(A, "chatEventNotification")
+    assert accepted["eventType"] == "Accepted"
+    got = await bridge.call("GET", a_session + "/status")
+    assert got["participantSessionStatus"]["status"] == "Connected"
+
+    sent = await bridge.call(
+        "POST",
+        a_session + "/messages",
+        {"chatMessage": {"text": "hello B", "reportRequest": ["Delivered", "Displayed"]}},
+        status=201,
+    )
+    status_url = path_of(sent["resourceReference"]["resourceURL"])
+    (msg,) = await bridge.notes(B, "chatMessageNotification")
+    assert msg["chatMessage"] == {"text": "hello B"} and msg["senderAddress"] == A
+    report_url = path_of(msg["link"][0]["href"])
+    assert report_url.startswith(b_session + "/messages/")
+    # "Delivered" went out by itself once B's app had the notification
+    (delivered,) = await bridge.notes(A, "chatMessageStatusNotification")
+    assert delivered["status"] == "Delivered" and delivered["messageId"] == msg["messageId"]
+    await bridge.call("PUT", report_url, {"messageStatusReport": {"status": "Delivered"}}, 204)
+    await bridge.call("PUT", report_url, {"messageStatusReport": {"status": "Displayed"}}, 204)
+    statuses = await bridge.notes(A, "chatMessageStatusNotification", 2)
+    assert [s["status"] for s in statuses] == ["Delivered", "Displayed"]
+    got = await bridge.call("GET", status_url)
+    assert got["messageStatusReport"]["status"] == "Displayed"
+    got = await bridge.call("GET", status_url.removesuffix("/status"))
+    assert got["chatMessage"]["text"] == "hello B"
+
+    await bridge.call(
+        "POST", b_session + "/messages", {"isComposing": {"state": "active", "refresh": 60}}, 204
+    )
+    typing = [n for n in await bridge.notes(A, "chatMessageNotification") if "isComposing" in n]
+    assert typing[0]["isComposing"]["state"] == "active"
+
+    await bridge.call("DELETE", a_session, status=204)
+    events = await bridge.notes(B, "chatEventNotification")
+    assert events[-1]["eventType"] == "SessionEnded"
+    got = await bridge.call("GET", a_session)
+    assert got["chatSessionInformation"]["status"] == "Disconnected"
+    fault = await bridge.call(
+        "POST", a_session + "/messages", {"chatMessage": {"text": "late"}}, status=409
+    )
+    assert fault["requestError"]["policyException"]["messageId"] == "POL0001"
+
+
+async def test_decline_and_no_subscription(bridge: Bridge) -> None:
+    await bridge.subscribe(A)
+    await bridge.subscribe(B)
+    await bridge.call(
+        "POST", f"/chat/v1/{q(A)}/oneToOne/{q(B)}", {"chatSessionInformation": {}}, 201
+    )
+    (invite,) = await bridge.notes(B, "chatSessionInvitationNotification")
+    await bridge.call("DELETE", path_of(invite["link"][0]["href"]), status=204)
+    (declined,) = await bridge.notes(A, "chatEventNotification")
+    assert declined["eventType"] == "Declined"
+    await bridge.call(
+        "POST", f"/chat/v1/{q(A)}/oneToOne/{q(C)}", {"chatSessionInformation": {}}, 201
+    )
+    events = await bridge.notes(A, "chatEventNotification", 2)
+    assert events[1]["eventType"] == "Failed"  # C has no subscription: 480
+
+
+async def test_adhoc_chat(bridge: Bridge) -> None:
+    await bridge.subscribe(A)
+    await bridge.subscribe(B, confirmedChatSupported=False, adhocChatSupported=True)
+    base = f"/chat/v1/{q(A)}/oneToOne/{q(B)}/adhoc/messages"
+    await bridge.call("POST", base, {"isComposing": {"state": "active"}}, status=204)
+    assert not bridge.sip.named("start_session")  # no session just for typing
+    first = await bridge.call(
+        "POST", base, {"chatMessage": {"text": "one", "reportRequest": "Displayed"}}, 201
+    )
+    await bridge.call("POST", base, {"chatMessage": {"text": "two"}}, 201)
+    notes = await bridge.notes(B, "chatMessageNotification", 2)
+    assert [(n["sessionId"], n["chatMessage"]["text"]) for n in notes] == [
+        ("adhoc", "one"),
+        ("adhoc", "two"),
+    ]
+    assert not await bridge.notes(B, "chatEventNotification", 0)
+    await bridge.call(
+        "PUT",
+        path_of(notes[0]["link"][0]["href"]),
+        {"messageStatusReport": {"status": "Displayed"}},
+        204,
+    )
+    statuses = await bridge.notes(A, "chatMessageStatusNotification", 2)
+    assert [s["status"] for s in statuses] == ["Delivered", "Displayed"]
+    got = await bridge.call("GET", path_of(first["resourceReference"]["resourceURL"]))
+    assert got["messageStatusReport"]["status"] == "Displayed"
+    assert len(bridge.sip.named("start_session")) == 1
+    # B answers on the same implicit session
+    await bridge.call(
+        "POST",
+        f"/chat/v1/{q(B)}/oneToOne/{q(A)}/adhoc/messages",
+        {"chatMessage": {"text": "back"}},
+        201,
+    )
+    (reply,) = await bridge.notes(A, "chatMessageNotification")
+    assert reply["sessionId"] == "adhoc" and reply["chatMessage"]["text"] == "back"
+    assert len(bridge.sip.named("start_session")) == 1
+
+
+async def test_rest_faults(bridge: Bridge) -> None:
+    one = f"/chat/v1/{q(A)}/oneToOne/{q(B)}"
+    await bridge.call("GET", one + "/nope", status=404)
+    await bridge.call("GET", one + "/adhoc/messages/nope/status", status=404)
+    big = {"chatMessage": {"text": "x" * 9000}}
+    fault = await bridge.call("POST", one + "/adhoc/messages", big, status=400)
+    assert fault["requestError"]["serviceException"]["messageId"] == "SVC0002"
+    fault = await bridge.call(
+        "POST",
+        f"/chat/v1/{q(A)}/group",
+        {"groupChatSessionInformation": {"participant": [{"address": B}]}},
+        status=501,
+    )
+    assert fault["requestError"]["serviceException"]["messageId"] == "SVC0001"
+
+
+async def test_restart_reports_ended_session(
+    db: Database, receiver: Receiver, aiohttp_client
+) -> None:
+    settings = fast_settings(str(db.url), server_root="http://api.test")
+    first_app = make_app(settings, db)
+    sip = LoopbackSignalling()
+    install_chat(first_app, sip)
+    first = Bridge(await aiohttp_client(first_app), sip, receiver)
+    await first.subscribe(A)
+    await first.subscribe(B)
+    await first.call(
+        "POST", f"/chat/v1/{q(A)}/oneToOne/{q(B)}", {"chatSessionInformation": {}}, 201
+    )
+    (invite,) = await first.notes(B, "chatSessionInvitationNotification")
+    await first.call("PUT", path_of(invite["link"][1]["href"]), status=204)
+    await first.notes(A, "chatEventNotification")
+    await first.client.close()  # the first process is gone (its SIP legs with it)
+
+    second_app = make_app(settings, db)
+    second_sip = LoopbackSignalling()
+    install_chat(second_app, second_sip)
+    second = Bridge(await aiohttp_client(second_app), second_sip, receiver)
+    a_events = await second.notes(A, "chatEventNotification", 2)
+    b_events = await second.notes(B, "chatEventNotification", 1)
+    assert a_events[-1]["eventType"] == "SessionEnded"
+    assert b_events[-1]["eventType"] == "SessionEnded"
+    got = await second.call("GET", path_of(invite["link"][0]["href"]))
+    assert got["chatSessionInformation"]["status"] == "Disconnected"
