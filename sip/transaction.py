@@ -766,47 +766,44 @@ class TransactionLayer:
         try:
             if self.transport.try_send(request, target):
                 return
-        except SIPError:
-            self._transport_error(tx)
+        except SIPError as exc:
+            self._transport_error(tx, exc)
             return
         self._spawn(self._send_async(tx, request, target))
 
     async def _send_async(self, tx: _Base, msg: Message, target: Target) -> None:
         try:
             await self.transport.send(msg, target)
-        except SIPError:
-            self._transport_error(tx)
+        except SIPError as exc:
+            self._transport_error(tx, exc)
 
     def _send_response(self, tx: ServerTransaction, response: Response) -> None:
         source = tx.source
         conn = source.connection
         if conn is not None and conn.transport is not None and not conn.transport.is_closing():
-            try:
-                self.transport.try_send(
-                    response, Target(source.transport, source.host, source.port)
-                )
-                return
-            except SIPError:
-                pass
-        elif conn is None and source.transport == "udp":
+            self.transport.send_on(conn, response)
+            return
+        if conn is None and source.transport == "udp":
             via = response.top_via
             target = Target("udp", via.received or source.host, via.rport or via.port or 5060)
             try:
                 self.transport.try_send(response, target)
-            except SIPError:
-                self._transport_error(tx)
+            except SIPError as exc:
+                self._transport_error(tx, exc)
             return
         self._spawn(self._send_response_async(tx, response))
 
     async def _send_response_async(self, tx: ServerTransaction, response: Response) -> None:
         try:
             await self.transport.send_response(response, tx.source)
-        except SIPError:
-            self._transport_error(tx)
+        except SIPError as exc:
+            self._transport_error(tx, exc)
 
-    def _transport_error(self, tx: _Base) -> None:
+    def _transport_error(self, tx: _Base, error: SIPError) -> None:
         if isinstance(tx, ServerTransaction) and tx.failure is None:
-            tx.failure = SIPError(503, "Service Unavailable", local=True)
+            tx.failure = error
+        elif isinstance(tx, ClientTransaction):
+            tx._fail(error)
         if tx.state is S.TERMINATED:  # e.g. timer J/K were zero on a stream
             return
         try:

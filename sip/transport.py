@@ -10,7 +10,8 @@ Public API::
         await .listen("udp" | "tcp" | "tls", port=0, ssl=None) -> (host, port)
         .sent_by(transport) -> (host, port)      for our Via (RFC 3261 §18.1.1)
         .is_reliable(transport) -> bool
-        await .send(msg, target)                 requests, ACK, CANCEL; raises SIPError(503)
+        await .send(msg, target)                 requests, ACK, CANCEL; raises SIPError(503,
+                                                 or 513 for a datagram above 65507 bytes)
         await .send_response(resp, source)       RFC 3261 §18.2.2 (+ RFC 3581 rport)
         await .target_for(request) -> Target    outbound proxy / first Route / Request-URI
         await .resolve(uri) -> Target           numeric hosts or an A/AAAA lookup
@@ -68,6 +69,7 @@ log = logging.getLogger(__name__)
 trace = logging.getLogger("bridge.trace.sip")
 
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
+MAX_DATAGRAM = 65507  # IPv4 UDP payload limit; bigger messages need TCP (RFC 3261 §18.1.1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,7 +365,12 @@ class TransportLayer:
             except CodecError as exc:  # pragma: no cover - validated by the parser
                 trace.debug("x %s", exc)
                 return
-        self.on_message(msg, source)
+        try:
+            self.on_message(msg, source)
+        except Exception:  # a TU bug must not kill the socket or the connection
+            log.exception(
+                "SIP message handler failed for a message from %s:%s", source.host, source.port
+            )
 
     @staticmethod
     def _stamp(request: Request, source: Source) -> Request:
@@ -394,7 +401,7 @@ class TransportLayer:
                 raise SIPError(503, "No UDP transport", local=True)
             data = serialize(msg)
             _trace_message(">", "udp", target.host, target.port, data)
-            self._udp.transport.sendto(data, (target.host, target.port))
+            self._sendto(data, target)
             return True
         conn = self._connections.get((target.transport, target.host, target.port))
         if conn is None or conn.transport is None or conn.transport.is_closing():
@@ -411,10 +418,22 @@ class TransportLayer:
         if target.transport == "udp":
             if self._udp is None or self._udp.transport is None:
                 raise SIPError(503, "No UDP transport", local=True)
-            self._udp.transport.sendto(data, (target.host, target.port))
+            self._sendto(data, target)
             return
         conn = await self._connection(target)
         conn.write(data)
+
+    def send_on(self, conn: Connection, msg: Message) -> None:
+        """Writes ``msg`` on an open stream connection. Raises SIPError(503) if it closed."""
+        data = serialize(msg)
+        _trace_message(">", conn.name, conn.peer[0], conn.peer[1], data)
+        conn.write(data)
+
+    def _sendto(self, data: bytes, target: Target) -> None:
+        if len(data) > MAX_DATAGRAM:
+            raise SIPError(513, "Message Too Large", local=True)
+        assert self._udp is not None and self._udp.transport is not None
+        self._udp.transport.sendto(data, (target.host, target.port))
 
     async def _connection(self, target: Target) -> Connection:
         key = (target.transport, target.host, target.port)
@@ -458,13 +477,10 @@ class TransportLayer:
         connection if still open, else received/rport or sent-by of the top Via."""
         via = response.top_via
         transport = via.transport.lower()
-        data = None
         if source is not None and source.connection is not None:
             conn = source.connection
             if conn.transport is not None and not conn.transport.is_closing():
-                data = serialize(response)
-                _trace_message(">", conn.name, conn.peer[0], conn.peer[1], data)
-                conn.write(data)
+                self.send_on(conn, response)
                 return
         host = via.received or via.host
         if transport == "udp" and via.maddr:

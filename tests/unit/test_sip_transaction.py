@@ -638,3 +638,12 @@ async def test_forked_2xx_goes_to_stray_handler_without_on_2xx(make_stack, peer)
     udp.send(answer(req, 200, "two"), addr)
     await asyncio.sleep(0.1)
     assert [r.to_tag for r in stray] == ["two"]
+
+
+async def test_oversized_udp_request_fails_with_513(make_stack, peer) -> None:
+    stack = await make_stack()
+    _, port = peer
+    big = message(port).with_body(b"x" * 70000)
+    with pytest.raises(SIPError) as info:
+        await stack.layer.request(big, Target("udp", "127.0.0.1", port))
+    assert info.value.status == 513 and info.value.local

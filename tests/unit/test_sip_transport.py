@@ -340,3 +340,25 @@ async def test_tls_round_trip(tmp_path) -> None:
     assert isinstance(reply, Response) and reply.status == 200
     await client.close()
     await server.close()
+
+
+async def test_oversized_datagram_and_failing_handler(udp_peer) -> None:
+    def boom(msg: Message, source: Source) -> None:
+        raise RuntimeError("TU bug")
+
+    tl = TransportLayer(boom)
+    _, port = await tl.listen("udp")
+    peer, peer_port = udp_peer
+    big = parse_message(raw_request(5, body=b"x" * 70000))
+    with pytest.raises(SIPError) as info:
+        await tl.send(big, Target("udp", "127.0.0.1", peer_port))
+    assert info.value.status == 513
+    with pytest.raises(SIPError):
+        tl.try_send(big, Target("udp", "127.0.0.1", peer_port))
+    assert peer.transport is not None
+    peer.transport.sendto(raw_request(5), ("127.0.0.1", port))  # handler raises: logged
+    peer.transport.sendto(b"\r\n\r\n", ("127.0.0.1", port))
+    await asyncio.sleep(0.1)
+    assert tl.try_send(parse_message(raw_request(5)), Target("udp", "127.0.0.1", peer_port))
+    assert await peer.get()
+    await tl.close()
