@@ -645,6 +645,7 @@ def make_request(
 
 
 _COPIED = frozenset({"via", "from", "call-id", "cseq"})
+_COPIED_100 = _COPIED | {"timestamp"}  # RFC 3261 §8.2.6.1
 
 
 def make_response(
@@ -657,16 +658,17 @@ def make_response(
     body: bytes = b"",
     content_type: str | None = None,
 ) -> Response:
-    """A response to ``request`` (RFC 3261 §8.2.6.2): Via, From, Call-ID, CSeq copied, To
-    copied with ``to_tag`` added when it has none (a fresh tag for non-100 responses when
-    ``to_tag`` is None), Record-Route copied on 101-299 responses (RFC 3261 §12.1.1)."""
+    """A response to ``request`` (RFC 3261 §8.2.6): Via, From, Call-ID, CSeq (and Timestamp
+    on a 100) copied; To copied with ``to_tag`` added when it has none (a fresh tag for
+    non-100 responses when ``to_tag`` is None); Record-Route copied on 101-299 (§12.1.1)."""
     if not 100 <= status <= 699:
         raise CodecError(f"invalid status code: {status!r}")
     out: list[tuple[str, str, str]] = []
     keep_rr = 100 < status < 300
+    copied = _COPIED_100 if status == 100 else _COPIED
     for item in request.headers.items:
         key = item[0]
-        if key in _COPIED or (keep_rr and key == "record-route"):
+        if key in copied or (keep_rr and key == "record-route"):
             out.append(item)
         elif key == "to":
             value = item[2]

@@ -12,6 +12,9 @@ Public API::
         .is_reliable(transport) -> bool
         await .send(msg, target)                 requests, ACK, CANCEL; raises SIPError(503,
                                                  or 513 for a datagram above 65507 bytes)
+        .try_send(msg, target) -> bool           the same without awaiting (False: use send)
+        .send_on(connection, msg)                on an open stream connection
+        .via_for(transport, branch) -> str       our Via value, with ;rport
         await .send_response(resp, source)       RFC 3261 §18.2.2 (+ RFC 3581 rport)
         await .target_for(request) -> Target    outbound proxy / first Route / Request-URI
         await .resolve(uri) -> Target           numeric hosts or an A/AAAA lookup

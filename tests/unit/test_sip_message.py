@@ -314,7 +314,11 @@ def test_make_request_and_headers_api() -> None:
 def test_make_response() -> None:
     req = parse_message(load("rcs_invite_multipart.sip"))
     assert isinstance(req, Request)
-    trying = make_response(req, 100)
+    trying = make_response(req.with_header("Timestamp", "54"), 100)
+    assert (
+        trying.get("Timestamp") == "54"
+        and make_response(req.with_header("Timestamp", "54"), 180).get("Timestamp") is None
+    )
     assert trying.to_tag is None and trying.reason == "Trying" and trying.body == b""
     assert "Contact" not in trying.headers and "Record-Route" not in trying.headers
     ok = make_response(
