@@ -26,7 +26,9 @@ Contract for the adapter (H8)
   :class:`SessionAccepted` after 200/ACK *and* the MSRP bind, or
   :class:`SessionFailed` with the final SIP status (408 for no answer / timer
   B, 0 for a local or MSRP connect failure). When ``first`` was carried in
-  the INVITE, report its :class:`MessageSendResult` too (ok once accepted).
+  the INVITE, report ``MessageSendResult(ok=True)`` for it once accepted; on
+  a failure report nothing for it (the service fails it, or sends it by
+  pager, from the :class:`SessionFailed`).
 * ``accept_session`` / ``reject_session``: answer an incoming INVITE (200 with
   the SDP answer, or ``status``: 486 decline, 480 no subscription). After an
   accept report :class:`SessionAccepted` when MSRP is bound, or

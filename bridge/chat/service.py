@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from datetime import timedelta
 
 from bridge.chat import adhoc, delivery, one2one, recovery
 from bridge.chat.core import is_connected, is_terminal, pair_key, session_key
@@ -58,6 +59,9 @@ log = logging.getLogger(__name__)
 S = one2one.SessionState
 E = one2one.SessionEvent
 
+PURGE_INTERVAL = 3600.0
+"""Seconds between two retention sweeps (one also runs at start, in recovery)."""
+
 
 class ChatService(ChatInbound):
     """1-1 chat: REST use cases, signalling events, delivery listener, recovery."""
@@ -68,7 +72,17 @@ class ChatService(ChatInbound):
         """Recover from the previous run and listen for delivered notifications."""
         report = await recovery.recover(self)
         self.notifier.add_listener(self.on_delivered)
+        self.arm("purge", PURGE_INTERVAL, self._purge)
         return report
+
+    async def _purge(self) -> None:
+        """Drop messages and ended sessions past their retention; run again later."""
+        retention = timedelta(days=self.settings.chat_message_retention_days)
+        async with self.unit() as work:
+            count = await work.tx.purge_expired(now=work.now, ended_before=work.now - retention)
+        if count:
+            log.info("- purged %d chat messages and sessions past retention", count)
+        self.arm("purge", PURGE_INTERVAL, self._purge)
 
     async def stop(self) -> None:
         """Stop listening and cancel every timer and background task."""

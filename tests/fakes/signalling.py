@@ -178,8 +178,6 @@ class LoopbackSignalling(FakeSignalling):
         await super().start_session(leg, user, peer, subject=subject, first=first)
         if peer in self.refuse:
             self.emit(SessionFailed(leg, self.refuse[peer], "refused"))
-            if first is not None:
-                self.emit(MessageSendResult(user, first.message_id, False, self.refuse[peer]))
             return
         if not self.answer_invites:
             return
@@ -208,10 +206,8 @@ class LoopbackSignalling(FakeSignalling):
         outgoing = self.pair.get(incoming)
         if outgoing is None:
             return
+        self.first.pop(outgoing, None)
         self.emit(SessionFailed(outgoing, status, "rejected"))
-        first = self.first.pop(outgoing, None)
-        if first is not None:
-            self.emit(MessageSendResult(first.user, first.message_id, False, status))
 
     async def accept_session(self, leg: LegId) -> None:
         await super().accept_session(leg)

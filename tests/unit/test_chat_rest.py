@@ -277,3 +277,20 @@ async def test_restart_reports_ended_session(
     assert b_events[-1]["eventType"] == "SessionEnded"
     got = await second.call("GET", path_of(invite["link"][0]["href"]))
     assert got["chatSessionInformation"]["status"] == "Disconnected"
+
+
+async def test_adhoc_pager_fallback(bridge: Bridge) -> None:
+    await bridge.subscribe(A)
+    await bridge.subscribe(B, confirmedChatSupported=False, adhocChatSupported=True)
+    bridge.sip.refuse[B] = 488  # B's client does not do MSRP sessions
+    base = f"/chat/v1/{q(A)}/oneToOne/{q(B)}/adhoc/messages"
+    sent = await bridge.call(
+        "POST", base, {"chatMessage": {"text": "by pager", "reportRequest": ["Sent"]}}, 201
+    )
+    (note,) = await bridge.notes(B, "chatMessageNotification")
+    assert note["sessionId"] == "adhoc" and note["chatMessage"]["text"] == "by pager"
+    (status,) = await bridge.notes(A, "chatMessageStatusNotification")
+    assert status["status"] == "Sent"
+    got = await bridge.call("GET", path_of(sent["resourceReference"]["resourceURL"]))
+    assert got["messageStatusReport"]["status"] == "Sent"
+    assert [c.name for c in bridge.sip.calls].count("send_pager") == 1
