@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from bridge.ids import UserUri
 from rest.app import make_app
 from rest.chat_service import CHAT_BRIDGE, install_chat
 from rest.models import NOTIFICATION_MODELS, parse_document
@@ -282,7 +283,7 @@ async def test_restart_reports_ended_session(
 async def test_adhoc_pager_fallback(bridge: Bridge) -> None:
     await bridge.subscribe(A)
     await bridge.subscribe(B, confirmedChatSupported=False, adhocChatSupported=True)
-    bridge.sip.refuse[B] = 488  # B's client does not do MSRP sessions
+    bridge.sip.refuse[UserUri(B)] = 488  # B's client does not do MSRP sessions
     base = f"/chat/v1/{q(A)}/oneToOne/{q(B)}/adhoc/messages"
     sent = await bridge.call(
         "POST", base, {"chatMessage": {"text": "by pager", "reportRequest": ["Sent"]}}, 201
