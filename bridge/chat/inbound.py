@@ -431,6 +431,9 @@ class ChatInbound(ChatCore):
                     if current is None or current.state != adhoc.AdhocState.CONNECTED.value:
                         return
                     await self.transition(work, current, adhoc.AdhocEvent.IDLE)
+                    unsent = [s.value for s in delivery.UNSENT]
+                    for msg in await work.tx.session_messages(cs.id, Direction.OUTGOING, unsent):
+                        await self.outgoing_transition(work, msg, OutgoingEvent.SEND_ERROR)
                 assert cs.leg is not None
                 log.info("- implicit session %s to %s idle: closing", cs.id, cs.peer)
                 await self._end_leg(cs.leg)

@@ -297,13 +297,36 @@ class ChatService(ChatInbound):
                     )
                 except SignallingError as exc:
                     async with self.unit() as work:
-                        await self._close_adhoc(
+                        fallback = await self._close_adhoc(
                             work, cs, _local_failure(str(exc)), exc.status, str(exc)
                         )
+                    await self.send_by_pager(fallback)
+                    return
+                timeout = self.settings.chat_invite_timeout
+                self.arm("invite:" + cs.id, timeout, self._adhoc_invite_out(cs))
                 return
             if is_connected(cs):
                 self.touch(cs)
                 await self.send_on_leg(cs.leg, sending)
+
+    def _adhoc_invite_out(self, cs: ChatSession) -> Coro:
+        async def expire() -> None:
+            assert cs.leg is not None
+            async with self.locks.hold(pair_key(cs.user, cs.peer)):
+                async with self.unit() as work:
+                    current = await work.tx.session_by_id(cs.id)
+                    if current is None or current.state != adhoc.AdhocState.CONNECTING.value:
+                        return
+                    reason = "408 no answer (invite timeout)"
+                    failed = SessionFailed(cs.leg, 408, reason)
+                    await self._close_adhoc(work, current, failed, 408, reason)
+            log.info("x implicit session %s unanswered: cancelling", cs.leg)
+            try:
+                await self.signalling.cancel_session(cs.leg)
+            except SignallingError as exc:
+                log.warning("x cannot cancel %s: %s", cs.leg, exc)
+
+        return expire
 
     def _new_implicit(self, user: UserUri, peer: UserUri) -> ChatSession:
         now = self.clock()

@@ -479,3 +479,51 @@ async def test_restart_reports_and_resends(db: Database) -> None:
         assert status is RestStatus.SENT
     finally:
         await again.service.stop()
+
+
+async def test_adhoc_invite_timeout_fails_messages(db: Database) -> None:
+    w = await make_world(db, chat_invite_timeout=0.05)
+    try:
+        await w.subscribe(A)
+        m1, _ = await w.service.send_message(A, B, ADHOC, text("lost"))
+        leg = w.sip.named("start_session")[0].args[0]
+        await asyncio.sleep(0.1)
+        await w.settle()
+        assert w.sip.named("cancel_session")[0].args == (leg,)
+        assert await w.service.get_message_status(A, B, ADHOC, m1.id) is RestStatus.FAILED
+        assert [n["status"] for n in w.notes(A, STATUS)] == ["Failed"]
+        await w.service.handle_event(SessionAccepted(leg))  # too late: ended at once
+        assert w.sip.named("end_session")[0].args == (leg,)
+    finally:
+        await w.service.stop()
+
+
+async def test_concurrent_adhoc_sends_keep_order(world: World) -> None:
+    sent = await asyncio.gather(
+        *(world.service.send_message(A, B, ADHOC, text(f"n{i}")) for i in range(8))
+    )
+    (start,) = world.sip.named("start_session")
+    await world.service.handle_event(SessionAccepted(start.args[0]))
+    on_wire = [start.kwargs["first"].message_id] + [
+        c.args[1].message_id for c in world.sip.named("send_message")
+    ]
+    # concurrent requests have no order of their own: the store order (seq) is kept on the wire
+    assert on_wire == [m.id for m, _ in sorted(sent, key=lambda r: r[0].seq)]
+    assert len(world.service.locks) == 0
+
+
+async def test_idle_close_fails_unacknowledged(db: Database) -> None:
+    w = await make_world(db, chat_idle_timeout=0.05)
+    try:
+        m1, _ = await w.service.send_message(A, B, ADHOC, text("one"))
+        leg = w.sip.named("start_session")[0].args[0]
+        await w.service.handle_event(SessionAccepted(leg))
+        m2, _ = await w.service.send_message(A, B, ADHOC, text("two"))
+        await w.service.handle_event(MessageSendResult(A, m1.id, True))
+        await asyncio.sleep(0.1)
+        await w.settle()
+        assert w.sip.named("end_session")[0].args == (leg,)
+        assert await w.service.get_message_status(A, B, ADHOC, m1.id) is RestStatus.SENT
+        assert await w.service.get_message_status(A, B, ADHOC, m2.id) is RestStatus.FAILED
+    finally:
+        await w.service.stop()
