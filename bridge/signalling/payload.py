@@ -1,0 +1,297 @@
+"""Bodies of 1-1 chat: the SDP offer/answer, CPIM chat messages, IMDNs and isComposing.
+
+Pure functions between the domain values of ``bridge.chat`` and the codecs of
+``sip/`` (sdp, cpim, imdn, iscomposing, multipart); no I/O, no clock (times
+are passed in). The adapter (``bridge.signalling.adapter``) moves the bytes.
+
+Choices (sip-msrp-mapping.md §1.0.2-§1.0.6):
+
+* We offer ``a=setup:actpass`` and answer ``active`` to ``actpass`` (RFC 6135),
+  with ``message/cpim`` and ``application/im-iscomposing+xml`` as
+  accept-types and ``text/plain``, ``message/imdn+xml`` and isComposing as
+  wrapped types (``message/imdn+xml`` must be there, rcsjta issue #208).
+* A chat message and an IMDN are always CPIM-wrapped; a 1-1 isComposing is
+  sent bare when the peer lists it in accept-types, else CPIM-wrapped.
+* Inbound we accept CPIM with text, IMDN or isComposing inside, and bare
+  ``text/plain`` or isComposing. The sender of a 1-1 message is the session
+  peer (P-Asserted-Identity), never the CPIM From, which may be anonymous.
+  A message without ``imdn.Message-ID`` gets the transport's id instead.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from bridge.chat.model import Composing, ComposingState, Disposition, ReportKind
+from bridge.chat.ports import IncomingMessage, OutgoingMessage, OutgoingReport
+from bridge.ids import MessageId, UserUri
+from sip import cpim, imdn, iscomposing, multipart, rcs, sdp
+from sip.errors import CodecError
+
+
+class UnsupportedContent(CodecError):
+    """A body of a type the bridge does not take (answered 415 / 488)."""
+
+
+ACCEPT_TYPES = ("message/cpim", iscomposing.CONTENT_TYPE)
+ACCEPT_WRAPPED_TYPES = ("text/plain", imdn.CONTENT_TYPE, iscomposing.CONTENT_TYPE)
+
+_DISPOSITIONS = {
+    Disposition.POSITIVE_DELIVERY: cpim.Disposition.POSITIVE_DELIVERY,
+    Disposition.NEGATIVE_DELIVERY: cpim.Disposition.NEGATIVE_DELIVERY,
+    Disposition.DISPLAY: cpim.Disposition.DISPLAY,
+}
+_DISPOSITION_ORDER = (
+    Disposition.POSITIVE_DELIVERY,
+    Disposition.NEGATIVE_DELIVERY,
+    Disposition.DISPLAY,
+)
+_FROM_CPIM = {v: k for k, v in _DISPOSITIONS.items()}
+_REPORTS = {
+    ReportKind.DELIVERED: (imdn.NotificationType.DELIVERY, imdn.Status.DELIVERED),
+    ReportKind.DISPLAYED: (imdn.NotificationType.DISPLAY, imdn.Status.DISPLAYED),
+    ReportKind.FAILED: (imdn.NotificationType.DELIVERY, imdn.Status.FAILED),
+}
+
+
+def new_sdp_session_id() -> str:
+    """A fresh numeric ``o=`` session id."""
+    return str(secrets.randbelow(10**12) + 1)
+
+
+# --- SDP -------------------------------------------------------------------------------
+
+
+def offer(address: str, port: int, path: str) -> bytes:
+    """Our MSRP offer: ``actpass``, our ``a=path`` (mapping §1.0.2)."""
+    desc = sdp.msrp_offer(
+        address=address,
+        port=port,
+        path=tuple(path.split()),
+        accept_types=ACCEPT_TYPES,
+        accept_wrapped_types=ACCEPT_WRAPPED_TYPES,
+        session_id=new_sdp_session_id(),
+    )
+    return sdp.serialize(desc)
+
+
+def answer(remote: sdp.SessionDescription, address: str, port: int, path: str) -> bytes:
+    """Our MSRP answer to ``remote`` (RFC 6135 roles: active to actpass)."""
+    desc = sdp.msrp_answer(
+        remote,
+        address=address,
+        port=port,
+        path=tuple(path.split()),
+        accept_types=ACCEPT_TYPES,
+        accept_wrapped_types=ACCEPT_WRAPPED_TYPES,
+        session_id=new_sdp_session_id(),
+    )
+    return sdp.serialize(desc)
+
+
+def answer_role(remote: sdp.MSRPMedia) -> bool:
+    """Tells whether we are the active side when answering ``remote``."""
+    return sdp.answer_setup(remote.setup) is sdp.Setup.ACTIVE
+
+
+def offerer_role(answered: sdp.MSRPMedia) -> bool:
+    """Tells whether we, having offered ``actpass``, are the active side (RFC 6135 §4.2).
+
+    An answer without ``a=setup`` leaves the offerer active (RFC 4975 §5.4).
+    """
+    if answered.setup in (sdp.Setup.ACTPASS, sdp.Setup.HOLDCONN):
+        raise CodecError(f"sdp: the answer says {answered.setup.value}")
+    return answered.setup is not sdp.Setup.ACTIVE
+
+
+def invite_body(sdp_body: bytes, first: bytes | None) -> tuple[bytes, str]:
+    """The INVITE body: SDP alone, or multipart/mixed SDP + message/cpim (mapping R3)."""
+    if first is None:
+        return sdp_body, sdp.CONTENT_TYPE
+    parts = (
+        multipart.Part.build(sdp.CONTENT_TYPE, sdp_body),
+        multipart.Part.build(cpim.CONTENT_TYPE, first),
+    )
+    body = multipart.Multipart("boundary-" + secrets.token_hex(8), parts)
+    return multipart.serialize(body), body.content_type
+
+
+@dataclass(frozen=True)
+class InviteOffer:
+    """What an INVITE body carries: the SDP and, maybe, a first message in CPIM."""
+
+    description: sdp.SessionDescription
+    media: sdp.MSRPMedia
+    first: bytes | None = None
+
+
+def split_invite_body(body: bytes, content_type: str | None) -> InviteOffer:
+    """Parses an INVITE body (SDP, or multipart/mixed with SDP and message/cpim)."""
+    if not content_type:
+        raise CodecError("invite: no body (late offer is not supported)")
+    ctype = multipart.parse_content_type(content_type)
+    first: bytes | None = None
+    if ctype.media_type.startswith("multipart/"):
+        parts = multipart.parse(body, content_type)
+        sdp_part = parts.find(sdp.CONTENT_TYPE)
+        if sdp_part is None:
+            raise CodecError("invite: multipart body without application/sdp")
+        cpim_part = parts.find(cpim.CONTENT_TYPE)
+        first = None if cpim_part is None else cpim_part.body
+        sdp_bytes = sdp_part.body
+    elif ctype.media_type == sdp.CONTENT_TYPE:
+        sdp_bytes = body
+    else:
+        raise UnsupportedContent(f"invite: unsupported body type {ctype.media_type}")
+    desc = sdp.parse(sdp_bytes)
+    return InviteOffer(desc, sdp.msrp_media(desc), first)
+
+
+# --- outgoing CPIM -----------------------------------------------------------------------
+
+
+def _party(profile: rcs.Profile, uri: str) -> cpim.NameAddr:
+    return cpim.NameAddr(rcs.cpim_party(profile, uri))
+
+
+def chat_message(profile: rcs.Profile, message: OutgoingMessage) -> bytes:
+    """The CPIM envelope of a chat message (mapping §1.0.4)."""
+    wanted = tuple(_DISPOSITIONS[d] for d in _DISPOSITION_ORDER if d in message.dispositions)
+    envelope = cpim.build_chat_message(
+        sender=_party(profile, message.user),
+        recipient=_party(profile, message.peer),
+        message_id=message.message_id,
+        timestamp=message.date_time,
+        body=message.text.encode("utf-8"),
+        content_type=f"{message.content_type};charset=UTF-8",
+        dispositions=wanted,
+    )
+    return cpim.serialize(envelope)
+
+
+def report(profile: rcs.Profile, outgoing: OutgoingReport, now: datetime) -> bytes:
+    """The CPIM-wrapped IMDN for a received message (mapping §1.0.4, §1.0.5)."""
+    notification, status = _REPORTS[outgoing.kind]
+    doc = imdn.build_imdn(
+        message_id=outgoing.message_id,
+        original_datetime=outgoing.original_date_time,
+        notification=notification,
+        status=status,
+    )
+    envelope = cpim.build_imdn_message(
+        sender=_party(profile, outgoing.user),
+        recipient=_party(profile, outgoing.peer),
+        message_id="r" + secrets.token_hex(12),
+        timestamp=now,
+        imdn_xml=imdn.serialize(doc),
+    )
+    return cpim.serialize(envelope)
+
+
+def composing(state: Composing) -> bytes:
+    """An isComposing document (RFC 3994; mapping §1.0.6)."""
+    doc = iscomposing.IsComposing(
+        state=iscomposing.ComposingState(state.state.value),
+        last_active=state.last_active,
+        content_type=state.content_type,
+        refresh=state.refresh,
+    )
+    return iscomposing.serialize(doc)
+
+
+def wrapped_composing(
+    profile: rcs.Profile, user: str, peer: str, body: bytes, now: datetime
+) -> bytes:
+    """isComposing inside CPIM, for peers that list it only as a wrapped type."""
+    envelope = cpim.build_iscomposing_message(
+        sender=_party(profile, user),
+        recipient=_party(profile, peer),
+        timestamp=now,
+        iscomposing_xml=body,
+    )
+    return cpim.serialize(envelope)
+
+
+# --- inbound -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReceivedReport:
+    """An IMDN decoded from a received body."""
+
+    message_id: MessageId
+    kind: ReportKind
+
+
+Decoded = IncomingMessage | ReceivedReport | Composing
+
+
+def _report_kind(doc: imdn.IMDN) -> ReportKind:
+    if doc.notification is imdn.NotificationType.DISPLAY:
+        return ReportKind.DISPLAYED if doc.status is imdn.Status.DISPLAYED else ReportKind.FAILED
+    if doc.notification is imdn.NotificationType.DELIVERY:
+        return ReportKind.DELIVERED if doc.status is imdn.Status.DELIVERED else ReportKind.FAILED
+    raise CodecError(f"imdn: {doc.notification.value} is not reported to the app")
+
+
+def _composing(body: bytes) -> Composing:
+    doc = iscomposing.parse(body)
+    return Composing(
+        state=ComposingState(doc.state.value),
+        last_active=doc.last_active,
+        content_type=doc.content_type,
+        refresh=doc.refresh,
+    )
+
+
+def _text(body: bytes, content_type: str | None) -> str:
+    charset = "utf-8"
+    if content_type:
+        charset = multipart.parse_content_type(content_type).param("charset") or "utf-8"
+    try:
+        return body.decode(charset)
+    except (LookupError, UnicodeDecodeError) as exc:
+        raise CodecError(f"chat: undecodable text ({charset}): {exc}") from None
+
+
+def decode(content_type: str | None, body: bytes, *, sender: UserUri, fallback_id: str) -> Decoded:
+    """Decodes a received chat body (MSRP SEND or SIP MESSAGE; mapping N8-N11).
+
+    ``sender`` is the session peer (or the asserted sender of a MESSAGE);
+    ``fallback_id`` names a message that has no ``imdn.Message-ID``.
+    Raises CodecError for a body the bridge cannot use.
+    """
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media == cpim.CONTENT_TYPE:
+        envelope = cpim.parse(body)
+        inner = envelope.media_type
+        if inner == cpim.IMDN_CONTENT_TYPE:
+            doc = imdn.parse(envelope.body)
+            return ReceivedReport(MessageId(doc.message_id), _report_kind(doc))
+        if inner == iscomposing.CONTENT_TYPE:
+            return _composing(envelope.body)
+        if inner is None or inner.startswith("text/"):
+            wanted = frozenset(
+                _FROM_CPIM[d] for d in envelope.requested_dispositions() if d in _FROM_CPIM
+            )
+            name = envelope.sender.display_name if envelope.sender is not None else None
+            return IncomingMessage(
+                message_id=MessageId(envelope.message_id or fallback_id),
+                sender=sender,
+                text=_text(envelope.body, envelope.content_type),
+                date_time=envelope.datetime,
+                dispositions=wanted,
+                sender_name=name,
+                content_type=inner or "text/plain",
+                route=envelope.imdn_record_route,
+            )
+        raise UnsupportedContent(f"chat: unsupported CPIM payload {inner}")
+    if media == iscomposing.CONTENT_TYPE:
+        return _composing(body)
+    if media == "text/plain":
+        return IncomingMessage(
+            message_id=MessageId(fallback_id), sender=sender, text=_text(body, content_type)
+        )
+    raise UnsupportedContent(f"chat: unsupported content type {media or '(none)'}")
