@@ -71,7 +71,12 @@ def session_key(cs: ChatSession) -> str:
     """The lock key of a session (the pair's key for an implicit session)."""
     if cs.kind is SessionKind.ADHOC:
         return pair_key(cs.user, cs.peer)
-    return "s:" + cs.id
+    return confirmed_key(cs.id)
+
+
+def confirmed_key(session_id: str) -> str:
+    """The lock key of a confirmed session, from its REST sessionId alone."""
+    return "s:" + session_id
 
 
 def pair_key(user: UserUri, peer: UserUri) -> str:
@@ -154,6 +159,8 @@ class ChatCore:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._legs: dict[LegId, ChatSession] = {}
+        """Live legs → their session (identity fields only are read from it: kind, ids, users)."""
 
     # --- units of work ---------------------------------------------------------------
 
@@ -214,6 +221,8 @@ class ChatCore:
         if terminal:
             for prefix in ("ring:", "invite:", "idle:"):
                 self.disarm(prefix + cs.id)
+            if cs.leg is not None:
+                self._legs.pop(cs.leg, None)
         if cs.kind is SessionKind.CONFIRMED:
             assert isinstance(event, one2one.SessionEvent)
             if terminal:  # message failures first, then the event (as GSMA servers order them)
@@ -274,6 +283,17 @@ class ChatCore:
         log.info("- received message %s of %s: %s -> %s", msg.id, msg.user, old.name, new.name)
         updated = await work.tx.set_message_status(msg, new.value, now=work.now)
         return updated, delivery.reports_due(msg.dispositions, old, new)
+
+    async def leg_session(self, leg: LegId) -> ChatSession | None:
+        """The session of ``leg`` (cached while live; its ``state`` may be stale: re-read it)."""
+        cached = self._legs.get(leg)
+        if cached is not None:
+            return cached
+        async with self.unit() as work:
+            found = await work.tx.session_by_leg(leg)
+        if found is not None and not is_terminal(found):
+            self._legs[leg] = found
+        return found
 
     # --- wire effects (after commit) ------------------------------------------------------
 

@@ -166,12 +166,8 @@ class ChatInbound(ChatCore):
 
         return expire
 
-    async def _leg_session(self, leg: LegId) -> ChatSession | None:
-        async with self.unit() as work:
-            return await work.tx.session_by_leg(leg)
-
     async def _accepted(self, event: SessionAccepted) -> None:
-        found = await self._leg_session(event.leg)
+        found = await self.leg_session(event.leg)
         if found is None:
             log.warning("x accepted leg %s is unknown: ending it", event.leg)
             await self._end_leg(event.leg)
@@ -211,7 +207,7 @@ class ChatInbound(ChatCore):
         status: int,
         reason: str,
     ) -> None:
-        found = await self._leg_session(leg)
+        found = await self.leg_session(leg)
         if found is None:
             log.info("x %s on unknown leg %s ignored", type(event).__name__, leg)
             return
@@ -295,7 +291,7 @@ class ChatInbound(ChatCore):
     async def _message(self, leg: LegId | None, user: UserUri, incoming: IncomingMessage) -> None:
         cs: ChatSession | None = None
         if leg is not None:
-            cs = await self._leg_session(leg)
+            cs = await self.leg_session(leg)
             if cs is None or cs.user != user:
                 raise EventRejected(f"no session on leg {leg}", NO_SESSION)
         async with self.unit() as work:
@@ -348,7 +344,7 @@ class ChatInbound(ChatCore):
 
     async def _composing(self, event: ComposingReceived) -> None:
         rest_session = ADHOC
-        cs = None if event.leg is None else await self._leg_session(event.leg)
+        cs = None if event.leg is None else await self.leg_session(event.leg)
         if cs is not None:
             rest_session = cs.rest_id
             if cs.kind is SessionKind.ADHOC:

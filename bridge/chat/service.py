@@ -31,7 +31,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 from bridge.chat import adhoc, delivery, one2one, recovery
-from bridge.chat.core import is_connected, is_terminal, pair_key, session_key
+from bridge.chat.core import confirmed_key, is_connected, is_terminal, pair_key, session_key
 from bridge.chat.delivery import IncomingEvent, IncomingStatus, OutgoingEvent, OutgoingStatus
 from bridge.chat.inbound import DECLINE, ChatInbound, Coro
 from bridge.chat.model import (
@@ -166,8 +166,7 @@ class ChatService(ChatInbound):
 
     async def end_session(self, user: UserUri, other: UserUri, session_id: str) -> None:
         """Decline (486), cancel (CANCEL) or end (BYE) the session (R4 DELETE)."""
-        found = await self.get_session(user, other, session_id)
-        async with self.locks.hold(session_key(found)):
+        async with self.locks.hold(confirmed_key(session_id)):
             async with self.unit() as work:
                 cs = await self._confirmed(work.tx, user, other, session_id)
                 before = S(cs.state)
@@ -185,8 +184,7 @@ class ChatService(ChatInbound):
 
     async def accept_session(self, user: UserUri, other: UserUri, session_id: str) -> None:
         """Accept an incoming invitation (R5 PUT Connected): 200 OK, then MSRP."""
-        found = await self.get_session(user, other, session_id)
-        async with self.locks.hold(session_key(found)):
+        async with self.locks.hold(confirmed_key(session_id)):
             async with self.unit() as work:
                 cs = await self._confirmed(work.tx, user, other, session_id)
                 cs = await self.transition(work, cs, E.APP_ACCEPT)
@@ -233,8 +231,7 @@ class ChatService(ChatInbound):
                 msg = await work.tx.insert_message(msg, expires_at=self.retention(now))
             await self.pump_adhoc(user, other)
             return msg, True
-        found = await self.get_session(user, other, session_id)
-        async with self.locks.hold(session_key(found)):
+        async with self.locks.hold(confirmed_key(session_id)):
             async with self.unit() as work:
                 cs = await self._confirmed(work.tx, user, other, session_id)
                 state = S(cs.state)
