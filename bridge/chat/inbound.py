@@ -2,7 +2,8 @@
 
 :meth:`ChatInbound.handle_event` is the sink of ``bridge.chat.ports``:
 
-* invitation (N1): no active subscription → :class:`EventRejected` 480; any
+* invitation (N1): no active subscription taking invitations (neither flag)
+  → :class:`EventRejected` 480; any
   subscription with ``confirmedChatSupported`` → a RINGING session,
   ``chatSessionInvitationNotification`` to those subscriptions and the
   ringing timer (486 when it fires); only ``adhocChatSupported`` → an
@@ -104,10 +105,11 @@ class ChatInbound(ChatCore):
                 log.warning("x invitation on known leg %s ignored", inv.leg)
                 return
             subs = await work.tx.active_subscriptions(inv.user, now)
-        if not subs:
+        confirmed = any(s.confirmed_chat_supported for s in subs)
+        if not confirmed and not any(s.adhoc_chat_supported for s in subs):
+            # nobody would accept it: no subscription, or none taking 1-1 invitations
             log.info("x invitation from %s to %s: no subscription (480)", inv.peer, inv.user)
             raise EventRejected(f"no subscription for {inv.user}", NO_SUBSCRIPTION)
-        confirmed = any(s.confirmed_chat_supported for s in subs)
         cs = ChatSession(
             id=new_session_id(),
             user=inv.user,

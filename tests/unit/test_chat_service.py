@@ -283,6 +283,11 @@ async def test_invitation_without_subscription_is_480(world: World) -> None:
     with pytest.raises(EventRejected) as info:
         await world.service.handle_event(MessageReceived(None, B, incoming()))
     assert info.value.status == 480
+    await world.subscribe(B, confirmed=False, adhoc=False)
+    with pytest.raises(EventRejected) as info:
+        await world.service.handle_event(IncomingInvitation(LegId("in-y"), B, A))
+    assert info.value.status == 480
+    assert world.notifier.woken == []
 
 
 async def test_invitation_goes_to_confirmed_subscriptions_only(world: World) -> None:
