@@ -247,16 +247,18 @@ async def test_long_poll_returns_queued_notifications_oldest_first(client) -> No
     assert client.app[DELIVERY].stats.handed_out == 3
 
 
-async def test_long_poll_answers_as_soon_as_something_arrives(client) -> None:
+async def test_long_poll_answers_as_soon_as_something_arrives(db, aiohttp_client) -> None:
+    settings = fast_settings(str(db.url), server_root=SERVER_ROOT, channel_poll_timeout=5.0)
+    client = await aiohttp_client(make_app(settings, db))
     ch = await create(client, {"channelType": "LongPolling"})
-    loop = asyncio.get_running_loop()
-    started = loop.time()
     waiting = asyncio.create_task(poll(client, ch))
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.2)
     assert not waiting.done()
+    loop = asyncio.get_running_loop()
+    queued_at = loop.time()
     await queue(client, ch, 1)
-    status, doc = await asyncio.wait_for(waiting, 2)
-    assert loop.time() - started < 0.35  # well before the 0.4 s poll timeout
+    status, doc = await asyncio.wait_for(waiting, 4)
+    assert loop.time() - queued_at < 2.0  # answered on arrival, not at the 5 s poll timeout
     assert doc == {"notificationList": [{"chatMessageNotification": {"seq": 0}}]}
 
 
