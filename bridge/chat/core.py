@@ -257,7 +257,7 @@ class ChatCore:
         if new is old and not moved:
             return msg
         if new is not old:
-            log.info("- message %s of %s: %s -> %s", msg.id, msg.user, old.name, new.name)
+            log.debug("- message %s of %s: %s -> %s", msg.id, msg.user, old.name, new.name)
         updated = await work.tx.set_message_status(
             msg,
             new.value,
@@ -280,7 +280,7 @@ class ChatCore:
         new = delivery.next_incoming(old, event)
         if new is old:
             return msg, []
-        log.info("- received message %s of %s: %s -> %s", msg.id, msg.user, old.name, new.name)
+        log.debug("- received message %s of %s: %s -> %s", msg.id, msg.user, old.name, new.name)
         updated = await work.tx.set_message_status(msg, new.value, now=work.now)
         return updated, delivery.reports_due(msg.dispositions, old, new)
 
@@ -365,7 +365,7 @@ class ChatCore:
             )
             try:
                 await self.signalling.send_report(leg, report)
-                log.info("> %s report for %s of %s", kind.value, msg.id, msg.user)
+                log.debug("> %s report for %s of %s", kind.value, msg.id, msg.user)
             except SignallingError as exc:
                 log.warning("x %s report for %s of %s lost: %s", kind.value, msg.id, msg.user, exc)
 

@@ -296,13 +296,14 @@ class ChatInbound(ChatCore):
             cs = await self.leg_session(leg)
             if cs is None or cs.user != user:
                 raise EventRejected(f"no session on leg {leg}", NO_SESSION)
-        async with self.unit() as work:
-            if cs is None:
-                if not await work.tx.active_subscriptions(user, work.now):
-                    raise EventRejected(f"no subscription for {user}", NO_SUBSCRIPTION)
-                await self._store_received(work, None, ADHOC, incoming, user=user)
-            else:
-                await self._store_received(work, cs, cs.rest_id, incoming)
+        async with self.locks.hold(message_key(user, incoming.message_id)):
+            async with self.unit() as work:
+                if cs is None:
+                    if not await work.tx.active_subscriptions(user, work.now):
+                        raise EventRejected(f"no subscription for {user}", NO_SUBSCRIPTION)
+                    await self._store_received(work, None, ADHOC, incoming, user=user)
+                else:
+                    await self._store_received(work, cs, cs.rest_id, incoming)
         if cs is not None and cs.kind is SessionKind.ADHOC:
             self.touch(cs)
 
@@ -338,7 +339,7 @@ class ChatInbound(ChatCore):
             report_route=incoming.route,
         )
         stored = await work.tx.insert_message(msg, expires_at=self.retention(work.now))
-        log.info("< message %s from %s to %s", stored.id, stored.peer, owner)
+        log.debug("< message %s from %s to %s", stored.id, stored.peer, owner)
         count = await work.notify(owner, lambda sub: notifications.message(self.urls, sub, stored))
         if not count:
             log.warning("x message %s for %s: no subscription to notify", stored.id, owner)
@@ -373,7 +374,7 @@ class ChatInbound(ChatCore):
                         event.user,
                     )
                     return
-                log.info("< %s report for %s of %s", event.kind.value, msg.id, msg.user)
+                log.debug("< %s report for %s of %s", event.kind.value, msg.id, msg.user)
                 await self.outgoing_transition(work, msg, delivery.REPORT_EVENTS[event.kind])
 
     async def _send_result(self, event: MessageSendResult) -> None:

@@ -247,7 +247,7 @@ class ChatService(ChatInbound):
             if msg.status == OutgoingStatus.SENDING.value:
                 assert cs.leg is not None
                 await self.send_on_leg(cs.leg, [msg])
-        log.info("> message %s from %s to %s (%s)", msg.id, user, other, msg.status)
+        log.debug("> message %s from %s to %s (%s)", msg.id, user, other, msg.status)
         return msg, True
 
     async def pump_adhoc(self, user: UserUri, peer: UserUri) -> None:

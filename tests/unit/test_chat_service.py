@@ -532,3 +532,10 @@ async def test_idle_close_fails_unacknowledged(db: Database) -> None:
         assert await w.service.get_message_status(A, B, ADHOC, m2.id) is RestStatus.FAILED
     finally:
         await w.service.stop()
+
+
+async def test_concurrent_duplicates_notify_once(world: World) -> None:
+    await world.subscribe(B)
+    same = MessageReceived(None, B, incoming("dup"))
+    await asyncio.gather(*(world.service.handle_event(same) for _ in range(5)))
+    assert [n["messageId"] for n in world.notes(B, MESSAGE)] == ["dup"]
