@@ -22,7 +22,8 @@ Other verbs on these paths answer 405 with ``Allow``; an unknown, deleted or
 expired channel answers 404. ``channelLifetime`` is granted as asked, capped at
 ``channel_max_lifetime`` (``channel_default_lifetime`` when absent) and read
 back as the seconds left; ``maxNotifications`` likewise, capped at
-``channel_max_notifications``.
+``channel_max_notifications``. A user holds at most
+:data:`MAX_CHANNELS_PER_USER` live channels (403 POL0001 beyond).
 
 ``setup`` also creates the :class:`rest.delivery.DeliveryService`, stores it in
 :data:`NOTIFIER` (the ``Notifier`` port, for the chat side) and
@@ -61,9 +62,11 @@ DELIVERY = web.AppKey("delivery", DeliveryService)
 
 POLL = "poll"
 CALLBACK = "callback"
+MAX_CHANNELS_PER_USER = 50
+"""Live channels one user may hold; one more is refused with 403 POL0001."""
 
 
-def _render(root: ServerRoot, channel: outbox.Channel, now_left: int) -> NotificationChannel:
+def _render(root: ServerRoot, channel: outbox.Channel, seconds_left: int) -> NotificationChannel:
     return NotificationChannel(
         client_correlator=channel.client_correlator,
         application_tag=channel.application_tag,
@@ -73,7 +76,7 @@ def _render(root: ServerRoot, channel: outbox.Channel, now_left: int) -> Notific
             max_notifications=channel.max_notifications,
             type=LONG_POLLING_DATA_TYPE,
         ),
-        channel_lifetime=now_left,
+        channel_lifetime=seconds_left,
         callback_url=channel.callback_url,
         resource_url=root.channels(channel.user, channel.id),
     )
@@ -106,6 +109,12 @@ async def create_channel(request: web.Request) -> web.Response:
     )
     now = outbox.utcnow()
     async with request.app[DATABASE].sessions.begin() as session:
+        live = await outbox.list_channels(session, user, now=now)
+        replay = body.client_correlator is not None and any(
+            c.client_correlator == body.client_correlator for c in live
+        )
+        if not replay and len(live) >= MAX_CHANNELS_PER_USER:
+            raise forbidden(f"too many notification channels (limit {MAX_CHANNELS_PER_USER})")
         channel, created = await outbox.create_channel(session, new, now=now)
     answer = _render(root, channel, channel.remaining(now))
     location = answer.resource_url or ""

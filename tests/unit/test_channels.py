@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from bridge.ids import SubscriptionId, UserUri
 from bridge.ports import Notification
 from rest.app import make_app
+from rest.handlers import channels as channels_handler
 from rest.handlers.channels import DELIVERY, NOTIFIER
 from state import outbox
 from state.db import Database
@@ -393,3 +394,16 @@ async def test_a_poller_that_hung_up_takes_nothing(db) -> None:
         assert doc == {"notificationList": [{"chatMessageNotification": {"seq": 0}}]}
     finally:
         await runner.cleanup()
+
+
+async def test_channels_per_user_are_limited(client, monkeypatch) -> None:
+    monkeypatch.setattr(channels_handler, "MAX_CHANNELS_PER_USER", 2)
+    await create(client, {"channelType": "LongPolling", "clientCorrelator": "one"})
+    await create(client, {"channelType": "LongPolling"})
+    body = {"notificationChannel": {"channelType": "LongPolling"}}
+    resp = await client.post("/exampleAPI" + ALICE_PATH, json=body)
+    assert resp.status == 403
+    assert_fault(await resp.json(), "POL0001")
+    replay = {"notificationChannel": {"channelType": "LongPolling", "clientCorrelator": "one"}}
+    assert (await client.post("/exampleAPI" + ALICE_PATH, json=replay)).status == 200
+    await create(client, {"channelType": "LongPolling"}, BOB_PATH)  # per user
