@@ -11,7 +11,8 @@ Public API::
     Sending (``sender`` = the user the bridge acts for: From and P-Asserted-Identity)
       await stack.send_request("MESSAGE", uri, sender=, headers=(), body=, content_type=)
             -> Response (any final status; raises TransactionTimeout/SIPError on no answer)
-      call = stack.invite(uri, sender=, body=, content_type=, headers=(), on_provisional=cb)
+      call = stack.invite(uri, sender=, body=, content_type=, headers=(), on_provisional=cb,
+                          handlers={"NOTIFY": cb})   # in-dialog handlers, set before the ACK
             await call.response() -> Response   (final; 2xx is ACKed for you)
             call.session -> InviteSession after a 2xx;   await call.cancel()
       await stack.subscribe(uri, "conference", sender=, accept=, expires=600, on_notify=cb)
@@ -28,7 +29,7 @@ Public API::
       stack.on_request("INVITE" | "MESSAGE" | "SUBSCRIBE" | "REFER" | "OPTIONS" ..., handler)
       handler(IncomingRequest | IncomingInvite | IncomingSubscribe | IncomingRefer) may be
       sync or async and must answer (else 500). IncomingRequest.respond(status, ...).
-      IncomingInvite: .ring(180) ; await .accept(body, content_type) -> InviteSession ;
+      IncomingInvite: .ring(180) ; await .accept(body, content_type, handlers=) -> InviteSession ;
                       .reject(486) ; .cancelled (asyncio.Event)
       IncomingSubscribe: .accept(expires=None, active=True) -> ServerSubscription ; .reject()
       IncomingRefer: .accept() -> ServerSubscription | None ; await .progress(sub, 200, "OK")
@@ -183,6 +184,7 @@ class IncomingInvite(IncomingRequest):
         body: bytes = b"",
         content_type: str | None = "application/sdp",
         headers: Iterable[tuple[str, str]] = (),
+        handlers: dict[str, Handler] | None = None,
     ) -> InviteSession:
         """Sends 200 with the answer and returns the session; the 2xx is retransmitted
         until the ACK (RFC 3261 §13.3.1.4). Raises SIPError(487) when already cancelled."""
@@ -195,6 +197,8 @@ class IncomingInvite(IncomingRequest):
         response = self.tx.response(200, headers=extra, body=body, content_type=content_type)
         session = InviteSession(stack, dialog, local_body=body, content_type=content_type)
         session.remote_body = self.request.body
+        for method, handler in (handlers or {}).items():
+            session.on_request(method, handler)
         stack._register(dialog.id, session)
         self.tx.respond(response)
         session._start_2xx_retransmission(response, self.source)
@@ -808,13 +812,14 @@ class SipStack:
         content_type: str | None = "application/sdp",
         headers: Iterable[tuple[str, str]] = (),
         on_provisional: Callable[[Response], None] | None = None,
+        handlers: dict[str, Handler] | None = None,
     ) -> OutgoingInvite:
         """Starts an INVITE; await ``.response()`` for the final answer (RFC 3261 §13.2)."""
         extra = [("Allow", ALLOW), ("Supported", SUPPORTED), *headers]
         request = self._new_request("INVITE", uri, sender, extra, body, content_type)
         call = OutgoingInvite(self, request)
         call._task = asyncio.get_running_loop().create_task(
-            self._run_invite(call, body, content_type, on_provisional)
+            self._run_invite(call, body, content_type, on_provisional, handlers or {})
         )
         return call
 
@@ -824,6 +829,7 @@ class SipStack:
         body: bytes,
         content_type: str | None,
         on_provisional: Callable[[Response], None] | None,
+        handlers: dict[str, Handler],
     ) -> Response:
         request = call.request
         for attempt in (1, 2):
@@ -855,6 +861,8 @@ class SipStack:
             dialog = Dialog.from_uac(request, response, contact)
             session = InviteSession(self, dialog, local_body=body, content_type=content_type)
             session.remote_body = response.body
+            for method, handler in handlers.items():
+                session.on_request(method, handler)
             call.session = session
             self._register(dialog.id, session)
             session._send_ack(response)
