@@ -1,4 +1,4 @@
-"""Composition root: builds the store, the REST app and (later) the SIP stack, and runs them."""
+"""Composition root: builds the store, the SIP stack and the REST app, and runs them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import signal
 from aiohttp import web
 
 from bridge.config import Settings
+from bridge.signalling.wiring import start_signalling
 from rest.app import make_app
+from rest.chat_service import install_chat
 from state.db import Database
 
 log = logging.getLogger(__name__)
@@ -20,11 +22,28 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     database = Database(settings.database_url)
     version = await database.migrate()
     log.info("store %s at schema version %d", database.url.render_as_string(), version)
+    if settings.trace_sip:
+        logging.getLogger("bridge.trace.sip").setLevel(logging.DEBUG)
+    try:
+        side = await start_signalling(settings)  # SIP (UDP+TCP) and MSRP listeners
+    except OSError:
+        await database.close()
+        raise
+    for transport, host, port in side.sip.addresses:
+        log.info("SIP listening on %s %s:%d", transport, host, port)
+    log.info("SIP outbound proxy %s", side.sip.outbound_proxy)
     app = make_app(settings, database)
+    install_chat(app, side.signalling)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.http_host, settings.http_port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        await side.close()
+        await database.close()
+        raise
     log.info(
         "REST API on http://%s:%d, serverRoot %s",
         settings.http_host,
@@ -45,4 +64,5 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     finally:
         log.info("stopping")
         await runner.cleanup()
+        await side.close()
         await database.close()
