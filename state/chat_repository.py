@@ -12,6 +12,7 @@ values (small, closed vocabularies).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -460,9 +461,20 @@ class SQLChatStore:
 
     def __init__(self, database: Database) -> None:
         self.database = database
+        self._write_lock = asyncio.Lock() if database.is_sqlite else None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SQLChatTransaction]:
-        """Commit on normal exit, roll back on error (the caller's unit of work)."""
-        async with self.database.sessions.begin() as session:
+        """Commit on normal exit, roll back on error (the caller's unit of work).
+
+        On SQLite the chat transactions run one at a time: concurrent writers
+        would otherwise meet ``SQLITE_BUSY`` and sleep in the busy handler,
+        which costs milliseconds each; queueing on an asyncio lock costs
+        nothing. Units never nest, so the lock cannot deadlock.
+        """
+        if self._write_lock is None:
+            async with self.database.sessions.begin() as session:
+                yield SQLChatTransaction(session)
+            return
+        async with self._write_lock, self.database.sessions.begin() as session:
             yield SQLChatTransaction(session)

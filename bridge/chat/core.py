@@ -349,11 +349,10 @@ class ChatCore:
             ]
         await self.send_on_leg(cs.leg, sending)
 
-    async def send_reports(self, msg: StoredMessage, kinds: list[ReportKind]) -> None:
-        """Send the IMDNs ``kinds`` for a received message: live session, else SIP MESSAGE."""
-        if not kinds:
-            return
-        leg = await self.report_leg(msg)
+    async def send_reports(
+        self, msg: StoredMessage, kinds: list[ReportKind], leg: LegId | None
+    ) -> None:
+        """Send the IMDNs ``kinds`` for a received message on ``leg`` (None: SIP MESSAGE)."""
         for kind in kinds:
             report = OutgoingReport(
                 message_id=msg.id,
@@ -369,17 +368,15 @@ class ChatCore:
             except SignallingError as exc:
                 log.warning("x %s report for %s of %s lost: %s", kind.value, msg.id, msg.user, exc)
 
-    async def report_leg(self, msg: StoredMessage) -> LegId | None:
+    @staticmethod
+    async def report_leg(tx: ChatTransaction, msg: StoredMessage) -> LegId | None:
         """The connected leg toward the message's sender, if any (mapping §0 decision 5)."""
-        async with self.unit() as work:
-            if msg.session_id is not None:
-                cs = await work.tx.session_by_id(msg.session_id)
-                if cs is not None and is_connected(cs) and cs.leg is not None:
-                    return cs.leg
-            live = await work.tx.live_adhoc_session(
-                msg.user, msg.peer, [adhoc.AdhocState.CONNECTED.value]
-            )
-            return None if live is None else live.leg
+        if msg.session_id is not None:
+            cs = await tx.session_by_id(msg.session_id)
+            if cs is not None and is_connected(cs) and cs.leg is not None:
+                return cs.leg
+        live = await tx.live_adhoc_session(msg.user, msg.peer, [adhoc.AdhocState.CONNECTED.value])
+        return None if live is None else live.leg
 
     # --- timers and background tasks ---------------------------------------------------
 

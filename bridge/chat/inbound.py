@@ -413,7 +413,9 @@ class ChatInbound(ChatCore):
                 if msg is None:
                     return None
                 msg, due = await self.incoming_transition(work, msg, event)
-            await self.send_reports(msg, due)
+                leg = await self.report_leg(work.tx, msg) if due else None
+            if due:
+                await self.send_reports(msg, due, leg)
         return msg
 
     # --- implicit sessions ---------------------------------------------------------------------

@@ -227,10 +227,9 @@ class ChatService(ChatInbound):
             client_correlator=text.client_correlator,
         )
         if session_id == ADHOC:
-            async with self.unit() as work:
-                msg = await work.tx.insert_message(msg, expires_at=self.retention(now))
-            await self.pump_adhoc(user, other)
-            return msg, True
+            inserted = await self.pump_adhoc(user, other, msg)
+            assert inserted is not None
+            return inserted, True
         async with self.locks.hold(confirmed_key(session_id)):
             async with self.unit() as work:
                 cs = await self._confirmed(work.tx, user, other, session_id)
@@ -250,15 +249,23 @@ class ChatService(ChatInbound):
         log.debug("> message %s from %s to %s (%s)", msg.id, user, other, msg.status)
         return msg, True
 
-    async def pump_adhoc(self, user: UserUri, peer: UserUri) -> None:
-        """Send the pair's detached queued adhoc messages: pager, live session, or a new one."""
+    async def pump_adhoc(
+        self, user: UserUri, peer: UserUri, new: StoredMessage | None = None
+    ) -> StoredMessage | None:
+        """Send the pair's detached queued adhoc messages: pager, live session, or a new one.
+
+        ``new`` (a QUEUED, detached message) is stored first, in the same unit;
+        it is returned as stored.
+        """
         async with self.locks.hold(pair_key(user, peer)):
             async with self.unit() as work:
+                if new is not None:
+                    new = await work.tx.insert_message(new, expires_at=self.retention(work.now))
                 queued = await work.tx.detached_messages(
                     user, peer, ADHOC, OutgoingStatus.QUEUED.value
                 )
                 if not queued:
-                    return
+                    return new
                 if self.settings.chat_adhoc_mode == "pager":
                     pager = [
                         await self.outgoing_transition(work, m, OutgoingEvent.DISPATCH)
@@ -284,7 +291,7 @@ class ChatService(ChatInbound):
                             sending.append(m)
             if pager:
                 await self.send_by_pager(pager)
-                return
+                return new
             assert cs is not None and cs.leg is not None
             if opened:
                 log.info("> implicit session %s from %s to %s", cs.leg, user, peer)
@@ -298,13 +305,14 @@ class ChatService(ChatInbound):
                             work, cs, _local_failure(str(exc)), exc.status, str(exc)
                         )
                     await self.send_by_pager(fallback)
-                    return
+                    return new
                 timeout = self.settings.chat_invite_timeout
                 self.arm("invite:" + cs.id, timeout, self._adhoc_invite_out(cs))
-                return
+                return new
             if is_connected(cs):
                 self.touch(cs)
                 await self.send_on_leg(cs.leg, sending)
+        return new
 
     def _adhoc_invite_out(self, cs: ChatSession) -> Coro:
         async def expire() -> None:
