@@ -18,8 +18,11 @@ event carries that :data:`LegId`.
 Contract for the adapter (H8)
 -----------------------------
 * Methods return once the request is handed to the stack; outcomes arrive as
-  events. They raise :class:`SignallingError` (``.status`` a SIP code or 0)
-  only when the request cannot even be started (stack down, unknown leg);
+  events, from the adapter's own tasks: never call ``handle_event`` from
+  inside a port method (the service may hold that session's lock while it
+  calls the port; ``loop.call_soon``/a task is enough). They raise
+  :class:`SignallingError` (``.status`` a SIP code or 0) only when the
+  request cannot even be started (stack down, unknown leg);
   the service then fails the session or message at once.
 * ``start_session``: INVITE with the MSRP SDP offer, a multipart body when
   ``first`` is given (mapping R3/R4), profile headers per config. Report
