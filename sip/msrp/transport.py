@@ -565,7 +565,8 @@ class MSRPStack:
             try:
                 await self._authenticate(session)
             except BaseException:
-                del self._sessions[sid]
+                session._shutdown()
+                self._release(session, None)  # also drops an otherwise unused relay link
                 raise
         return session
 

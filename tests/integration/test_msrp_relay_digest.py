@@ -107,5 +107,7 @@ async def test_missing_or_wrong_credentials_give_401(relay: FakeRelay, password:
         assert info.value.status == 401 and not info.value.local
         assert len(relay.auths) == (1 if password is None else 2)
         assert stack.session("s4011234") is None
+        await asyncio.sleep(0.05)
+        assert not stack._links  # the relay connection is not kept for nothing
     finally:
         await stack.close()
