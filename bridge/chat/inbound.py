@@ -178,10 +178,11 @@ class ChatInbound(ChatCore):
             async with self.unit() as work:
                 cs = await work.tx.session_by_id(found.id)
                 assert cs is not None
-                if is_terminal(cs):
-                    stale = True
-                else:
-                    stale = False
+                stale = is_terminal(cs)
+                if not stale:
+                    if not self._accepts_media_up(cs):
+                        log.info("x %s in state %s ignored", type(event).__name__, cs.state)
+                        return
                     media_up: one2one.SessionEvent | adhoc.AdhocEvent = (
                         adhoc.AdhocEvent.MEDIA_UP
                         if cs.kind is SessionKind.ADHOC
@@ -195,6 +196,12 @@ class ChatInbound(ChatCore):
             if cs.kind is SessionKind.ADHOC:
                 self.touch(cs)
             await self.flush(cs)
+
+    @staticmethod
+    def _accepts_media_up(cs: ChatSession) -> bool:
+        if cs.kind is SessionKind.ADHOC:
+            return adhoc.accepts(adhoc.AdhocState(cs.state), adhoc.AdhocEvent.MEDIA_UP)
+        return one2one.accepts(one2one.SessionState(cs.state), one2one.SessionEvent.MEDIA_UP)
 
     async def _end_leg(self, leg: LegId) -> None:
         try:

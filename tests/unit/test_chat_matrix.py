@@ -1,0 +1,174 @@
+"""Every REST operation and signalling event in every state of a confirmed session.
+
+REST operations either succeed or raise ``Conflict`` (409); signalling events
+never raise; the resulting state is the one the ``one2one`` table gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from bridge.chat import one2one
+from bridge.chat.model import (
+    Composing,
+    ComposingState,
+    LegId,
+    NewSession,
+    OutgoingText,
+)
+from bridge.chat.ports import (
+    ComposingReceived,
+    IncomingInvitation,
+    IncomingMessage,
+    MessageReceived,
+    SessionAccepted,
+    SessionCancelled,
+    SessionEnded,
+    SessionFailed,
+    SignallingEvent,
+)
+from bridge.errors import Conflict
+from bridge.ids import MessageId
+from state.db import Database
+from tests.fakes.chat_world import A, B, World, make_world
+
+S = one2one.SessionState
+
+
+@pytest.fixture
+async def db(tmp_path):
+    database = Database(f"sqlite:///{tmp_path / 'matrix.db'}")
+    await database.migrate()
+    yield database
+    await database.close()
+
+
+async def reach(w: World, target: str):
+    """A session of the right side in state ``target``; returns (user, peer, session)."""
+    if target.startswith("out-"):
+        cs, _ = await w.service.create_session(A, B, NewSession())
+        assert cs.leg is not None
+        user, peer, leg = A, B, cs.leg
+        steps: dict[str, list[SignallingEvent]] = {
+            "out-inviting": [],
+            "out-connected": [SessionAccepted(leg)],
+            "out-declined": [SessionFailed(leg, 486)],
+            "out-failed": [SessionFailed(leg, 480)],
+            "out-ended": [SessionAccepted(leg), SessionEnded(leg)],
+        }
+        if target == "out-cancelled":
+            await w.service.end_session(A, B, cs.id)
+        for event in steps.get(target, []):
+            await w.service.handle_event(event)
+    else:
+        leg = LegId(f"in-{target}")
+        await w.service.handle_event(IncomingInvitation(leg, B, A))
+        note = w.notifier.of(B, "chatSessionInvitationNotification")[-1]
+        sid = str(note.body["sessionId"])
+        user, peer = B, A
+        if target in ("in-accepting", "in-connected", "in-failed"):
+            await w.service.accept_session(B, A, sid)
+        if target == "in-connected":
+            await w.service.handle_event(SessionAccepted(leg))
+        if target == "in-failed":
+            await w.service.handle_event(SessionFailed(leg, 0, "MSRP"))
+        if target == "in-declined":
+            await w.service.end_session(B, A, sid)
+        if target == "in-cancelled":
+            await w.service.handle_event(SessionCancelled(leg))
+        cs = await w.service.get_session(B, A, sid)
+    cs = await w.service.get_session(user, peer, cs.id)
+    expected = target.split("-", 1)[1]
+    assert cs.state == expected, (target, cs.state)
+    return user, peer, cs
+
+
+TARGETS = [
+    "out-inviting",
+    "out-connected",
+    "out-declined",
+    "out-failed",
+    "out-cancelled",
+    "out-ended",
+    "in-ringing",
+    "in-accepting",
+    "in-connected",
+    "in-declined",
+    "in-failed",
+    "in-cancelled",
+]
+REST_OPS = {
+    "end": one2one.SessionEvent.APP_END,
+    "accept": one2one.SessionEvent.APP_ACCEPT,
+    "send": None,
+    "compose": None,
+}
+EVENTS = ["accepted", "declined", "ended", "cancelled", "message", "composing"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("op", list(REST_OPS))
+async def test_rest_operation(db: Database, target: str, op: str) -> None:
+    w = await make_world(db)
+    try:
+        await w.subscribe(A)
+        await w.subscribe(B)
+        user, peer, cs = await reach(w, target)
+        state = S(cs.state)
+        call: Callable[[], Awaitable[object]] = {
+            "end": lambda: w.service.end_session(user, peer, cs.id),
+            "accept": lambda: w.service.accept_session(user, peer, cs.id),
+            "send": lambda: w.service.send_message(user, peer, cs.id, OutgoingText("x")),
+            "compose": lambda: w.service.send_composing(
+                user, peer, cs.id, Composing(ComposingState.ACTIVE)
+            ),
+        }[op]
+        event = REST_OPS[op]
+        if event is not None:
+            allowed = one2one.accepts(state, event)
+        elif op == "send":
+            allowed = state not in one2one.TERMINAL and state is not S.RINGING
+        else:
+            allowed = state not in one2one.TERMINAL
+        if allowed:
+            await call()
+        else:
+            with pytest.raises(Conflict):
+                await call()
+        after = S((await w.service.get_session(user, peer, cs.id)).state)
+        if event is not None and allowed:
+            assert after is one2one.next_state(state, event)
+        else:
+            assert after is state
+    finally:
+        await w.service.stop()
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("kind", EVENTS)
+async def test_signalling_event(db: Database, target: str, kind: str) -> None:
+    w = await make_world(db)
+    try:
+        await w.subscribe(A)
+        await w.subscribe(B)
+        user, peer, cs = await reach(w, target)
+        assert cs.leg is not None
+        leg = cs.leg
+        event: SignallingEvent = {  # type: ignore[assignment]
+            "accepted": SessionAccepted(leg),
+            "declined": SessionFailed(leg, 603, "Decline"),
+            "ended": SessionEnded(leg),
+            "cancelled": SessionCancelled(leg),
+            "message": MessageReceived(
+                leg, user, IncomingMessage(MessageId("mx"), peer, "late or not")
+            ),
+            "composing": ComposingReceived(leg, user, peer, Composing(ComposingState.IDLE)),
+        }[kind]
+        await w.service.handle_event(event)  # never raises
+        after = await w.service.get_session(user, peer, cs.id)
+        if S(cs.state) in one2one.TERMINAL:
+            assert after.state == cs.state
+    finally:
+        await w.service.stop()
