@@ -97,14 +97,14 @@ async def open_bridge(
 ) -> tuple[Bridge, Database]:
     db = Database(f"sqlite:///{tmp_path / 'chat.db'}")
     await db.migrate()
-    settings = fast_settings(
-        str(db.url),
-        server_root=ROOT,
-        sip_port=kamailio.as_port,
-        sip_outbound_proxy=f"sip:127.0.0.1:{kamailio.sip_port};transport=tcp",
-        chat_invite_timeout=8.0,
-        **extra,
-    )
+    values: dict[str, object] = {
+        "server_root": ROOT,
+        "sip_port": kamailio.as_port,
+        "sip_outbound_proxy": f"sip:127.0.0.1:{kamailio.sip_port};transport=tcp",
+        "chat_invite_timeout": 8.0,
+    }
+    values.update(extra)
+    settings = fast_settings(str(db.url), **values)
     side = await start_signalling(settings)
     app = make_app(settings, db)
     install_chat(app, side.signalling)
