@@ -108,6 +108,16 @@ class Unit:
     tx: ChatTransaction
     now: datetime
     queued: list[Notification] = field(default_factory=list)
+    subscriptions: dict[UserUri, list[Subscription]] = field(default_factory=dict)
+    """Active subscriptions read in this unit, per user (read once per unit)."""
+
+    async def active_subscriptions(self, user: UserUri) -> list[Subscription]:
+        """The subscriptions receiving ``user``'s notifications (cached for the unit)."""
+        found = self.subscriptions.get(user)
+        if found is None:
+            found = await self.tx.active_subscriptions(user, self.now)
+            self.subscriptions[user] = found
+        return found
 
     async def notify(
         self,
@@ -117,7 +127,7 @@ class Unit:
         where: Callable[[Subscription], bool] | None = None,
     ) -> int:
         """Enqueue one notification per active subscription of ``user``; return how many."""
-        subs = await self.tx.active_subscriptions(user, self.now)
+        subs = await self.active_subscriptions(user)
         count = 0
         for sub in subs:
             if where is not None and not where(sub):

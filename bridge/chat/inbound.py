@@ -306,7 +306,7 @@ class ChatInbound(ChatCore):
         async with self.locks.hold(message_key(user, incoming.message_id)):
             async with self.unit() as work:
                 if cs is None:
-                    if not await work.tx.active_subscriptions(user, work.now):
+                    if not await work.active_subscriptions(user):
                         raise EventRejected(f"no subscription for {user}", NO_SUBSCRIPTION)
                     await self._store_received(work, None, ADHOC, incoming, user=user)
                 else:

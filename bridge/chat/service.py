@@ -238,11 +238,12 @@ class ChatService(ChatInbound):
                     raise Conflict(f"chat session {session_id} is over ({cs.state})")
                 if state is S.RINGING:
                     raise Conflict(f"chat session {session_id}: accept the invitation first")
+                # born SENDING on a connected session, QUEUED until it connects
+                first = OutgoingStatus.SENDING if state is S.CONNECTED else OutgoingStatus.QUEUED
                 msg = await work.tx.insert_message(
-                    replace(msg, session_id=cs.id), expires_at=self.retention(now)
+                    replace(msg, session_id=cs.id, status=first.value),
+                    expires_at=self.retention(now),
                 )
-                if state is S.CONNECTED:
-                    msg = await self.outgoing_transition(work, msg, OutgoingEvent.DISPATCH)
             if msg.status == OutgoingStatus.SENDING.value:
                 assert cs.leg is not None
                 await self.send_on_leg(cs.leg, [msg])
