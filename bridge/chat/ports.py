@@ -54,6 +54,9 @@ Contract for the adapter (H8)
   an INVITE for a user without subscription: 480); the adapter answers it.
 * Peer BYE / MSRP loss → :class:`SessionEnded`; CANCEL of an incoming INVITE
   not yet answered → :class:`SessionCancelled`.
+* Deliver the events of one leg in order (one queue per leg). Traffic on a
+  leg must name the leg's own user, else 481. Any other exception out of
+  ``handle_event`` (a store failure) is the bridge's fault: answer 500.
 """
 
 from __future__ import annotations
