@@ -172,3 +172,53 @@ async def test_signalling_event(db: Database, target: str, kind: str) -> None:
             assert after.state == cs.state
     finally:
         await w.service.stop()
+
+
+ADHOC_TARGETS = ["out-connecting", "out-connected", "out-closed", "in-connecting", "in-connected"]
+
+
+async def reach_adhoc(w: World, target: str) -> LegId:
+    """An implicit session between A (user) and B in ``target``; returns its leg."""
+    if target.startswith("out-"):
+        await w.service.send_message(A, B, "adhoc", OutgoingText("first"))
+        leg = LegId(w.sip.named("start_session")[-1].args[0])
+    else:
+        leg = LegId("in-adhoc")
+        await w.service.handle_event(IncomingInvitation(leg, A, B))
+    if target.endswith(("connected", "closed")):
+        await w.service.handle_event(SessionAccepted(leg))
+    if target.endswith("closed"):
+        await w.service.handle_event(SessionEnded(leg))
+    session = await w.service.leg_session(leg)
+    assert session is not None
+    assert (await w.service.session_of(session.id)).state == target.split("-")[1]  # type: ignore[union-attr]
+    return leg
+
+
+@pytest.mark.parametrize("target", ADHOC_TARGETS)
+@pytest.mark.parametrize(
+    "kind", ["accepted", "refused", "declined", "ended", "cancelled", "message", "send", "compose"]
+)
+async def test_adhoc_matrix(db: Database, target: str, kind: str) -> None:
+    w = await make_world(db)
+    try:
+        await w.subscribe(A, confirmed=False, adhoc=True)
+        leg = await reach_adhoc(w, target)
+        if kind == "send":
+            msg, _ = await w.service.send_message(A, B, "adhoc", OutgoingText("x"))
+            await w.service.get_message(A, B, "adhoc", msg.id)
+        elif kind == "compose":
+            await w.service.send_composing(A, B, "adhoc", Composing(ComposingState.ACTIVE))
+        else:
+            event: SignallingEvent = {  # type: ignore[assignment]
+                "accepted": SessionAccepted(leg),
+                "refused": SessionFailed(leg, 488),
+                "declined": SessionFailed(leg, 486),
+                "ended": SessionEnded(leg),
+                "cancelled": SessionCancelled(leg),
+                "message": MessageReceived(leg, A, IncomingMessage(MessageId("my"), B, "m")),
+            }[kind]
+            await w.service.handle_event(event)  # never raises
+        await w.settle()
+    finally:
+        await w.service.stop()
