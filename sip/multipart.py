@@ -120,12 +120,14 @@ def parse_headers(block: bytes, what: str) -> Headers:
     headers: list[tuple[str, str]] = []
     for number, raw in enumerate(text.split("\n"), start=1):
         line = raw[:-1] if raw.endswith("\r") else raw
+        if "\r" in line:
+            raise CodecError(f"{what}: malformed header line {number}")
         if line[:1] in (" ", "\t") and headers:
             name, value = headers[-1]
             headers[-1] = (name, f"{value} {line.strip()}".strip())
             continue
         name, colon, value = line.partition(":")
-        if not colon or _TOKEN.fullmatch(name.strip()) is None or "\r" in value:
+        if not colon or _TOKEN.fullmatch(name.strip()) is None:
             raise CodecError(f"{what}: malformed header line {number}")
         headers.append((name.strip(), value.strip()))
     return tuple(headers)

@@ -249,3 +249,12 @@ def test_content_type_fuzz(value: str) -> None:
     except CodecError:
         return
     assert parse_content_type(str(ctype)) == ctype
+
+
+def test_bare_cr_in_folded_header_line_is_refused() -> None:
+    data = (
+        b"--b\r\nContent-Type: text/plain\r\nContent-Disposition:\r\n render\r\x00\r\n\r\n"
+        b"hi\r\n--b--\r\n"
+    )
+    with pytest.raises(CodecError, match="multipart: malformed header line 3"):
+        multipart.parse(data, "multipart/mixed;boundary=b")
