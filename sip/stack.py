@@ -76,7 +76,7 @@ from sip.subscription import (
     parse_event,
 )
 from sip.timers import Timers
-from sip.transaction import ServerTransaction, TransactionLayer
+from sip.transaction import ClientTransaction, ServerTransaction, TransactionLayer
 from sip.transport import Source, TransportLayer
 from sip.uri import SipURI, TelURI, parse_uri
 
@@ -127,6 +127,12 @@ def _user_of(uri: str) -> str | None:
 def _addr(uri: str) -> str:
     uri = uri.strip()
     return uri if uri.startswith("<") or " " in uri else f"<{uri}>"
+
+
+def _retrieve(task: asyncio.Task[Response]) -> None:
+    """Marks a task's exception as seen: the caller gets it from ``response()``."""
+    if not task.cancelled():
+        task.exception()
 
 
 # -- incoming requests ---------------------------------------------------------------------
@@ -542,7 +548,14 @@ class OutgoingInvite:
         self.provisional: list[Response] = []
         self._task: asyncio.Task[Response] | None = None
         self._tx_ready = asyncio.Event()
-        self._tx: object = None
+        self._tx: ClientTransaction | None = None
+
+    def _first_2xx_tag(self) -> str | None:
+        tx = self._tx
+        if tx is not None and tx.final.done() and not tx.final.cancelled():
+            if tx.final.exception() is None:
+                return tx.final.result().to_tag
+        return None
 
     async def response(self) -> Response:
         """The final response (2xx already ACKed; ``session`` set). Raises SIPError on timeout."""
@@ -552,9 +565,7 @@ class OutgoingInvite:
     async def cancel(self) -> None:
         """Sends CANCEL (RFC 3261 §9.1); the INVITE then ends with 487."""
         await self._tx_ready.wait()
-        from sip.transaction import ClientTransaction
-
-        if isinstance(self._tx, ClientTransaction):
+        if self._tx is not None:
             await self._tx.cancel()
 
 
@@ -821,6 +832,7 @@ class SipStack:
         call._task = asyncio.get_running_loop().create_task(
             self._run_invite(call, body, content_type, on_provisional, handlers or {})
         )
+        call._task.add_done_callback(_retrieve)
         return call
 
     async def _run_invite(
@@ -843,8 +855,11 @@ class SipStack:
                 session = call.session
                 if session is not None and resp.to_tag == session.dialog.id.remote_tag:
                     session._send_ack(resp)  # 2xx retransmission: same ACK again
-                else:
-                    self._spawn(self._ack_and_bye(request, resp))  # another fork answered
+                    return
+                first = call._first_2xx_tag()
+                if session is None and first == resp.to_tag:
+                    return  # retransmission before the session exists: its ACK is coming
+                self._spawn(self._ack_and_bye(request, resp))  # another fork answered
 
             tx = self.layer.client(request, on_provisional=provisional, on_2xx=on_2xx)
             call._tx = tx
