@@ -141,10 +141,11 @@ class SippProcess:
         )
         return self
 
-    async def wait(self) -> SippResult:
+    async def wait(self, limit: float | None = None) -> SippResult:
+        """Collects the result; kills sipp after ``limit`` (default: the start limit)."""
         assert self._proc is not None
         try:
-            out, err = await asyncio.wait_for(self._proc.communicate(), self.limit)
+            out, err = await asyncio.wait_for(self._proc.communicate(), limit or self.limit)
         except asyncio.TimeoutError:
             self._proc.kill()
             out, err = await self._proc.communicate()
