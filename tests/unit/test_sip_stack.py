@@ -252,3 +252,32 @@ async def test_timeout_is_408() -> None:
     finally:
         sink.close()
         await a.stop()
+
+
+@pytest.mark.parametrize("status", [401, 407])
+async def test_digest_retry(pair: tuple[SipStack, SipStack, str], status: int) -> None:
+    from sip import auth
+
+    a, b, target = pair
+    challenge = auth.make_challenge("ims.test", algorithm="SHA-256")
+    challenge_name, credentials_name = auth.challenge_header(status)
+    seen: list[str | None] = []
+
+    def on_message(req: IncomingRequest) -> None:
+        value = req.request.get(credentials_name)
+        seen.append(value)
+        if value is None:
+            req.respond(status, headers=[(challenge_name, str(challenge))])
+            return
+        creds = auth.parse_credentials(value)
+        ok = auth.verify(creds, "MESSAGE", "secret", req.request.body)
+        req.respond(200 if ok else 403)
+
+    b.on_request("MESSAGE", on_message)
+    # no credentials: the challenge comes back to the caller
+    resp = await a.send_request("MESSAGE", target, sender=ALICE, body=b"x")
+    assert resp.status == status
+    a.credentials = lambda realm: ("alice", "secret") if realm == "ims.test" else None
+    resp = await a.send_request("MESSAGE", target, sender=ALICE, body=b"y")
+    assert resp.status == 200
+    assert seen[-2] is None and seen[-1] is not None and "SHA-256" in seen[-1]
