@@ -1,0 +1,332 @@
+"""The 1-1 chat core in-process: messages/s, store work per message, latency, session memory.
+
+No HTTP and no SIP: the chat service (``bridge.chat.service``) runs over
+``tests.fakes.signalling.LoopbackSignalling`` (A's MSRP SEND becomes B's
+received message in memory) with the real SQLite file store
+(``state.chat_repository.SQLChatStore``) and a notifier that records what is
+woken and plays "the app got it" for every chatMessageNotification at once
+(so the automatic "delivered" IMDN goes back to the sender, as the real
+delivery side does after a 2xx). What it measures is the cost of the chat
+core and its store, the part the end-to-end bench (``bench/chat_bench.py``)
+cannot separate from HTTP, SIP and MSRP.
+
+Phases:
+
+1. sequential: one confirmed session A→B; ``--seq`` messages, each sent only
+   after the previous one's ``Delivered`` status notification reached A
+   (the full round trip: store, MSRP send result, B's notification, B's
+   delivered IMDN, A's status notification);
+2. concurrent: ``--pairs`` confirmed sessions, each sending ``--per-pair``
+   messages back to back (every ``send_message`` awaited, not the round
+   trip); msg/s = messages / (first send → last ``Delivered`` at A);
+3. memory: ``--sessions`` idle confirmed 1-1 sessions (created, accepted,
+   connected), measured with tracemalloc (Python heap held per session by
+   the service and its caches; the store is on disk).
+
+For phases 1 and 2 it prints SQL statements and transactions (commits) per
+message, counted with SQLAlchemy engine events, and p50/p99 of
+``send_message`` (the part a REST POST waits for before its 201).
+
+Usage::
+
+    .venv/bin/python bench/chat_core_bench.py [--seq 300] [--pairs 10] [--per-pair 100]
+        [--sessions 10000] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import pstats
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bridge.chat.core import utcnow  # noqa: E402
+from bridge.chat.model import NewSession, OutgoingText, RestStatus  # noqa: E402
+from bridge.chat.service import ChatService  # noqa: E402
+from bridge.config import Settings  # noqa: E402
+from bridge.ids import ChatSessionId, UserUri  # noqa: E402
+from bridge.ports import Notification  # noqa: E402
+from bridge.subscriptions import NewSubscription  # noqa: E402
+from rest.uris import ServerRoot  # noqa: E402
+from state import repository  # noqa: E402
+from state.chat_repository import SQLChatStore  # noqa: E402
+from state.db import Database  # noqa: E402
+from tests.fakes.notifier import RecordingNotifier  # noqa: E402
+from tests.fakes.signalling import LoopbackSignalling  # noqa: E402
+
+ROOT = "http://bench.test"
+
+
+def user(side: str, i: int) -> UserUri:
+    return UserUri(f"tel:+1555{'1' if side == 'a' else '2'}{i:06d}")
+
+
+class AppNotifier(RecordingNotifier):
+    """Records nothing; hands each chat message to the listeners at once; resolves waiters."""
+
+    def __init__(self, database: Database) -> None:
+        super().__init__(database)
+        self.delivered: dict[str, asyncio.Future[None]] = {}
+        self.invitations: dict[UserUri, asyncio.Future[str]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def wake(self, *queued: Notification) -> None:
+        for n in queued:
+            if n.root == "chatMessageNotification" and "chatMessage" in n.body:
+                task = asyncio.get_running_loop().create_task(self.deliver(n))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            elif n.root == "chatMessageStatusNotification" and n.body.get("status") == "Delivered":
+                fut = self.delivered.get(str(n.body["messageId"]))
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+            elif n.root == "chatSessionInvitationNotification":
+                fut2 = self.invitations.get(n.user)
+                if fut2 is not None and not fut2.done():
+                    fut2.set_result(str(n.body["sessionId"]))
+
+    def expect(self, message_id: str) -> asyncio.Future[None]:
+        fut = self.delivered.get(message_id)
+        if fut is None:
+            fut = self.delivered[message_id] = asyncio.get_running_loop().create_future()
+        return fut
+
+
+@dataclass
+class Counter:
+    """SQL statements and commits seen on an engine."""
+
+    statements: int = 0
+    commits: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        self.statements = self.commits = 0
+        self.kinds.clear()
+
+
+def count_sql(database: Database) -> Counter:
+    counter = Counter()
+
+    def on_execute(*args: Any) -> None:
+        counter.statements += 1
+        statement = str(args[2]).lstrip().split(None, 1)[0].upper()
+        counter.kinds[statement] = counter.kinds.get(statement, 0) + 1
+
+    def on_commit(*_args: Any) -> None:
+        counter.commits += 1
+
+    engines = {id(database.engine.sync_engine): database.engine.sync_engine}
+    for engine in engines.values():
+        event.listen(engine, "before_cursor_execute", on_execute)
+        event.listen(engine, "commit", on_commit)
+    return counter
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+@dataclass
+class Bench:
+    database: Database
+    service: ChatService
+    notifier: AppNotifier
+    sip: LoopbackSignalling
+    counter: Counter
+
+    async def subscribe(self, *users: UserUri) -> None:
+        async with self.database.sessions.begin() as session:
+            for u in users:
+                await repository.create_subscription(
+                    session,
+                    NewSubscription(
+                        user=u,
+                        notify_url=f"http://app.test/{u}",
+                        callback_data="cb",
+                        confirmed_chat_supported=True,
+                    ),
+                    datetime.now(UTC),
+                )
+
+    async def open_pair(self, a: UserUri, b: UserUri) -> str:
+        """A confirmed session A→B, accepted by B and connected; A's sessionId."""
+        invited = asyncio.get_running_loop().create_future()
+        self.notifier.invitations[b] = invited
+        cs, _ = await self.service.create_session(a, b, NewSession(subject="bench"))
+        b_id = await asyncio.wait_for(invited, 30)
+        del self.notifier.invitations[b]
+        await self.service.accept_session(b, a, b_id)
+        for _ in range(2000):
+            current = await self.service.session_of(ChatSessionId(cs.id))
+            if current is not None and current.state == "connected":
+                return cs.id
+            await asyncio.sleep(0.001)
+        raise RuntimeError(f"session {cs.id} did not connect")
+
+    async def send(self, a: UserUri, b: UserUri, sid: str, i: int) -> tuple[str, float]:
+        t0 = time.perf_counter()
+        msg, _ = await self.service.send_message(
+            a, b, sid, OutgoingText(f"hello {i}", frozenset({RestStatus.DELIVERED}))
+        )
+        return msg.id, time.perf_counter() - t0
+
+
+async def make_bench(path: Path) -> Bench:
+    database = Database(f"sqlite:///{path}")
+    await database.migrate()
+    settings = Settings(
+        server_root=ROOT,
+        chat_ringing_timeout=600.0,
+        chat_invite_timeout=600.0,
+        chat_idle_timeout=600.0,
+    )
+    notifier = AppNotifier(database)
+    sip = LoopbackSignalling()
+    service = ChatService(
+        settings=settings,
+        store=SQLChatStore(database),
+        notifier=notifier,
+        signalling=sip,
+        urls=ServerRoot(ROOT),
+        clock=utcnow,
+    )
+    sip.bind(service)
+    await service.start()
+    return Bench(database, service, notifier, sip, count_sql(database))
+
+
+def report_store(label: str, counter: Counter, messages: int) -> None:
+    kinds = ", ".join(f"{k} {v / messages:.2f}" for k, v in sorted(counter.kinds.items()))
+    print(
+        f"  {label}: {counter.statements / messages:.2f} statements/msg "
+        f"({kinds}), {counter.commits / messages:.2f} transactions/msg"
+    )
+
+
+async def sequential(bench: Bench, count: int) -> None:
+    a, b = user("a", 0), user("b", 0)
+    await bench.subscribe(a, b)
+    sid = await bench.open_pair(a, b)
+    for i in range(20):  # warm-up
+        mid, _ = await bench.send(a, b, sid, i)
+        await asyncio.wait_for(bench.notifier.expect(mid), 30)
+    bench.counter.reset()
+    latencies: list[float] = []
+    t0 = time.perf_counter()
+    for i in range(count):
+        mid, took = await bench.send(a, b, sid, i)
+        latencies.append(took)
+        await asyncio.wait_for(bench.notifier.expect(mid), 30)
+    elapsed = time.perf_counter() - t0
+    print(f"sequential (round trip to Delivered, 1 pair): {count / elapsed:.0f} msg/s")
+    print(
+        f"  send_message p50 {pct(latencies, 50) * 1000:.2f} ms, "
+        f"p99 {pct(latencies, 99) * 1000:.2f} ms"
+    )
+    report_store("store", bench.counter, count)
+
+
+async def concurrent(bench: Bench, pairs: int, per_pair: int, profile: bool) -> None:
+    ends = [(user("a", 100 + i), user("b", 100 + i)) for i in range(pairs)]
+    await bench.subscribe(*(u for pair in ends for u in pair))
+    sids = [await bench.open_pair(a, b) for a, b in ends]
+    latencies: list[float] = []
+    waits: list[asyncio.Future[None]] = []
+
+    async def run(k: int) -> None:
+        a, b = ends[k]
+        for i in range(per_pair):
+            mid, took = await bench.send(a, b, sids[k], i)
+            latencies.append(took)
+            waits.append(bench.notifier.expect(mid))
+
+    bench.counter.reset()
+    prof = cProfile.Profile() if profile else None
+    if prof is not None:
+        prof.enable()
+    t0 = time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(*(run(k) for k in range(pairs))), 300)
+    await asyncio.wait_for(asyncio.gather(*waits), 300)
+    elapsed = time.perf_counter() - t0
+    if prof is not None:
+        prof.disable()
+    total = pairs * per_pair
+    print(
+        f"concurrent ({pairs} pairs x {per_pair}, until every Delivered): "
+        f"{total / elapsed:.0f} msg/s"
+    )
+    print(
+        f"  send_message p50 {pct(latencies, 50) * 1000:.2f} ms, "
+        f"p99 {pct(latencies, 99) * 1000:.2f} ms"
+    )
+    report_store("store", bench.counter, total)
+    if prof is not None:
+        stats = pstats.Stats(prof).strip_dirs()
+        stats.sort_stats("tottime").print_stats(25)
+        stats.sort_stats("cumulative").print_stats(40)
+
+
+async def memory(bench: Bench, sessions: int, batch: int = 50) -> None:
+    ends = [(user("a", 200_000 + i), user("b", 200_000 + i)) for i in range(sessions)]
+    await bench.subscribe(*(u for pair in ends for u in pair))
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    t0 = time.perf_counter()
+    for start in range(0, sessions, batch):
+        chunk = ends[start : start + batch]
+        await asyncio.gather(*(bench.open_pair(a, b) for a, b in chunk))
+    await bench.sip.settle(bench.service)
+    elapsed = time.perf_counter() - t0
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    print(
+        f"memory: {sessions} idle 1-1 sessions (2 legs each) held {held / 2**20:.1f} MiB "
+        f"= {held / sessions / 1024:.2f} KiB/session (tracemalloc); set up in {elapsed:.1f} s"
+    )
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        bench = await make_bench(Path(tmp) / "chat.db")
+        try:
+            await sequential(bench, args.seq)
+            await concurrent(bench, args.pairs, args.per_pair, args.profile)
+            if args.sessions:
+                await memory(bench, args.sessions)
+        finally:
+            await bench.service.stop()
+            await bench.database.close()
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seq", type=int, default=300, help="sequential round trips")
+    p.add_argument("--pairs", type=int, default=10, help="concurrent sending pairs")
+    p.add_argument("--per-pair", type=int, default=100, help="messages per pair")
+    p.add_argument("--sessions", type=int, default=10_000, help="idle sessions (0: skip)")
+    p.add_argument("--profile", action="store_true", help="cProfile the concurrent phase")
+    return p.parse_args(argv)
+
+
+run: Callable[[], None] = lambda: asyncio.run(main(parse()))  # noqa: E731
+
+if __name__ == "__main__":
+    run()
