@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     channel_default_lifetime: int = Field(7200, gt=0)
     channel_max_lifetime: int = Field(86400, gt=0)
     channel_max_notifications: int = Field(100, gt=0)
+    # notification delivery worker (H9: rest.delivery) -------------------------
+    notification_poll_interval: float = Field(1.0, gt=0)
+    """Seconds between two look-ups of the outbox for rows nobody woke us for."""
+    notification_concurrency: int = Field(32, ge=1)
+    """Subscriptions whose callbacks are POSTed at the same time (one request each)."""
+    # ---------------------------------------------------------------------------
 
     # --- SIP / MSRP -----------------------------------------------------------
     sip_host: str = "127.0.0.1"

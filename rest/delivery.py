@@ -3,15 +3,25 @@
 Callback delivery (DECISIONS.md "Notification delivery", oma-chat-api.md §5)
 ---------------------------------------------------------------------------
 One HTTP POST per notification, body ``{root: body}``, to ``notify_url``; any
-2xx means delivered. A scheduler task looks for the heads of the outbox lanes
-(one lane per subscription) when woken, when a lane finishes, and at least
-every ``poll_interval`` seconds, so rows written by another process or
-instance are found too. Each due head starts a *lane task* (at most
-``concurrency`` at a time) that claims the head, posts it, deletes it on 2xx
-and moves on to the next row of the same subscription; on failure it records
-the attempt and leaves, and the scheduler comes back when the backoff ends.
-That keeps order per subscription and lets one failing receiver block only
-its own subscriptions.
+2xx means delivered. A scheduler task makes *passes* when woken (a publish or
+wake, a lane finishing), when the next backoff ends, and at least every
+``notification_poll_interval`` seconds, so rows written by another process or
+instance are found too. One pass is one write transaction: it deletes the rows
+delivered since the last pass, then claims a batch of up to ``batch_size``
+rows from the head of each of up to ``notification_concurrency`` due lanes
+(one lane per subscription; ``state.outbox.claim_lanes``). Each batch runs as
+a *lane task* that POSTs its rows one after the other over one shared
+keep-alive HTTP client, without touching the store while they succeed. On a
+failure it records the attempt and hands the rest of the batch back, and the
+scheduler returns to that lane when its backoff ends. That keeps order per
+subscription, lets one failing receiver block only its own subscriptions, and
+costs one transaction per batch rather than two per notification. A lane
+whose claims would run out during a slow batch extends them first.
+
+Guarantees kept: a notification is durable before ``publish`` returns (or
+commits with the caller's transaction); it is deleted only after its 2xx, so
+a crash between the two re-sends it (at least once); delivery listeners run
+once per successful POST.
 
 Backoff: attempt *n* waits ``min(max, initial * 2**(n-1))`` seconds, halved
 plus random jitter (:func:`backoff_delay`). A notification is tried at least
@@ -20,13 +30,15 @@ logged at WARNING and counted. Every attempt is scheduled no later than that
 deadline, so the last try happens at the maximum age. Responses other than
 2xx (3xx included: redirects are not followed) count as failures.
 
-Channels (§10): :meth:`DeliveryService.long_poll` waits for the channel's
+Channels (§10): :meth:`DeliveryService.hand_out` waits for the channel's
 queue; it is woken by :meth:`wake` for the notifications just committed, and
-re-checks the store every ``poll_interval`` so another instance's writes are
-seen too. A new poll on the same channel answers the previous one empty.
-Expired channels are swept here, with their queues and the subscriptions that
-target their callbackURL. Channel items older than the maximum age are
-dropped as well, so an abandoned channel cannot grow without bound.
+re-checks the store every poll interval so another instance's writes are seen
+too. The items it yields stay queued (claimed) until the caller has written
+its response; a failed write hands them back, in place, for the next poll. A
+new poll on the same channel answers the previous one empty. Expired channels
+are swept here, with their queues and the subscriptions that target their
+callbackURL. Channel items older than the maximum age are dropped as well, so
+an abandoned channel cannot grow without bound.
 
 A notification whose ``notify_url`` lies under this server's own channel URL
 space but matches no live channel (it was deleted or expired) is dropped at
@@ -42,7 +54,7 @@ import os
 import random
 import secrets
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -66,6 +78,11 @@ STOP_GRACE = 5.0
 """Seconds :meth:`DeliveryService.stop` waits for the scheduler and lanes to leave."""
 LISTENER_GRACE = 5.0
 """Seconds :meth:`DeliveryService.stop` lets running delivery listeners finish."""
+BATCH_SIZE = 32
+"""Rows claimed from the head of one lane per scheduler pass."""
+SETTLE_DELAY = 0.02
+"""Seconds delivered rows may wait to be deleted together (a crash then re-sends them)."""
+_POST_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
 def backoff_delay(
@@ -104,21 +121,29 @@ class DeliveryService:
         database: Database,
         *,
         own_channel_prefix: str | None = None,
-        poll_interval: float = 1.0,
-        concurrency: int = 32,
+        poll_interval: float | None = None,
+        concurrency: int | None = None,
+        batch_size: int = BATCH_SIZE,
         clock: Callable[[], datetime] = outbox.utcnow,
     ) -> None:
         self.settings = settings
         self.database = database
         self.own_channel_prefix = own_channel_prefix
-        self.poll_interval = poll_interval
-        self.concurrency = concurrency
+        self.poll_interval = (
+            settings.notification_poll_interval if poll_interval is None else poll_interval
+        )
+        self.concurrency = settings.notification_concurrency if concurrency is None else concurrency
+        self.batch_size = batch_size
         self.clock = clock
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.stats = DeliveryStats()
         self._listeners: list[DeliveryListener] = []
         self._wakeup = asyncio.Event()
-        self._lanes: dict[str, asyncio.Task[None]] = {}
+        self._lanes: dict[str, asyncio.Task[bool]] = {}
+        self._gone: set[str] = set()
+        self._settled: list[int] = []
+        self._rewake: set[str] = set()
+        self._settle_timer: asyncio.TimerHandle | None = None
         self._polls: dict[str, _Poll] = {}
         self._http: aiohttp.ClientSession | None = None
         self._scheduler: asyncio.Task[None] | None = None
@@ -154,35 +179,75 @@ class DeliveryService:
         root: str,
         body: JSONObject,
     ) -> Notification:
-        """Store one notification durably (own transaction) and schedule its delivery."""
-        async with self._write() as session:
-            item = await outbox.enqueue(
-                session,
-                user=user,
-                subscription_id=subscription_id,
-                notify_url=notify_url,
-                root=root,
-                body=body,
-                now=self.clock(),
-            )
-        self.wake(item)
+        """Store one notification durably (own transaction) and schedule its delivery.
+
+        On SQLite (one writer) a notification that is alone in its lane is
+        claimed in the same transaction and handed straight to a lane task:
+        no scheduler pass, no re-read. Rows delivered since the last pass are
+        deleted in that transaction too.
+        """
+        direct = self._direct and subscription_id not in self._lanes
+        settled = self._settled if direct else []
+        self._settled = [] if direct else self._settled
+        held = asyncio.get_running_loop().time() + self._claim_seconds()
+        claimed = False
+        try:
+            async with self._write() as session:
+                now = self.clock()
+                await outbox.settle(session, settled)
+                item = await outbox.enqueue(
+                    session,
+                    user=user,
+                    subscription_id=subscription_id,
+                    notify_url=notify_url,
+                    root=root,
+                    body=body,
+                    now=now,
+                )
+                if direct and item.channel_id is None:
+                    claimed = await outbox.claim_if_alone(
+                        session,
+                        item.id,
+                        owner=self.owner,
+                        until=now + timedelta(seconds=self._claim_seconds()),
+                    )
+        except BaseException:
+            self._settled[:0] = settled
+            raise
+        if claimed and self._direct and subscription_id not in self._lanes:
+            entry = outbox.OutboxEntry(item, 0, now)
+            self._start_lane(outbox.LaneBatch(subscription_id, (entry,)), held)
+        elif claimed:  # the worker stopped meanwhile: leave it to whoever runs next
+            await self._release([item.id])
+            self.wake(item)
+        else:
+            self.wake(item)
         return item
+
+    @property
+    def _direct(self) -> bool:
+        return self.database.is_sqlite and self._scheduler is not None and not self._stopping
 
     def wake(self, *queued: Notification) -> None:
         """Wake the worker and the long polls of the channels concerned (all, if none given)."""
-        # A running lane reads its next row itself, and wakes the scheduler when it ends.
-        if not queued or any(
-            n.channel_id is None and n.subscription_id not in self._lanes for n in queued
-        ):
+        # A running lane's batch was claimed before these rows: the scheduler takes
+        # them when that lane ends (``_rewake``), so a running lane needs no pass now.
+        if not queued:
             self._wakeup.set()
+        for n in queued:
+            if n.channel_id is not None:
+                continue
+            if n.subscription_id in self._lanes:
+                self._rewake.add(n.subscription_id)
+            else:
+                self._wakeup.set()
         if not queued:
             for poll in self._polls.values():
                 poll.event.set()
             return
         for n in queued:
-            waiting = self._polls.get(n.channel_id) if n.channel_id is not None else None
-            if waiting is not None:
-                waiting.event.set()
+            if n.channel_id is not None:
+                self._wake_poll(n.channel_id)
 
     def add_listener(self, listener: DeliveryListener) -> None:
         """Register a coroutine awaited with every delivered notification."""
@@ -193,16 +258,27 @@ class DeliveryService:
         if listener in self._listeners:
             self._listeners.remove(listener)
 
+    def subscription_gone(self, subscription_id: str) -> None:
+        """Stop POSTing a deleted subscription's claimed rows (its queue was dropped)."""
+        if subscription_id in self._lanes:
+            self._gone.add(subscription_id)
+
     # --- lifetime -------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the HTTP client and start the scheduler."""
+        """Open the HTTP client (keep-alive, bounded per host) and start the scheduler."""
         if self._scheduler is not None:
             return
         self._stopping = False
         timeout = aiohttp.ClientTimeout(total=self.settings.notification_http_timeout)
+        connector = aiohttp.TCPConnector(
+            limit=self.concurrency, limit_per_host=self.concurrency, keepalive_timeout=30.0
+        )
         self._http = aiohttp.ClientSession(
-            timeout=timeout, headers={"User-Agent": USER_AGENT}, raise_for_status=False
+            connector=connector,
+            timeout=timeout,
+            headers={"User-Agent": USER_AGENT},
+            raise_for_status=False,
         )
         self._scheduler = asyncio.create_task(self._schedule(), name="notification-scheduler")
         log.info("- notification delivery started as %s", self.owner)
@@ -214,10 +290,14 @@ class DeliveryService:
         wedge a pooled connection): the scheduler and lanes see ``_stopping`` and
         leave between steps; only HTTP requests in flight are cancelled, and
         their claims released. Tasks still running after a grace period are
-        cancelled as a last resort.
+        cancelled as a last resort. Rows delivered but not deleted yet are
+        deleted here.
         """
         self._stopping = True
         self._wakeup.set()
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+            self._settle_timer = None
         for post in list(self._posts):
             post.cancel()
         tasks = [t for t in (self._scheduler, *self._lanes.values()) if t is not None]
@@ -228,6 +308,8 @@ class DeliveryService:
             await asyncio.gather(*tasks, return_exceptions=True)
         self._scheduler = None
         self._lanes.clear()
+        self._gone.clear()
+        self._rewake.clear()
         if self._listener_tasks:
             await asyncio.wait(set(self._listener_tasks), timeout=LISTENER_GRACE)
             for task in list(self._listener_tasks):
@@ -237,12 +319,14 @@ class DeliveryService:
             poll.superseded = True
             poll.event.set()
         try:
+            settled, self._settled = self._settled, []
             async with self._write() as session:
+                await outbox.settle(session, settled)
                 released = await outbox.release_claims(session, self.owner)
             if released:
                 log.info("- released %d notification claims", released)
         except Exception:  # the store may already be gone at shutdown
-            log.warning("x cannot release notification claims", exc_info=True)
+            log.warning("x cannot settle or release notification claims", exc_info=True)
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -255,7 +339,7 @@ class DeliveryService:
             self._wakeup.clear()
             wait = self.poll_interval
             try:
-                wait = min(wait, await self._start_due_lanes())
+                wait = min(wait, await self._pass())
                 if loop.time() >= self._next_sweep:
                     self._next_sweep = loop.time() + self.poll_interval
                     await self._sweep()
@@ -263,88 +347,126 @@ class DeliveryService:
                 raise
             except Exception:
                 log.exception("x notification scheduler pass failed")
+            if self._stopping:
+                return
             try:
                 await asyncio.wait_for(self._wakeup.wait(), timeout=max(0.0, wait))
             except TimeoutError:
                 pass
 
-    async def _start_due_lanes(self) -> float:
-        """Start a lane task for every due head; return seconds until the next known due time."""
+    async def _pass(self) -> float:
+        """Delete settled rows, claim batches of due lanes and start them, in one transaction.
+
+        Returns the seconds until the next known due time (at most ``poll_interval``).
+        """
+        settled, self._settled = self._settled, []
         free = self.concurrency - len(self._lanes)
-        if free <= 0:
-            return self.poll_interval
         now = self.clock()
-        async with self.database.sessions() as session:
-            heads = await outbox.lane_heads(session, now=now, limit=free + len(self._lanes))
-        wait = self.poll_interval
-        for entry in heads:
-            sub = entry.notification.subscription_id
-            if sub in self._lanes:
-                continue
-            if entry.next_attempt_at > now:
-                wait = min(wait, (entry.next_attempt_at - now).total_seconds())
-                break  # sorted by due time: nothing after this one is due
-            if free <= 0:
-                break
-            free -= 1
-            task = asyncio.create_task(self._run_lane(sub, entry), name=f"notify-{sub}")
-            self._lanes[sub] = task
-            task.add_done_callback(partial(self._lane_done, sub))
-        return wait
-
-    def _lane_done(self, sub: str, _task: asyncio.Task[None]) -> None:
-        self._lanes.pop(sub, None)
-        self._wakeup.set()
-
-    def _claim_until(self, now: datetime) -> datetime:
-        return now + timedelta(seconds=self.settings.notification_http_timeout + CLAIM_GRACE)
-
-    async def _run_lane(self, sub: str, entry: outbox.OutboxEntry) -> None:
-        """Deliver a lane's rows in order until it is empty, not due, failing or stopped."""
+        held = asyncio.get_running_loop().time() + self._claim_seconds()
+        claimed = outbox.Claimed([], None)
         try:
-            now = self.clock()
             async with self._write() as session:
-                claimed = await outbox.claim(
-                    session,
-                    entry.notification.id,
-                    owner=self.owner,
-                    now=now,
-                    until=self._claim_until(now),
-                )
-            current: outbox.OutboxEntry | None = entry if claimed else None
-            while current is not None and not self._stopping:
-                if not await self._attempt(current):
-                    return
-                # settled: remove it and claim the next row of the lane, in one transaction
-                now = self.clock()
-                async with self._write() as session:
-                    current = await outbox.settle_and_claim_next(
+                await outbox.settle(session, settled)
+                if free > 0:
+                    claimed = await outbox.claim_lanes(
                         session,
-                        current.notification.id,
-                        sub,
                         owner=self.owner,
                         now=now,
-                        until=self._claim_until(now),
+                        until=now + timedelta(seconds=self._claim_seconds()),
+                        lanes=free,
+                        per_lane=self.batch_size,
+                        busy=self._lanes.keys(),
                     )
-                if current is None:
-                    return
-            if current is not None:  # stopping: hand the claimed row back untouched
-                async with self._write() as session:
-                    await outbox.release_claim(session, current.notification.id, owner=self.owner)
+        except BaseException:
+            self._settled[:0] = settled  # deleted by the next pass instead
+            raise
+        for batch in claimed.batches:
+            self._start_lane(batch, held)
+        if claimed.next_due is None:
+            return self.poll_interval
+        return max(0.0, (claimed.next_due - now).total_seconds())
+
+    def _start_lane(self, batch: outbox.LaneBatch, held: float) -> None:
+        sub = batch.subscription_id
+        task = asyncio.create_task(self._run_lane(batch, held), name=f"notify-{sub}")
+        self._lanes[sub] = task
+        task.add_done_callback(partial(self._lane_done, sub, len(batch.entries)))
+
+    def _lane_done(self, sub: str, size: int, task: asyncio.Task[bool]) -> None:
+        """A lane task ended: look at its lane again only if there may be more to do there."""
+        self._lanes.pop(sub, None)
+        self._gone.discard(sub)
+        again = task.cancelled() or task.exception() is not None or task.result()
+        if again or sub in self._rewake or size >= self.batch_size:
+            self._rewake.discard(sub)
+            self._wakeup.set()
+        elif self._settled and self._settle_timer is None:
+            # delete the delivered rows soon, with whatever else settles meanwhile
+            self._settle_timer = asyncio.get_running_loop().call_later(
+                SETTLE_DELAY, self._settle_due
+            )
+
+    def _settle_due(self) -> None:
+        self._settle_timer = None
+        if self._settled:
+            self._wakeup.set()
+
+    def _claim_seconds(self) -> float:
+        return self.settings.notification_http_timeout + CLAIM_GRACE
+
+    async def _run_lane(self, batch: outbox.LaneBatch, held: float) -> bool:
+        """POST a claimed batch in order until it is done, a row fails, or the lane goes.
+
+        Returns True when the lane needs the scheduler again (a failure to
+        reschedule, rows handed back), False when the whole batch was settled.
+        """
+        sub = batch.subscription_id
+        ids = batch.ids
+        loop = asyncio.get_running_loop()
+        try:
+            for index, entry in enumerate(batch.entries):
+                if self._stopping or sub in self._gone:
+                    await self._release(ids[index:])
+                    return True
+                if held - loop.time() < self.settings.notification_http_timeout + 1.0:
+                    held = loop.time() + self._claim_seconds()
+                    if not await self._extend(ids, index):
+                        log.warning("x notification lane %s: claims lost, leaving it", sub)
+                        return True
+                if not await self._attempt(entry, ids[index + 1 :]):
+                    return True
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("x notification lane %s failed", sub)
+            return True
+        return False
 
-    async def _attempt(self, entry: outbox.OutboxEntry) -> bool:
+    async def _extend(self, ids: list[int], index: int) -> bool:
+        """Extend the batch's claims; False if a row still to send was taken by someone else."""
+        now = self.clock()
+        until = now + timedelta(seconds=self._claim_seconds())
+        async with self._write() as session:
+            # sent rows not deleted yet keep the lane's head held, so they are extended too
+            await outbox.extend_claims(session, ids[:index], owner=self.owner, until=until)
+            return await outbox.extend_claims(session, ids[index:], owner=self.owner, until=until)
+
+    async def _release(self, ids: Sequence[int]) -> None:
+        if ids:
+            async with self._write() as session:
+                await outbox.release(session, ids, owner=self.owner)
+
+    async def _attempt(self, entry: outbox.OutboxEntry, rest: list[int]) -> bool:
         """POST one claimed row; True once it is settled (delivered or dropped) and may go.
 
         False leaves the row in the outbox, rescheduled after a failure or
-        handed back when ``stop()`` cancelled the request.
+        handed back when ``stop()`` cancelled the request; the claims of the
+        rest of the batch are released with it.
         """
         n = entry.notification
         if self._is_dead_channel_url(n.notify_url):
             self._log_drop(n, "its notification channel no longer exists")
+            self._settled.append(n.id)
             return True
         post = asyncio.create_task(self._post(n))
         self._posts.add(post)
@@ -355,12 +477,12 @@ class DeliveryService:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise
-            # stop() cancelled the request only: not an attempt, hand the row back
-            async with self._write() as session:
-                await outbox.release_claim(session, n.id, owner=self.owner)
+            # stop() cancelled the request only: not an attempt, hand the rows back
+            await self._release([n.id, *rest])
             return False
         if error is None:
             self.stats.delivered += 1
+            self._settled.append(n.id)
             self._notify_listeners(n)
             return True
         self.stats.failed_attempts += 1
@@ -368,6 +490,7 @@ class DeliveryService:
         deadline = n.created_at + timedelta(seconds=self.settings.notification_max_age)
         if now >= deadline:
             self._log_drop(n, f"undelivered after {entry.attempts + 1} attempts ({error})")
+            self._settled.append(n.id)
             return True
         delay = backoff_delay(
             entry.attempts + 1,
@@ -377,6 +500,7 @@ class DeliveryService:
         retry_at = min(now + timedelta(seconds=delay), deadline)
         async with self._write() as session:
             await outbox.record_failure(session, n.id, error=error, next_attempt_at=retry_at)
+            await outbox.release(session, rest, owner=self.owner)
         log.info(
             "x notification %d to %s failed (%s); retry %d in %.1fs",
             n.id,
@@ -395,7 +519,7 @@ class DeliveryService:
             async with self._http.post(
                 n.notify_url,
                 data=data,
-                headers={"Content-Type": "application/json", "Accept": "application/json"},
+                headers=_POST_HEADERS,
                 allow_redirects=False,
             ) as resp:
                 await resp.read()
@@ -439,6 +563,47 @@ class DeliveryService:
 
     # --- channels -------------------------------------------------------------
 
+    @asynccontextmanager
+    async def hand_out(
+        self,
+        channel: outbox.Channel,
+        timeout: float,
+        *,
+        client_gone: Callable[[], bool] = lambda: False,
+    ) -> AsyncIterator[list[Notification] | None]:
+        """Wait for a channel's queue and lend its items to the body (oma-chat-api.md §10).
+
+        Yields the items (oldest first), ``[]`` on timeout, or None if the
+        channel is gone. The items stay queued, claimed, while the body writes
+        them: they leave the queue (and reach the delivery listeners) only when
+        the body completes; if it raises, they are handed back for the next
+        poll. A newer poll on the same channel, or the poller's connection
+        closing (``client_gone``), ends the wait with ``[]`` and takes nothing.
+        """
+        items = await self._wait_for_items(channel, timeout, client_gone)
+        if not items:
+            yield items
+            return
+        ids = [n.id for n in items]
+        try:
+            yield items
+        except BaseException:
+            try:
+                await self._release(ids)
+            except Exception:  # the claims run out instead
+                log.warning("x cannot hand %d channel items back", len(ids), exc_info=True)
+            log.info(
+                "x hand-out of %d items on channel %s failed: kept queued", len(ids), channel.id
+            )
+            self._wake_poll(channel.id)
+            raise
+        async with self._write() as session:
+            await outbox.settle(session, ids)
+        self.stats.handed_out += len(items)
+        for n in items:
+            self._notify_listeners(n)
+        self._wake_poll(channel.id)
+
     async def long_poll(
         self,
         channel: outbox.Channel,
@@ -446,12 +611,13 @@ class DeliveryService:
         *,
         client_gone: Callable[[], bool] = lambda: False,
     ) -> list[Notification] | None:
-        """Wait for a channel's queue: items (oldest first), ``[]`` on timeout, None if it is gone.
+        """:meth:`hand_out` with nothing to write: the items leave the queue at once."""
+        async with self.hand_out(channel, timeout, client_gone=client_gone) as items:
+            return items
 
-        oma-chat-api.md §10. Handed-out items leave the queue; a newer poll on
-        the same channel, or the poller's connection closing (``client_gone``),
-        ends this one with ``[]`` and takes nothing.
-        """
+    async def _wait_for_items(
+        self, channel: outbox.Channel, timeout: float, client_gone: Callable[[], bool]
+    ) -> list[Notification] | None:
         previous = self._polls.get(channel.id)
         if previous is not None:
             previous.superseded = True
@@ -469,13 +635,15 @@ class DeliveryService:
                 async with self._write() as session:
                     if not await outbox.channel_alive(session, channel.id, now=now):
                         return None
-                    items = await outbox.take_from_channel(
-                        session, channel.id, limit=channel.max_notifications
+                    items = await outbox.claim_channel_items(
+                        session,
+                        channel.id,
+                        owner=self.owner,
+                        now=now,
+                        until=now + timedelta(seconds=self._claim_seconds()),
+                        limit=channel.max_notifications,
                     )
                 if items:
-                    self.stats.handed_out += len(items)
-                    for n in items:
-                        self._notify_listeners(n)
                     return items
                 left = min(deadline - loop.time(), (channel.expires_at - now).total_seconds())
                 if left <= 0:
@@ -488,10 +656,13 @@ class DeliveryService:
             if self._polls.get(channel.id) is poll:
                 del self._polls[channel.id]
 
-    def channel_gone(self, channel_id: str) -> None:
-        """Wake a waiting long poll of a deleted channel so it answers 404 at once."""
+    def _wake_poll(self, channel_id: str) -> None:
         if poll := self._polls.get(channel_id):
             poll.event.set()
+
+    def channel_gone(self, channel_id: str) -> None:
+        """Wake a waiting long poll of a deleted channel so it answers 404 at once."""
+        self._wake_poll(channel_id)
 
     async def _sweep(self) -> None:
         now = self.clock()

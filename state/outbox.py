@@ -7,24 +7,53 @@ until a long poll hands it out (§10). Rows are deleted once delivered (or
 dropped), so the table is exactly the set of pending work and one id space
 numbers every notification.
 
-Order per subscription: the rows of one subscription form a *lane*; only the
-lane's head (lowest id) may be sent, so a failing head blocks its own
-subscription only. Several instances share the table through *claims*: a
-conditional ``UPDATE ... WHERE claimed_until IS NULL OR claimed_until <= now``
-that only one of them can win (a real claim on PostgreSQL, best effort on one
-SQLite file). A crashed owner's claim simply runs out.
+Lanes and claims
+----------------
+The callback rows of one subscription form a *lane*; the rows of one channel
+form a channel queue. Only a lane's *head* may be attempted, so a failing head
+blocks its own subscription only. Whoever claims the head owns the lane: a
+claim is ``claimed_by``/``claimed_until`` set by a conditional
+``UPDATE ... WHERE claimed_until IS NULL OR claimed_until <= now`` that only
+one instance can win (rows are first locked with ``FOR UPDATE SKIP LOCKED``
+on PostgreSQL, so two instances never wait on each other; one SQLite file has
+one writer at a time). :func:`claim_lanes` claims, in one transaction, the
+first ``per_lane`` rows of up to ``lanes`` due lanes whose head is free, and
+returns them in delivery order; rows behind a head held by someone else are
+never taken. A crashed owner's claims simply run out; a live owner extends
+them (:func:`extend_claims`) before they would. Delivered rows are deleted in
+batches (:func:`settle`). A channel queue works the same way with one lane per
+channel: :func:`claim_channel_items` takes the first rows while the queue's
+head is free, the long poll settles them once its response is written, or
+releases them (:func:`release`) so the next poll gets them again.
+
+Order per subscription
+----------------------
+A lane is delivered in ``(lane_seq, id)`` order, rows without a ``lane_seq``
+last. On SQLite the id is taken under the one write lock, so ids commit in
+order and ``lane_seq`` stays NULL. On PostgreSQL a sequence value is taken at
+insert, so a later id can commit before an earlier one: whichever the claim
+holder sees committed first is delivered first, and to keep that order once
+seen (across retries, restarts and other instances) the claim holder numbers
+the unnumbered rows it takes (``lane_seq`` = the lane's last number + 1, ...,
+in id order), in the claiming transaction. A row committed later is
+therefore always delivered after every row already attempted, and a
+notification whose transaction committed before another one started is always
+delivered first (it has the smaller id and was visible earlier).
 
 Every function takes an ``AsyncSession``; the caller owns the transaction
 (STYLE.md §9). Timestamps are timezone-aware UTC; SQLite hands them back
-naive, so they are re-tagged on the way out.
+naive, so they are re-tagged on the way out. Hot paths use Core statements
+(no ORM unit of work).
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -92,10 +121,14 @@ class OutboxRow(Base):
     claimed_by: Mapped[str | None] = mapped_column(sa.String(128))
     claimed_until: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(sa.String(ERROR_LEN))
+    lane_seq: Mapped[int | None] = mapped_column(sa.BigInteger)
 
 
 _O = OutboxRow
 _C = ChannelRow
+_T: sa.Table = cast(sa.Table, OutboxRow.__table__)
+_IN_CHUNK = 500
+"""Ids per ``IN (...)`` list (SQLite allows 32766 bound values; stay well below)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +138,27 @@ class OutboxEntry:
     notification: Notification
     attempts: int
     next_attempt_at: datetime
+
+
+@dataclass(frozen=True)
+class LaneBatch:
+    """The first rows of one lane, claimed by one owner, in delivery order."""
+
+    subscription_id: SubscriptionId
+    entries: tuple[OutboxEntry, ...]
+
+    @property
+    def ids(self) -> list[int]:
+        """The row ids of the batch, in delivery order."""
+        return [e.notification.id for e in self.entries]
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What one :func:`claim_lanes` call won, and when the next free lane becomes due."""
+
+    batches: list[LaneBatch]
+    next_due: datetime | None
 
 
 @dataclass(frozen=True)
@@ -137,21 +191,22 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def _to_notification(row: OutboxRow) -> Notification:
+def _to_notification(row: sa.RowMapping) -> Notification:
+    channel_id = row["channel_id"]
     return Notification(
-        id=NotificationId(row.id),
-        user=UserUri(row.user_uri),
-        subscription_id=SubscriptionId(row.subscription_id),
-        notify_url=row.notify_url,
-        root=row.root,
-        body=row.body,
-        created_at=_aware(row.created_at),
-        channel_id=None if row.channel_id is None else ChannelId(row.channel_id),
+        id=NotificationId(row["id"]),
+        user=UserUri(row["user_uri"]),
+        subscription_id=SubscriptionId(row["subscription_id"]),
+        notify_url=row["notify_url"],
+        root=row["root"],
+        body=row["body"],
+        created_at=_aware(row["created_at"]),
+        channel_id=None if channel_id is None else ChannelId(channel_id),
     )
 
 
-def _to_entry(row: OutboxRow) -> OutboxEntry:
-    return OutboxEntry(_to_notification(row), row.attempts, _aware(row.next_attempt_at))
+def _to_entry(row: sa.RowMapping) -> OutboxEntry:
+    return OutboxEntry(_to_notification(row), row["attempts"], _aware(row["next_attempt_at"]))
 
 
 def _to_channel(row: ChannelRow) -> Channel:
@@ -174,8 +229,110 @@ def _rowcount(result: object) -> int:
     return int(count) if isinstance(count, int) and count > 0 else 0
 
 
-def _unclaimed(now: datetime) -> sa.ColumnElement[bool]:
-    return sa.or_(_O.claimed_until.is_(None), _O.claimed_until <= now)
+def _free(
+    claimed_until: sa.ColumnElement[datetime | None], now: datetime | sa.ColumnElement[datetime]
+) -> sa.ColumnElement[bool]:
+    return sa.or_(claimed_until.is_(None), claimed_until <= now)
+
+
+def _lane_order() -> tuple[sa.UnaryExpression[int | None], sa.ColumnElement[int]]:
+    return (_T.c.lane_seq.asc().nulls_last(), _T.c.id)
+
+
+def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
+    for start in range(0, len(ids), _IN_CHUNK):
+        yield ids[start : start + _IN_CHUNK]
+
+
+def _sequenced_in_order(session: AsyncSession) -> bool:
+    # SQLite takes the id under its one write lock: id order is commit order.
+    return session.get_bind().dialect.name == "sqlite"
+
+
+_TS = sa.DateTime(timezone=True)
+
+
+def _ranked_lanes() -> sa.Subquery:
+    rn = (
+        sa.func.row_number()
+        .over(partition_by=_T.c.subscription_id, order_by=_lane_order())
+        .label("rn")
+    )
+    return (
+        sa.select(_T.c.id, _T.c.subscription_id, _T.c.next_attempt_at, _T.c.claimed_until, rn)
+        .where(_T.c.channel_id.is_(None))
+        .subquery("ranked")
+    )
+
+
+def _candidates() -> sa.Select[tuple[int, str, int, datetime]]:
+    """Every due free lane's first ``per_lane`` rows, and the head of each not-due one."""
+    now = sa.bindparam("now", type_=_TS)
+    ranked = _ranked_lanes()
+    heads = (
+        sa.select(ranked.c.subscription_id, ranked.c.next_attempt_at.label("due"))
+        .where(ranked.c.rn == 1, _free(ranked.c.claimed_until, now))
+        .order_by(ranked.c.next_attempt_at, ranked.c.id)
+        .limit(sa.bindparam("lanes", type_=sa.Integer))
+        .subquery("heads")
+    )
+    return (
+        sa.select(ranked.c.id, ranked.c.subscription_id, ranked.c.rn, heads.c.due)
+        .join(heads, heads.c.subscription_id == ranked.c.subscription_id)
+        .where(
+            ranked.c.rn <= sa.bindparam("per_lane", type_=sa.Integer),
+            sa.or_(ranked.c.rn == 1, heads.c.due <= now),
+        )
+        .order_by(heads.c.due, ranked.c.subscription_id, ranked.c.rn)
+    )
+
+
+# Hot statements, built once (parameters bound at execution).
+_ENQUEUE = (
+    sa.insert(_T)
+    .values(
+        channel_id=sa.select(_C.id)
+        .where(
+            _C.callback_url == sa.bindparam("cb_url", type_=sa.String),
+            _C.user_uri == sa.bindparam("cb_user", type_=sa.String),
+            _C.expires_at > sa.bindparam("now", type_=_TS),
+        )
+        .scalar_subquery()
+    )
+    .returning(_T.c.id, _T.c.channel_id)
+)
+_CANDIDATES = _candidates()
+_CLAIM = (
+    sa.update(_T)
+    .where(
+        _T.c.id.in_(sa.bindparam("ids", expanding=True)),
+        _free(_T.c.claimed_until, sa.bindparam("now", type_=_TS)),
+    )
+    .values(
+        claimed_by=sa.bindparam("owner", type_=sa.String),
+        claimed_until=sa.bindparam("until", type_=_TS),
+    )
+    .returning(*_T.c)
+)
+_SETTLE = sa.delete(_T).where(_T.c.id.in_(sa.bindparam("ids", expanding=True)))
+_others = sa.alias(_T, "others")
+_CLAIM_ALONE = (
+    sa.update(_T)
+    .where(
+        _T.c.id == sa.bindparam("ident", type_=sa.Integer),
+        _T.c.channel_id.is_(None),
+        _T.c.claimed_by.is_(None),
+        ~sa.exists().where(
+            _others.c.channel_id.is_(None),
+            _others.c.subscription_id == _T.c.subscription_id,
+            _others.c.id != _T.c.id,
+        ),
+    )
+    .values(
+        claimed_by=sa.bindparam("owner", type_=sa.String),
+        claimed_until=sa.bindparam("until", type_=_TS),
+    )
+)
 
 
 # --- the outbox ----------------------------------------------------------------
@@ -201,52 +358,222 @@ async def enqueue(
     if not root:
         raise ValueError("notification root must not be empty")
     now = now or utcnow()
-    channel_id = await session.scalar(
-        sa.select(_C.id).where(
-            _C.callback_url == notify_url, _C.user_uri == user, _C.expires_at > now
-        )
-    )
-    row = OutboxRow(
-        user_uri=user,
+    stored = dict(body)
+    conn = await session.connection()
+    values = {
+        "cb_url": notify_url,
+        "cb_user": user,
+        "now": now,
+        "user_uri": user,
+        "subscription_id": subscription_id,
+        "notify_url": notify_url,
+        "root": root,
+        "body": stored,
+        "created_at": now,
+        "attempts": 0,
+        "next_attempt_at": now,
+    }
+    row = (await conn.execute(_ENQUEUE, values)).one()
+    return Notification(
+        id=NotificationId(row.id),
+        user=user,
         subscription_id=subscription_id,
         notify_url=notify_url,
-        channel_id=channel_id,
         root=root,
-        body=dict(body),
+        body=stored,
         created_at=now,
-        attempts=0,
-        next_attempt_at=now,
+        channel_id=None if row.channel_id is None else ChannelId(row.channel_id),
     )
-    session.add(row)
-    await session.flush()
-    return _to_notification(row)
+
+
+async def claim_lanes(
+    session: AsyncSession,
+    *,
+    owner: str,
+    now: datetime,
+    until: datetime,
+    lanes: int,
+    per_lane: int,
+    busy: Collection[str] = (),
+) -> Claimed:
+    """Claim the first ``per_lane`` rows of up to ``lanes`` due callback lanes with a free head.
+
+    Lanes in ``busy`` (run by the caller already) are skipped. Each batch is
+    contiguous from the lane's head, in delivery order; ``next_due`` is the
+    soonest due time among free heads not due yet (oma-chat-api.md §5).
+    """
+    if lanes <= 0 or per_lane <= 0:
+        return Claimed([], None)
+    conn = await session.connection()
+    candidates = (
+        await conn.execute(
+            _CANDIDATES, {"now": now, "lanes": lanes + len(busy), "per_lane": per_lane}
+        )
+    ).all()
+    wanted: dict[str, list[int]] = {}
+    next_due: datetime | None = None
+    for row in candidates:
+        ident, sub, due = row.id, row.subscription_id, _aware(row.due)
+        if sub in busy:
+            continue
+        if due > now:
+            next_due = due if next_due is None else min(next_due, due)
+            continue
+        if sub not in wanted and len(wanted) >= lanes:
+            continue
+        wanted.setdefault(sub, []).append(ident)
+    if not wanted:
+        return Claimed([], next_due)
+    rows = await _claim_rows(
+        session, [i for ids in wanted.values() for i in ids], owner=owner, now=now, until=until
+    )
+    batches: list[LaneBatch] = []
+    stray: list[int] = []
+    for sub, ids in wanted.items():
+        prefix = _contiguous(ids, rows)
+        stray.extend(i for i in ids[len(prefix) :] if i in rows)
+        if prefix:
+            batches.append(
+                LaneBatch(SubscriptionId(sub), tuple(_to_entry(rows[i]) for i in prefix))
+            )
+    if stray:  # claimed behind a gap (a race with another owner): hand them back
+        await release(session, stray, owner=owner)
+    if not _sequenced_in_order(session):
+        await _sequence(session, [[rows[e.notification.id] for e in b.entries] for b in batches])
+    return Claimed(batches, next_due)
+
+
+async def _claim_rows(
+    session: AsyncSession, ids: Sequence[int], *, owner: str, now: datetime, until: datetime
+) -> dict[int, sa.RowMapping]:
+    """Claim the free rows among ``ids``; return them (all columns) by id."""
+    if not _sequenced_in_order(session):
+        # lock first, in id order, skipping rows another instance is claiming right now
+        ids = list(
+            await session.scalars(
+                sa.select(_T.c.id)
+                .where(_T.c.id.in_(ids), _free(_T.c.claimed_until, now))
+                .order_by(_T.c.id)
+                .with_for_update(skip_locked=True)
+            )
+        )
+    got: dict[int, sa.RowMapping] = {}
+    conn = await session.connection()
+    for chunk in _chunks(ids):
+        params = {"ids": list(chunk), "now": now, "owner": owner, "until": until}
+        result = await conn.execute(_CLAIM, params)
+        got.update((r["id"], r) for r in result.mappings())
+    return got
+
+
+def _contiguous(ids: Sequence[int], claimed: Mapping[int, object]) -> list[int]:
+    """The leading ids that were claimed (a lane may only be taken from its head on)."""
+    prefix: list[int] = []
+    for ident in ids:
+        if ident not in claimed:
+            break
+        prefix.append(ident)
+    return prefix
+
+
+async def _sequence(session: AsyncSession, lanes: Sequence[Sequence[sa.RowMapping]]) -> None:
+    """Number the unnumbered rows of each claimed prefix after the lane's last number."""
+    params: list[dict[str, int]] = []
+    for rows in lanes:
+        last = max((r["lane_seq"] for r in rows if r["lane_seq"] is not None), default=0)
+        for r in rows:
+            if r["lane_seq"] is None:
+                last += 1
+                params.append({"ident": r["id"], "seq": last})
+    if params:
+        await session.execute(
+            sa.update(_T)
+            .where(_T.c.id == sa.bindparam("ident"))
+            .values(lane_seq=sa.bindparam("seq")),
+            params,
+        )
+
+
+async def claim_if_alone(session: AsyncSession, ident: int, *, owner: str, until: datetime) -> bool:
+    """Claim a callback row that is the only row of its lane (it is then its head).
+
+    Meant for the transaction that inserted the row, on a store with one
+    writer (SQLite): no other transaction can add to the lane before it
+    commits, so the lane is the caller's (see the module notes on claims).
+    """
+    conn = await session.connection()
+    result = await conn.execute(_CLAIM_ALONE, {"ident": ident, "owner": owner, "until": until})
+    return _rowcount(result) == 1
+
+
+async def extend_claims(
+    session: AsyncSession, ids: Sequence[int], *, owner: str, until: datetime
+) -> bool:
+    """Push ``owner``'s claims on ``ids`` to ``until``; False if any of them was lost."""
+    held = 0
+    for chunk in _chunks(ids):
+        result = await session.execute(
+            sa.update(_T)
+            .where(_T.c.id.in_(chunk), _T.c.claimed_by == owner)
+            .values(claimed_until=until)
+        )
+        held += _rowcount(result)
+    return held == len(ids)
+
+
+async def settle(session: AsyncSession, ids: Sequence[int]) -> int:
+    """Delete delivered (or dropped) rows; return how many were still there."""
+    gone = 0
+    if ids:
+        conn = await session.connection()
+        for chunk in _chunks(ids):
+            gone += _rowcount(await conn.execute(_SETTLE, {"ids": list(chunk)}))
+    return gone
+
+
+async def release(session: AsyncSession, ids: Sequence[int], *, owner: str) -> int:
+    """Hand ``owner``'s claimed rows among ``ids`` back untouched; return how many."""
+    released = 0
+    for chunk in _chunks(ids):
+        result = await session.execute(
+            sa.update(_T)
+            .where(_T.c.id.in_(chunk), _T.c.claimed_by == owner)
+            .values(claimed_by=None, claimed_until=None)
+        )
+        released += _rowcount(result)
+    return released
 
 
 async def lane_heads(session: AsyncSession, *, now: datetime, limit: int) -> list[OutboxEntry]:
     """The unclaimed head of every callback lane, soonest due first (at most ``limit``)."""
-    heads = (
-        sa.select(sa.func.min(_O.id).label("id"))
-        .where(_O.channel_id.is_(None))
-        .group_by(_O.subscription_id)
-        .subquery()
+    rn = (
+        sa.func.row_number()
+        .over(partition_by=_T.c.subscription_id, order_by=_lane_order())
+        .label("rn")
     )
-    rows = await session.scalars(
-        sa.select(_O)
-        .join(heads, _O.id == heads.c.id)
-        .where(_unclaimed(now))
-        .order_by(_O.next_attempt_at, _O.id)
+    ranked = sa.select(_T, rn).where(_T.c.channel_id.is_(None)).subquery("ranked")
+    rows = await session.execute(
+        sa.select(ranked)
+        .where(ranked.c.rn == 1, _free(ranked.c.claimed_until, now))
+        .order_by(ranked.c.next_attempt_at, ranked.c.id)
         .limit(limit)
     )
-    return [_to_entry(r) for r in rows]
+    return [_to_entry(r) for r in rows.mappings()]
 
 
 async def lane_head(session: AsyncSession, subscription_id: str) -> OutboxEntry | None:
-    """The oldest callback notification of one subscription, claimed or not."""
-    row = await session.scalar(
-        sa.select(_O)
-        .where(_O.channel_id.is_(None), _O.subscription_id == subscription_id)
-        .order_by(_O.id)
-        .limit(1)
+    """The first callback notification of one subscription, claimed or not."""
+    row = (
+        (
+            await session.execute(
+                sa.select(_T)
+                .where(_T.c.channel_id.is_(None), _T.c.subscription_id == subscription_id)
+                .order_by(*_lane_order())
+                .limit(1)
+            )
+        )
+        .mappings()
+        .first()
     )
     return None if row is None else _to_entry(row)
 
@@ -256,30 +583,11 @@ async def claim(
 ) -> bool:
     """Claim one row for ``owner`` until ``until``; False if held by another or gone."""
     result = await session.execute(
-        sa.update(_O)
-        .where(_O.id == ident, _unclaimed(now))
+        sa.update(_T)
+        .where(_T.c.id == ident, _free(_T.c.claimed_until, now))
         .values(claimed_by=owner, claimed_until=until)
     )
     return _rowcount(result) == 1
-
-
-async def settle_and_claim_next(
-    session: AsyncSession,
-    done: int,
-    subscription_id: str,
-    *,
-    owner: str,
-    now: datetime,
-    until: datetime,
-) -> OutboxEntry | None:
-    """Delete a settled row and claim the next due row of the same lane, if there is one."""
-    await session.execute(sa.delete(_O).where(_O.id == done))
-    head = await lane_head(session, subscription_id)
-    if head is None or head.next_attempt_at > now:
-        return None
-    if not await claim(session, head.notification.id, owner=owner, now=now, until=until):
-        return None
-    return head
 
 
 async def record_failure(
@@ -287,10 +595,10 @@ async def record_failure(
 ) -> None:
     """Count a failed attempt, schedule the next one and release the claim."""
     await session.execute(
-        sa.update(_O)
-        .where(_O.id == ident)
+        sa.update(_T)
+        .where(_T.c.id == ident)
         .values(
-            attempts=_O.attempts + 1,
+            attempts=_T.c.attempts + 1,
             next_attempt_at=next_attempt_at,
             claimed_by=None,
             claimed_until=None,
@@ -301,51 +609,56 @@ async def record_failure(
 
 async def delete_notification(session: AsyncSession, ident: int) -> bool:
     """Remove one notification (delivered or dropped); False if it was already gone."""
-    result = await session.execute(sa.delete(_O).where(_O.id == ident))
-    return _rowcount(result) == 1
+    return await settle(session, [ident]) == 1
 
 
 async def release_claim(session: AsyncSession, ident: int, *, owner: str) -> None:
     """Hand one claimed row back untouched (no attempt was made)."""
-    await session.execute(
-        sa.update(_O)
-        .where(_O.id == ident, _O.claimed_by == owner)
-        .values(claimed_by=None, claimed_until=None)
-    )
+    await release(session, [ident], owner=owner)
 
 
 async def release_claims(session: AsyncSession, owner: str) -> int:
     """Release every claim held by ``owner`` (clean shutdown); return how many."""
     result = await session.execute(
-        sa.update(_O).where(_O.claimed_by == owner).values(claimed_by=None, claimed_until=None)
+        sa.update(_T).where(_T.c.claimed_by == owner).values(claimed_by=None, claimed_until=None)
     )
     return _rowcount(result)
 
 
 async def count_pending(session: AsyncSession, *, channels: bool = False) -> int:
     """How many notifications wait for a callback POST (or, with ``channels``, in channels)."""
-    column = _O.channel_id.is_not(None) if channels else _O.channel_id.is_(None)
+    column = _T.c.channel_id.is_not(None) if channels else _T.c.channel_id.is_(None)
     return int(await session.scalar(sa.select(sa.func.count()).where(column)) or 0)
 
 
 async def pending_for(session: AsyncSession, subscription_id: str) -> list[Notification]:
-    """Every undelivered notification of one subscription, oldest first."""
-    rows = await session.scalars(
-        sa.select(_O).where(_O.subscription_id == subscription_id).order_by(_O.id)
+    """Every undelivered notification of one subscription, in delivery order."""
+    rows = await session.execute(
+        sa.select(_T).where(_T.c.subscription_id == subscription_id).order_by(*_lane_order())
     )
-    return [_to_notification(r) for r in rows]
+    return [_to_notification(r) for r in rows.mappings()]
 
 
 async def drop_for_subscription(session: AsyncSession, subscription_id: str) -> int:
     """Remove every undelivered notification of a deleted subscription; return how many."""
-    result = await session.execute(sa.delete(_O).where(_O.subscription_id == subscription_id))
+    result = await session.execute(sa.delete(_T).where(_T.c.subscription_id == subscription_id))
+    return _rowcount(result)
+
+
+async def drop_for_expired_subscriptions(session: AsyncSession, now: datetime) -> int:
+    """Remove the undelivered notifications of every subscription expired at ``now``."""
+    # The subscriptions table belongs to the REST core (state.models).
+    from state.models import ChatSubscriptionRow as S
+
+    expired = sa.select(S.id).where(S.expires_at.is_not(None), S.expires_at <= now)
+    result = await session.execute(sa.delete(_T).where(_T.c.subscription_id.in_(expired)))
     return _rowcount(result)
 
 
 async def drop_stale_channel_items(session: AsyncSession, cutoff: datetime) -> int:
     """Remove channel-queued notifications created before ``cutoff``; return how many."""
     result = await session.execute(
-        sa.delete(_O).where(_O.channel_id.is_not(None), _O.created_at < cutoff)
+        sa.delete(_T).where(_T.c.channel_id.is_not(None), _T.c.created_at < cutoff)
     )
     return _rowcount(result)
 
@@ -469,23 +782,55 @@ async def _delete_subscriptions(session: AsyncSession, url: str) -> int:
     return await delete_subscriptions_by_notify_url(session, url)
 
 
-async def take_from_channel(
-    session: AsyncSession, channel_id: str, *, limit: int
+async def claim_channel_items(
+    session: AsyncSession,
+    channel_id: str,
+    *,
+    owner: str,
+    now: datetime,
+    until: datetime,
+    limit: int,
 ) -> list[Notification]:
-    """Remove and return up to ``limit`` queued notifications of a channel, oldest first."""
-    rows = list(
-        await session.scalars(
-            sa.select(_O)
-            .where(_O.channel_id == channel_id)
-            .order_by(_O.id)
+    """Claim up to ``limit`` queued items of a channel from its head on, in order (§10).
+
+    Nothing is taken while the head is claimed (a hand-out in progress), so a
+    hand-out that fails and is released keeps its place in the queue.
+    """
+    rows = (
+        await session.execute(
+            sa.select(_T.c.id, _T.c.claimed_until)
+            .where(_T.c.channel_id == channel_id)
+            .order_by(*_lane_order())
             .limit(limit)
-            .with_for_update(skip_locked=True)
         )
-    )
-    if not rows:
+    ).all()
+    wanted: list[int] = []
+    for ident, claimed_until in rows:
+        if claimed_until is not None and _aware(claimed_until) > now:
+            break
+        wanted.append(ident)
+    if not wanted:
         return []
-    await session.execute(sa.delete(_O).where(_O.id.in_([r.id for r in rows])))
-    return [_to_notification(r) for r in rows]
+    got = await _claim_rows(session, wanted, owner=owner, now=now, until=until)
+    prefix = _contiguous(wanted, got)
+    stray = [i for i in wanted[len(prefix) :] if i in got]
+    if stray:
+        await release(session, stray, owner=owner)
+    if not _sequenced_in_order(session):
+        await _sequence(session, [[got[i] for i in prefix]])
+    return [_to_notification(got[i]) for i in prefix]
+
+
+async def take_from_channel(
+    session: AsyncSession, channel_id: str, *, limit: int, now: datetime | None = None
+) -> list[Notification]:
+    """Remove and return up to ``limit`` queued notifications of a channel, in order."""
+    now = now or utcnow()
+    items = await claim_channel_items(
+        session, channel_id, owner="take", now=now, until=now, limit=limit
+    )
+    await settle(session, [n.id for n in items])
+    return items
 
 
 async def channel_alive(session: AsyncSession, channel_id: str, *, now: datetime) -> bool:

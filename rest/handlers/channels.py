@@ -33,7 +33,8 @@ back as the seconds left; ``maxNotifications`` likewise, capped at
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -62,6 +63,8 @@ DELIVERY = web.AppKey("delivery", DeliveryService)
 
 POLL = "poll"
 CALLBACK = "callback"
+log = logging.getLogger(__name__)
+
 MAX_CHANNELS_PER_USER = 50
 """Live channels one user may hold; one more is refused with 403 POL0001."""
 
@@ -169,8 +172,18 @@ async def delete_channel(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def long_poll(request: web.Request) -> web.Response:
-    """``POST {channelURL}``: queued notifications, or ``[]`` after the poll timeout (§10)."""
+def client_gone(request: web.Request) -> Callable[[], bool]:
+    """A check that is true once the poller's connection is closing."""
+    transport = request.transport
+    return lambda: transport is None or transport.is_closing()
+
+
+async def long_poll(request: web.Request) -> web.StreamResponse:
+    """``POST {channelURL}``: queued notifications, or ``[]`` after the poll timeout (§10).
+
+    The items leave the queue only once the response is written; a poller that
+    hung up before gets them again on its next poll (at least once).
+    """
     data = await request.read()
     if data.strip():
         try:
@@ -179,20 +192,23 @@ async def long_poll(request: web.Request) -> web.Response:
             raise invalid_input("body", f"malformed JSON: {exc}") from exc
     channel = await _live_channel(request)
     delivery = request.app[DELIVERY]
-    transport = request.transport
-    items = await delivery.long_poll(
-        channel,
-        request.app[SETTINGS].channel_poll_timeout,
-        client_gone=lambda: transport is None or transport.is_closing(),
-    )
-    if items is None:
-        raise not_found(request.path)
-    payload = {NOTIFICATION_LIST_ROOT: [n.document() for n in items]}
-    return web.Response(
-        body=json.dumps(payload).encode(),
-        content_type=JSON,
-        headers={"Cache-Control": "no-store"},
-    )
+    response = web.Response(content_type=JSON, headers={"Cache-Control": "no-store"})
+    try:
+        async with delivery.hand_out(
+            channel,
+            request.app[SETTINGS].channel_poll_timeout,
+            client_gone=client_gone(request),
+        ) as items:
+            if items is None:
+                raise not_found(request.path)
+            payload = {NOTIFICATION_LIST_ROOT: [n.document() for n in items]}
+            response.body = json.dumps(payload).encode()
+            await response.prepare(request)
+            await response.write_eof()
+    except ConnectionResetError:
+        # the items went back to the queue; aiohttp finishes the dead connection quietly
+        log.debug("x poller of channel %s hung up before its answer was written", channel.id)
+    return response
 
 
 async def refuse_callback(request: web.Request) -> web.Response:

@@ -43,6 +43,7 @@ from rest.models import (
     ChatSubscriptionList,
 )
 from rest.uris import ServerRoot
+from state import outbox
 from state import repository as repo
 from state.db import Database
 
@@ -161,6 +162,8 @@ async def delete_subscription(request: web.Request) -> web.Response:
     sub_id = request.match_info["subscriptionId"]
     async with request.app[DATABASE].sessions.begin() as session:
         deleted = await repo.delete_subscription(session, user, sub_id, utcnow())
+        if deleted:  # its undelivered notifications go with it (H9)
+            await outbox.drop_for_subscription(session, sub_id)
     if not deleted:
         raise not_found(request.path)
     log.info("- subscription %s deleted by %s", sub_id, user)
@@ -168,8 +171,9 @@ async def delete_subscription(request: web.Request) -> web.Response:
 
 
 async def sweep_expired(db: Database, now: datetime) -> int:
-    """Delete every expired subscription; return how many went (§5.7)."""
+    """Delete every expired subscription and its queued notifications; return how many (§5.7)."""
     async with db.sessions.begin() as session:
+        await outbox.drop_for_expired_subscriptions(session, now)  # H9: queued ones go too
         count = await repo.delete_expired_subscriptions(session, now)
     if count:
         log.info("- %d expired subscription(s) removed", count)

@@ -265,28 +265,92 @@ async def test_rows_survive_reopening_the_store(db: Database) -> None:
         await again.close()
 
 
-async def test_settle_removes_the_row_and_claims_the_next_due_one(db: Database) -> None:
-    a1, a2, a3 = [await put(db, "a") for _ in range(3)]
+def claim_args(owner: str, at: datetime = T0, **kw: Any) -> dict[str, Any]:
+    args: dict[str, Any] = {"owner": owner, "now": at, "until": at + timedelta(seconds=10)}
+    args.update({"lanes": 10, "per_lane": 10}, **kw)
+    return args
+
+
+def lanes_of(claimed: outbox.Claimed) -> dict[str, list[int]]:
+    return {b.subscription_id: b.ids for b in claimed.batches}
+
+
+async def test_claim_lanes_takes_batches_from_each_free_due_head(db: Database) -> None:
+    a = [await put(db, "a", seq=i) for i in range(5)]
+    b = [await put(db, "b", seq=i) for i in range(2)]
+    c = [await put(db, "c", seq=i) for i in range(2)]
+    async with db.sessions.begin() as s:
+        await outbox.record_failure(s, c[0].id, error="x", next_attempt_at=T0 + timedelta(9))
+        got = await outbox.claim_lanes(s, **claim_args("w1", per_lane=3))
+    assert lanes_of(got) == {"a": [n.id for n in a[:3]], "b": [n.id for n in b]}
+    assert got.next_due == T0 + timedelta(9)  # lane c waits for its backoff
+    first = got.batches[0].entries[0]
+    assert first.notification == a[0] and first.attempts == 0
+    async with db.sessions.begin() as s:
+        # every head is held now (or not due): nothing more for anyone, a's tail included
+        assert lanes_of(await outbox.claim_lanes(s, **claim_args("w2"))) == {}
+        assert lanes_of(await outbox.claim_lanes(s, **claim_args("w1", busy={"a"}))) == {}
+        assert await outbox.settle(s, [n.id for n in a[:3]]) == 3
+        assert lanes_of(await outbox.claim_lanes(s, **claim_args("w2"))) == {
+            "a": [n.id for n in a[3:]]
+        }
+
+
+async def test_claim_lanes_bounds_lanes_and_soonest_due_goes_first(db: Database) -> None:
+    late = await put(db, "late", at=T0 + timedelta(seconds=2))
+    early = await put(db, "early", at=T0)
+    async with db.sessions.begin() as s:
+        got = await outbox.claim_lanes(s, **claim_args("w1", at=T0 + timedelta(5), lanes=1))
+        assert lanes_of(got) == {"early": [early.id]}
+        got = await outbox.claim_lanes(s, **claim_args("w1", at=T0 + timedelta(5), lanes=1))
+        assert lanes_of(got) == {"late": [late.id]}
+
+
+async def test_a_released_batch_and_expired_claims_are_claimable_again(db: Database) -> None:
+    rows = [await put(db, "a", seq=i) for i in range(3)]
+    ids = [n.id for n in rows]
+    async with db.sessions.begin() as s:
+        assert lanes_of(await outbox.claim_lanes(s, **claim_args("w1"))) == {"a": ids}
+        assert await outbox.extend_claims(s, ids, owner="w1", until=T0 + timedelta(seconds=60))
+        assert not await outbox.extend_claims(s, ids, owner="w2", until=T0)
+        assert await outbox.release(s, ids[1:], owner="w2") == 0  # not w2's
+        assert await outbox.release(s, ids[1:], owner="w1") == 2
+        # the head is still w1's: its released tail is not free for anyone else
+        assert lanes_of(await outbox.claim_lanes(s, **claim_args("w2"))) == {}
+        later = T0 + timedelta(seconds=61)
+        assert lanes_of(await outbox.claim_lanes(s, **claim_args("w2", at=later))) == {"a": ids}
+
+
+async def test_two_owners_claiming_at_once_never_split_a_lane(db: Database) -> None:
+    for i in range(40):
+        await put(db, f"s{i % 4}", seq=i)
+
+    async def grab(owner: str) -> outbox.Claimed:
+        async with db.sessions.begin() as s:
+            return await outbox.claim_lanes(s, **claim_args(owner, per_lane=20))
+
+    one, two = await asyncio.gather(grab("w1"), grab("w2"))
+    won = [lanes_of(one), lanes_of(two)]
+    assert not set(won[0]) & set(won[1])
+    taken = {sub: ids for lanes in won for sub, ids in lanes.items()}
+    async with db.sessions() as s:
+        for sub, ids in taken.items():
+            assert ids == [n.id for n in await outbox.pending_for(s, sub)]  # whole lane, in order
+
+
+async def test_claim_if_alone_only_takes_a_lane_of_one(db: Database) -> None:
+    first = await put(db, "a")
+    second = await put(db, "a")
+    lone = await put(db, "b")
     until = T0 + timedelta(seconds=10)
-    w1: dict[str, Any] = {"owner": "w1", "now": T0, "until": until}
     async with db.sessions.begin() as s:
-        assert await outbox.claim(s, a1.id, owner="w1", now=T0, until=until)
-        nxt = await outbox.settle_and_claim_next(s, a1.id, "a", **w1)
-    assert nxt is not None and nxt.notification == a2
-    async with db.sessions.begin() as s:
-        assert not await outbox.claim(s, a2.id, owner="w2", now=T0, until=until)  # w1 holds it
-        await outbox.record_failure(s, a3.id, error="x", next_attempt_at=T0 + timedelta(1))
-        # a3 is not due yet: nothing more to claim
-        assert (
-            await outbox.settle_and_claim_next(s, a2.id, "a", owner="w1", now=T0, until=until)
-            is None
-        )
-        assert [n.id for n in await outbox.pending_for(s, "a")] == [a3.id]
-        assert (
-            await outbox.settle_and_claim_next(s, a3.id, "a", owner="w1", now=T0, until=until)
-            is None
-        )
-        assert await outbox.pending_for(s, "a") == []
+        assert not await outbox.claim_if_alone(s, second.id, owner="w1", until=until)
+        assert not await outbox.claim_if_alone(s, first.id, owner="w1", until=until)
+        assert await outbox.claim_if_alone(s, lone.id, owner="w1", until=until)
+        assert not await outbox.claim_if_alone(s, lone.id, owner="w2", until=until)
+        assert lanes_of(await outbox.claim_lanes(s, **claim_args("w2"))) == {
+            "a": [first.id, second.id]
+        }
 
 
 async def test_drop_for_subscription(db: Database) -> None:
