@@ -246,3 +246,23 @@ async def test_peer_hangs_up_mid_session(side: tuple[SignallingSide, Sink]) -> N
     ended = await sink.wait_for(SessionEnded)
     assert ended.leg == leg_a
     assert cpim.CONTENT_TYPE == "message/cpim"
+
+
+async def test_simple_im_profile_takes_the_sender_from_the_asserted_identity() -> None:
+    settings = Settings(sip_port=0, sip_transports=["udp"], profile="SIMPLE-IM")
+    running = await start_signalling(settings)
+    sink = Sink()
+    sink.port = running
+    running.signalling.bind(sink)
+    try:
+        assert running.sip.user_agent == "IM-client/OMA1.0"
+        assert running.sip.contact_params == "+g.oma.sip-im"
+        leg = await connect(running, sink, first=message("anonymous CPIM", "s0"))
+        inv = sink.of(IncomingInvitation)[0]
+        assert inv.first_message is not None and inv.first_message.sender == A
+        assert inv.ids.contribution_id and inv.ids.conversation_id is None
+        await running.signalling.send_message(leg, message("second", "s1"))
+        got = await sink.wait_for(MessageReceived, lambda e: e.message.message_id == "s1")
+        assert got.message.sender == A and got.user == B
+    finally:
+        await running.close()
