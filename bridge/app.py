@@ -24,6 +24,8 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     log.info("store %s at schema version %d", database.url.render_as_string(), version)
     if settings.trace_sip:
         logging.getLogger("bridge.trace.sip").setLevel(logging.DEBUG)
+    if settings.trace_msrp:
+        logging.getLogger("bridge.trace.msrp").setLevel(logging.DEBUG)
     try:
         side = await start_signalling(settings)  # SIP (UDP+TCP) and MSRP listeners
     except OSError:
