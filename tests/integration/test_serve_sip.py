@@ -45,7 +45,7 @@ async def bridge(tmp_path: Path) -> AsyncIterator[int]:
     assert proc.stderr is not None
     log: list[str] = []
     try:
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(30):
             while True:
                 line = (await proc.stderr.readline()).decode(errors="replace")
                 if not line:
