@@ -633,8 +633,6 @@ class DeliveryService:
                     return []
                 now = self.clock()
                 async with self._write() as session:
-                    if not await outbox.channel_alive(session, channel.id, now=now):
-                        return None
                     items = await outbox.claim_channel_items(
                         session,
                         channel.id,
@@ -643,6 +641,8 @@ class DeliveryService:
                         until=now + timedelta(seconds=self._claim_seconds()),
                         limit=channel.max_notifications,
                     )
+                    if not items and not await outbox.channel_alive(session, channel.id, now=now):
+                        return None
                 if items:
                     return items
                 left = min(deadline - loop.time(), (channel.expires_at - now).total_seconds())

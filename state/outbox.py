@@ -315,6 +315,15 @@ _CLAIM = (
     .returning(*_T.c)
 )
 _SETTLE = sa.delete(_T).where(_T.c.id.in_(sa.bindparam("ids", expanding=True)))
+_CHANNEL_HEAD = (
+    sa.select(_T.c.id, _T.c.claimed_until)
+    .where(
+        _T.c.channel_id == sa.bindparam("channel_id", type_=sa.String),
+        sa.exists().where(_C.id == _T.c.channel_id, _C.expires_at > sa.bindparam("now", type_=_TS)),
+    )
+    .order_by(*_lane_order())
+    .limit(sa.bindparam("limit", type_=sa.Integer))
+)
 _others = sa.alias(_T, "others")
 _CLAIM_ALONE = (
     sa.update(_T)
@@ -791,18 +800,15 @@ async def claim_channel_items(
     until: datetime,
     limit: int,
 ) -> list[Notification]:
-    """Claim up to ``limit`` queued items of a channel from its head on, in order (§10).
+    """Claim up to ``limit`` queued items of a live channel from its head on, in order (§10).
 
     Nothing is taken while the head is claimed (a hand-out in progress), so a
-    hand-out that fails and is released keeps its place in the queue.
+    hand-out that fails and is released keeps its place in the queue; nothing
+    is taken from an expired channel either.
     """
+    conn = await session.connection()
     rows = (
-        await session.execute(
-            sa.select(_T.c.id, _T.c.claimed_until)
-            .where(_T.c.channel_id == channel_id)
-            .order_by(*_lane_order())
-            .limit(limit)
-        )
+        await conn.execute(_CHANNEL_HEAD, {"channel_id": channel_id, "now": now, "limit": limit})
     ).all()
     wanted: list[int] = []
     for ident, claimed_until in rows:

@@ -35,6 +35,7 @@ from rest import auth
 from rest.app import DATABASE, SERVER_ROOT, SETTINGS
 from rest.body import json_response, parse_body
 from rest.errors import OMAFault, invalid_enum, not_found
+from rest.handlers.channels import DELIVERY
 from rest.models import (
     CHAT_NOTIFICATION_SUBSCRIPTION,
     CHAT_SUBSCRIPTION_LIST,
@@ -166,6 +167,8 @@ async def delete_subscription(request: web.Request) -> web.Response:
             await outbox.drop_for_subscription(session, sub_id)
     if not deleted:
         raise not_found(request.path)
+    if (delivery := request.app.get(DELIVERY)) is not None:
+        delivery.subscription_gone(sub_id)  # H9: no more POSTs from a batch in flight
     log.info("- subscription %s deleted by %s", sub_id, user)
     return web.Response(status=204)
 

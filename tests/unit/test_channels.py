@@ -401,6 +401,56 @@ async def test_a_poller_that_hung_up_takes_nothing(db) -> None:
         await runner.cleanup()
 
 
+async def test_items_lent_to_a_poller_that_hung_up_stay_queued(db, monkeypatch) -> None:
+    # the poll does not notice the hang-up in time: it takes the item, its write
+    # fails, and the item goes back to the queue for the next poll (at least once)
+    monkeypatch.setattr(channels_handler, "client_gone", lambda _request: lambda: False)
+    settings = fast_settings(str(db.url), server_root=SERVER_ROOT, channel_poll_timeout=3.0)
+    app = make_app(settings, db)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}/exampleAPI"
+    seen: list[Notification] = []
+
+    async def listener(n: Notification) -> None:
+        seen.append(n)
+
+    app[NOTIFIER].add_listener(listener)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                base + ALICE_PATH, json={"notificationChannel": {"channelType": "LongPolling"}}
+            ) as resp:
+                ch = (await resp.json())["notificationChannel"]
+            url = base + path_of(ch["channelData"]["channelURL"])
+            with pytest.raises(TimeoutError):
+                await http.post(url, timeout=aiohttp.ClientTimeout(total=0.2))
+            await asyncio.sleep(0.1)
+            await app[NOTIFIER].publish(
+                user=ALICE,
+                subscription_id=SubscriptionId("sub-1"),
+                notify_url=ch["callbackURL"],
+                root="chatMessageNotification",
+                body={"seq": 0},
+            )
+            await asyncio.sleep(0.3)
+            assert app[DELIVERY].stats.handed_out == 0 and seen == []
+            async with db.sessions() as s:
+                assert await outbox.count_pending(s, channels=True) == 1
+            async with http.post(url) as resp:
+                doc = await resp.json()
+        assert doc == {"notificationList": [{"chatMessageNotification": {"seq": 0}}]}
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.02)
+        assert len(seen) == 1 and app[DELIVERY].stats.handed_out == 1
+    finally:
+        await runner.cleanup()
+
+
 async def test_channels_per_user_are_limited(client, monkeypatch) -> None:
     monkeypatch.setattr(channels_handler, "MAX_CHANNELS_PER_USER", 2)
     await create(client, {"channelType": "LongPolling", "clientCorrelator": "one"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -159,11 +160,11 @@ async def test_notifications_for_a_channel_callback_queue_into_it(db: Database) 
         assert [h.notification.notify_url for h in await outbox.lane_heads(s, now=T0, limit=9)] == [
             CB
         ]  # channel items are never POSTed
-        taken = await outbox.take_from_channel(s, ch.id, limit=1)
+        taken = await outbox.take_from_channel(s, ch.id, limit=1, now=T0)
     assert taken == [first]
     async with db.sessions.begin() as s:
-        assert await outbox.take_from_channel(s, ch.id, limit=5) == [second]
-        assert await outbox.take_from_channel(s, ch.id, limit=5) == []
+        assert await outbox.take_from_channel(s, ch.id, limit=5, now=T0) == [second]
+        assert await outbox.take_from_channel(s, ch.id, limit=5, now=T0) == []
 
 
 async def test_an_expired_channel_no_longer_captures_notifications(db: Database) -> None:
@@ -370,3 +371,120 @@ async def test_another_users_channel_is_never_filled(db: Database) -> None:
     assert n.channel_id is None
     async with db.sessions() as s:
         assert await outbox.count_pending(s, channels=True) == 0
+
+
+async def test_channel_hand_out_keeps_its_place_until_settled(db: Database) -> None:
+    async with db.sessions.begin() as s:
+        ch, _ = await outbox.create_channel(s, new_channel(), now=T0)
+    items = [await put(db, url=ch.callback_url, seq=i) for i in range(3)]
+    until = T0 + timedelta(seconds=5)
+    async with db.sessions.begin() as s:
+        lent = await outbox.claim_channel_items(s, ch.id, owner="p1", now=T0, until=until, limit=2)
+        assert lent == items[:2]
+        # a hand-out in progress holds the queue: no later item jumps ahead of it
+        assert (
+            await outbox.claim_channel_items(s, ch.id, owner="p2", now=T0, until=until, limit=5)
+            == []
+        )
+        assert await outbox.release(s, [n.id for n in lent], owner="p1") == 2
+        again = await outbox.claim_channel_items(s, ch.id, owner="p2", now=T0, until=until, limit=5)
+        assert again == items
+        assert await outbox.settle(s, [n.id for n in again]) == 3
+        assert await outbox.count_pending(s, channels=True) == 0
+        late = T0 + timedelta(seconds=61)  # the channel expired: nothing is handed out
+    await put(db, url=ch.callback_url, at=T0)
+    async with db.sessions.begin() as s:
+        assert (
+            await outbox.claim_channel_items(s, ch.id, owner="p", now=late, until=late, limit=5)
+            == []
+        )
+
+
+async def test_drop_for_expired_subscriptions(db: Database) -> None:
+    new = NewSubscription(
+        user=ALICE,
+        notify_url=CB,
+        callback_data=None,
+        client_correlator=None,
+        duration=10,
+    )
+    async with db.sessions.begin() as s:
+        short, _ = await repo.create_subscription(s, new, T0)
+        forever, _ = await repo.create_subscription(s, replace(new, duration=0), T0)
+    await put(db, short.id)
+    await put(db, forever.id)
+    async with db.sessions.begin() as s:
+        assert await outbox.drop_for_expired_subscriptions(s, T0 + timedelta(seconds=5)) == 0
+        assert await outbox.drop_for_expired_subscriptions(s, T0 + timedelta(seconds=10)) == 1
+        assert await outbox.pending_for(s, short.id) == []
+        assert len(await outbox.pending_for(s, forever.id)) == 1
+
+
+@pytest.fixture
+async def pg(postgres_server) -> AsyncIterator[Database]:
+    url, name = await create_database(postgres_server)
+    database = Database(url)
+    try:
+        await database.migrate()
+        yield database
+    finally:
+        await database.close()
+        await drop_database(postgres_server, name)
+
+
+@pytest.mark.integration
+async def test_postgres_order_is_fixed_when_first_seen_not_by_id(pg: Database) -> None:
+    # T1 takes the smaller id but commits after T2: whichever row the claim holder
+    # saw first keeps its place, through a failed attempt and a second claim
+    async with pg.sessions() as s1:
+        async with s1.begin():
+            early = await outbox.enqueue(
+                s1,
+                user=ALICE,
+                subscription_id=SubscriptionId("a"),
+                notify_url=CB,
+                root="r",
+                body={"n": "early id"},
+                now=T0,
+            )
+            later = await put(pg, "a", n="later id")
+            assert later.id > early.id
+            async with pg.sessions.begin() as s:
+                got = await outbox.claim_lanes(s, **claim_args("w1"))
+                assert lanes_of(got) == {"a": [later.id]}
+                await outbox.record_failure(s, later.id, error="x", next_attempt_at=T0)
+        # T1 commits now
+    async with pg.sessions.begin() as s:
+        assert [n.id for n in await outbox.pending_for(s, "a")] == [later.id, early.id]
+        got = await outbox.claim_lanes(s, **claim_args("w1"))
+        assert lanes_of(got) == {"a": [later.id, early.id]}
+        head = await outbox.lane_head(s, "a")
+        assert head is not None and head.notification.id == later.id
+
+
+@pytest.mark.integration
+async def test_postgres_channel_order_is_fixed_when_first_handed_out(pg: Database) -> None:
+    async with pg.sessions.begin() as s:
+        ch, _ = await outbox.create_channel(s, new_channel(), now=T0)
+    until = T0 + timedelta(seconds=5)
+    async with pg.sessions() as s1:
+        async with s1.begin():
+            early = await outbox.enqueue(
+                s1,
+                user=ALICE,
+                subscription_id=SubscriptionId("a"),
+                notify_url=ch.callback_url,
+                root="r",
+                body={},
+                now=T0,
+            )
+            later = await put(pg, "a", url=ch.callback_url)
+            async with pg.sessions.begin() as s:
+                lent = await outbox.claim_channel_items(
+                    s, ch.id, owner="p", now=T0, until=until, limit=5
+                )
+                assert [n.id for n in lent] == [later.id]
+                await outbox.release(s, [later.id], owner="p")  # the answer was not written
+    async with pg.sessions.begin() as s:
+        lent = await outbox.claim_channel_items(s, ch.id, owner="p", now=T0, until=until, limit=5)
+        assert [n.id for n in lent] == [later.id, early.id]
