@@ -239,6 +239,10 @@ class SipSignalling:
             leg.draining = False
 
     async def _deliver(self, event: SignallingEvent) -> None:
+        if self._closing:
+            # shutdown: the chat service stopped first; restart recovery settles these legs
+            log.debug("x %s during shutdown: not delivered", type(event).__name__)
+            return
         if self._sink is None:
             log.error("x %s with no chat service bound: dropped", type(event).__name__)
             return
