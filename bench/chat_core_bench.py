@@ -23,14 +23,15 @@ Phases:
    connected), measured with tracemalloc (Python heap held per session by
    the service and its caches; the store is on disk).
 
-For phases 1 and 2 it prints SQL statements and transactions (commits) per
+For phases 1 and 2 it prints the process CPU time per message (all threads:
+the event loop and aiosqlite's), SQL statements and transactions (commits) per
 message, counted with SQLAlchemy engine events, and p50/p99 of
 ``send_message`` (the part a REST POST waits for before its 201).
 
 Usage::
 
     .venv/bin/python bench/chat_core_bench.py [--seq 300] [--pairs 10] [--per-pair 100]
-        [--sessions 10000] [--profile]
+        [--sessions 10000] [--profile seq|concurrent]
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class Counter:
         self.kinds.clear()
 
 
-def count_sql(database: Database) -> Counter:
+def count_sql(database: Database, store: SQLChatStore) -> Counter:
     counter = Counter()
 
     def on_execute(*args: Any) -> None:
@@ -130,7 +131,9 @@ def count_sql(database: Database) -> Counter:
     def on_commit(*_args: Any) -> None:
         counter.commits += 1
 
-    engines = {id(database.engine.sync_engine): database.engine.sync_engine}
+    engines = {
+        id(e.sync_engine): e.sync_engine for e in (database.engine, store.engine)
+    }  # the store has its own engine on a SQLite file
     for engine in engines.values():
         event.listen(engine, "before_cursor_execute", on_execute)
         event.listen(engine, "commit", on_commit)
@@ -198,9 +201,10 @@ async def make_bench(path: Path) -> Bench:
     )
     notifier = AppNotifier(database)
     sip = LoopbackSignalling()
+    store = SQLChatStore(database)
     service = ChatService(
         settings=settings,
-        store=SQLChatStore(database),
+        store=store,
         notifier=notifier,
         signalling=sip,
         urls=ServerRoot(ROOT),
@@ -208,7 +212,7 @@ async def make_bench(path: Path) -> Bench:
     )
     sip.bind(service)
     await service.start()
-    return Bench(database, service, notifier, sip, count_sql(database))
+    return Bench(database, service, notifier, sip, count_sql(database, store))
 
 
 def report_store(label: str, counter: Counter, messages: int) -> None:
@@ -219,7 +223,14 @@ def report_store(label: str, counter: Counter, messages: int) -> None:
     )
 
 
-async def sequential(bench: Bench, count: int) -> None:
+def show_profile(prof: cProfile.Profile | None) -> None:
+    if prof is not None:
+        stats = pstats.Stats(prof).strip_dirs()
+        stats.sort_stats("tottime").print_stats(30)
+        stats.sort_stats("cumulative").print_stats(40)
+
+
+async def sequential(bench: Bench, count: int, profile: bool) -> None:
     a, b = user("a", 0), user("b", 0)
     await bench.subscribe(a, b)
     sid = await bench.open_pair(a, b)
@@ -228,18 +239,27 @@ async def sequential(bench: Bench, count: int) -> None:
         await asyncio.wait_for(bench.notifier.expect(mid), 30)
     bench.counter.reset()
     latencies: list[float] = []
-    t0 = time.perf_counter()
+    prof = cProfile.Profile() if profile else None
+    if prof is not None:
+        prof.enable()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(count):
         mid, took = await bench.send(a, b, sid, i)
         latencies.append(took)
         await asyncio.wait_for(bench.notifier.expect(mid), 30)
-    elapsed = time.perf_counter() - t0
-    print(f"sequential (round trip to Delivered, 1 pair): {count / elapsed:.0f} msg/s")
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if prof is not None:
+        prof.disable()
+    print(
+        f"sequential (round trip to Delivered, 1 pair): {count / elapsed:.0f} msg/s, "
+        f"CPU {cpu / count * 1000:.2f} ms/msg"
+    )
     print(
         f"  send_message p50 {pct(latencies, 50) * 1000:.2f} ms, "
         f"p99 {pct(latencies, 99) * 1000:.2f} ms"
     )
     report_store("store", bench.counter, count)
+    show_profile(prof)
 
 
 async def concurrent(bench: Bench, pairs: int, per_pair: int, profile: bool) -> None:
@@ -260,26 +280,23 @@ async def concurrent(bench: Bench, pairs: int, per_pair: int, profile: bool) -> 
     prof = cProfile.Profile() if profile else None
     if prof is not None:
         prof.enable()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     await asyncio.wait_for(asyncio.gather(*(run(k) for k in range(pairs))), 300)
     await asyncio.wait_for(asyncio.gather(*waits), 300)
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     if prof is not None:
         prof.disable()
     total = pairs * per_pair
     print(
         f"concurrent ({pairs} pairs x {per_pair}, until every Delivered): "
-        f"{total / elapsed:.0f} msg/s"
+        f"{total / elapsed:.0f} msg/s, CPU {cpu / total * 1000:.2f} ms/msg"
     )
     print(
         f"  send_message p50 {pct(latencies, 50) * 1000:.2f} ms, "
         f"p99 {pct(latencies, 99) * 1000:.2f} ms"
     )
     report_store("store", bench.counter, total)
-    if prof is not None:
-        stats = pstats.Stats(prof).strip_dirs()
-        stats.sort_stats("tottime").print_stats(25)
-        stats.sort_stats("cumulative").print_stats(40)
+    show_profile(prof)
 
 
 async def memory(bench: Bench, sessions: int, batch: int = 50) -> None:
@@ -307,8 +324,8 @@ async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bench = await make_bench(Path(tmp) / "chat.db")
         try:
-            await sequential(bench, args.seq)
-            await concurrent(bench, args.pairs, args.per_pair, args.profile)
+            await sequential(bench, args.seq, args.profile == "seq")
+            await concurrent(bench, args.pairs, args.per_pair, args.profile == "concurrent")
             if args.sessions:
                 await memory(bench, args.sessions)
         finally:
@@ -322,7 +339,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pairs", type=int, default=10, help="concurrent sending pairs")
     p.add_argument("--per-pair", type=int, default=100, help="messages per pair")
     p.add_argument("--sessions", type=int, default=10_000, help="idle sessions (0: skip)")
-    p.add_argument("--profile", action="store_true", help="cProfile the concurrent phase")
+    p.add_argument("--profile", choices=["seq", "concurrent"], help="cProfile one phase")
     return p.parse_args(argv)
 
 

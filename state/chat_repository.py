@@ -13,13 +13,17 @@ values (small, closed vocabularies).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
-from dataclasses import replace
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from bridge.chat.model import (
     ChatSession,
@@ -31,6 +35,8 @@ from bridge.chat.model import (
     SessionKind,
     StoredMessage,
 )
+from bridge.chat.ports import ChatTransaction
+from bridge.errors import Conflict, StoreError
 from bridge.ids import ChatSessionId, MessageId, SubscriptionId, UserUri
 from bridge.ports import JSONObject, Notification
 from bridge.subscriptions import Subscription
@@ -358,6 +364,7 @@ class SQLChatTransaction:
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+        self.notifications: list[Notification] = []
 
     async def insert_session(self, cs: ChatSession) -> ChatSession:
         return await insert_session(self.session, cs)
@@ -444,37 +451,648 @@ class SQLChatTransaction:
         root: str,
         body: JSONObject,
         now: datetime,
-    ) -> Notification:
-        return await outbox.enqueue(
-            self.session,
-            user=user,
-            subscription_id=subscription_id,
-            notify_url=notify_url,
-            root=root,
-            body=body,
-            now=now,
+    ) -> None:
+        self.notifications.append(
+            await outbox.enqueue(
+                self.session,
+                user=user,
+                subscription_id=subscription_id,
+                notify_url=notify_url,
+                root=root,
+                body=body,
+                now=now,
+            )
         )
 
 
-class SQLChatStore:
-    """``bridge.chat.ports.ChatStore`` over a ``state.db.Database``."""
+# --- the group-commit store ----------------------------------------------------------
+#
+# Why: every chat event used to be its own transaction of several statements, and
+# on SQLite (aiosqlite: one thread hop per statement) that cost milliseconds per
+# message. The store below keeps the chat guarantees with far less store work:
+#
+# * Group commit. Units (``transaction()``) still run one at a time, but they
+#   share one database transaction: a unit's writes are buffered in memory and,
+#   when it ends without error, join the current *batch*; the caller then waits
+#   until that batch is committed, so nothing is acknowledged before it is
+#   durable. A committer task, queued on the same lock behind the units already
+#   waiting, writes the batch with one ``executemany`` per statement and commits
+#   once. A failed commit fails every unit of the batch (each waiter gets a
+#   ``StoreError``) and resets the caches from the database; a unit that raises
+#   leaves no trace (its writes were never sent).
+# * Read-through memory. Every session not ended is kept in memory (loaded at
+#   open, kept up to date by the units), and recent messages in a bounded LRU;
+#   a keyed read (session by id or leg, message by id) is answered from there
+#   without SQL. Everything a batch has written but not yet committed is in
+#   memory, so a keyed miss may read the database as is. List queries first
+#   send the pending writes (inside the open transaction), then merge in the
+#   running unit's own buffered writes.
+# * One writer. The store has its own single-connection engine whose
+#   transactions start with ``BEGIN IMMEDIATE``, so a batch never meets
+#   ``SQLITE_BUSY_SNAPSHOT`` halfway and other writers wait in their own thread.
+#   Message ``seq`` numbers are handed out in memory (one process per SQLite file).
+#
+# PostgreSQL (several instances may share it) and in-memory SQLite keep the
+# direct path: one database transaction per unit, every read from the database.
 
-    def __init__(self, database: Database) -> None:
+_ST = cast(sa.Table, ChatSessionRow.__table__)
+_MT = cast(sa.Table, ChatMessageRow.__table__)
+
+log = logging.getLogger(__name__)
+
+MESSAGE_CACHE = 20_000
+"""Recent messages kept in memory (received messages wait there for their reports)."""
+
+
+def _message_row(
+    msg: StoredMessage, updated_at: datetime, expires_at: datetime
+) -> dict[str, object]:
+    return {
+        "seq": msg.seq,
+        "message_id": msg.id,
+        "user_uri": msg.user,
+        "peer_uri": msg.peer,
+        "direction": msg.direction.value,
+        "session_id": msg.session_id,
+        "rest_session": msg.rest_session,
+        "text": msg.text,
+        "content_type": msg.content_type,
+        "reports": _join(r.value for r in msg.reports),
+        "dispositions": _join(d.value for d in msg.dispositions),
+        "status": msg.status,
+        "client_correlator": msg.client_correlator,
+        "sender_name": msg.sender_name,
+        "report_route": list(msg.report_route),
+        "date_time": msg.date_time,
+        "created_at": msg.created_at,
+        "updated_at": updated_at,
+        "expires_at": expires_at,
+    }
+
+
+MessageKey = tuple[str, str, str]
+
+
+def _key(user: str, message_id: str, direction: Direction) -> MessageKey:
+    return (user, message_id, direction.value)
+
+
+def _mkey(msg: StoredMessage) -> MessageKey:
+    return (msg.user, msg.id, msg.direction.value)
+
+
+@dataclass
+class _MessageWrite:
+    """A buffered message write: an insert when ``expires_at`` is set, else an update."""
+
+    msg: StoredMessage
+    updated_at: datetime
+    expires_at: datetime | None = None
+
+
+@dataclass
+class _Batch:
+    """Units sharing one commit; ``done`` resolves when it is durable (or failed)."""
+
+    done: asyncio.Future[None]
+    scheduled: bool = False
+
+
+class _Memory:
+    """Sessions not ended (complete) and recent messages (bounded LRU)."""
+
+    def __init__(self, message_limit: int) -> None:
+        self.sessions: dict[str, ChatSession] = {}
+        self.legs: dict[str, str] = {}
+        self.pairs: dict[tuple[str, str], set[str]] = {}
+        self.ended: set[str] = set()
+        self.messages: OrderedDict[MessageKey, StoredMessage] = OrderedDict()
+        self.message_limit = message_limit
+
+    def put_session(self, cs: ChatSession) -> None:
+        old = self.sessions.get(cs.id)
+        if old is not None and old.leg is not None and old.leg != cs.leg:
+            self.legs.pop(old.leg, None)
+        self.sessions[cs.id] = cs
+        if cs.leg is not None:
+            self.legs[cs.leg] = cs.id
+        if cs.kind is SessionKind.ADHOC:
+            self.pairs.setdefault((cs.user, cs.peer), set()).add(cs.id)
+        if cs.ended_at is not None:
+            self.ended.add(cs.id)
+
+    def drop_ended(self) -> None:
+        """Forget ended sessions (after their end is committed)."""
+        for sid in self.ended:
+            cs = self.sessions.pop(sid, None)
+            if cs is None:
+                continue
+            if cs.leg is not None and self.legs.get(cs.leg) == sid:
+                del self.legs[cs.leg]
+            pair = self.pairs.get((cs.user, cs.peer))
+            if pair is not None:
+                pair.discard(sid)
+                if not pair:
+                    del self.pairs[(cs.user, cs.peer)]
+        self.ended.clear()
+
+    def message(self, key: MessageKey) -> StoredMessage | None:
+        msg = self.messages.get(key)
+        if msg is not None:
+            self.messages.move_to_end(key)
+        return msg
+
+    def put_message(self, msg: StoredMessage) -> None:
+        key = _mkey(msg)
+        self.messages[key] = msg
+        self.messages.move_to_end(key)
+
+    def trim(self) -> None:
+        """Drop the least recently used messages over the limit (nothing may be pending)."""
+        while len(self.messages) > self.message_limit:
+            self.messages.popitem(last=False)
+
+    def clear(self) -> None:
+        self.sessions.clear()
+        self.legs.clear()
+        self.pairs.clear()
+        self.ended.clear()
+        self.messages.clear()
+
+
+class BatchedChatTransaction:
+    """``bridge.chat.ports.ChatTransaction`` of one unit in a group-commit batch.
+
+    Writes are buffered here until the unit ends; reads see them first, then
+    the store's memory, then the database.
+    """
+
+    def __init__(self, store: SQLChatStore) -> None:
+        self._store = store
+        self._sessions: dict[str, ChatSession] = {}
+        self._new_sessions: set[str] = set()
+        self._messages: dict[int, _MessageWrite] = {}
+        self._keys: dict[MessageKey, int] = {}
+        self._notes: list[dict[str, Any]] = []
+        self.notifications: list[Notification] = []
+        """The notifications enqueued by this unit, filled in when its batch is written."""
+
+    # sessions
+
+    async def insert_session(self, cs: ChatSession) -> ChatSession:
+        self._sessions[cs.id] = cs
+        self._new_sessions.add(cs.id)
+        return cs
+
+    async def save_session(self, cs: ChatSession) -> ChatSession:
+        self._sessions[cs.id] = cs
+        return cs
+
+    async def _session(self, session_id: str) -> ChatSession | None:
+        cs = self._sessions.get(session_id) or self._store.memory.sessions.get(session_id)
+        if cs is not None:
+            return cs
+        return await self._store.read(lambda s: session_by_id(s, session_id))
+
+    async def get_session(self, user: UserUri, session_id: str) -> ChatSession | None:
+        cs = await self._session(session_id)
+        return cs if cs is not None and cs.user == user else None
+
+    async def session_by_id(self, session_id: str) -> ChatSession | None:
+        return await self._session(session_id)
+
+    async def session_by_leg(self, leg: str) -> ChatSession | None:
+        for cs in self._sessions.values():
+            if cs.leg == leg:
+                return cs
+        sid = self._store.memory.legs.get(leg)
+        if sid is not None:
+            return self._sessions.get(sid) or self._store.memory.sessions[sid]
+        return await self._store.read(lambda s: session_by_leg(s, leg))
+
+    async def session_by_correlator(self, user: UserUri, correlator: str) -> ChatSession | None:
+        for cs in self._sessions.values():
+            if cs.user == user and cs.client_correlator == correlator:
+                return cs
+        return await self._store.read(lambda s: session_by_correlator(s, user, correlator), True)
+
+    async def live_adhoc_session(
+        self, user: UserUri, peer: UserUri, states: Iterable[str]
+    ) -> ChatSession | None:
+        """From memory alone: every session not ended is there (module comment)."""
+        wanted = set(states)
+        memory = self._store.memory
+        found = {sid: memory.sessions[sid] for sid in memory.pairs.get((user, peer), ())}
+        for cs in self._sessions.values():
+            if cs.kind is SessionKind.ADHOC and cs.user == user and cs.peer == peer:
+                found[cs.id] = cs
+        live = [cs for cs in found.values() if cs.state in wanted and cs.ended_at is None]
+        return max(live, key=lambda cs: (cs.created_at, cs.id)) if live else None
+
+    async def sessions_in_states(
+        self, kind: SessionKind, states: Iterable[str]
+    ) -> list[ChatSession]:
+        wanted = list(states)
+        rows = await self._store.read(lambda s: sessions_in_states(s, kind, wanted), True)
+        found = {cs.id: cs for cs in rows}
+        for cs in self._sessions.values():
+            if cs.kind is kind and cs.state in wanted:
+                found[cs.id] = cs
+            else:
+                found.pop(cs.id, None)
+        return sorted(found.values(), key=lambda cs: (cs.created_at, cs.id))
+
+    # messages
+
+    async def insert_message(self, msg: StoredMessage, *, expires_at: datetime) -> StoredMessage:
+        if msg.client_correlator is not None and msg.direction is Direction.OUTGOING:
+            if await self.message_by_correlator(msg.user, msg.client_correlator) is not None:
+                raise Conflict("clientCorrelator already used for another message")
+        stored = replace(msg, seq=self._store.next_seq())
+        self._messages[stored.seq] = _MessageWrite(stored, stored.created_at, expires_at)
+        self._keys[_mkey(stored)] = stored.seq
+        return stored
+
+    async def get_message(
+        self, user: UserUri, message_id: str, direction: Direction
+    ) -> StoredMessage | None:
+        key = _key(user, message_id, direction)
+        seq = self._keys.get(key)
+        if seq is not None:
+            return self._messages[seq].msg
+        memory = self._store.memory
+        msg = memory.message(key)
+        if msg is None:
+            msg = await self._store.read(lambda s: get_message(s, user, message_id, direction))
+            if msg is not None:
+                memory.put_message(msg)
+        return msg
+
+    async def find_messages(self, user: UserUri, message_id: str) -> list[StoredMessage]:
+        found = []
+        for direction in (Direction.OUTGOING, Direction.INCOMING):
+            msg = await self.get_message(user, message_id, direction)
+            if msg is not None:
+                found.append(msg)
+        return found
+
+    async def message_by_correlator(self, user: UserUri, correlator: str) -> StoredMessage | None:
+        for write in self._messages.values():
+            m = write.msg
+            if m.user == user and m.direction is Direction.OUTGOING:
+                if m.client_correlator == correlator:
+                    return m
+        return await self._store.read(lambda s: message_by_correlator(s, user, correlator), True)
+
+    async def set_message_status(
+        self,
+        msg: StoredMessage,
+        status: str,
+        *,
+        now: datetime,
+        session_id: ChatSessionId | None = None,
+        detach: bool = False,
+    ) -> StoredMessage:
+        new_session = None if detach else (msg.session_id if session_id is None else session_id)
+        updated = replace(msg, status=status, session_id=new_session)
+        before = self._messages.get(msg.seq)
+        expires_at = None if before is None else before.expires_at
+        self._messages[msg.seq] = _MessageWrite(updated, now, expires_at)
+        self._keys[_mkey(updated)] = msg.seq
+        return updated
+
+    def _merge(
+        self, rows: list[StoredMessage], match: Callable[[StoredMessage], bool]
+    ) -> list[StoredMessage]:
+        found = {m.seq: m for m in rows}
+        for seq, write in self._messages.items():
+            if match(write.msg):
+                found[seq] = write.msg
+            else:
+                found.pop(seq, None)
+        return [found[seq] for seq in sorted(found)]
+
+    async def session_messages(
+        self, session_id: str, direction: Direction, statuses: Iterable[str]
+    ) -> list[StoredMessage]:
+        wanted = list(statuses)
+        rows = await self._store.read(
+            lambda s: session_messages(s, session_id, direction, wanted), True
+        )
+        return self._merge(
+            rows,
+            lambda m: (
+                m.session_id == session_id and m.direction is direction and m.status in wanted
+            ),
+        )
+
+    async def detached_messages(
+        self, user: UserUri, peer: UserUri, rest_session: str, status: str
+    ) -> list[StoredMessage]:
+        rows = await self._store.read(
+            lambda s: detached_messages(s, user, peer, rest_session, status), True
+        )
+        return self._merge(
+            rows,
+            lambda m: (
+                m.user == user
+                and m.peer == peer
+                and m.direction is Direction.OUTGOING
+                and m.rest_session == rest_session
+                and m.session_id is None
+                and m.status == status
+            ),
+        )
+
+    async def messages_in_states(
+        self, direction: Direction, statuses: Iterable[str]
+    ) -> list[StoredMessage]:
+        wanted = list(statuses)
+        rows = await self._store.read(lambda s: messages_in_states(s, direction, wanted), True)
+        return self._merge(rows, lambda m: m.direction is direction and m.status in wanted)
+
+    async def purge_expired(self, *, now: datetime, ended_before: datetime) -> int:
+        """Runs at once (not buffered): deleting what expired is harmless to keep."""
+        count = await self._store.read(
+            lambda s: purge_expired(s, now=now, ended_before=ended_before), True
+        )
+        self._store.memory.messages.clear()
+        return count
+
+    # notifications
+
+    async def active_subscriptions(self, user: UserUri, now: datetime) -> list[Subscription]:
+        return await self._store.subscriptions(user, now)
+
+    async def enqueue(
+        self,
+        *,
+        user: UserUri,
+        subscription_id: SubscriptionId,
+        notify_url: str,
+        root: str,
+        body: JSONObject,
+        now: datetime,
+    ) -> None:
+        self._notes.append(
+            {
+                "user": user,
+                "subscription_id": subscription_id,
+                "notify_url": notify_url,
+                "root": root,
+                "body": body,
+                "now": now,
+            }
+        )
+
+
+T = TypeVar("T")
+
+
+class SQLChatStore:
+    """``bridge.chat.ports.ChatStore`` over a ``state.db.Database`` (module comment above).
+
+    A SQLite file gets the group-commit store; PostgreSQL and in-memory SQLite
+    the direct one. :meth:`close` writes what is pending and releases the
+    store's connection.
+    """
+
+    def __init__(self, database: Database, *, message_cache: int = MESSAGE_CACHE) -> None:
         self.database = database
-        self._write_lock = asyncio.Lock() if database.is_sqlite else None
+        database_name = database.url.database or ""
+        self.grouped = database.is_sqlite and database_name not in ("", ":memory:")
+        self._lock = asyncio.Lock()
+        self.memory = _Memory(message_cache)
+        self._engine: AsyncEngine | None = None
+        self._session: AsyncSession | None = None
+        self._batch: _Batch | None = None
+        self._committers: set[asyncio.Task[None]] = set()
+        self._seq = 0
+        self._opened = False
+        self._closed = False
+        self._pending_sessions: dict[str, tuple[ChatSession, bool]] = {}
+        self._pending_messages: dict[int, _MessageWrite] = {}
+        self._pending_notes: list[tuple[BatchedChatTransaction, dict[str, Any]]] = []
+        self._subscriptions: dict[UserUri, tuple[datetime, list[Subscription]]] = {}
+        """Subscriptions read in the open transaction (cleared when it ends)."""
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine the chat SQL runs on (the store's own one for a SQLite file)."""
+        return self._engine if self._engine is not None else self.database.engine
+
+    # --- units ---------------------------------------------------------------------
+
+    def transaction(self) -> AbstractAsyncContextManager[ChatTransaction]:
+        """A unit of work: durable when the block returns, no trace when it raises."""
+        if self._closed:
+            raise StoreError("the chat store is closed")
+        if self.grouped:
+            return self._grouped()
+        return self._direct()
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[SQLChatTransaction]:
-        """Commit on normal exit, roll back on error (the caller's unit of work).
-
-        On SQLite the chat transactions run one at a time: concurrent writers
-        would otherwise meet ``SQLITE_BUSY`` and sleep in the busy handler,
-        which costs milliseconds each; queueing on an asyncio lock costs
-        nothing. Units never nest, so the lock cannot deadlock.
-        """
-        if self._write_lock is None:
-            async with self.database.sessions.begin() as session:
-                yield SQLChatTransaction(session)
-            return
-        async with self._write_lock, self.database.sessions.begin() as session:
+    async def _direct(self) -> AsyncIterator[ChatTransaction]:
+        # SQLite in memory still serializes units: they would meet SQLITE_BUSY
+        async with self._lock, self.database.sessions.begin() as session:
             yield SQLChatTransaction(session)
+
+    @asynccontextmanager
+    async def _grouped(self) -> AsyncIterator[ChatTransaction]:
+        async with self._lock:
+            if not self._opened:
+                await self._open()
+            batch = self._batch
+            if batch is None:
+                batch = self._batch = _Batch(asyncio.get_running_loop().create_future())
+            tx = BatchedChatTransaction(self)
+            try:
+                yield tx
+                self._absorb(tx)
+            finally:  # even a failed unit may have begun the transaction: end it
+                if not batch.scheduled:
+                    batch.scheduled = True
+                    task = asyncio.create_task(self._commit(batch), name="chat-store-commit")
+                    self._committers.add(task)
+                    task.add_done_callback(self._committers.discard)
+        try:
+            await asyncio.shield(batch.done)
+        except StoreError as exc:
+            raise StoreError(f"chat store commit failed: {exc}") from exc
+
+    def next_seq(self) -> int:
+        """The next message ``seq`` (store order)."""
+        self._seq += 1
+        return self._seq
+
+    async def read(self, query: Callable[[AsyncSession], Awaitable[T]], flush: bool = False) -> T:
+        """Run ``query`` in the open transaction, after the pending writes if ``flush``."""
+        if flush:
+            try:
+                await self._flush()
+            except Exception as exc:  # the batch's transaction is broken: fail it
+                if self._batch is not None:
+                    await self._fail(self._batch, exc)
+                raise
+        return await query(self._db())
+
+    async def subscriptions(self, user: UserUri, now: datetime) -> list[Subscription]:
+        """``user``'s active subscriptions, read once per batch.
+
+        The batch's transaction began with ``BEGIN IMMEDIATE``: no other
+        connection can change a subscription until it commits, so what was
+        read earlier in it still holds (only expiry moves, checked here).
+        """
+        found = self._subscriptions.get(user)
+        if found is not None and now >= found[0]:
+            return [sub for sub in found[1] if sub.is_active(now)]
+        subs = await self.read(lambda s: repository.active_subscriptions(s, user, now))
+        self._subscriptions[user] = (now, subs)
+        return subs
+
+    def _db(self) -> AsyncSession:
+        if self._session is None:
+            self._session = AsyncSession(self.engine, expire_on_commit=False)
+        return self._session
+
+    def _absorb(self, tx: BatchedChatTransaction) -> None:
+        """A unit ended well: its writes join the batch and the memory."""
+        for sid, cs in tx._sessions.items():
+            before = self._pending_sessions.get(sid)
+            inserted = sid in tx._new_sessions or (before is not None and before[1])
+            self._pending_sessions[sid] = (cs, inserted)
+            self.memory.put_session(cs)
+        for seq, write in tx._messages.items():
+            before_m = self._pending_messages.get(seq)
+            if write.expires_at is None and before_m is not None:
+                write = replace(write, expires_at=before_m.expires_at)
+            self._pending_messages[seq] = write
+            self.memory.put_message(write.msg)
+        self._pending_notes.extend((tx, note) for note in tx._notes)
+
+    async def _flush(self) -> None:
+        """Send every pending write into the open transaction (one executemany each)."""
+        if not (self._pending_sessions or self._pending_messages or self._pending_notes):
+            return
+        sessions, self._pending_sessions = self._pending_sessions, {}
+        messages, self._pending_messages = self._pending_messages, {}
+        notes, self._pending_notes = self._pending_notes, []
+        db = self._db()
+        new_s = [{"id": cs.id, **_session_values(cs)} for cs, new in sessions.values() if new]
+        old_s = [{"b_id": cs.id, **_session_values(cs)} for cs, new in sessions.values() if not new]
+        new_m = [
+            _message_row(w.msg, w.updated_at, w.expires_at)
+            for w in messages.values()
+            if w.expires_at is not None
+        ]
+        old_m = [
+            {
+                "b_seq": w.msg.seq,
+                "status": w.msg.status,
+                "updated_at": w.updated_at,
+                "session_id": w.msg.session_id,
+            }
+            for w in messages.values()
+            if w.expires_at is None
+        ]
+        if new_s:
+            await db.execute(sa.insert(_ST), new_s)
+        if old_s:
+            await db.execute(sa.update(_ST).where(_ST.c.id == sa.bindparam("b_id")), old_s)
+        if new_m:
+            await db.execute(sa.insert(_MT), new_m)
+        if old_m:
+            await db.execute(sa.update(_MT).where(_MT.c.seq == sa.bindparam("b_seq")), old_m)
+        for tx, note in notes:
+            tx.notifications.append(await outbox.enqueue(db, **note))
+
+    async def _commit(self, batch: _Batch) -> None:
+        """Write and commit ``batch`` (queued on the lock behind the units waiting)."""
+        async with self._lock:
+            if self._batch is batch:
+                self._batch = None
+            if batch.done.done():
+                return  # failed already
+            try:
+                await self._flush()
+                self._subscriptions.clear()
+                if self._session is not None:
+                    await self._session.commit()
+            except Exception as exc:
+                await self._fail(batch, exc)
+                return
+            except BaseException as exc:  # cancelled: the batch is not durable
+                await self._fail(batch, exc)
+                raise
+            batch.done.set_result(None)
+            self.memory.drop_ended()
+            self.memory.trim()
+
+    async def _fail(self, batch: _Batch, exc: BaseException) -> None:
+        log.error("x chat store batch failed, rolled back: %s", exc)
+        self._pending_sessions.clear()
+        self._pending_messages.clear()
+        self._pending_notes.clear()
+        self._subscriptions.clear()
+        if not batch.done.done():
+            batch.done.set_exception(StoreError(f"{type(exc).__name__}: {exc}"))
+            batch.done.exception()  # retrieved here: waiters may all be gone
+        if self._batch is batch:
+            self._batch = None
+        session, self._session = self._session, None
+        if session is not None:
+            try:
+                await session.rollback()
+                await session.close()
+            except Exception:
+                log.warning("x chat store rollback failed", exc_info=True)
+        self.memory.clear()
+        try:
+            await self._load()
+        except Exception:
+            log.exception("x chat store reload failed")
+
+    # --- lifetime --------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        self._engine = create_async_engine(self.database.url, pool_size=1, max_overflow=0)
+        event.listen(self._engine.sync_engine, "connect", _writer_connection)
+        event.listen(self._engine.sync_engine, "begin", _begin_immediate)
+        await self._load()
+        self._opened = True
+
+    async def _load(self) -> None:
+        """Fill the memory with every session not ended; take up ``seq`` where it is."""
+        async with AsyncSession(self.engine) as db, db.begin():
+            rows = await db.scalars(sa.select(_S).where(_S.ended_at.is_(None)))
+            for row in rows:
+                self.memory.put_session(_to_session(row))
+            top = await db.scalar(sa.select(sa.func.max(_M.seq)))
+        self._seq = max(self._seq, int(top or 0))
+
+    async def close(self) -> None:
+        """Commit what is pending, then release the connection (the store is done)."""
+        while self._committers:
+            await asyncio.gather(*list(self._committers), return_exceptions=True)
+        self._closed = True
+        async with self._lock:
+            if self._session is not None:
+                await self._session.close()
+                self._session = None
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+
+def _writer_connection(dbapi_conn: Any, _record: object) -> None:
+    dbapi_conn.isolation_level = None  # transactions are begun by _begin_immediate
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+def _begin_immediate(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")

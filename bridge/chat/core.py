@@ -53,7 +53,7 @@ from bridge.chat.ports import (
 )
 from bridge.config import Settings
 from bridge.ids import UserUri
-from bridge.ports import Notification, Notifier
+from bridge.ports import Notifier
 from bridge.subscriptions import Subscription
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,6 @@ class Unit:
 
     tx: ChatTransaction
     now: datetime
-    queued: list[Notification] = field(default_factory=list)
     subscriptions: dict[UserUri, list[Subscription]] = field(default_factory=dict)
     """Active subscriptions read in this unit, per user (read once per unit)."""
 
@@ -133,7 +132,7 @@ class Unit:
             if where is not None and not where(sub):
                 continue
             root, body = build(sub)
-            item = await self.tx.enqueue(
+            await self.tx.enqueue(
                 user=user,
                 subscription_id=sub.id,
                 notify_url=sub.notify_url,
@@ -141,7 +140,6 @@ class Unit:
                 body=body,
                 now=self.now,
             )
-            self.queued.append(item)
             count += 1
         return count
 
@@ -180,8 +178,8 @@ class ChatCore:
         async with self.store.transaction() as tx:
             work = Unit(tx, self.clock())
             yield work
-        if work.queued:
-            self.notifier.wake(*work.queued)
+        if tx.notifications:
+            self.notifier.wake(*tx.notifications)
 
     def retention(self, now: datetime) -> datetime:
         """When a message stored at ``now`` expires."""

@@ -319,8 +319,14 @@ class ChatTransaction(Protocol):
     """One store transaction of the chat side (``state.chat_repository.SQLChatStore``).
 
     Chat state and the notifications it causes are written in the same
-    transaction (:meth:`enqueue`), then ``Notifier.wake`` runs after commit.
+    transaction (:meth:`enqueue`), then ``Notifier.wake`` runs after commit
+    with :attr:`notifications`. A transaction may be one unit of a group
+    commit: its writes may reach the database only when it ends, so reads
+    see the transaction's own writes first.
     """
+
+    notifications: list[Notification]
+    """What :meth:`enqueue` stored, complete once the transaction has committed."""
 
     async def insert_session(self, cs: ChatSession) -> ChatSession:
         """Store a new session."""
@@ -349,7 +355,7 @@ class ChatTransaction(Protocol):
     async def live_adhoc_session(
         self, user: UserUri, peer: UserUri, states: Iterable[str]
     ) -> ChatSession | None:
-        """The newest implicit session of the pair in one of ``states``."""
+        """The newest implicit session of the pair in one of ``states`` and not ended."""
         ...
 
     async def sessions_in_states(
@@ -423,7 +429,7 @@ class ChatTransaction(Protocol):
         root: str,
         body: JSONObject,
         now: datetime,
-    ) -> Notification:
+    ) -> None:
         """Queue one notification in this transaction (``state.outbox.enqueue``)."""
         ...
 
@@ -432,5 +438,12 @@ class ChatStore(Protocol):
     """Opens chat store transactions."""
 
     def transaction(self) -> AbstractAsyncContextManager[ChatTransaction]:
-        """A transaction that commits on normal exit and rolls back on error."""
+        """A transaction that is durable when the block returns, and leaves nothing on error.
+
+        Raises ``StoreError`` on leaving the block when the commit failed.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Write what is pending and release the store's resources."""
         ...

@@ -85,9 +85,10 @@ class ChatService(ChatInbound):
         self.arm("purge", PURGE_INTERVAL, self._purge)
 
     async def stop(self) -> None:
-        """Stop listening and cancel every timer and background task."""
+        """Stop listening, cancel every timer and background task, close the store."""
         self.notifier.remove_listener(self.on_delivered)
         await self.close()
+        await self.store.close()
 
     # --- confirmed sessions (R3-R5) ---------------------------------------------------------
 
