@@ -933,7 +933,7 @@ class SipStack:
     async def _start_subscription(
         self, request: Request, event: str, on_notify: Callable[[Request], None] | None
     ) -> ClientSubscription:
-        sub = ClientSubscription(self, request, event, on_notify)
+        sub = ClientSubscription(self, request, event, on_notify, timer_n=64 * self.timers.t1)
         key = (request.call_id, request.from_tag or "")
         self._pending[key] = sub
         try:

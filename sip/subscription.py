@@ -297,8 +297,11 @@ class ClientSubscription:
         request: Request,
         event: str,
         on_notify: NotifyCallback | None = None,
+        timer_n: float = 32.0,
     ) -> None:
         self.channel = channel
+        self.timer_n = timer_n
+        self._timer_n: asyncio.TimerHandle | None = None
         self.request = request
         self.event = event
         self.event_id = parse_event(event)[1]
@@ -328,6 +331,16 @@ class ClientSubscription:
             self.expires = 60
         self.machine.handle(_E.ACCEPTED)
         self._arm()
+        if self.machine.state is _S.ACCEPTED:  # no NOTIFY yet: timer N (RFC 6665 §4.1.2.4)
+            self._timer_n = asyncio.get_running_loop().call_later(self.timer_n, self._no_notify)
+
+    def _no_notify(self) -> None:
+        self._timer_n = None
+        if self.machine.state is _S.ACCEPTED:
+            log.info("no NOTIFY for %s within timer N", self.event)
+            self.machine.handle(_E.EXPIRED)
+            self.reason = "timeout"
+            self._finish()
 
     async def wait_notify(self, timeout: float) -> Request:
         """Waits for the first NOTIFY (RFC 6665 §4.1.2.4 timer N); raises TimeoutError."""
@@ -348,6 +361,9 @@ class ClientSubscription:
         self.machine.handle(event)
         self.notifies.append(request)
         self._first_notify.set()
+        if self._timer_n is not None:
+            self._timer_n.cancel()
+            self._timer_n = None
         if sub_state.expires is not None and event is not _E.NOTIFY_TERMINATED:
             if sub_state.expires < self.expires or not self.expires:
                 self.expires = sub_state.expires
@@ -451,6 +467,9 @@ class ClientSubscription:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._timer_n is not None:
+            self._timer_n.cancel()
+            self._timer_n = None
         if not self.terminated.is_set():
             self.terminated.set()
             self._first_notify.set()
@@ -482,6 +501,7 @@ class ServerSubscription:
         self.on_refresh: Callable[[int], None] | None = None
         self.on_unsubscribe: Callable[[], None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
         self._arm()
 
@@ -493,7 +513,14 @@ class ServerSubscription:
     def _arm(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(self.expires, self._expired)
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + self.expires
+        self._timer = loop.call_later(self.expires, self._expired)
+
+    def remaining(self) -> int:
+        """Seconds left before the subscription expires (for Subscription-State)."""
+        left = self._deadline - asyncio.get_running_loop().time()
+        return max(int(left + 0.5), 0)
 
     def _expired(self) -> None:
         self._timer = None
@@ -542,8 +569,7 @@ class ServerSubscription:
         if value == "terminated":
             sub = SubscriptionState("terminated", reason=reason or "noresource")
         else:
-            loop_time = self.expires  # remaining time is approximated by the granted value
-            sub = SubscriptionState(value, expires=loop_time)
+            sub = SubscriptionState(value, expires=self.remaining())
         headers = [("Event", self.event), ("Subscription-State", str(sub))]
         try:
             response = await self.channel.send_in_dialog(

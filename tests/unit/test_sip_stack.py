@@ -281,3 +281,98 @@ async def test_digest_retry(pair: tuple[SipStack, SipStack, str], status: int) -
     resp = await a.send_request("MESSAGE", target, sender=ALICE, body=b"y")
     assert resp.status == 200
     assert seen[-2] is None and seen[-1] is not None and "SHA-256" in seen[-1]
+
+
+class RawPeer(asyncio.DatagramProtocol):
+    """A hand-driven UDP SIP peer: keeps what it receives, sends what the test writes."""
+
+    def __init__(self) -> None:
+        self.received: asyncio.Queue[bytes] = asyncio.Queue()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.received.put_nowait(data)
+
+    async def next(self, start: bytes) -> Request:
+        from sip.message import parse_message
+
+        while True:
+            data = await asyncio.wait_for(self.received.get(), 5)
+            if data.startswith(start):
+                msg = parse_message(data)
+                assert isinstance(msg, Request)
+                return msg
+
+
+async def raw_peer() -> tuple[RawPeer, int]:
+    loop = asyncio.get_running_loop()
+    _, peer = await loop.create_datagram_endpoint(RawPeer, local_addr=("127.0.0.1", 0))
+    assert peer.transport is not None
+    return peer, peer.transport.get_extra_info("sockname")[1]
+
+
+async def test_notify_before_2xx_creates_the_dialog() -> None:
+    a = SipStack(port=0, transports=["udp"], timers=FAST)
+    await a.start()
+    peer, port = await raw_peer()
+    assert peer.transport is not None
+    try:
+        task = asyncio.create_task(
+            a.subscribe(f"sip:conf@127.0.0.1:{port}", "conference", sender=ALICE, expires=60)
+        )
+        sub_req = await peer.next(b"SUBSCRIBE")
+        notify = (
+            f"NOTIFY {sub_req.contacts[0].uri} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKn1\r\n"
+            f"From: <sip:conf@127.0.0.1:{port}>;tag=peer1\r\nTo: {sub_req.get('From')}\r\n"
+            f"Call-ID: {sub_req.call_id}\r\nCSeq: 1 NOTIFY\r\n"
+            f"Contact: <sip:conf@127.0.0.1:{port}>\r\nEvent: conference\r\n"
+            "Subscription-State: active;expires=60\r\nContent-Length: 0\r\n\r\n"
+        )
+        peer.transport.sendto(notify.encode(), ("127.0.0.1", a.port))
+        ok = await asyncio.wait_for(peer.received.get(), 5)
+        assert ok.startswith(b"SIP/2.0 200")  # the NOTIFY was accepted before any 2xx
+        ok_sub = (
+            f"SIP/2.0 200 OK\r\nVia: {sub_req.get('Via')}\r\nFrom: {sub_req.get('From')}\r\n"
+            f"To: {sub_req.get('To')};tag=peer1\r\nCall-ID: {sub_req.call_id}\r\n"
+            f"CSeq: {sub_req.get('CSeq')}\r\nContact: <sip:conf@127.0.0.1:{port}>\r\n"
+            "Expires: 60\r\nContent-Length: 0\r\n\r\n"
+        )
+        peer.transport.sendto(ok_sub.encode(), ("127.0.0.1", a.port))
+        sub = await asyncio.wait_for(task, 5)
+        assert sub.state is SubscriberState.ACTIVE and len(sub.notifies) == 1
+        assert sub.dialog is not None and sub.dialog.id.remote_tag == "peer1"
+        assert a.dialog_count() == 1
+        sub.close()
+    finally:
+        peer.transport.close()
+        await a.stop()
+
+
+async def test_no_notify_after_2xx_ends_with_timer_n() -> None:
+    a = SipStack(port=0, transports=["udp"], timers=FAST)
+    await a.start()
+    peer, port = await raw_peer()
+    assert peer.transport is not None
+    try:
+        task = asyncio.create_task(
+            a.subscribe(f"sip:conf@127.0.0.1:{port}", "conference", sender=ALICE, expires=60)
+        )
+        sub_req = await peer.next(b"SUBSCRIBE")
+        ok_sub = (
+            f"SIP/2.0 200 OK\r\nVia: {sub_req.get('Via')}\r\nFrom: {sub_req.get('From')}\r\n"
+            f"To: {sub_req.get('To')};tag=peer2\r\nCall-ID: {sub_req.call_id}\r\n"
+            f"CSeq: {sub_req.get('CSeq')}\r\nContact: <sip:conf@127.0.0.1:{port}>\r\n"
+            "Expires: 60\r\nContent-Length: 0\r\n\r\n"
+        )
+        peer.transport.sendto(ok_sub.encode(), ("127.0.0.1", a.port))
+        sub = await asyncio.wait_for(task, 5)
+        assert sub.state is SubscriberState.ACCEPTED
+        await asyncio.wait_for(sub.terminated.wait(), 64 * FAST.t1 + 2)
+        assert sub.reason == "timeout" and a.dialog_count() == 0
+    finally:
+        peer.transport.close()
+        await a.stop()
