@@ -22,6 +22,7 @@ from sip.subscription import NotifierState, SubscriberState
 from sip.timers import Timers
 
 FAST = Timers(t1=0.05, t2=0.4, t4=0.5, d_unreliable=0.5)
+QUICK = Timers(t1=0.02, t2=0.16, t4=0.2, d_unreliable=0.2)  # 64*T1 = 1.28 s
 ALICE = "sip:+15555550001@ims.test"
 BOB = "sip:+15555550002@ims.test"
 
@@ -137,7 +138,7 @@ async def test_cancel(pair: tuple[SipStack, SipStack, str]) -> None:
 
 
 async def test_no_ack_ends_with_bye() -> None:
-    b = SipStack(port=0, transports=["udp"], timers=FAST)
+    b = SipStack(port=0, transports=["udp"], timers=QUICK)
     await b.start()
     sessions = []
 
@@ -237,7 +238,7 @@ async def test_refer_with_sipfrag_notifies(pair: tuple[SipStack, SipStack, str])
 
 
 async def test_timeout_is_408() -> None:
-    a = SipStack(port=0, transports=["udp"], timers=FAST)
+    a = SipStack(port=0, transports=["udp"], timers=QUICK)
     await a.start()
     # a bound socket that never answers
     loop = asyncio.get_running_loop()
@@ -353,7 +354,7 @@ async def test_notify_before_2xx_creates_the_dialog() -> None:
 
 
 async def test_no_notify_after_2xx_ends_with_timer_n() -> None:
-    a = SipStack(port=0, transports=["udp"], timers=FAST)
+    a = SipStack(port=0, transports=["udp"], timers=QUICK)
     await a.start()
     peer, port = await raw_peer()
     assert peer.transport is not None
@@ -371,7 +372,7 @@ async def test_no_notify_after_2xx_ends_with_timer_n() -> None:
         peer.transport.sendto(ok_sub.encode(), ("127.0.0.1", a.port))
         sub = await asyncio.wait_for(task, 5)
         assert sub.state is SubscriberState.ACCEPTED
-        await asyncio.wait_for(sub.terminated.wait(), 64 * FAST.t1 + 2)
+        await asyncio.wait_for(sub.terminated.wait(), 64 * QUICK.t1 + 2)
         assert sub.reason == "timeout" and a.dialog_count() == 0
     finally:
         peer.transport.close()
