@@ -220,16 +220,19 @@ async def test_kill_9_mid_conversation_through_kamailio(
         await serve.notes(B, "chatMessageNotification")
 
         # a burst the app got 201s for, then SIGKILL at once
-        accepted: list[str] = []
-        for i in range(5):
-            sent = await serve.call(
-                "POST",
-                a_session + "/messages",
-                {"chatMessage": {"text": f"burst {i}", "reportRequest": ["Delivered"]}},
-                201,
+        burst = await asyncio.gather(
+            *(
+                serve.call(
+                    "POST",
+                    a_session + "/messages",
+                    {"chatMessage": {"text": f"burst {i}", "reportRequest": ["Delivered"]}},
+                    201,
+                )
+                for i in range(8)
             )
-            accepted.append(sent["resourceReference"]["resourceURL"].split("/")[-2])
+        )
         serve.kill()
+        accepted = [sent["resourceReference"]["resourceURL"].split("/")[-2] for sent in burst]
 
         await serve.start()  # same store, same ports
         a_events = await serve.notes(A, "chatEventNotification", 2, wait=20)
