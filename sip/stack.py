@@ -34,6 +34,7 @@ Public API::
       IncomingSubscribe: .accept(expires=None, active=True) -> ServerSubscription ; .reject()
       IncomingRefer: .accept() -> ServerSubscription | None ; await .progress(sub, 200, "OK")
     Built in: OPTIONS -> 200 (Allow, Accept, Supported, Allow-Events); unknown method -> 501;
+    Require with an option tag outside EXTENSIONS -> 420 + Unsupported (RFC 3261 §8.2.2.3);
     known but unsupported (PUBLISH, REGISTER, PRACK) -> 405 + Allow; a supported method with
     no handler -> 480; in-dialog request for an unknown dialog -> 481; 401/407 -> one retry
     with digest credentials from ``credentials(realm) -> (user, password) | None``.
@@ -106,6 +107,9 @@ ACCEPT = (
     "application/resource-lists+xml, multipart/mixed, message/sipfrag"
 )
 SUPPORTED = "norefersub"
+EXTENSIONS = frozenset({"norefersub", "recipient-list-invite", "multiple-refer"})
+"""Option tags a peer may Require of us (RFC 3261 §8.2.2.3): the stack handles norefersub;
+the other two only shape bodies the application (a conference focus) reads."""
 ALLOW_EVENTS = "conference, refer"
 USER_AGENT = "chat-bridge"
 
@@ -1009,6 +1013,11 @@ class SipStack:
     def _on_request(self, tx: ServerTransaction) -> None:
         req = tx.request
         method = req.method
+        required = {tag.strip().lower() for tag in req.get_all("Require") if tag.strip()}
+        unknown = sorted(required - EXTENSIONS)
+        if unknown:
+            tx.respond(420, headers=[("Unsupported", ", ".join(unknown))])
+            return
         to_tag = req.to_tag
         if to_tag is not None:
             key = DialogId(req.call_id, to_tag, req.from_tag or "")

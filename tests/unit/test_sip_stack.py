@@ -70,6 +70,11 @@ async def test_message_and_options(pair: tuple[SipStack, SipStack, str]) -> None
     assert (await a.send_request("FOO", target, sender=ALICE)).status == 501
     assert (await a.send_request("PUBLISH", target, sender=ALICE)).status == 405
     assert (await a.send_request("INVITE", target, sender=ALICE)).status == 480
+    bad = await a.send_request("MESSAGE", target, sender=ALICE, headers=[("Require", "100rel")])
+    assert bad.status == 420 and bad.get("Unsupported") == "100rel"
+    norefersub = [("Require", "norefersub")]
+    fine = await a.send_request("MESSAGE", target, sender=ALICE, headers=norefersub)
+    assert fine.status == 202
 
 
 async def test_invite_bye_and_in_dialog_requests(pair: tuple[SipStack, SipStack, str]) -> None:
