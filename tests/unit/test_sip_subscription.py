@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sip.errors import CodecError
 from sip.subscription import (
@@ -112,3 +114,19 @@ def test_every_notifier_pair(state: NotifierState, event: NotifierEvent) -> None
         assert m.handle(event) is expected
     # whatever happened, every path can still end the subscription
     assert m.handle(NotifierEvent.TERMINATE) is NotifierState.TERMINATED
+
+
+@given(st.lists(st.sampled_from(list(SubscriberEvent)), max_size=12))
+def test_any_event_sequence_follows_the_table(events: list[SubscriberEvent]) -> None:
+    m = StateMachine(SUBSCRIBER_TRANSITIONS, SubscriberState.SUBSCRIBING, "h")
+    for event in events:
+        before = m.state
+        expected = SUBSCRIBER_TRANSITIONS.get((before, event))
+        if expected is None:
+            with pytest.raises(SubscriptionError):
+                m.handle(event)
+            assert m.state is before
+        else:
+            assert m.handle(event) is expected
+        if before is SubscriberState.TERMINATED:
+            assert m.state is SubscriberState.TERMINATED  # absorbing
