@@ -1,6 +1,6 @@
 """SIP stack bench: our stack vs SIPp through the Kamailio test bed, on loopback.
 
-    .venv/bin/python -m bench.sip_bench [--messages 20000] [--invites 4000]
+    .venv/bin/python -m bench.sip_bench [--messages 10000] [--invites 3000]
         [--concurrency 100] [--dialogs 10000] [--transports udp,tcp]
 
 For each transport it prints, measured in the same run:
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import multiprocessing
 import os
@@ -27,6 +28,8 @@ import tracemalloc
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
+
+print = functools.partial(print, flush=True)  # noqa: A001 - progress lines as they come
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -225,7 +228,7 @@ async def sipp(
     uac_result = await uac.wait()
     wall = time.perf_counter() - t0
     mid = resource.getrusage(resource.RUSAGE_CHILDREN)
-    uas_result = await uas.wait()
+    uas_result = await uas.wait(limit=10)  # it waits for calls the UAC gave up on
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_uac = (mid.ru_utime + mid.ru_stime) - (before.ru_utime + before.ru_stime)
     cpu_uas = (after.ru_utime + after.ru_stime) - (mid.ru_utime + mid.ru_stime)
@@ -306,16 +309,22 @@ async def main_async(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="sip-bench-"))
     print(f"SIP bench on 127.0.0.1, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
     for transport in args.transports.split(","):
-        tb = start_testbed(work / f"kamailio-{transport}", as_transport=transport)
+        tb = start_testbed(
+            work / f"kamailio-{transport}", as_transport=transport, KTB_SHM_MB=str(args.shm_mb)
+        )
         try:
             print(
                 f"[{transport}] Kamailio on {tb.sip_port}, AS on {tb.as_port},"
                 f" concurrency {args.concurrency}"
             )
+            # Kamailio keeps finished transactions ~5 s: let them drain between phases
             m_ours = await ours(tb, transport, "message", args.messages, args.concurrency)
+            await asyncio.sleep(args.drain)
             m_sipp = await sipp(tb, transport, "message", args.messages, args.concurrency, work)
             line("MESSAGE tx/s", m_ours, m_sipp, "tx/s")
+            await asyncio.sleep(args.drain)
             i_ours = await ours(tb, transport, "invite", args.invites, args.concurrency)
+            await asyncio.sleep(args.drain)
             i_sipp = await sipp(tb, transport, "invite", args.invites, args.concurrency, work)
             line("INVITE..BYE cycles/s", i_ours, i_sipp, "cyc/s")
         finally:
@@ -333,8 +342,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--messages", type=int, default=20000)
-    parser.add_argument("--invites", type=int, default=4000)
+    parser.add_argument("--messages", type=int, default=10000)
+    parser.add_argument("--invites", type=int, default=3000)
+    parser.add_argument("--shm-mb", type=int, default=1024, help="Kamailio shared memory")
+    parser.add_argument("--drain", type=float, default=7.0, help="seconds between phases")
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--dialogs", type=int, default=10000)
     parser.add_argument("--transports", default="udp,tcp")
