@@ -3,13 +3,15 @@
 Every run is pinned to 127.0.0.1 (``-i -bind_local -ci -mi``), has an explicit
 local port, ``-m N``, ``-timeout 30s -timeout_error`` (or a longer bound for
 load runs) and a wall-clock limit; its statistics come from ``-trace_stat``.
-A missing ``sipp`` binary fails the caller (:class:`SippMissing`).
+A missing ``sipp`` binary fails the caller (:class:`SippMissing`). ``SIPP_TRACE_MSG=1`` in
+the environment adds ``-trace_msg`` (every message in the run directory).
 """
 
 from __future__ import annotations
 
 import asyncio
 import csv
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +91,7 @@ def command(
         "-timeout_error",
         "-trace_err",
         "-trace_logs",
-        *(["-trace_msg"] if __import__("os").environ.get("SIPP_TRACE_MSG") else []),
+        *(["-trace_msg"] if os.environ.get("SIPP_TRACE_MSG") else []),  # debugging aid
         "-trace_stat",
         "-stf",
         "stats.csv",
