@@ -51,7 +51,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -131,9 +131,10 @@ def count_sql(database: Database, store: SQLChatStore) -> Counter:
     def on_commit(*_args: Any) -> None:
         counter.commits += 1
 
-    engines = {
-        id(e.sync_engine): e.sync_engine for e in (database.engine, store.engine)
-    }  # the store has its own engine on a SQLite file
+    engines: dict[int, Engine] = {}
+    for e in (database.engine, store.engine):  # the store has its own on a SQLite file
+        sync = e if isinstance(e, Engine) else e.sync_engine
+        engines[id(sync)] = sync
     for engine in engines.values():
         event.listen(engine, "before_cursor_execute", on_execute)
         event.listen(engine, "commit", on_commit)

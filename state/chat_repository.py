@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -23,7 +24,8 @@ from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
 
 from bridge.chat.model import (
     ChatSession,
@@ -849,22 +851,179 @@ class BatchedChatTransaction:
 T = TypeVar("T")
 
 
+class _AwaitableValue:
+    """An already-computed result that can be awaited (no suspension)."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __await__(self) -> Generator[None, None, object]:
+        return self.value
+        yield  # pragma: no cover - makes this a generator
+
+
+class _InThread:
+    """The ``AsyncSession`` calls the repository functions make, answered by a sync Session.
+
+    The writer thread runs the very same ``async def`` repository functions
+    (``state.chat_repository``, ``state.repository.active_subscriptions``,
+    ``state.outbox.enqueue``) so that their SQL stays in one place; here
+    every awaited call completes at once, and :func:`_run_now` drives the
+    coroutine to its end without an event loop. A function that really
+    suspends (awaits I/O of its own) fails loudly with ``StoreError``.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def execute(self, *args: Any, **kw: Any) -> _AwaitableValue:
+        return _AwaitableValue(self._session.execute(*args, **kw))
+
+    def scalar(self, *args: Any, **kw: Any) -> _AwaitableValue:
+        return _AwaitableValue(self._session.scalar(*args, **kw))
+
+    def scalars(self, *args: Any, **kw: Any) -> _AwaitableValue:
+        return _AwaitableValue(self._session.scalars(*args, **kw))
+
+    def get(self, *args: Any, **kw: Any) -> _AwaitableValue:
+        return _AwaitableValue(self._session.get(*args, **kw))
+
+    def add(self, obj: object) -> None:
+        self._session.add(obj)
+
+    def flush(self) -> _AwaitableValue:
+        self._session.flush()
+        return _AwaitableValue(None)
+
+    def connection(self) -> _AwaitableValue:
+        return _AwaitableValue(_InThreadConnection(self._session.connection()))
+
+
+class _InThreadConnection:
+    """``AsyncConnection.execute`` over a sync ``Connection`` (see :class:`_InThread`)."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, *args: Any, **kw: Any) -> _AwaitableValue:
+        return _AwaitableValue(self._conn.execute(*args, **kw))
+
+
+def _run_now(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends to its end (see :class:`_InThread`)."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return cast(T, done.value)
+    coro.close()
+    raise StoreError("a chat store query suspended in the writer thread")
+
+
+Query = Callable[[AsyncSession], Coroutine[Any, Any, T]]
+Step = Callable[[sa.Connection, Session], T]
+
+
+class _Writer:
+    """One thread owning the store's one SQLite connection; one hop per call.
+
+    Everything the store asks of the database (a read, or all the pending
+    writes plus a read or a commit) is one function run on this thread, so a
+    batch costs one thread hand-off however many statements it holds.
+    """
+
+    def __init__(self, url: sa.URL) -> None:
+        self.engine = sa.create_engine(
+            url.set(drivername="sqlite+pysqlite"),
+            poolclass=sa.pool.StaticPool,
+            connect_args={"check_same_thread": False},
+        )
+        event.listen(self.engine, "connect", _writer_connection)
+        event.listen(self.engine, "begin", _begin_immediate)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-store")
+        self._conn: sa.Connection | None = None
+
+    async def call(self, fn: Step[T]) -> T:
+        """Run ``fn(connection, session)`` on the writer thread, in the open transaction."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._run, fn)
+
+    def _run(self, fn: Step[T]) -> T:
+        if self._conn is None:
+            self._conn = self.engine.connect()
+        if not self._conn.in_transaction():
+            self._conn.begin()  # BEGIN IMMEDIATE: the session below only joins it
+        with Session(
+            bind=self._conn, expire_on_commit=False, join_transaction_mode="rollback_only"
+        ) as session:
+            return fn(self._conn, session)
+
+    async def close(self) -> None:
+        """Roll back what is open, close the connection and stop the thread."""
+
+        def shut() -> None:
+            if self._conn is not None:
+                self._conn.rollback()
+                self._conn.close()
+                self._conn = None
+            self.engine.dispose()
+
+        await asyncio.get_running_loop().run_in_executor(self._thread, shut)
+        self._thread.shutdown(wait=False)
+
+
+def _write(
+    conn: sa.Connection,
+    session: Session,
+    sessions: dict[str, tuple[ChatSession, bool]],
+    messages: dict[int, _MessageWrite],
+    notes: list[dict[str, Any]],
+) -> list[Notification]:
+    """Send buffered writes into the open transaction (writer thread); the notifications."""
+    new_s = [{"id": cs.id, **_session_values(cs)} for cs, new in sessions.values() if new]
+    old_s = [{"b_id": cs.id, **_session_values(cs)} for cs, new in sessions.values() if not new]
+    new_m = [
+        _message_row(w.msg, w.updated_at, w.expires_at)
+        for w in messages.values()
+        if w.expires_at is not None
+    ]
+    old_m = [
+        {
+            "b_seq": w.msg.seq,
+            "status": w.msg.status,
+            "updated_at": w.updated_at,
+            "session_id": w.msg.session_id,
+        }
+        for w in messages.values()
+        if w.expires_at is None
+    ]
+    if new_s:
+        conn.execute(sa.insert(_ST), new_s)
+    if old_s:
+        conn.execute(sa.update(_ST).where(_ST.c.id == sa.bindparam("b_id")), old_s)
+    if new_m:
+        conn.execute(sa.insert(_MT), new_m)
+    if old_m:
+        conn.execute(sa.update(_MT).where(_MT.c.seq == sa.bindparam("b_seq")), old_m)
+    db = cast(AsyncSession, _InThread(session))
+    return [_run_now(outbox.enqueue(db, **note)) for note in notes]
+
+
 class SQLChatStore:
     """``bridge.chat.ports.ChatStore`` over a ``state.db.Database`` (module comment above).
 
     A SQLite file gets the group-commit store; PostgreSQL and in-memory SQLite
-    the direct one. :meth:`close` writes what is pending and releases the
-    store's connection.
+    the direct one. :meth:`close` writes what is pending and stops the
+    store's writer.
     """
 
     def __init__(self, database: Database, *, message_cache: int = MESSAGE_CACHE) -> None:
         self.database = database
         database_name = database.url.database or ""
         self.grouped = database.is_sqlite and database_name not in ("", ":memory:")
+        self.batches = 0
+        """Batches committed so far (tests, benchmarks)."""
         self._lock = asyncio.Lock()
         self.memory = _Memory(message_cache)
-        self._engine: AsyncEngine | None = None
-        self._session: AsyncSession | None = None
+        self._writer: _Writer | None = None
         self._batch: _Batch | None = None
         self._committers: set[asyncio.Task[None]] = set()
         self._seq = 0
@@ -877,9 +1036,9 @@ class SQLChatStore:
         """Subscriptions read in the open transaction (cleared when it ends)."""
 
     @property
-    def engine(self) -> AsyncEngine:
-        """The engine the chat SQL runs on (the store's own one for a SQLite file)."""
-        return self._engine if self._engine is not None else self.database.engine
+    def engine(self) -> sa.Engine | AsyncEngine:
+        """The engine the chat SQL runs on (the writer's own one for a SQLite file)."""
+        return self._writer.engine if self._writer is not None else self.database.engine
 
     # --- units ---------------------------------------------------------------------
 
@@ -925,16 +1084,51 @@ class SQLChatStore:
         self._seq += 1
         return self._seq
 
-    async def read(self, query: Callable[[AsyncSession], Awaitable[T]], flush: bool = False) -> T:
+    def _take_pending(
+        self,
+    ) -> tuple[
+        dict[str, tuple[ChatSession, bool]],
+        dict[int, _MessageWrite],
+        list[tuple[BatchedChatTransaction, dict[str, Any]]],
+    ]:
+        taken = (self._pending_sessions, self._pending_messages, self._pending_notes)
+        self._pending_sessions, self._pending_messages, self._pending_notes = {}, {}, []
+        return taken
+
+    def _writing(self) -> tuple[Step[list[Notification]], list[BatchedChatTransaction]]:
+        """The pending writes as one writer-thread step, and the unit of each notification."""
+        sessions, messages, notes = self._take_pending()
+        owners = [tx for tx, _ in notes]
+
+        def step(conn: sa.Connection, session: Session) -> list[Notification]:
+            if not (sessions or messages or notes):
+                return []
+            return _write(conn, session, sessions, messages, [note for _, note in notes])
+
+        return step, owners
+
+    @staticmethod
+    def _hand_out(owners: list[BatchedChatTransaction], made: list[Notification]) -> None:
+        for tx, item in zip(owners, made, strict=True):
+            tx.notifications.append(item)
+
+    async def read(self, query: Query[T], flush: bool = False) -> T:
         """Run ``query`` in the open transaction, after the pending writes if ``flush``."""
-        if flush:
-            try:
-                await self._flush()
-            except Exception as exc:  # the batch's transaction is broken: fail it
-                if self._batch is not None:
-                    await self._fail(self._batch, exc)
-                raise
-        return await query(self._db())
+        assert self._writer is not None
+        write, owners = self._writing() if flush else (None, [])
+
+        def step(conn: sa.Connection, session: Session) -> tuple[list[Notification], T]:
+            made = [] if write is None else write(conn, session)
+            return made, _run_now(query(cast(AsyncSession, _InThread(session))))
+
+        try:
+            made, result = await self._writer.call(step)
+        except Exception as exc:
+            if self._batch is not None:  # the batch's transaction may be broken: fail it
+                await self._fail(self._batch, exc)
+            raise
+        self._hand_out(owners, made)
+        return result
 
     async def subscriptions(self, user: UserUri, now: datetime) -> list[Subscription]:
         """``user``'s active subscriptions, read once per batch.
@@ -949,11 +1143,6 @@ class SQLChatStore:
         subs = await self.read(lambda s: repository.active_subscriptions(s, user, now))
         self._subscriptions[user] = (now, subs)
         return subs
-
-    def _db(self) -> AsyncSession:
-        if self._session is None:
-            self._session = AsyncSession(self.engine, expire_on_commit=False)
-        return self._session
 
     def _absorb(self, tx: BatchedChatTransaction) -> None:
         """A unit ended well: its writes join the batch and the memory."""
@@ -970,42 +1159,6 @@ class SQLChatStore:
             self.memory.put_message(write.msg)
         self._pending_notes.extend((tx, note) for note in tx._notes)
 
-    async def _flush(self) -> None:
-        """Send every pending write into the open transaction (one executemany each)."""
-        if not (self._pending_sessions or self._pending_messages or self._pending_notes):
-            return
-        sessions, self._pending_sessions = self._pending_sessions, {}
-        messages, self._pending_messages = self._pending_messages, {}
-        notes, self._pending_notes = self._pending_notes, []
-        db = self._db()
-        new_s = [{"id": cs.id, **_session_values(cs)} for cs, new in sessions.values() if new]
-        old_s = [{"b_id": cs.id, **_session_values(cs)} for cs, new in sessions.values() if not new]
-        new_m = [
-            _message_row(w.msg, w.updated_at, w.expires_at)
-            for w in messages.values()
-            if w.expires_at is not None
-        ]
-        old_m = [
-            {
-                "b_seq": w.msg.seq,
-                "status": w.msg.status,
-                "updated_at": w.updated_at,
-                "session_id": w.msg.session_id,
-            }
-            for w in messages.values()
-            if w.expires_at is None
-        ]
-        if new_s:
-            await db.execute(sa.insert(_ST), new_s)
-        if old_s:
-            await db.execute(sa.update(_ST).where(_ST.c.id == sa.bindparam("b_id")), old_s)
-        if new_m:
-            await db.execute(sa.insert(_MT), new_m)
-        if old_m:
-            await db.execute(sa.update(_MT).where(_MT.c.seq == sa.bindparam("b_seq")), old_m)
-        for tx, note in notes:
-            tx.notifications.append(await outbox.enqueue(db, **note))
-
     async def _commit(self, batch: _Batch) -> None:
         """Write and commit ``batch`` (queued on the lock behind the units waiting)."""
         async with self._lock:
@@ -1013,39 +1166,43 @@ class SQLChatStore:
                 self._batch = None
             if batch.done.done():
                 return  # failed already
+            assert self._writer is not None
+            write, owners = self._writing()
+
+            def step(conn: sa.Connection, session: Session) -> list[Notification]:
+                try:
+                    made = write(conn, session)
+                    if conn.in_transaction():
+                        conn.commit()
+                    return made
+                except BaseException:
+                    conn.rollback()
+                    raise
+
+            self._subscriptions.clear()
             try:
-                await self._flush()
-                self._subscriptions.clear()
-                if self._session is not None:
-                    await self._session.commit()
+                made = await self._writer.call(step)
             except Exception as exc:
                 await self._fail(batch, exc)
                 return
-            except BaseException as exc:  # cancelled: the batch is not durable
+            except BaseException as exc:  # cancelled: the batch is not known durable
                 await self._fail(batch, exc)
                 raise
+            self._hand_out(owners, made)
+            self.batches += 1
             batch.done.set_result(None)
             self.memory.drop_ended()
             self.memory.trim()
 
     async def _fail(self, batch: _Batch, exc: BaseException) -> None:
         log.error("x chat store batch failed, rolled back: %s", exc)
-        self._pending_sessions.clear()
-        self._pending_messages.clear()
-        self._pending_notes.clear()
+        self._take_pending()
         self._subscriptions.clear()
         if not batch.done.done():
             batch.done.set_exception(StoreError(f"{type(exc).__name__}: {exc}"))
             batch.done.exception()  # retrieved here: waiters may all be gone
         if self._batch is batch:
             self._batch = None
-        session, self._session = self._session, None
-        if session is not None:
-            try:
-                await session.rollback()
-                await session.close()
-            except Exception:
-                log.warning("x chat store rollback failed", exc_info=True)
         self.memory.clear()
         try:
             await self._load()
@@ -1055,33 +1212,36 @@ class SQLChatStore:
     # --- lifetime --------------------------------------------------------------------
 
     async def _open(self) -> None:
-        self._engine = create_async_engine(self.database.url, pool_size=1, max_overflow=0)
-        event.listen(self._engine.sync_engine, "connect", _writer_connection)
-        event.listen(self._engine.sync_engine, "begin", _begin_immediate)
+        self._writer = _Writer(self.database.url)
         await self._load()
         self._opened = True
 
     async def _load(self) -> None:
         """Fill the memory with every session not ended; take up ``seq`` where it is."""
-        async with AsyncSession(self.engine) as db, db.begin():
-            rows = await db.scalars(sa.select(_S).where(_S.ended_at.is_(None)))
-            for row in rows:
-                self.memory.put_session(_to_session(row))
-            top = await db.scalar(sa.select(sa.func.max(_M.seq)))
-        self._seq = max(self._seq, int(top or 0))
+        assert self._writer is not None
+
+        def step(conn: sa.Connection, _session: Session) -> tuple[list[ChatSession], int]:
+            if conn.in_transaction():
+                conn.rollback()
+            rows = conn.execute(sa.select(_ST).where(_ST.c.ended_at.is_(None))).all()
+            top = conn.execute(sa.select(sa.func.max(_MT.c.seq))).scalar()
+            conn.commit()
+            return [_to_session(cast(Any, row)) for row in rows], int(top or 0)
+
+        found, top = await self._writer.call(step)
+        for cs in found:
+            self.memory.put_session(cs)
+        self._seq = max(self._seq, top)
 
     async def close(self) -> None:
-        """Commit what is pending, then release the connection (the store is done)."""
+        """Commit what is pending, then stop the writer (the store is done)."""
         while self._committers:
             await asyncio.gather(*list(self._committers), return_exceptions=True)
         self._closed = True
         async with self._lock:
-            if self._session is not None:
-                await self._session.close()
-                self._session = None
-        if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
+            if self._writer is not None:
+                await self._writer.close()
+                self._writer = None
 
 
 def _writer_connection(dbapi_conn: Any, _record: object) -> None:
