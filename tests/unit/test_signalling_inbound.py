@@ -1,0 +1,128 @@
+"""Inbound INVITEs and MESSAGEs the adapter refuses, and media that never binds (loopback).
+
+A second SipStack plays a foreign client and sends crafted requests straight to
+the adapter's SIP listener.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bridge.chat.model import LegId
+from bridge.chat.ports import IncomingInvitation, SessionFailed
+from bridge.config import Settings
+from bridge.signalling import payload
+from bridge.signalling.wiring import SignallingSide, start_signalling
+from sip import sdp
+from sip.stack import SipStack
+from tests.unit.test_signalling import A, B, Sink
+
+OFFER_PASSIVE = sdp.serialize(
+    sdp.msrp_offer(
+        address="127.0.0.1",
+        port=1,  # nothing listens there
+        path=("msrp://127.0.0.1:1/dead;tcp",),
+        accept_types=("message/cpim",),
+        setup=sdp.Setup.PASSIVE,
+        session_id="1",
+    )
+)
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[tuple[SignallingSide, Sink]]:
+    settings = Settings(sip_port=0, sip_transports=["udp"])
+    running = await start_signalling(settings)
+    running.signalling.bind_timeout = 1.0
+    sink = Sink()
+    sink.port = running
+    running.signalling.bind(sink)
+    try:
+        yield running, sink
+    finally:
+        await running.close()
+
+
+async def client(side: SignallingSide, contact_params: str = "") -> SipStack:
+    stack = SipStack(
+        port=0,
+        transports=("udp",),
+        outbound_proxy=f"sip:127.0.0.1:{side.sip.port}",
+        contact_params=contact_params,
+    )
+    await stack.start()
+    return stack
+
+
+async def invite_status(
+    side: SignallingSide, body: bytes, ctype: str, contact_params: str = ""
+) -> int:
+    stack = await client(side, contact_params)
+    try:
+        call = stack.invite(str(B), sender=str(A), body=body, content_type=ctype)
+        return (await call.response()).status
+    finally:
+        await stack.stop()
+
+
+async def test_refusals(world: tuple[SignallingSide, Sink]) -> None:
+    side, sink = world
+    offer = payload.offer("127.0.0.1", 4000, "msrp://127.0.0.1:4000/x;tcp")
+    assert await invite_status(side, offer, "application/sdp", "isfocus") == 403  # group
+    assert await invite_status(side, b"hello", "text/plain") == 415
+    audio = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    audio += b"m=audio 4000 RTP/AVP 0\r\n"
+    assert await invite_status(side, audio, "application/sdp") == 488
+    no_cpim = offer.replace(b"message/cpim ", b"")
+    assert await invite_status(side, no_cpim, "application/sdp") == 488
+    assert not sink.of(IncomingInvitation)
+
+
+async def test_media_that_never_binds_fails_the_leg(world: tuple[SignallingSide, Sink]) -> None:
+    side, sink = world
+    stack = await client(side)
+    try:
+        call = stack.invite(str(B), sender=str(A), body=OFFER_PASSIVE)
+        response = await call.response()
+        assert response.status == 200  # accepted; we are active and connect to a dead port
+        failed = await sink.wait_for(SessionFailed)
+        assert failed.status == 0 and "MSRP" in failed.reason
+        assert side.signalling.leg_count == 0
+        assert call.session is not None
+        await call.session.ended.wait()  # the bridge sent BYE
+    finally:
+        await stack.stop()
+
+
+async def test_outgoing_invite_to_nobody_times_out_as_408() -> None:
+    settings = Settings(
+        sip_port=0, sip_transports=["udp"], sip_outbound_proxy="sip:127.0.0.1:9;transport=tcp"
+    )
+    running = await start_signalling(settings)
+    sink = Sink()
+    running.signalling.bind(sink)
+    try:
+        await running.signalling.start_session(LegId("l1"), A, B)
+        failed = await sink.wait_for(SessionFailed)
+        assert failed.status in (408, 503)  # connection refused: a local transport failure
+        assert running.signalling.leg_count == 0
+    finally:
+        await running.close()
+
+
+async def test_pager_errors(world: tuple[SignallingSide, Sink]) -> None:
+    side, _sink = world
+    stack = await client(side)
+    try:
+        unsupported = await stack.send_request(
+            "MESSAGE", str(B), sender=str(A), body=b"x", content_type="image/png"
+        )
+        assert unsupported.status == 415 and "message/cpim" in (unsupported.get("Accept") or "")
+        broken = await stack.send_request(
+            "MESSAGE", str(B), sender=str(A), body=b"no blocks", content_type="message/cpim"
+        )
+        assert broken.status == 400
+    finally:
+        await stack.stop()
