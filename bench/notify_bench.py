@@ -7,7 +7,9 @@ file (or ``--database-url``):
    the worker to a local aiohttp receiver, once for a single subscription
    (strict order, one at a time) and once spread over ``--subscriptions``
    subscriptions (lanes in parallel); then ``Notifier.publish`` end to end
-   (one durable transaction per notification);
+   (one durable transaction per notification); then ``--producers``
+   concurrent producers, with ``publish`` and with ``enqueue`` + ``wake`` in
+   transactions of their own (as the chat side does), over ``--subscriptions``;
 2. long poll: through the real REST app, ``--polls`` round trips of "publish
    one notification to a channel's callbackURL, long poll it out";
 3. channel drain: ``--count`` notifications queued in a channel, drained by
@@ -16,6 +18,7 @@ file (or ``--database-url``):
 Every phase is bounded by ``--timeout`` seconds. Usage::
 
     .venv/bin/python bench/notify_bench.py [--count 2000] [--subscriptions 50] [--polls 500]
+        [--producers 8]
 """
 
 from __future__ import annotations
@@ -145,6 +148,67 @@ async def bench_publish(settings: Settings, db: Database, count: int, timeout: f
     return rate
 
 
+async def bench_producers(
+    settings: Settings,
+    db: Database,
+    count: int,
+    subscriptions: int,
+    producers: int,
+    timeout: float,
+    *,
+    own_transactions: bool,
+) -> float:
+    """Concurrent producers -> receiver, end to end; returns notifications/s.
+
+    With ``own_transactions`` each producer commits ``outbox.enqueue`` in a
+    transaction of its own and then calls ``Notifier.wake`` (like the chat
+    side's units of work, serialized on a lock of their own as
+    ``SQLChatStore`` does on SQLite); otherwise it calls ``Notifier.publish``.
+    """
+    sink = Sink()
+    await sink.start()
+    sink.expected = count
+    service = DeliveryService(settings, db, concurrency=64)
+    await service.start()
+    lock = asyncio.Lock()
+    per_producer = count // producers
+
+    async def produce(first: int) -> None:
+        for i in range(first, first + per_producer):
+            sub = SubscriptionId(f"bench-producers-{own_transactions}-{i % subscriptions}")
+            url = f"http://127.0.0.1:{sink.port}/q{i % subscriptions}"
+            body = {"callbackData": "bench", "seq": i}
+            if not own_transactions:
+                await service.publish(
+                    user=USER, subscription_id=sub, notify_url=url, root="m", body=body
+                )
+                continue
+            async with lock, db.sessions.begin() as session:
+                n = await outbox.enqueue(
+                    session, user=USER, subscription_id=sub, notify_url=url, root="m", body=body
+                )
+            service.wake(n)
+
+    sink.expected = per_producer * producers
+    try:
+        started = time.perf_counter()
+        await asyncio.wait_for(
+            asyncio.gather(*(produce(p * per_producer) for p in range(producers))), timeout
+        )
+        await asyncio.wait_for(sink.done.wait(), timeout)
+        elapsed = time.perf_counter() - started
+    finally:
+        await service.stop()
+        await sink.stop()
+    rate = sink.expected / elapsed
+    how = "enqueue + wake (own transactions)" if own_transactions else "publish"
+    print(
+        f"  {producers} concurrent producers, {how} -> receiver, {subscriptions} subscriptions: "
+        f"{sink.expected} in {elapsed:.2f} s = {rate:,.0f} notifications/s"
+    )
+    return rate
+
+
 async def bench_long_poll(
     settings: Settings, db: Database, polls: int, count: int, timeout: float
 ) -> tuple[float, float]:
@@ -223,6 +287,7 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--subscriptions", type=int, default=50)
     parser.add_argument("--polls", type=int, default=500)
+    parser.add_argument("--producers", type=int, default=8, help="concurrent producers")
     parser.add_argument("--timeout", type=float, default=120.0, help="bound of each phase (s)")
     parser.add_argument("--database-url", help="default: a temporary SQLite file")
     args = parser.parse_args(argv)
@@ -242,6 +307,16 @@ async def main(argv: list[str] | None = None) -> int:
             await bench_callbacks(settings, db, args.count, 1, args.timeout)
             await bench_callbacks(settings, db, args.count, args.subscriptions, args.timeout)
             await bench_publish(settings, db, args.count, args.timeout)
+            for own in (False, True):
+                await bench_producers(
+                    settings,
+                    db,
+                    args.count,
+                    args.subscriptions,
+                    args.producers,
+                    args.timeout,
+                    own_transactions=own,
+                )
             await bench_long_poll(settings, db, args.polls, args.count, args.timeout)
         except TimeoutError:
             print(f"bench phase exceeded {args.timeout} s", file=sys.stderr)

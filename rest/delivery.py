@@ -142,6 +142,9 @@ class DeliveryService:
         self._lanes: dict[str, asyncio.Task[bool]] = {}
         self._gone: set[str] = set()
         self._settled: list[int] = []
+        self._publishing: list[tuple[outbox.Draft, asyncio.Future[Notification]]] = []
+        self._publisher: asyncio.Task[None] | None = None
+        self._committing = False
         self._rewake: set[str] = set()
         self._settle_timer: asyncio.TimerHandle | None = None
         self._polls: dict[str, _Poll] = {}
@@ -181,48 +184,104 @@ class DeliveryService:
     ) -> Notification:
         """Store one notification durably (own transaction) and schedule its delivery.
 
-        On SQLite (one writer) a notification that is alone in its lane is
-        claimed in the same transaction and handed straight to a lane task:
-        no scheduler pass, no re-read. Rows delivered since the last pass are
+        Concurrent calls share one transaction (group commit); each returns
+        once the transaction holding its notification has committed.
+        """
+        if not root:
+            raise ValueError("notification root must not be empty")
+        waiter: asyncio.Future[Notification] = asyncio.get_running_loop().create_future()
+        draft = outbox.Draft(user, subscription_id, notify_url, root, body)
+        self._publishing.append((draft, waiter))
+        if not self._committing:  # no commit under way: this caller commits, no task hop
+            self._committing = True
+            try:
+                await self._commit_batch()
+            finally:
+                if self._publishing:  # queued meanwhile: a task commits the rest
+                    self._publisher = asyncio.create_task(
+                        self._commit_rest(), name="notification-publish"
+                    )
+                else:
+                    self._committing = False
+        return await waiter
+
+    async def _commit_rest(self) -> None:
+        try:
+            while self._publishing:
+                await self._commit_batch()
+        finally:
+            self._committing = False
+            self._publisher = None
+
+    async def _commit_batch(self) -> None:
+        """Commit what :meth:`publish` queued in one transaction, and dispatch it.
+
+        On SQLite (one writer) a batch of one notification alone in its lane is
+        claimed in the same transaction and handed straight to a lane task: no
+        scheduler pass, no re-read. Rows delivered since the last pass are
         deleted in that transaction too.
         """
-        direct = self._direct and subscription_id not in self._lanes
-        settled = self._settled if direct else []
-        self._settled = [] if direct else self._settled
-        held = asyncio.get_running_loop().time() + self._claim_seconds()
+        loop = asyncio.get_running_loop()
+        batch, self._publishing = self._publishing, []
+        single = batch[0][0] if len(batch) == 1 else None
+        direct = single is not None and self._direct and single.subscription_id not in self._lanes
+        settled, self._settled = (self._settled, []) if direct else ([], self._settled)
+        held = loop.time() + self._claim_seconds()
         claimed = False
         try:
             async with self._write() as session:
                 now = self.clock()
                 await outbox.settle(session, settled)
-                item = await outbox.enqueue(
-                    session,
-                    user=user,
-                    subscription_id=subscription_id,
-                    notify_url=notify_url,
-                    root=root,
-                    body=body,
-                    now=now,
-                )
-                if direct and item.channel_id is None:
+                if single is not None:  # one statement rather than two
+                    items = [
+                        await outbox.enqueue(
+                            session,
+                            user=single.user,
+                            subscription_id=single.subscription_id,
+                            notify_url=single.notify_url,
+                            root=single.root,
+                            body=single.body,
+                            now=now,
+                        )
+                    ]
+                else:
+                    items = await outbox.enqueue_many(session, [d for d, _ in batch], now=now)
+                if direct and items[0].channel_id is None:
                     claimed = await outbox.claim_if_alone(
                         session,
-                        item.id,
+                        items[0].id,
                         owner=self.owner,
                         until=now + timedelta(seconds=self._claim_seconds()),
                     )
-        except BaseException:
+        except BaseException as exc:
             self._settled[:0] = settled
-            raise
-        if claimed and self._direct and subscription_id not in self._lanes:
-            entry = outbox.OutboxEntry(item, 0, now)
-            self._start_lane(outbox.LaneBatch(subscription_id, (entry,)), held)
-        elif claimed:  # the worker stopped meanwhile: leave it to whoever runs next
-            await self._release([item.id])
-            self.wake(item)
+            for _, waiter in batch:
+                if waiter.done():
+                    continue
+                if isinstance(exc, Exception):
+                    waiter.set_exception(exc)
+                else:
+                    waiter.cancel()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, waiter), item in zip(batch, items, strict=True):
+            if not waiter.done():
+                waiter.set_result(item)
+        if claimed:
+            await self._hand_to_lane(items[0], now, held)
         else:
-            self.wake(item)
-        return item
+            self.wake(*items)
+
+    async def _hand_to_lane(self, item: Notification, now: datetime, held: float) -> None:
+        sub = item.subscription_id
+        if self._direct and sub not in self._lanes:
+            entry = outbox.OutboxEntry(item, 0, now)
+            self._start_lane(outbox.LaneBatch(sub, (entry,)), held)
+            return
+        # the worker stopped, or a lane started meanwhile: leave it to the scheduler
+        await self._release([item.id])
+        self.wake(item)
 
     @property
     def _direct(self) -> bool:
@@ -293,6 +352,8 @@ class DeliveryService:
         cancelled as a last resort. Rows delivered but not deleted yet are
         deleted here.
         """
+        if self._publisher is not None:  # let queued publishes commit
+            await asyncio.wait([self._publisher], timeout=STOP_GRACE)
         self._stopping = True
         self._wakeup.set()
         if self._settle_timer is not None:

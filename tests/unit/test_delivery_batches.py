@@ -203,3 +203,27 @@ async def test_expired_subscriptions_are_swept_with_their_queue(app_client) -> N
     assert await subscription_handlers.sweep_expired(database, later) == 1
     async with database.sessions() as s:
         assert await outbox.pending_for(s, sub) == []
+
+
+async def test_concurrent_publishes_share_commits_and_keep_order(db, receiver) -> None:
+    svc = DeliveryService(settings_for(db), db, poll_interval=0.05)
+    with pytest.raises(ValueError):  # refused at once, never poisoning a shared commit
+        await svc.publish(
+            user=ALICE, subscription_id=SubscriptionId("x"), notify_url="u", root="", body={}
+        )
+
+    async def producer(lane: int) -> list[int]:
+        sent = await publish(svc, receiver.url(f"/p{lane}"), 10, SubscriptionId(f"p{lane}"))
+        return [n.id for n in sent]
+
+    ids = await asyncio.gather(*(producer(lane) for lane in range(6)))
+    async with db.sessions() as s:  # every publish that returned is in the store, in order
+        for lane in range(6):
+            assert [n.id for n in await outbox.pending_for(s, f"p{lane}")] == ids[lane]
+    await svc.start()
+    try:
+        await receiver.wait_for(60)
+        for lane in range(6):
+            assert receiver.seqs(f"/p{lane}") == list(range(10))
+    finally:
+        await svc.stop()

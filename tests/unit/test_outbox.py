@@ -488,3 +488,26 @@ async def test_postgres_channel_order_is_fixed_when_first_handed_out(pg: Databas
     async with pg.sessions.begin() as s:
         lent = await outbox.claim_channel_items(s, ch.id, owner="p", now=T0, until=until, limit=5)
         assert [n.id for n in lent] == [later.id, early.id]
+
+
+async def test_enqueue_many_routes_like_enqueue_in_one_go(db: Database) -> None:
+    async with db.sessions.begin() as s:
+        mine, _ = await outbox.create_channel(s, new_channel(), now=T0)
+        bobs, _ = await outbox.create_channel(s, new_channel(BOB), now=T0)
+    drafts = [
+        outbox.Draft(ALICE, SubscriptionId("a"), CB, "r", {"seq": 0}),
+        outbox.Draft(ALICE, SubscriptionId("a"), mine.callback_url, "r", {"seq": 1}),
+        outbox.Draft(ALICE, SubscriptionId("b"), bobs.callback_url, "r", {"seq": 2}),
+        outbox.Draft(ALICE, SubscriptionId("a"), CB, "r", {"seq": 3}),
+    ]
+    async with db.sessions.begin() as s:
+        assert await outbox.enqueue_many(s, [], now=T0) == []
+        made = await outbox.enqueue_many(s, drafts, now=T0)
+        with pytest.raises(ValueError):
+            await outbox.enqueue_many(s, [replace(drafts[0], root="")], now=T0)
+    assert [n.body["seq"] for n in made] == [0, 1, 2, 3]
+    assert [n.id for n in made] == sorted(n.id for n in made)
+    assert [n.channel_id for n in made] == [None, mine.id, None, None]  # never Bob's channel
+    async with db.sessions() as s:
+        assert await outbox.pending_for(s, "a") == [made[0], made[1], made[3]]
+        assert await outbox.pending_for(s, "b") == [made[2]]
