@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -504,6 +505,8 @@ log = logging.getLogger(__name__)
 
 MESSAGE_CACHE = 20_000
 """Recent messages kept in memory (received messages wait there for their reports)."""
+SUBSCRIPTION_CACHE = 50_000
+"""Users whose subscriptions are kept in memory (all are dropped when it fills)."""
 
 
 def _message_row(
@@ -725,7 +728,7 @@ class BatchedChatTransaction:
         memory = self._store.memory
         msg = memory.message(key)
         if msg is None:
-            msg = await self._store.read(lambda s: get_message(s, user, message_id, direction))
+            msg = await self._store.message(user, message_id, direction)
             if msg is not None:
                 memory.put_message(msg)
         return msg
@@ -924,12 +927,20 @@ Step = Callable[[sa.Connection, Session], T]
 
 
 class _Writer:
-    """One thread owning the store's one SQLite connection; one hop per call.
+    """The store's one SQLite connection, used on the event loop while that cannot block.
 
     Everything the store asks of the database (a read, or all the pending
-    writes plus a read or a commit) is one function run on this thread, so a
-    batch costs one thread hand-off however many statements it holds.
+    writes plus a read or a commit) is one synchronous step. A step runs on
+    the event loop thread when the batch's ``BEGIN IMMEDIATE`` gets the write
+    lock at once (busy timeout 0): inside it nothing else can wait (WAL
+    readers never do, and the writer lock is ours). When another connection
+    holds the write lock, the begin waits on the store's own thread instead,
+    so the loop never sleeps in SQLite's busy handler. Checkpoints run on
+    that thread too (``wal_autocheckpoint`` is off on this connection).
     """
+
+    CHECKPOINT_EVERY = 500
+    """Commits between two passive WAL checkpoints."""
 
     def __init__(self, url: sa.URL) -> None:
         self.engine = sa.create_engine(
@@ -941,33 +952,64 @@ class _Writer:
         event.listen(self.engine, "begin", _begin_immediate)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-store")
         self._conn: sa.Connection | None = None
+        self._commits = 0
+        self.waited = 0
+        """Begins that found another writer and waited on the thread."""
 
     async def call(self, fn: Step[T]) -> T:
-        """Run ``fn(connection, session)`` on the writer thread, in the open transaction."""
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._run, fn)
+        """Run ``fn(connection, session)`` in the open transaction (begun if need be)."""
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = self.engine.connect()
+        if not conn.in_transaction():
+            try:
+                conn.begin()
+            except sa.exc.OperationalError as exc:
+                if getattr(exc.orig, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
+                    raise
+                self.waited += 1
+                await asyncio.get_running_loop().run_in_executor(self._thread, self._begin_waiting)
+        with Session(bind=conn, expire_on_commit=False, join_transaction_mode="rollback_only") as s:
+            return fn(conn, s)
 
-    def _run(self, fn: Step[T]) -> T:
-        if self._conn is None:
-            self._conn = self.engine.connect()
-        if not self._conn.in_transaction():
-            self._conn.begin()  # BEGIN IMMEDIATE: the session below only joins it
-        with Session(
-            bind=self._conn, expire_on_commit=False, join_transaction_mode="rollback_only"
-        ) as session:
-            return fn(self._conn, session)
+    def _begin_waiting(self) -> None:
+        assert self._conn is not None
+        raw = self._conn.connection.dbapi_connection
+        assert raw is not None
+        raw.execute("PRAGMA busy_timeout=5000")
+        try:
+            self._conn.begin()
+        finally:
+            raw.execute("PRAGMA busy_timeout=0")
+
+    async def committed(self) -> None:
+        """Count a commit; every :attr:`CHECKPOINT_EVERY`, checkpoint the WAL on the thread."""
+        self._commits += 1
+        if self._commits % self.CHECKPOINT_EVERY == 0 and self._conn is not None:
+            raw = self._conn.connection.dbapi_connection
+            assert raw is not None
+
+            def checkpoint() -> None:
+                raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+            await asyncio.get_running_loop().run_in_executor(self._thread, checkpoint)
+
+    def rollback(self) -> None:
+        """Drop the open transaction, if any (a failed batch)."""
+        if self._conn is not None and self._conn.in_transaction():
+            try:
+                self._conn.rollback()
+            except sa.exc.SQLAlchemyError:
+                log.warning("x chat store rollback failed", exc_info=True)
 
     async def close(self) -> None:
         """Roll back what is open, close the connection and stop the thread."""
-
-        def shut() -> None:
-            if self._conn is not None:
-                self._conn.rollback()
-                self._conn.close()
-                self._conn = None
-            self.engine.dispose()
-
-        await asyncio.get_running_loop().run_in_executor(self._thread, shut)
-        self._thread.shutdown(wait=False)
+        if self._conn is not None:
+            self._conn.rollback()
+            self._conn.close()
+            self._conn = None
+        self.engine.dispose()
+        self._thread.shutdown(wait=True)
 
 
 def _write(
@@ -1033,7 +1075,9 @@ class SQLChatStore:
         self._pending_messages: dict[int, _MessageWrite] = {}
         self._pending_notes: list[tuple[BatchedChatTransaction, dict[str, Any]]] = []
         self._subscriptions: dict[UserUri, tuple[datetime, list[Subscription]]] = {}
-        """Subscriptions read in the open transaction (cleared when it ends)."""
+        """Subscriptions read, per user, with the time they were read at."""
+        self._subscriptions_version: int | None = None
+        self._subscriptions_checked: _Batch | None = None
 
     @property
     def engine(self) -> sa.Engine | AsyncEngine:
@@ -1121,28 +1165,55 @@ class SQLChatStore:
             made = [] if write is None else write(conn, session)
             return made, _run_now(query(cast(AsyncSession, _InThread(session))))
 
-        try:
-            made, result = await self._writer.call(step)
-        except Exception as exc:
-            if self._batch is not None:  # the batch's transaction may be broken: fail it
-                await self._fail(self._batch, exc)
-            raise
+        made, result = await self._writer_call(step)
         self._hand_out(owners, made)
         return result
 
     async def subscriptions(self, user: UserUri, now: datetime) -> list[Subscription]:
-        """``user``'s active subscriptions, read once per batch.
+        """``user``'s active subscriptions, from memory while none has changed.
 
-        The batch's transaction began with ``BEGIN IMMEDIATE``: no other
-        connection can change a subscription until it commits, so what was
-        read earlier in it still holds (only expiry moves, checked here).
+        ``chat_subscription_version`` (migration 21) counts every change to
+        ``chat_subscriptions``; it is compared once per batch, inside the
+        batch's ``BEGIN IMMEDIATE`` transaction, so no other connection can
+        change a subscription between that check and the commit. Expiry is
+        checked here, against ``now``.
         """
+        batch = self._batch
+        if self._subscriptions_checked is not batch or batch is None:
+            version = await self._writer_call(_subscription_version)
+            if version is None or version != self._subscriptions_version:
+                self._subscriptions.clear()
+            self._subscriptions_version = version
+            self._subscriptions_checked = batch
         found = self._subscriptions.get(user)
         if found is not None and now >= found[0]:
             return [sub for sub in found[1] if sub.is_active(now)]
         subs = await self.read(lambda s: repository.active_subscriptions(s, user, now))
+        if len(self._subscriptions) >= SUBSCRIPTION_CACHE:
+            self._subscriptions.clear()
         self._subscriptions[user] = (now, subs)
         return subs
+
+    async def _writer_call(self, step: Step[T]) -> T:
+        assert self._writer is not None
+        try:
+            return await self._writer.call(step)
+        except Exception as exc:
+            if self._batch is not None:  # the batch's transaction may be broken: fail it
+                await self._fail(self._batch, exc)
+            raise
+
+    async def message(
+        self, user: UserUri, message_id: str, direction: Direction
+    ) -> StoredMessage | None:
+        """One message from the database (a precompiled Core query, no ORM)."""
+        params = {"u": user, "m": message_id, "d": direction.value}
+
+        def step(conn: sa.Connection, _session: Session) -> StoredMessage | None:
+            row = conn.execute(_GET_MESSAGE, params).first()
+            return None if row is None else _to_message(cast(Any, row))
+
+        return await self._writer_call(step)
 
     def _absorb(self, tx: BatchedChatTransaction) -> None:
         """A unit ended well: its writes join the batch and the memory."""
@@ -1179,7 +1250,6 @@ class SQLChatStore:
                     conn.rollback()
                     raise
 
-            self._subscriptions.clear()
             try:
                 made = await self._writer.call(step)
             except Exception as exc:
@@ -1193,6 +1263,10 @@ class SQLChatStore:
             batch.done.set_result(None)
             self.memory.drop_ended()
             self.memory.trim()
+            try:
+                await self._writer.committed()
+            except Exception:
+                log.warning("x chat store checkpoint failed", exc_info=True)
 
     async def _fail(self, batch: _Batch, exc: BaseException) -> None:
         log.error("x chat store batch failed, rolled back: %s", exc)
@@ -1203,6 +1277,8 @@ class SQLChatStore:
             batch.done.exception()  # retrieved here: waiters may all be gone
         if self._batch is batch:
             self._batch = None
+        if self._writer is not None:
+            self._writer.rollback()
         self.memory.clear()
         try:
             await self._load()
@@ -1221,8 +1297,6 @@ class SQLChatStore:
         assert self._writer is not None
 
         def step(conn: sa.Connection, _session: Session) -> tuple[list[ChatSession], int]:
-            if conn.in_transaction():
-                conn.rollback()
             rows = conn.execute(sa.select(_ST).where(_ST.c.ended_at.is_(None))).all()
             top = conn.execute(sa.select(sa.func.max(_MT.c.seq))).scalar()
             conn.commit()
@@ -1244,13 +1318,30 @@ class SQLChatStore:
                 self._writer = None
 
 
+_GET_MESSAGE = sa.select(_MT).where(
+    _MT.c.user_uri == sa.bindparam("u"),
+    _MT.c.message_id == sa.bindparam("m"),
+    _MT.c.direction == sa.bindparam("d"),
+)
+
+
+def _subscription_version(conn: sa.Connection, _session: Session) -> int | None:
+    """The subscription change counter (migration 21), or None without it."""
+    try:  # a failed SELECT leaves a SQLite transaction as it was
+        value = conn.exec_driver_sql("SELECT version FROM chat_subscription_version").scalar()
+    except sa.exc.OperationalError:
+        return None
+    return None if value is None else int(value)
+
+
 def _writer_connection(dbapi_conn: Any, _record: object) -> None:
     dbapi_conn.isolation_level = None  # transactions are begun by _begin_immediate
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=5000")
+    cur.execute("PRAGMA busy_timeout=0")  # never sleep on the event loop (see _Writer)
+    cur.execute("PRAGMA wal_autocheckpoint=0")
     cur.close()
 
 
