@@ -142,6 +142,9 @@ class DeliveryService:
         self._lanes: dict[str, asyncio.Task[bool]] = {}
         self._gone: set[str] = set()
         self._settled: list[int] = []
+        """Rows delivered or handed out, deleted by the next transaction that comes along."""
+        self._handed: set[int] = set()
+        """Channel items among them: the next poll skips them (they are gone for it)."""
         self._publishing: list[tuple[outbox.Draft, asyncio.Future[Notification]]] = []
         self._publisher: asyncio.Task[None] | None = None
         self._committing = False
@@ -265,6 +268,7 @@ class DeliveryService:
             if not isinstance(exc, Exception):
                 raise
             return
+        self._handed.difference_update(settled)
         for (_, waiter), item in zip(batch, items, strict=True):
             if not waiter.done():
                 waiter.set_result(item)
@@ -441,6 +445,7 @@ class DeliveryService:
         except BaseException:
             self._settled[:0] = settled  # deleted by the next pass instead
             raise
+        self._handed.difference_update(settled)
         for batch in claimed.batches:
             self._start_lane(batch, held)
         if claimed.next_due is None:
@@ -461,8 +466,12 @@ class DeliveryService:
         if again or sub in self._rewake or size >= self.batch_size:
             self._rewake.discard(sub)
             self._wakeup.set()
-        elif self._settled and self._settle_timer is None:
-            # delete the delivered rows soon, with whatever else settles meanwhile
+        else:
+            self._settle_soon()
+
+    def _settle_soon(self) -> None:
+        """Delete the settled rows soon, with whatever else settles meanwhile."""
+        if self._settled and self._settle_timer is None:
             self._settle_timer = asyncio.get_running_loop().call_later(
                 SETTLE_DELAY, self._settle_due
             )
@@ -658,8 +667,10 @@ class DeliveryService:
             )
             self._wake_poll(channel.id)
             raise
-        async with self._write() as session:
-            await outbox.settle(session, ids)
+        # handed out: gone for the next poll at once, deleted with the next batch of rows
+        self._handed.update(ids)
+        self._settled.extend(ids)
+        self._settle_soon()
         self.stats.handed_out += len(items)
         for n in items:
             self._notify_listeners(n)
@@ -687,6 +698,7 @@ class DeliveryService:
         self._polls[channel.id] = poll
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        checked = False
         try:
             while True:
                 poll.event.clear()
@@ -701,9 +713,15 @@ class DeliveryService:
                         now=now,
                         until=now + timedelta(seconds=self._claim_seconds()),
                         limit=channel.max_notifications,
+                        gone=self._handed,
                     )
-                    if not items and not await outbox.channel_alive(session, channel.id, now=now):
+                    if (
+                        not items
+                        and checked
+                        and not await outbox.channel_alive(session, channel.id, now=now)
+                    ):
                         return None
+                checked = True  # the caller has just found it alive
                 if items:
                     return items
                 left = min(deadline - loop.time(), (channel.expires_at - now).total_seconds())

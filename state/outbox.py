@@ -323,6 +323,7 @@ _CHANNEL_HEAD = (
     .where(
         _T.c.channel_id == sa.bindparam("channel_id", type_=sa.String),
         sa.exists().where(_C.id == _T.c.channel_id, _C.expires_at > sa.bindparam("now", type_=_TS)),
+        _T.c.id.not_in(sa.bindparam("gone", expanding=True)),
     )
     .order_by(*_lane_order())
     .limit(sa.bindparam("limit", type_=sa.Integer))
@@ -872,16 +873,21 @@ async def claim_channel_items(
     now: datetime,
     until: datetime,
     limit: int,
+    gone: Collection[int] = (),
 ) -> list[Notification]:
     """Claim up to ``limit`` queued items of a live channel from its head on, in order (§10).
 
     Nothing is taken while the head is claimed (a hand-out in progress), so a
     hand-out that fails and is released keeps its place in the queue; nothing
-    is taken from an expired channel either.
+    is taken from an expired channel either. Rows in ``gone`` (handed out by
+    the caller, not deleted yet) count as no longer queued.
     """
     conn = await session.connection()
     rows = (
-        await conn.execute(_CHANNEL_HEAD, {"channel_id": channel_id, "now": now, "limit": limit})
+        await conn.execute(
+            _CHANNEL_HEAD,
+            {"channel_id": channel_id, "now": now, "limit": limit, "gone": list(gone)},
+        )
     ).all()
     wanted: list[int] = []
     for ident, claimed_until in rows:
