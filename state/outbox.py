@@ -38,7 +38,16 @@ the unnumbered rows it takes (``lane_seq`` = the lane's last number + 1, ...,
 in id order), in the claiming transaction. A row committed later is
 therefore always delivered after every row already attempted, and a
 notification whose transaction committed before another one started is always
-delivered first (it has the smaller id and was visible earlier).
+delivered first (it has the smaller id and was visible earlier). A channel
+queue is numbered the same way, per channel, by the long poll that takes it.
+(Serializing enqueue per subscription would give id order too, but would make
+chat transactions that notify several users wait on, or deadlock with, each
+other.)
+
+:func:`claim_if_alone` is the one exception to "claims only see committed
+rows": the inserting transaction claims its own row when the lane holds no
+other. It is used on SQLite only, where no other transaction can add to the
+lane before the commit.
 
 Every function takes an ``AsyncSession``; the caller owns the transaction
 (STYLE.md §9). Timestamps are timezone-aware UTC; SQLite hands them back
