@@ -59,7 +59,7 @@ from bridge.chat.core import utcnow  # noqa: E402
 from bridge.chat.model import NewSession, OutgoingText, RestStatus  # noqa: E402
 from bridge.chat.service import ChatService  # noqa: E402
 from bridge.config import Settings  # noqa: E402
-from bridge.ids import ChatSessionId, UserUri  # noqa: E402
+from bridge.ids import UserUri  # noqa: E402
 from bridge.ports import Notification  # noqa: E402
 from bridge.subscriptions import NewSubscription  # noqa: E402
 from rest.uris import ServerRoot  # noqa: E402
@@ -83,6 +83,7 @@ class AppNotifier(RecordingNotifier):
         super().__init__(database)
         self.delivered: dict[str, asyncio.Future[None]] = {}
         self.invitations: dict[UserUri, asyncio.Future[str]] = {}
+        self.accepted: dict[str, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def wake(self, *queued: Notification) -> None:
@@ -95,6 +96,10 @@ class AppNotifier(RecordingNotifier):
                 fut = self.delivered.get(str(n.body["messageId"]))
                 if fut is not None and not fut.done():
                     fut.set_result(None)
+            elif n.root == "chatEventNotification" and n.body.get("eventType") == "Accepted":
+                fut3 = self.accepted.get(str(n.body["sessionId"]))
+                if fut3 is not None and not fut3.done():
+                    fut3.set_result(None)
             elif n.root == "chatSessionInvitationNotification":
                 fut2 = self.invitations.get(n.user)
                 if fut2 is not None and not fut2.done():
@@ -132,7 +137,7 @@ def count_sql(database: Database, store: SQLChatStore) -> Counter:
         counter.commits += 1
 
     engines: dict[int, Engine] = {}
-    for e in (database.engine, store.engine):  # the store has its own on a SQLite file
+    for e in (database.engine, getattr(store, "engine", database.engine)):  # own on a file
         sync = e if isinstance(e, Engine) else e.sync_engine
         engines[id(sync)] = sync
     for engine in engines.values():
@@ -175,13 +180,11 @@ class Bench:
         cs, _ = await self.service.create_session(a, b, NewSession(subject="bench"))
         b_id = await asyncio.wait_for(invited, 30)
         del self.notifier.invitations[b]
+        connected = self.notifier.accepted[cs.id] = asyncio.get_running_loop().create_future()
         await self.service.accept_session(b, a, b_id)
-        for _ in range(2000):
-            current = await self.service.session_of(ChatSessionId(cs.id))
-            if current is not None and current.state == "connected":
-                return cs.id
-            await asyncio.sleep(0.001)
-        raise RuntimeError(f"session {cs.id} did not connect")
+        await asyncio.wait_for(connected, 30)  # A's chatEventNotification Accepted
+        del self.notifier.accepted[cs.id]
+        return cs.id
 
     async def send(self, a: UserUri, b: UserUri, sid: str, i: int) -> tuple[str, float]:
         t0 = time.perf_counter()
