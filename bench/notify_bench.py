@@ -18,7 +18,7 @@ file (or ``--database-url``):
 Every phase is bounded by ``--timeout`` seconds. Usage::
 
     .venv/bin/python bench/notify_bench.py [--count 2000] [--subscriptions 50] [--polls 500]
-        [--producers 8]
+        [--producers 8] [--sink-process]
 """
 
 from __future__ import annotations
@@ -47,8 +47,40 @@ USER = UserUri("tel:+15550000001")
 USER_PATH = "tel%3A%2B15550000001"
 
 
+_SINK_PROCESS = """
+import asyncio, sys
+from aiohttp import web
+count = 0
+async def post(request):
+    global count
+    await request.read()
+    count += 1
+    return web.Response(status=204)
+async def get(request):
+    return web.Response(text=str(count))
+async def main():
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", post)
+    app.router.add_get("/count", get)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    print(runner.addresses[0][1], flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await runner.cleanup()
+asyncio.run(main())
+"""
+
+
 class Sink:
-    """A local receiver that counts notifications and signals when ``expected`` arrived."""
+    """A local receiver that counts notifications and signals when ``expected`` arrived.
+
+    In-process by default (its CPU is the bridge's too); with ``remote`` it is a
+    subprocess on 127.0.0.1, polled for its count, so only the bridge's side
+    of the work is measured in this process.
+    """
+
+    remote = False
 
     def __init__(self) -> None:
         self.count = 0
@@ -56,6 +88,8 @@ class Sink:
         self.done = asyncio.Event()
         self.runner: web.AppRunner | None = None
         self.port = 0
+        self._proc: asyncio.subprocess.Process | None = None
+        self._watch: asyncio.Task[None] | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         await request.read()
@@ -65,6 +99,18 @@ class Sink:
         return web.Response(status=204)
 
     async def start(self) -> None:
+        if self.remote:
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                _SINK_PROCESS,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            assert self._proc.stdout is not None
+            self.port = int(await asyncio.wait_for(self._proc.stdout.readline(), 30))
+            self._watch = asyncio.create_task(self._follow())
+            return
         app = web.Application()
         app.router.add_post("/{tail:.*}", self.handle)
         self.runner = web.AppRunner(app, access_log=None)
@@ -73,7 +119,28 @@ class Sink:
         await site.start()
         self.port = int(self.runner.addresses[0][1])
 
+    async def _follow(self) -> None:
+        async with aiohttp.ClientSession() as http:
+            while True:
+                async with http.get(f"http://127.0.0.1:{self.port}/count") as resp:
+                    self.count = int(await resp.text())
+                if self.expected and self.count >= self.expected:
+                    self.done.set()
+                    return
+                await asyncio.sleep(0.005)
+
     async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+        if self._proc is not None:
+            assert self._proc.stdin is not None
+            self._proc.stdin.close()
+            try:
+                await asyncio.wait_for(self._proc.wait(), 10)
+            except TimeoutError:
+                self._proc.kill()
+                await self._proc.wait()
         if self.runner is not None:
             await self.runner.cleanup()
 
@@ -288,9 +355,15 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subscriptions", type=int, default=50)
     parser.add_argument("--polls", type=int, default=500)
     parser.add_argument("--producers", type=int, default=8, help="concurrent producers")
+    parser.add_argument(
+        "--sink-process",
+        action="store_true",
+        help="run the callback receiver in a subprocess (measures the bridge side alone)",
+    )
     parser.add_argument("--timeout", type=float, default=120.0, help="bound of each phase (s)")
     parser.add_argument("--database-url", help="default: a temporary SQLite file")
     args = parser.parse_args(argv)
+    Sink.remote = args.sink_process
     with tempfile.TemporaryDirectory(prefix="notify-bench-") as tmp:
         url = args.database_url or f"sqlite+aiosqlite:///{tmp}/bench.db"
         settings = Settings(
@@ -302,7 +375,8 @@ async def main(argv: list[str] | None = None) -> int:
         )
         db = Database(url)
         await db.migrate()
-        print(f"notification bench on {db.url.get_backend_name()}, loopback only")
+        where = "in a subprocess" if args.sink_process else "in this process"
+        print(f"notification bench on {db.url.get_backend_name()}, loopback only, receiver {where}")
         try:
             await bench_callbacks(settings, db, args.count, 1, args.timeout)
             await bench_callbacks(settings, db, args.count, args.subscriptions, args.timeout)
