@@ -490,9 +490,15 @@ class SQLChatTransaction:
 #   memory, so a keyed miss may read the database as is. List queries first
 #   send the pending writes (inside the open transaction), then merge in the
 #   running unit's own buffered writes.
-# * One writer. The store has its own single-connection engine whose
-#   transactions start with ``BEGIN IMMEDIATE``, so a batch never meets
-#   ``SQLITE_BUSY_SNAPSHOT`` halfway and other writers wait in their own thread.
+# * One writer, no thread hops. The store has its own synchronous connection
+#   (``_Writer``) whose transactions start with ``BEGIN IMMEDIATE``, so a batch
+#   never meets ``SQLITE_BUSY_SNAPSHOT`` halfway. When that begin gets the write
+#   lock at once, the batch's statements run right on the event loop (each a
+#   few tens of microseconds; WAL readers never wait and the write lock is
+#   ours); when another connection holds the lock, the begin waits on the
+#   store's own thread, so the loop never sleeps in SQLite's busy handler. The
+#   repository, subscription and outbox queries run unchanged on that
+#   connection through a small in-thread session adapter (``_InThread``).
 #   Message ``seq`` numbers are handed out in memory (one process per SQLite file).
 #
 # PostgreSQL (several instances may share it) and in-memory SQLite keep the
@@ -1096,7 +1102,11 @@ class SQLChatStore:
 
     @asynccontextmanager
     async def _direct(self) -> AsyncIterator[ChatTransaction]:
-        # SQLite in memory still serializes units: they would meet SQLITE_BUSY
+        if not self.database.is_sqlite:
+            async with self.database.sessions.begin() as session:
+                yield SQLChatTransaction(session)
+            return
+        # SQLite in memory: units one at a time, or they meet SQLITE_BUSY
         async with self._lock, self.database.sessions.begin() as session:
             yield SQLChatTransaction(session)
 

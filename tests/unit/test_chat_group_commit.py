@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -276,6 +277,43 @@ async def test_subscriptions_are_cached_until_one_changes(
     async with db.sessions.begin() as s:
         assert await repository.delete_subscription(s, A, sub.id, datetime.now(UTC))
     assert await active() == []
+
+
+async def test_another_writer_makes_the_batch_wait_off_the_event_loop(
+    store: SQLChatStore, db: Database
+) -> None:
+    async with store.transaction() as tx:  # open the store (its writer) first
+        await tx.insert_session(session("s-0"))
+    path = db.url.database
+    assert path is not None
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # the write lock, held by another connection
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        async def unit() -> None:
+            async with store.transaction() as tx:
+                await tx.insert_session(session("s-1"))
+
+        beat = asyncio.create_task(ticker())
+        waiting = asyncio.create_task(unit())
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        assert ticks >= 10  # the loop kept running while the store waited
+        other.execute("COMMIT")
+        await asyncio.wait_for(waiting, 5)
+        beat.cancel()
+        await asyncio.gather(beat, return_exceptions=True)
+    finally:
+        other.close()
+    assert store._writer is not None and store._writer.waited >= 1
+    assert await committed_sessions(db) == {"s-0", "s-1"}
 
 
 CHILD = textwrap.dedent(
