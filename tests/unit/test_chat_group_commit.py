@@ -316,6 +316,35 @@ async def test_another_writer_makes_the_batch_wait_off_the_event_loop(
     assert await committed_sessions(db) == {"s-0", "s-1"}
 
 
+async def test_the_direct_store_keeps_the_same_contract(db: Database) -> None:
+    """The path PostgreSQL takes: one database transaction per unit."""
+    direct = SQLChatStore(db)
+    direct.grouped = False
+    try:
+        async with direct.transaction() as tx:
+            await tx.insert_session(session("s-1"))
+            stored = await tx.insert_message(message("m1"), expires_at=LATER)
+            await tx.enqueue(
+                user=A,
+                subscription_id=SubscriptionId("sub-1"),
+                notify_url="http://app.test/a",
+                root="chatMessageNotification",
+                body={"n": 1},
+                now=T0,
+            )
+        assert [n.body for n in tx.notifications] == [{"n": 1}]
+        assert await committed_sessions(db) == {"s-1"}
+        with pytest.raises(RuntimeError):
+            async with direct.transaction() as tx:
+                await tx.set_message_status(stored, "sending", now=T0)
+                raise RuntimeError("rolled back")
+        async with direct.transaction() as tx:
+            found = await tx.get_message(A, "m1", Direction.OUTGOING)
+            assert found is not None and found.status == "queued"
+    finally:
+        await direct.close()
+
+
 CHILD = textwrap.dedent(
     """
     import asyncio, sys
