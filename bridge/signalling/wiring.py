@@ -29,6 +29,10 @@ from sip.uri import parse_uri
 log = logging.getLogger(__name__)
 
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+MSRP_KEEPALIVE = 30.0
+"""Seconds of silence on an MSRP connection before an empty SEND probes it (mapping §1.5):
+a peer that died without closing TCP then fails the probe's transaction, the
+connection closes and its sessions end (SessionEnded)."""
 
 
 @dataclass
@@ -73,7 +77,9 @@ async def start_signalling(settings: Settings) -> SignallingSide:
         sip.transport.outbound_proxy = parse_uri(proxy)  # type: ignore[assignment]
         log.info("no IMS core configured: requests loop back to %s (embedded default)", proxy)
     relay = RelayConfig.from_string(settings.msrp_relay) if settings.msrp_relay else None
-    msrp = MSRPStack(settings.msrp_host, settings.msrp_port, relay=relay)
+    msrp = MSRPStack(
+        settings.msrp_host, settings.msrp_port, relay=relay, keepalive_interval=MSRP_KEEPALIVE
+    )
     try:
         await msrp.start()
     except OSError:
