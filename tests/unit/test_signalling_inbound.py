@@ -6,16 +6,18 @@ the adapter's SIP listener.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 
 from bridge.chat.model import LegId
-from bridge.chat.ports import IncomingInvitation, SessionFailed
+from bridge.chat.ports import IncomingInvitation, SessionAccepted, SessionEnded, SessionFailed
 from bridge.config import Settings
 from bridge.signalling import payload
 from bridge.signalling.wiring import SignallingSide, start_signalling
 from sip import sdp
+from sip.msrp import MSRPStack
 from sip.stack import SipStack
 from tests.unit.test_signalling import A, B, Sink
 
@@ -124,5 +126,35 @@ async def test_pager_errors(world: tuple[SignallingSide, Sink]) -> None:
             "MESSAGE", str(B), sender=str(A), body=b"no blocks", content_type="message/cpim"
         )
         assert broken.status == 400
+    finally:
+        await stack.stop()
+
+
+async def test_msrp_connection_loss_ends_the_session_with_bye(
+    world: tuple[SignallingSide, Sink],
+) -> None:
+    side, sink = world
+    peer = MSRPStack("127.0.0.1", 0)
+    await peer.start()
+    media = await peer.create_session(session_id="peer1", accept_types=("message/cpim",))
+    offer = sdp.serialize(
+        sdp.msrp_offer(
+            address="127.0.0.1",
+            port=peer.port,
+            path=(media.path_attribute,),
+            accept_types=("message/cpim",),
+            session_id="2",
+        )
+    )
+    stack = await client(side)
+    try:
+        call = stack.invite(str(B), sender=str(A), body=offer)
+        assert (await call.response()).status == 200
+        accepted = await sink.wait_for(SessionAccepted)
+        await peer.close()  # the client's media vanishes
+        ended = await sink.wait_for(SessionEnded)
+        assert ended.leg == accepted.leg and "MSRP" in ended.reason
+        assert call.session is not None
+        await asyncio.wait_for(call.session.ended.wait(), 5)  # the bridge sent BYE
     finally:
         await stack.stop()
