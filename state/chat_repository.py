@@ -882,8 +882,23 @@ class _InThread:
     suspends (awaits I/O of its own) fails loudly with ``StoreError``.
     """
 
-    def __init__(self, session: Session) -> None:
-        self._session = session
+    def __init__(self, conn: sa.Connection) -> None:
+        self._conn = conn
+        self._orm: Session | None = None
+
+    @property
+    def _session(self) -> Session:
+        """An ORM session joined to the open transaction, made on first use."""
+        if self._orm is None:
+            self._orm = Session(
+                bind=self._conn, expire_on_commit=False, join_transaction_mode="rollback_only"
+            )
+        return self._orm
+
+    def close(self) -> None:
+        """Release the ORM session, if one was made (the transaction stays open)."""
+        if self._orm is not None:
+            self._orm.close()
 
     def execute(self, *args: Any, **kw: Any) -> _AwaitableValue:
         return _AwaitableValue(self._session.execute(*args, **kw))
@@ -905,7 +920,7 @@ class _InThread:
         return _AwaitableValue(None)
 
     def connection(self) -> _AwaitableValue:
-        return _AwaitableValue(_InThreadConnection(self._session.connection()))
+        return _AwaitableValue(_InThreadConnection(self._conn))
 
 
 class _InThreadConnection:
@@ -929,7 +944,7 @@ def _run_now(coro: Coroutine[Any, Any, T]) -> T:
 
 
 Query = Callable[[AsyncSession], Coroutine[Any, Any, T]]
-Step = Callable[[sa.Connection, Session], T]
+Step = Callable[[sa.Connection, "_InThread"], T]
 
 
 class _Writer:
@@ -975,8 +990,11 @@ class _Writer:
                     raise
                 self.waited += 1
                 await asyncio.get_running_loop().run_in_executor(self._thread, self._begin_waiting)
-        with Session(bind=conn, expire_on_commit=False, join_transaction_mode="rollback_only") as s:
-            return fn(conn, s)
+        db = _InThread(conn)
+        try:
+            return fn(conn, db)
+        finally:
+            db.close()
 
     def _begin_waiting(self) -> None:
         assert self._conn is not None
@@ -1020,7 +1038,7 @@ class _Writer:
 
 def _write(
     conn: sa.Connection,
-    session: Session,
+    db: _InThread,
     sessions: dict[str, tuple[ChatSession, bool]],
     messages: dict[int, _MessageWrite],
     notes: list[dict[str, Any]],
@@ -1051,8 +1069,8 @@ def _write(
         conn.execute(sa.insert(_MT), new_m)
     if old_m:
         conn.execute(sa.update(_MT).where(_MT.c.seq == sa.bindparam("b_seq")), old_m)
-    db = cast(AsyncSession, _InThread(session))
-    return [_run_now(outbox.enqueue(db, **note)) for note in notes]
+    adapted = cast(AsyncSession, db)
+    return [_run_now(outbox.enqueue(adapted, **note)) for note in notes]
 
 
 class SQLChatStore:
@@ -1154,10 +1172,10 @@ class SQLChatStore:
         sessions, messages, notes = self._take_pending()
         owners = [tx for tx, _ in notes]
 
-        def step(conn: sa.Connection, session: Session) -> list[Notification]:
+        def step(conn: sa.Connection, db: _InThread) -> list[Notification]:
             if not (sessions or messages or notes):
                 return []
-            return _write(conn, session, sessions, messages, [note for _, note in notes])
+            return _write(conn, db, sessions, messages, [note for _, note in notes])
 
         return step, owners
 
@@ -1171,9 +1189,9 @@ class SQLChatStore:
         assert self._writer is not None
         write, owners = self._writing() if flush else (None, [])
 
-        def step(conn: sa.Connection, session: Session) -> tuple[list[Notification], T]:
-            made = [] if write is None else write(conn, session)
-            return made, _run_now(query(cast(AsyncSession, _InThread(session))))
+        def step(conn: sa.Connection, db: _InThread) -> tuple[list[Notification], T]:
+            made = [] if write is None else write(conn, db)
+            return made, _run_now(query(cast(AsyncSession, db)))
 
         made, result = await self._writer_call(step)
         self._hand_out(owners, made)
@@ -1219,7 +1237,7 @@ class SQLChatStore:
         """One message from the database (a precompiled Core query, no ORM)."""
         params = {"u": user, "m": message_id, "d": direction.value}
 
-        def step(conn: sa.Connection, _session: Session) -> StoredMessage | None:
+        def step(conn: sa.Connection, _db: _InThread) -> StoredMessage | None:
             row = conn.execute(_GET_MESSAGE, params).first()
             return None if row is None else _to_message(cast(Any, row))
 
@@ -1250,9 +1268,9 @@ class SQLChatStore:
             assert self._writer is not None
             write, owners = self._writing()
 
-            def step(conn: sa.Connection, session: Session) -> list[Notification]:
+            def step(conn: sa.Connection, db: _InThread) -> list[Notification]:
                 try:
-                    made = write(conn, session)
+                    made = write(conn, db)
                     if conn.in_transaction():
                         conn.commit()
                     return made
@@ -1306,7 +1324,7 @@ class SQLChatStore:
         """Fill the memory with every session not ended; take up ``seq`` where it is."""
         assert self._writer is not None
 
-        def step(conn: sa.Connection, _session: Session) -> tuple[list[ChatSession], int]:
+        def step(conn: sa.Connection, _db: _InThread) -> tuple[list[ChatSession], int]:
             rows = conn.execute(sa.select(_ST).where(_ST.c.ended_at.is_(None))).all()
             top = conn.execute(sa.select(sa.func.max(_MT.c.seq))).scalar()
             conn.commit()
@@ -1335,7 +1353,7 @@ _GET_MESSAGE = sa.select(_MT).where(
 )
 
 
-def _subscription_version(conn: sa.Connection, _session: Session) -> int | None:
+def _subscription_version(conn: sa.Connection, _db: _InThread) -> int | None:
     """The subscription change counter (migration 21), or None without it."""
     try:  # a failed SELECT leaves a SQLite transaction as it was
         value = conn.exec_driver_sql("SELECT version FROM chat_subscription_version").scalar()
