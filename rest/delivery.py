@@ -219,21 +219,24 @@ class DeliveryService:
     async def _commit_batch(self) -> None:
         """Commit what :meth:`publish` queued in one transaction, and dispatch it.
 
-        On SQLite (one writer) a batch of one notification alone in its lane is
-        claimed in the same transaction and handed straight to a lane task: no
-        scheduler pass, no re-read. Rows delivered since the last pass are
-        deleted in that transaction too.
+        On SQLite (one writer: no other transaction can add to a lane before
+        this one commits) the lanes of the batch are claimed in the same
+        transaction and handed straight to lane tasks: no scheduler pass, no
+        re-read. Rows delivered since the last pass are deleted in that
+        transaction too.
         """
         loop = asyncio.get_running_loop()
         batch, self._publishing = self._publishing, []
         single = batch[0][0] if len(batch) == 1 else None
-        direct = single is not None and self._direct and single.subscription_id not in self._lanes
+        direct = self._direct
         settled, self._settled = (self._settled, []) if direct else ([], self._settled)
         held = loop.time() + self._claim_seconds()
-        claimed = False
+        alone = False
+        claimed = outbox.Claimed([], None)
         try:
             async with self._write() as session:
                 now = self.clock()
+                until = now + timedelta(seconds=self._claim_seconds())
                 await outbox.settle(session, settled)
                 if single is not None:  # one statement rather than two
                     items = [
@@ -249,13 +252,28 @@ class DeliveryService:
                     ]
                 else:
                     items = await outbox.enqueue_many(session, [d for d, _ in batch], now=now)
-                if direct and items[0].channel_id is None:
-                    claimed = await outbox.claim_if_alone(
-                        session,
-                        items[0].id,
-                        owner=self.owner,
-                        until=now + timedelta(seconds=self._claim_seconds()),
-                    )
+                lanes = {
+                    n.subscription_id
+                    for n in items
+                    if n.channel_id is None and n.subscription_id not in self._lanes
+                }
+                free = self.concurrency - len(self._lanes)
+                if direct and lanes and free > 0:
+                    if single is not None:
+                        alone = await outbox.claim_if_alone(
+                            session, items[0].id, owner=self.owner, until=until
+                        )
+                    else:
+                        claimed = await outbox.claim_lanes(
+                            session,
+                            owner=self.owner,
+                            now=now,
+                            until=until,
+                            lanes=free,
+                            per_lane=self.batch_size,
+                            busy=self._lanes.keys(),
+                            only=lanes,
+                        )
         except BaseException as exc:
             self._settled[:0] = settled
             for _, waiter in batch:
@@ -272,10 +290,19 @@ class DeliveryService:
         for (_, waiter), item in zip(batch, items, strict=True):
             if not waiter.done():
                 waiter.set_result(item)
-        if claimed:
+        if alone:
             await self._hand_to_lane(items[0], now, held)
-        else:
-            self.wake(*items)
+            return
+        started: set[str] = set()
+        for lane in claimed.batches:
+            if lane.subscription_id in self._lanes:  # cannot happen: we held the writer
+                await self._release(lane.ids)
+                continue
+            self._start_lane(lane, held)
+            started.add(lane.subscription_id)
+        rest = [n for n in items if n.subscription_id not in started or n.channel_id is not None]
+        if rest:
+            self.wake(*rest)
 
     async def _hand_to_lane(self, item: Notification, now: datetime, held: float) -> None:
         sub = item.subscription_id

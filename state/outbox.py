@@ -264,7 +264,10 @@ def _sequenced_in_order(session: AsyncSession) -> bool:
 _TS = sa.DateTime(timezone=True)
 
 
-def _ranked_lanes() -> sa.Subquery:
+def _ranked_lanes(only: bool = False) -> sa.Subquery:
+    lanes: sa.ColumnElement[bool] = _T.c.channel_id.is_(None)
+    if only:
+        lanes = sa.and_(lanes, _T.c.subscription_id.in_(sa.bindparam("only", expanding=True)))
     rn = (
         sa.func.row_number()
         .over(partition_by=_T.c.subscription_id, order_by=_lane_order())
@@ -272,15 +275,15 @@ def _ranked_lanes() -> sa.Subquery:
     )
     return (
         sa.select(_T.c.id, _T.c.subscription_id, _T.c.next_attempt_at, _T.c.claimed_until, rn)
-        .where(_T.c.channel_id.is_(None))
+        .where(lanes)
         .subquery("ranked")
     )
 
 
-def _candidates() -> sa.Select[tuple[int, str, int, datetime]]:
+def _candidates(only: bool = False) -> sa.Select[tuple[int, str, int, datetime]]:
     """Every due free lane's first ``per_lane`` rows, and the head of each not-due one."""
     now = sa.bindparam("now", type_=_TS)
-    ranked = _ranked_lanes()
+    ranked = _ranked_lanes(only)
     heads = (
         sa.select(ranked.c.subscription_id, ranked.c.next_attempt_at.label("due"))
         .where(ranked.c.rn == 1, _free(ranked.c.claimed_until, now))
@@ -314,6 +317,7 @@ _ENQUEUE = (
     .returning(_T.c.id, _T.c.channel_id)
 )
 _CANDIDATES = _candidates()
+_CANDIDATES_OF = _candidates(only=True)
 _CLAIM = (
     sa.update(_T)
     .where(
@@ -487,21 +491,25 @@ async def claim_lanes(
     lanes: int,
     per_lane: int,
     busy: Collection[str] = (),
+    only: Collection[str] | None = None,
 ) -> Claimed:
     """Claim the first ``per_lane`` rows of up to ``lanes`` due callback lanes with a free head.
 
-    Lanes in ``busy`` (run by the caller already) are skipped. Each batch is
+    Lanes in ``busy`` (run by the caller already) are skipped; with ``only``,
+    just those lanes are looked at. Each batch is
     contiguous from the lane's head, in delivery order; ``next_due`` is the
     soonest due time among free heads not due yet (oma-chat-api.md §5).
     """
     if lanes <= 0 or per_lane <= 0:
         return Claimed([], None)
     conn = await session.connection()
-    candidates = (
-        await conn.execute(
-            _CANDIDATES, {"now": now, "lanes": lanes + len(busy), "per_lane": per_lane}
-        )
-    ).all()
+    params: dict[str, object] = {"now": now, "lanes": lanes + len(busy), "per_lane": per_lane}
+    if only is not None:
+        if not only:
+            return Claimed([], None)
+        params["only"] = list(only)
+    statement = _CANDIDATES if only is None else _CANDIDATES_OF
+    candidates = (await conn.execute(statement, params)).all()
     wanted: dict[str, list[int]] = {}
     next_due: datetime | None = None
     for row in candidates:

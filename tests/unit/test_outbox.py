@@ -511,3 +511,14 @@ async def test_enqueue_many_routes_like_enqueue_in_one_go(db: Database) -> None:
     async with db.sessions() as s:
         assert await outbox.pending_for(s, "a") == [made[0], made[1], made[3]]
         assert await outbox.pending_for(s, "b") == [made[2]]
+
+
+async def test_claim_lanes_can_look_at_some_lanes_only(db: Database) -> None:
+    a = await put(db, "a")
+    await put(db, "b")
+    async with db.sessions.begin() as s:
+        assert lanes_of(await outbox.claim_lanes(s, **claim_args("w1", only=()))) == {}
+        assert lanes_of(await outbox.claim_lanes(s, **claim_args("w1", only={"a", "z"}))) == {
+            "a": [a.id]
+        }
+        assert set(lanes_of(await outbox.claim_lanes(s, **claim_args("w1")))) == {"b"}
