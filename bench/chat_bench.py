@@ -140,6 +140,11 @@ class Bench:
         self.apps = apps
         self.retries = 0
 
+    def cpu(self) -> float:
+        """CPU seconds (user + system) the bridge process has used."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss(self) -> int:
         """The bridge's resident set size (KiB)."""
         return rss_kib(self.proc.pid)
@@ -365,10 +370,13 @@ async def main() -> None:
                 paths.append(await bench.confirmed(a, b, 20.0))
             await throughput(bench, paths, 200, args.concurrency, args.timeout)  # warm-up
             await apps.quiet(1.0, args.timeout)
+            cpu0 = bench.cpu()
             rate, got = await throughput(bench, paths, args.count, args.concurrency, args.timeout)
+            cpu_ms = (bench.cpu() - cpu0) * 1000 / max(got, 1)
             row(
                 f"throughput ({got}/{args.count} msgs, {args.pairs} sessions)", f"{rate:,.0f} msg/s"
             )
+            row("bridge CPU per message (both ends, reports included)", f"{cpu_ms:.2f} ms")
             await apps.quiet(1.0, args.timeout)  # the reports of phase 1 are through
             target = args.rate or max(rate / 2, 1.0)
             lat, n = await latency(bench, paths, target, args.seconds, args.timeout)
