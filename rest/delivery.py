@@ -18,10 +18,23 @@ subscription, lets one failing receiver block only its own subscriptions, and
 costs one transaction per batch rather than two per notification. A lane
 whose claims would run out during a slow batch extends them first.
 
+Rows delivered (or handed out by a long poll) are not deleted one by one:
+they join a list that the next transaction of this worker deletes (a pass, a
+publish), at the latest ``SETTLE_DELAY`` seconds later.
+
+``publish`` commits with *group commit*: concurrent calls share one
+transaction (a caller with nobody else waiting commits inline, without a task
+hop), and each returns once its row is committed. On SQLite that transaction
+also claims the lanes of the rows it wrote and hands them straight to lane
+tasks, so a published notification costs no scheduler pass and no re-read;
+with one writer per SQLite file nobody else can add to a lane before that
+commit (``state.outbox``, "Lanes and claims"). ``enqueue`` + :meth:`wake`
+callers (the chat side) are served by the next pass.
+
 Guarantees kept: a notification is durable before ``publish`` returns (or
 commits with the caller's transaction); it is deleted only after its 2xx, so
 a crash between the two re-sends it (at least once); delivery listeners run
-once per successful POST.
+once per successful POST (or hand-out).
 
 Backoff: attempt *n* waits ``min(max, initial * 2**(n-1))`` seconds, halved
 plus random jitter (:func:`backoff_delay`). A notification is tried at least
@@ -34,7 +47,8 @@ Channels (§10): :meth:`DeliveryService.hand_out` waits for the channel's
 queue; it is woken by :meth:`wake` for the notifications just committed, and
 re-checks the store every poll interval so another instance's writes are seen
 too. The items it yields stay queued (claimed) until the caller has written
-its response; a failed write hands them back, in place, for the next poll. A
+its response; a failed write hands them back, in place, for the next poll
+(the handler writes with ``write_eof`` inside :meth:`hand_out`). A
 new poll on the same channel answers the previous one empty. Expired channels
 are swept here, with their queues and the subscriptions that target their
 callbackURL. Channel items older than the maximum age are dropped as well, so
