@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+import sqlalchemy as sa
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
@@ -179,8 +180,29 @@ async def confirmed_chat(bridge: Bridge) -> None:
     assert bridge.side.signalling.leg_count == 0
 
 
-async def test_confirmed_chat_through_kamailio(bridge: Bridge) -> None:
-    await confirmed_chat(bridge)
+async def test_confirmed_chat_through_kamailio(
+    tmp_path, kamailio: Testbed, receiver, aiohttp_client
+) -> None:
+    b, db = await open_bridge(tmp_path, kamailio, receiver, aiohttp_client)
+    try:
+        await confirmed_chat(b)
+        # the SIP/MSRP ids of both ends are in the store (mapping §3)
+        columns = (
+            "user_uri, call_id, local_tag, remote_tag, contribution_id, conversation_id, "
+            "msrp_local_uri, msrp_remote_path"
+        )
+        async with db.sessions() as s:
+            rows = (await s.execute(sa.text(f"SELECT {columns} FROM chat_sessions"))).all()
+        ends = {row[0]: row for row in rows}
+        a, bb = ends[A], ends[B]
+        assert a[1] and a[1] == bb[1]  # one Call-ID (through Kamailio)
+        assert (a[2], a[3]) == (bb[3], bb[2]) and a[2] and a[3]  # tags mirrored
+        assert a[4] and a[4] == bb[4] and a[5] and a[5] == bb[5]  # Contribution/Conversation
+        assert a[6] and bb[6] and a[7] == bb[6] and bb[7] == a[6]  # MSRP URIs crossed
+    finally:
+        await b.client.close()
+        await b.side.close()
+        await db.close()
 
 
 async def test_confirmed_chat_through_the_msrp_relay(
