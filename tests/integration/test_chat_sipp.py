@@ -262,3 +262,35 @@ async def test_incoming_pager_message_with_cpim(
         if sipp is not None:
             await sipp.stop()
         await closing(b, db)
+
+
+async def test_adhoc_falls_back_to_pager_when_the_peer_refuses_msrp(
+    tmp_path: Path, kamailio: Testbed, receiver: Receiver, aiohttp_client: Any
+) -> None:
+    b, db = await open_bridge(tmp_path, kamailio, receiver, aiohttp_client)
+    sipp = await runner.start(
+        runner.command("uas-chat-pager-fallback.xml", local_port=kamailio.peer_port, calls=2),
+        tmp_path / "uas",
+    )
+    try:
+        await runner.ready(kamailio.peer_port)
+        await b.subscribe(A)
+        sent = await b.call(
+            "POST",
+            f"/chat/v1/{q(A)}/oneToOne/{q(OTHER)}/adhoc/messages",
+            {"chatMessage": {"text": "by pager", "reportRequest": ["Sent"]}},
+            201,
+        )
+        (status,) = await b.notes(A, "chatMessageStatusNotification")
+        assert status["status"] == "Sent"
+        got = await b.call("GET", local(sent["resourceReference"]["resourceURL"]))
+        assert got["messageStatusReport"]["status"] == "Sent"
+        result = await sipp.wait()
+        assert result.ok, result.explain()
+        logged = "".join(p.read_text() for p in (tmp_path / "uas").glob("*_logs.log"))
+        message_id = sent["resourceReference"]["resourceURL"].split("/")[-2]
+        assert f"imdn={message_id}" in logged and "oma.cpm.msg" in logged
+        assert "INVITE" in logged
+    finally:
+        await sipp.stop()
+        await closing(b, db)
