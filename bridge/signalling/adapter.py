@@ -43,6 +43,15 @@ Wire behaviour (sip-msrp-mapping.md §1.0-§1.3, §2):
   with no live leg; inbound MESSAGEs with CPIM (text, IMDN, isComposing) or a
   bare text/isComposing body are answered 200 once the service took them, or
   with the status of its EventRejected.
+
+The code is split by concern: ``base`` (legs, ordered events, inbound MSRP and
+MESSAGE), ``sessions`` (INVITE legs), this module (the sending side).
+
+Not handled yet: SIP session timers (no ``Session-Expires``; a peer's refresh
+re-INVITE is answered with the same SDP by the stack), a new ``a=path`` after a
+relay re-AUTH (``MSRPSession.on_path_change``), RFC 6714 CEMA (we connect to
+``a=path``), and a BYE for the dialogs of a previous run after a restart (the
+route set is not stored; recovery reports those sessions ended).
 """
 
 from __future__ import annotations
