@@ -429,6 +429,7 @@ class DeliveryService:
             async with self._write() as session:
                 await outbox.settle(session, settled)
                 released = await outbox.release_claims(session, self.owner)
+            self._handed.difference_update(settled)
             if released:
                 log.info("- released %d notification claims", released)
         except Exception:  # the store may already be gone at shutdown
