@@ -163,6 +163,9 @@ class DeliveryService:
         self._publisher: asyncio.Task[None] | None = None
         self._committing = False
         self._rewake: set[str] = set()
+        self._due: set[str] = set()
+        """Lanes the next pass looks at (it scans every lane when ``_full``)."""
+        self._full = True
         self._settle_timer: asyncio.TimerHandle | None = None
         self._polls: dict[str, _Poll] = {}
         self._http: aiohttp.ClientSession | None = None
@@ -337,6 +340,7 @@ class DeliveryService:
         # A running lane's batch was claimed before these rows: the scheduler takes
         # them when that lane ends (``_rewake``), so a running lane needs no pass now.
         if not queued:
+            self._full = True
             self._wakeup.set()
         for n in queued:
             if n.channel_id is not None:
@@ -344,6 +348,7 @@ class DeliveryService:
             if n.subscription_id in self._lanes:
                 self._rewake.add(n.subscription_id)
             else:
+                self._due.add(n.subscription_id)
                 self._wakeup.set()
         if not queued:
             for poll in self._polls.values():
@@ -441,12 +446,24 @@ class DeliveryService:
     # --- callback delivery ----------------------------------------------------
 
     async def _schedule(self) -> None:
+        """Make passes: over the lanes woken, or over every lane when a timer ran out.
+
+        A woken pass only looks at the lanes it was woken for, so a large backlog
+        elsewhere (a receiver down for hours) does not slow every wake-up; every
+        lane is scanned when ``poll_interval`` or the soonest known backoff ends.
+        """
         loop = asyncio.get_running_loop()
+        scan_at = loop.time()  # when the next scan of every lane is due
         while not self._stopping:
             self._wakeup.clear()
-            wait = self.poll_interval
+            full = self._full or loop.time() >= scan_at
+            lanes, self._due, self._full = self._due, set(), False
             try:
-                wait = min(wait, await self._pass())
+                wait = await self._pass(None if full else lanes)
+                if full:
+                    scan_at = loop.time() + min(wait, self.poll_interval)
+                else:
+                    scan_at = min(scan_at, loop.time() + wait)
                 if loop.time() >= self._next_sweep:
                     self._next_sweep = loop.time() + self.poll_interval
                     await self._sweep()
@@ -454,17 +471,21 @@ class DeliveryService:
                 raise
             except Exception:
                 log.exception("x notification scheduler pass failed")
+                self._due |= lanes
+                scan_at = min(scan_at, loop.time() + self.poll_interval)
             if self._stopping:
                 return
             try:
-                await asyncio.wait_for(self._wakeup.wait(), timeout=max(0.0, wait))
+                await asyncio.wait_for(self._wakeup.wait(), timeout=max(0.0, scan_at - loop.time()))
             except TimeoutError:
                 pass
 
-    async def _pass(self) -> float:
+    async def _pass(self, lanes: set[str] | None) -> float:
         """Delete settled rows, claim batches of due lanes and start them, in one transaction.
 
-        Returns the seconds until the next known due time (at most ``poll_interval``).
+        ``lanes`` limits the claim to those lanes (None: every lane). Returns the
+        seconds until the next known due time among them (``poll_interval`` if
+        none).
         """
         settled, self._settled = self._settled, []
         free = self.concurrency - len(self._lanes)
@@ -474,7 +495,7 @@ class DeliveryService:
         try:
             async with self._write() as session:
                 await outbox.settle(session, settled)
-                if free > 0:
+                if free > 0 and (lanes is None or lanes):
                     claimed = await outbox.claim_lanes(
                         session,
                         owner=self.owner,
@@ -483,6 +504,7 @@ class DeliveryService:
                         lanes=free,
                         per_lane=self.batch_size,
                         busy=self._lanes.keys(),
+                        only=lanes,
                     )
         except BaseException:
             self._settled[:0] = settled  # deleted by the next pass instead
@@ -490,6 +512,8 @@ class DeliveryService:
         self._handed.difference_update(settled)
         for batch in claimed.batches:
             self._start_lane(batch, held)
+        if lanes and len(claimed.batches) >= free:  # out of lane tasks: come back for the rest
+            self._due |= lanes - {b.subscription_id for b in claimed.batches}
         if claimed.next_due is None:
             return self.poll_interval
         return max(0.0, (claimed.next_due - now).total_seconds())
@@ -507,6 +531,9 @@ class DeliveryService:
         again = task.cancelled() or task.exception() is not None or task.result()
         if again or sub in self._rewake or size >= self.batch_size:
             self._rewake.discard(sub)
+            self._due.add(sub)
+            self._wakeup.set()
+        elif self._due:  # lanes that waited for a free lane task
             self._wakeup.set()
         else:
             self._settle_soon()

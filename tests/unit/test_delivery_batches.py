@@ -227,3 +227,42 @@ async def test_concurrent_publishes_share_commits_and_keep_order(db, receiver) -
             assert receiver.seqs(f"/p{lane}") == list(range(10))
     finally:
         await svc.stop()
+
+
+async def test_woken_lanes_are_served_without_waiting_for_a_scan(db, receiver) -> None:
+    # one lane task for four lanes and no periodic scan in sight: the lanes woken
+    # while the only task was busy are served as soon as it is free again
+    svc = DeliveryService(settings_for(db), db, poll_interval=30.0, concurrency=1)
+    await svc.start()
+    try:
+        await asyncio.sleep(0.1)  # the first scan is over
+        for lane in range(4):
+            await publish(svc, receiver.url(f"/w{lane}"), 3, SubscriptionId(f"w{lane}"))
+        await receiver.wait_for(12, timeout=5)
+        for lane in range(4):
+            assert receiver.seqs(f"/w{lane}") == [0, 1, 2]
+    finally:
+        await svc.stop()
+
+
+async def test_enqueue_and_wake_beside_a_backlog_of_a_dead_receiver(db, receiver) -> None:
+    receiver.fail_when = lambda path: path.startswith("/dead")
+    await enqueue(db, receiver.url("/dead"), 300, 3)
+    svc = DeliveryService(settings_for(db), db, poll_interval=30.0)
+    await svc.start()
+    try:
+        await eventually(lambda: svc.stats.failed_attempts >= 3)
+        async with db.sessions.begin() as s:
+            n = await outbox.enqueue(
+                s,
+                user=ALICE,
+                subscription_id=SubscriptionId("live"),
+                notify_url=receiver.url("/live"),
+                root="chatMessageNotification",
+                body={"seq": 0},
+            )
+        svc.wake(n)
+        await receiver.wait_for(1, timeout=2)
+        assert receiver.seqs("/live") == [0]
+    finally:
+        await svc.stop()
