@@ -19,10 +19,17 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     serve_p = sub.add_parser("serve", help="run the bridge (REST + SIP/MSRP)")
     serve_p.add_argument("--config", help="YAML settings file (else CHAT_BRIDGE_CONFIG)")
-    sub.add_parser("config", help="print the effective settings as JSON").add_argument(
-        "--config", help="YAML settings file"
+    config_p = sub.add_parser("config", help="print the effective settings as JSON")
+    config_p.add_argument("--config", help="YAML settings file")
+    config_p.add_argument(
+        "--example", action="store_true", help="print a YAML file of every setting instead"
     )
     args = parser.parse_args(argv)
+    if args.command == "config" and args.example:
+        from bridge.config import example_yaml
+
+        print(example_yaml(), end="")
+        return 0
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:

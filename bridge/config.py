@@ -68,18 +68,24 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX,
         extra="forbid",
         validate_default=True,
+        use_attribute_docstrings=True,
     )
 
     # --- REST -----------------------------------------------------------------
     http_host: str = "127.0.0.1"
+    """Address of the REST listener (loopback: authentication may be off)."""
     http_port: int = Field(8080, ge=0, le=65535)
+    """Port of the REST listener."""
     server_root: str = "http://127.0.0.1:8080"
     """Scheme, host, port and optional path prefix of every emitted URL."""
     max_body_bytes: int = Field(64 * 1024, ge=1024)
+    """Largest request body accepted (413 above)."""
     credentials: list[Credential] = Field(default_factory=list)
+    """Basic/Bearer credentials and the users each may act for (none: auth off, loopback only)."""
 
     # --- store ----------------------------------------------------------------
     database_url: str = "sqlite+aiosqlite:///./chat-bridge.db"
+    """SQLAlchemy URL of the store: SQLite file (default) or ``postgresql+asyncpg://``."""
 
     # --- subscriptions and notifications --------------------------------------
     subscription_default_duration: int = Field(0, ge=0)
@@ -89,34 +95,46 @@ class Settings(BaseSettings):
     notification_max_age: float = Field(24 * 3600.0, gt=0)
     """Seconds a callback notification is retried before it is dropped."""
     notification_backoff_initial: float = Field(1.0, gt=0)
+    """First retry delay of a failed callback (seconds; doubles, with jitter)."""
     notification_backoff_max: float = Field(300.0, gt=0)
+    """Longest retry delay of a failed callback (seconds)."""
     notification_http_timeout: float = Field(10.0, gt=0)
+    """Seconds a callback POST may take before it counts as failed."""
     channel_poll_timeout: float = Field(20.0, gt=0)
     """Seconds a long poll waits before answering an empty ``notificationList``."""
     channel_default_lifetime: int = Field(7200, gt=0)
+    """``channelLifetime`` granted when the app asks for none (seconds)."""
     channel_max_lifetime: int = Field(86400, gt=0)
+    """Longest ``channelLifetime`` granted (seconds)."""
     channel_max_notifications: int = Field(100, gt=0)
-    # notification delivery worker (H9: rest.delivery) -------------------------
+    """Most notifications one long poll answers with (caps ``maxNotifications``)."""
+    # notification delivery worker (rest.delivery)
     notification_poll_interval: float = Field(1.0, gt=0)
     """Seconds between two look-ups of the outbox for rows nobody woke us for."""
     notification_concurrency: int = Field(32, ge=1)
     """Subscriptions whose callbacks are POSTed at the same time (one request each)."""
-    # ---------------------------------------------------------------------------
 
     # --- SIP / MSRP -----------------------------------------------------------
     sip_host: str = "127.0.0.1"
+    """Address of the SIP listener."""
     sip_port: int = Field(5070, ge=0, le=65535)
+    """Port of the SIP listener (UDP and TCP)."""
     sip_transports: list[Literal["udp", "tcp"]] = Field(default_factory=_default_transports)
+    """SIP transports to listen on."""
     sip_outbound_proxy: str | None = None
     """SIP URI of the IMS core entry point, e.g. ``sip:127.0.0.1:5060;transport=tcp``."""
     sip_domain: str = "ims.test"
+    """Home domain of the served users (``sip:+1555…@domain``)."""
     msrp_host: str = "127.0.0.1"
+    """Address of the MSRP listener (and of our ``a=path``)."""
     msrp_port: int = Field(0, ge=0, le=65535)
     """0 picks a free port."""
     msrp_relay: str | None = None
     """``msrp://host:port;tcp`` of an RFC 4976 relay to AUTH with, or none."""
     profile: SignallingProfile = SignallingProfile.CPM
+    """SIP header set toward the IMS core: CPM (RCS UP) or SIMPLE-IM (RCS 5.x)."""
     conference_factory_uri: str = "sip:conference-factory@ims.test"
+    """Conference factory of the IMS core (group chat)."""
 
     # --- chat (1-1; issue 4, bridge.chat) ----------------------------------------
     chat_ringing_timeout: float = Field(60.0, gt=0)
@@ -136,8 +154,11 @@ class Settings(BaseSettings):
 
     # --- operations -----------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Level of the service log."""
     trace_sip: bool = False
+    """Log every SIP message on ``bridge.trace.sip`` at DEBUG."""
     trace_msrp: bool = False
+    """Log every MSRP frame on ``bridge.trace.msrp`` at DEBUG."""
 
     @field_validator("server_root")
     @classmethod
@@ -164,6 +185,23 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # environment wins over the file, which arrives as init kwargs
         return (env_settings, init_settings)
+
+
+def example_yaml() -> str:
+    """A YAML settings file listing every setting with its default and description."""
+    lines = [
+        "# chat-bridge settings: every key with its default. Environment variables",
+        f"# {ENV_PREFIX}<KEY IN CAPITALS> override the file (nested values as JSON).",
+        "# Generated by `chat-bridge config --example`.",
+    ]
+    defaults = Settings.model_construct().model_dump(mode="json")
+    for name, field in Settings.model_fields.items():
+        lines.append("")
+        if field.description:
+            lines.extend(f"# {line}".rstrip() for line in field.description.splitlines())
+        dumped = yaml.safe_dump({name: defaults[name]}, default_flow_style=False, sort_keys=False)
+        lines.extend(dumped.rstrip("\n").splitlines())
+    return "\n".join(lines) + "\n"
 
 
 def load_settings(config_file: str | Path | None = None) -> Settings:

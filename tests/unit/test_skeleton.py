@@ -91,3 +91,15 @@ async def test_migrate_empty_database(tmp_path) -> None:
     assert await db.migrate() == first  # idempotent
     assert await db.ping()
     await db.close()
+
+
+def test_config_example_is_current_and_loads(monkeypatch) -> None:
+    from pathlib import Path
+
+    from bridge.config import example_yaml
+
+    example = Path(__file__).parents[2] / "config.example.yaml"
+    assert example.read_text() == example_yaml(), "run: chat-bridge config --example"
+    for name in Settings.model_fields:
+        monkeypatch.delenv("CHAT_BRIDGE_" + name.upper(), raising=False)
+    assert load_settings(example) == Settings()
