@@ -29,6 +29,7 @@ from sip.conference import (
     User,
 )
 from sip.errors import CodecError
+from tests.strategies import mutated
 
 DM = DisconnectionMethod
 PS = ParticipantStatus
@@ -451,23 +452,6 @@ def test_view_never_raises_and_tracks_versions(docs: list[ConferenceInfo]) -> No
         keys = set(view.users)
         assert all(u.state is ElementState.FULL for u in view.users.values())
         assert {c.entity for c in update.changes if c.kind is not ChangeKind.DELETED} <= keys
-
-
-@st.composite
-def mutated(draw: st.DrawFn, sample: bytes) -> bytes:
-    data = bytearray(sample)
-    for _ in range(draw(st.integers(1, 6))):
-        pos = draw(st.integers(0, len(data)))
-        op = draw(st.sampled_from(["flip", "insert", "delete", "truncate"]))
-        if op == "flip" and pos < len(data):
-            data[pos] = draw(st.integers(0, 255))
-        elif op == "insert":
-            data[pos:pos] = draw(st.binary(min_size=1, max_size=4))
-        elif op == "delete":
-            del data[pos : pos + draw(st.integers(1, 8))]
-        else:
-            del data[pos:]
-    return bytes(data)
 
 
 SAMPLES = [load(n) for n in sorted(p.name for p in FIXTURES.iterdir())]

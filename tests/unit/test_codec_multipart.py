@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from sip import multipart
 from sip.errors import CodecError
 from sip.multipart import ContentType, Multipart, Part, parse_content_type
+from tests.strategies import mutated
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "codecs"
 
@@ -199,23 +200,6 @@ def multiparts(draw: st.DrawFn) -> Multipart:
 def test_model_round_trip(body: Multipart) -> None:
     data = multipart.serialize(body)
     assert multipart.parse(data, body.content_type) == body
-
-
-@st.composite
-def mutated(draw: st.DrawFn, sample: bytes) -> bytes:
-    data = bytearray(sample)
-    for _ in range(draw(st.integers(1, 6))):
-        pos = draw(st.integers(0, len(data)))
-        op = draw(st.sampled_from(["flip", "insert", "delete", "truncate"]))
-        if op == "flip" and pos < len(data):
-            data[pos] = draw(st.integers(0, 255))
-        elif op == "insert":
-            data[pos:pos] = draw(st.binary(min_size=1, max_size=4))
-        elif op == "delete":
-            del data[pos : pos + draw(st.integers(1, 8))]
-        else:
-            del data[pos:]
-    return bytes(data)
 
 
 SAMPLES = [

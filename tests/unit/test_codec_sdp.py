@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from sip import sdp
 from sip.errors import CodecError
 from sip.sdp import Attribute, Connection, Media, Origin, SessionDescription, Setup, Timing
+from tests.strategies import mutated
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "codecs" / "sdp"
 
@@ -368,23 +369,6 @@ def test_model_round_trip(desc: SessionDescription) -> None:
     data = sdp.serialize(desc)
     assert sdp.parse(data) == desc
     assert sdp.serialize(sdp.parse(data)) == data
-
-
-@st.composite
-def mutated(draw: st.DrawFn, sample: bytes) -> bytes:
-    data = bytearray(sample)
-    for _ in range(draw(st.integers(1, 6))):
-        pos = draw(st.integers(0, len(data)))
-        op = draw(st.sampled_from(["flip", "insert", "delete", "truncate"]))
-        if op == "flip" and pos < len(data):
-            data[pos] = draw(st.integers(0, 255))
-        elif op == "insert":
-            data[pos:pos] = draw(st.binary(min_size=1, max_size=4))
-        elif op == "delete":
-            del data[pos : pos + draw(st.integers(1, 8))]
-        else:
-            del data[pos:]
-    return bytes(data)
 
 
 SAMPLES = [load(n) for n in sorted(p.name for p in FIXTURES.iterdir())]
