@@ -18,7 +18,7 @@ file (or ``--database-url``):
 Every phase is bounded by ``--timeout`` seconds. Usage::
 
     .venv/bin/python bench/notify_bench.py [--count 2000] [--subscriptions 50] [--polls 500]
-        [--producers 8] [--sink-process]
+        [--producers 8] [--sink-process] [--shared-lock]
 """
 
 from __future__ import annotations
@@ -224,20 +224,23 @@ async def bench_producers(
     timeout: float,
     *,
     own_transactions: bool,
+    shared_lock: bool = False,
 ) -> float:
     """Concurrent producers -> receiver, end to end; returns notifications/s.
 
     With ``own_transactions`` each producer commits ``outbox.enqueue`` in a
     transaction of its own and then calls ``Notifier.wake`` (like the chat
     side's units of work, serialized on a lock of their own as
-    ``SQLChatStore`` does on SQLite); otherwise it calls ``Notifier.publish``.
+    ``SQLChatStore`` does on SQLite, or with ``shared_lock`` on the writer lock
+    the delivery worker takes, ``state.outbox.writer_lock``); otherwise it
+    calls ``Notifier.publish``.
     """
     sink = Sink()
     await sink.start()
     sink.expected = count
     service = DeliveryService(settings, db, concurrency=64)
     await service.start()
-    lock = asyncio.Lock()
+    lock = (outbox.writer_lock(db) if shared_lock else None) or asyncio.Lock()
     per_producer = count // producers
 
     async def produce(first: int) -> None:
@@ -268,7 +271,11 @@ async def bench_producers(
         await service.stop()
         await sink.stop()
     rate = sink.expected / elapsed
-    how = "enqueue + wake (own transactions)" if own_transactions else "publish"
+    how = "publish"
+    if own_transactions:
+        how = "enqueue + wake (own transactions, {} lock)".format(
+            "shared" if shared_lock else "own"
+        )
     print(
         f"  {producers} concurrent producers, {how} -> receiver, {subscriptions} subscriptions: "
         f"{sink.expected} in {elapsed:.2f} s = {rate:,.0f} notifications/s"
@@ -356,6 +363,11 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--polls", type=int, default=500)
     parser.add_argument("--producers", type=int, default=8, help="concurrent producers")
     parser.add_argument(
+        "--shared-lock",
+        action="store_true",
+        help="enqueue + wake producers take state.outbox.writer_lock (else a lock of their own)",
+    )
+    parser.add_argument(
         "--sink-process",
         action="store_true",
         help="run the callback receiver in a subprocess (measures the bridge side alone)",
@@ -390,6 +402,7 @@ async def main(argv: list[str] | None = None) -> int:
                     args.producers,
                     args.timeout,
                     own_transactions=own,
+                    shared_lock=args.shared_lock,
                 )
             await bench_long_poll(settings, db, args.polls, args.count, args.timeout)
         except TimeoutError:

@@ -172,7 +172,7 @@ class DeliveryService:
         self._scheduler: asyncio.Task[None] | None = None
         self._listener_tasks: set[asyncio.Task[None]] = set()
         self._posts: set[asyncio.Task[str | None]] = set()
-        self._write_lock = asyncio.Lock() if database.is_sqlite else None
+        self._write_lock = outbox.writer_lock(database)
         self._stopping = False
         self._next_sweep = 0.0
 
@@ -182,7 +182,8 @@ class DeliveryService:
 
         SQLite has one writer; concurrent writers from one process would wait
         in its busy handler (sleeps of 1 ms and up), which costs far more than
-        queueing on an asyncio lock.
+        queueing on an asyncio lock: :func:`state.outbox.writer_lock`, shared
+        with every other writer of the same file that takes it.
         """
         if self._write_lock is None:
             async with self.database.sessions.begin() as session:

@@ -57,8 +57,10 @@ naive, so they are re-tagged on the way out. Hot paths use Core statements
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+import weakref
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -72,7 +74,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from bridge.errors import StoreError
 from bridge.ids import ChannelId, NotificationId, SubscriptionId, UserUri
 from bridge.ports import JSONObject, Notification
-from state.db import Base
+from state.db import Base, Database
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +191,25 @@ class Channel:
         """Whole seconds of lifetime left at ``now`` (rounded up, at least 0)."""
         left = (self.expires_at - now).total_seconds()
         return max(0, int(-(-left // 1)))
+
+
+_WRITERS: weakref.WeakKeyDictionary[object, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def writer_lock(database: Database) -> asyncio.Lock | None:
+    """The lock that SQLite writers of this process share for ``database`` (None elsewhere).
+
+    SQLite has one writer at a time; two writers of one process that queue on
+    different locks meet in SQLite's busy handler instead, which sleeps (1 ms
+    and more) rather than waiting for the other's commit. Whoever writes the
+    same SQLite file in this process should hold this lock for the transaction.
+    """
+    if not database.is_sqlite:
+        return None
+    lock = _WRITERS.get(database)
+    if lock is None:
+        lock = _WRITERS[database] = asyncio.Lock()
+    return lock
 
 
 def utcnow() -> datetime:

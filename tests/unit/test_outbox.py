@@ -522,3 +522,16 @@ async def test_claim_lanes_can_look_at_some_lanes_only(db: Database) -> None:
             "a": [a.id]
         }
         assert set(lanes_of(await outbox.claim_lanes(s, **claim_args("w1")))) == {"b"}
+
+
+async def test_writer_lock_is_shared_per_sqlite_database(db: Database, tmp_path) -> None:
+    lock = outbox.writer_lock(db)
+    if not db.is_sqlite:
+        assert lock is None
+        return
+    assert lock is not None and outbox.writer_lock(db) is lock
+    other = Database(f"sqlite:///{tmp_path / 'other.db'}")
+    try:
+        assert outbox.writer_lock(other) is not lock
+    finally:
+        await other.close()
