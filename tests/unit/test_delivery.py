@@ -15,31 +15,11 @@ from bridge.ports import Notification, Notifier
 from rest.delivery import DeliveryService, backoff_delay
 from state import outbox
 from state.db import Database
-from tests.pg_fixture import create_database, drop_database
 from tests.unit.test_delivery_support import Receiver, fast_settings
 
 ALICE = UserUri("tel:+15551230001")
 SUB_A = SubscriptionId("sub-a")
 SUB_B = SubscriptionId("sub-b")
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
-async def db(request, tmp_path) -> AsyncIterator[Database]:
-    if request.param == "sqlite":
-        database = Database(f"sqlite:///{tmp_path / 'store.db'}")
-        await database.migrate()
-        yield database
-        await database.close()
-        return
-    server = request.getfixturevalue("postgres_server")
-    url, name = await create_database(server)
-    database = Database(url)
-    try:
-        await database.migrate()
-        yield database
-    finally:
-        await database.close()
-        await drop_database(server, name)
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from rest.handlers import subscriptions as subscription_handlers
 from rest.handlers.channels import DELIVERY
 from state import outbox
 from state.db import Database
-from tests.unit import test_delivery
 from tests.unit.test_delivery import eventually, pending, publish, settings_for
 from tests.unit.test_delivery_support import Receiver, fast_settings
 
@@ -30,8 +29,6 @@ ALICE = UserUri("tel:+15551230001")
 USER = "tel%3A%2B15551230001"
 
 Client = TestClient[web.Request, web.Application]
-
-db = test_delivery.db  # the SQLite and PostgreSQL store fixture
 
 
 @pytest.fixture

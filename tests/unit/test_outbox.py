@@ -25,25 +25,6 @@ T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 CB = "http://127.0.0.1:1/cb"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
-async def db(request, tmp_path) -> AsyncIterator[Database]:
-    if request.param == "sqlite":
-        database = Database(f"sqlite:///{tmp_path / 'store.db'}")
-        await database.migrate()
-        yield database
-        await database.close()
-        return
-    server = request.getfixturevalue("postgres_server")
-    url, name = await create_database(server)
-    database = Database(url)
-    try:
-        await database.migrate()
-        yield database
-    finally:
-        await database.close()
-        await drop_database(server, name)
-
-
 async def put(
     db: Database, sub: str = "sub-1", url: str = CB, at: datetime = T0, **body: object
 ) -> Notification:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,30 +13,10 @@ from bridge.ids import UserUri
 from bridge.subscriptions import NewSubscription, NotificationFormat, grant_duration
 from state import repository as repo
 from state.db import Base, Database
-from tests.pg_fixture import create_database, drop_database
 
 ALICE = UserUri("tel:+15551230001")
 BOB = UserUri("sip:bob@ims.test")
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
-async def db(request, tmp_path) -> AsyncIterator[Database]:
-    if request.param == "sqlite":
-        database = Database(f"sqlite:///{tmp_path / 'store.db'}")
-        await database.migrate()
-        yield database
-        await database.close()
-        return
-    server = request.getfixturevalue("postgres_server")
-    url, name = await create_database(server)
-    database = Database(url)
-    try:
-        await database.migrate()
-        yield database
-    finally:
-        await database.close()
-        await drop_database(server, name)
 
 
 def new(user: UserUri = ALICE, **kw) -> NewSubscription:
