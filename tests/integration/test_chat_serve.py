@@ -11,10 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,12 +21,12 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
+from tests.serve_process import ServeProcess, serve_env
 from tests.testbed_fixture import Testbed, free_port_block
 from tests.unit.test_delivery_support import Receiver
 
 pytestmark = pytest.mark.integration
 
-BRIDGE = Path(sys.executable).with_name("chat-bridge")
 A = "tel:+15555550201"
 B = "tel:+15555550202"
 
@@ -40,51 +36,10 @@ def q(user: str) -> str:
 
 
 @dataclass
-class Serve:
-    """One ``chat-bridge serve`` subprocess, its REST client side and its callback receiver."""
+class Serve(ServeProcess):
+    """A ``chat-bridge serve`` subprocess with its REST client side and its callback receiver."""
 
-    env: dict[str, str]
-    log: Path
-    http_port: int
     receiver: Receiver
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def root(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    async def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [str(BRIDGE), "serve"], env=self.env, stdout=out, stderr=subprocess.STDOUT
-            )
-        async with aiohttp.ClientSession() as http:
-            for _ in range(150):
-                if self.proc.poll() is not None:
-                    pytest.fail(f"bridge exited {self.proc.returncode}:\n{self.log.read_text()}")
-                try:
-                    async with http.get(self.root + "/health") as resp:
-                        if resp.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-        pytest.fail(f"bridge did not answer /health in 15 s:\n{self.log.read_text()}")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.proc = None
 
     async def call(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
         async with aiohttp.ClientSession() as http:
@@ -141,19 +96,19 @@ async def receiver() -> Any:
 @contextmanager
 def serving(tmp_path: Path, receiver: Receiver, **env: str) -> Iterator[Serve]:
     base = free_port_block(size=4)
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_BRIDGE_")}
-    clean.update(
-        CHAT_BRIDGE_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'bridge.db'}",
-        CHAT_BRIDGE_HTTP_PORT=str(base),
-        CHAT_BRIDGE_SERVER_ROOT=f"http://127.0.0.1:{base}",
-        CHAT_BRIDGE_SIP_PORT=str(base + 1),
-        CHAT_BRIDGE_NOTIFICATION_BACKOFF_INITIAL="0.1",
-        CHAT_BRIDGE_NOTIFICATION_BACKOFF_MAX="0.3",
-        CHAT_BRIDGE_NOTIFICATION_HTTP_TIMEOUT="2",
-        CHAT_BRIDGE_CHAT_INVITE_TIMEOUT="8",
-        CHAT_BRIDGE_LOG_LEVEL="INFO",
+    clean = serve_env(
+        tmp_path / "bridge.db",
+        http_port=base,
+        sip_port=base + 1,
+        **{
+            "CHAT_BRIDGE_NOTIFICATION_BACKOFF_INITIAL": "0.1",
+            "CHAT_BRIDGE_NOTIFICATION_BACKOFF_MAX": "0.3",
+            "CHAT_BRIDGE_NOTIFICATION_HTTP_TIMEOUT": "2",
+            "CHAT_BRIDGE_CHAT_INVITE_TIMEOUT": "8",
+            "CHAT_BRIDGE_LOG_LEVEL": "INFO",
+            **env,
+        },
     )
-    clean.update(env)
     serve = Serve(clean, tmp_path / "bridge.log", base, receiver)
     try:
         yield serve

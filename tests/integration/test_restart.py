@@ -10,13 +10,8 @@ now listens, and by long poll on a channel created before the kill.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -24,65 +19,28 @@ import pytest
 from bridge.ids import SubscriptionId, UserUri
 from state import outbox
 from state.db import Database
+from tests.serve_process import ServeProcess, serve_env
 from tests.testbed_fixture import free_port_block
 from tests.unit.test_delivery_support import Receiver
 
 ALICE = UserUri("tel:+15551230001")
 CHANNELS = "/notificationchannel/v1/tel%3A%2B15551230001/channels"
-BRIDGE = Path(sys.executable).with_name("chat-bridge")
 
 
 @dataclass
-class Bridge:
-    """One ``chat-bridge serve`` subprocess and its environment."""
+class Bridge(ServeProcess):
+    """A ``chat-bridge serve`` subprocess and the port its test receiver listens on."""
 
-    env: dict[str, str]
-    log: Path
-    http_port: int
     receiver_port: int
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    async def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [str(BRIDGE), "serve"], env=self.env, stdout=out, stderr=subprocess.STDOUT
-            )
-        async with aiohttp.ClientSession() as http:
-            for _ in range(150):
-                if self.proc.poll() is not None:
-                    pytest.fail(
-                        f"bridge exited with {self.proc.returncode}:\n{self.log.read_text()}"
-                    )
-                try:
-                    async with http.get(self.base_url + "/health") as resp:
-                        if resp.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-        pytest.fail(f"bridge did not answer /health in 15 s:\n{self.log.read_text()}")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        self.proc = None
 
 
 @pytest.fixture
 def bridge(tmp_path) -> Iterator[Bridge]:
     base = free_port_block(size=4)
-    db_file = tmp_path / "bridge.db"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_BRIDGE_")}
-    env.update(
-        CHAT_BRIDGE_DATABASE_URL=f"sqlite+aiosqlite:///{db_file}",
-        CHAT_BRIDGE_HTTP_PORT=str(base),
-        CHAT_BRIDGE_SERVER_ROOT=f"http://127.0.0.1:{base}",
-        CHAT_BRIDGE_SIP_PORT=str(base + 1),
+    env = serve_env(
+        tmp_path / "bridge.db",
+        http_port=base,
+        sip_port=base + 1,
         CHAT_BRIDGE_NOTIFICATION_BACKOFF_INITIAL="0.2",
         CHAT_BRIDGE_NOTIFICATION_BACKOFF_MAX="0.5",
         CHAT_BRIDGE_NOTIFICATION_HTTP_TIMEOUT="2",
@@ -156,7 +114,7 @@ async def test_channel_and_its_queue_survive_kill_9(bridge: Bridge, store: Datab
     await bridge.start()
     async with aiohttp.ClientSession() as http:
         async with http.post(
-            bridge.base_url + CHANNELS,
+            bridge.root + CHANNELS,
             json={"notificationChannel": {"channelType": "LongPolling", "clientCorrelator": "r1"}},
         ) as resp:
             assert resp.status == 201
