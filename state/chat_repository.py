@@ -499,6 +499,9 @@ class SQLChatTransaction:
 #   store's own thread, so the loop never sleeps in SQLite's busy handler. The
 #   repository, subscription and outbox queries run unchanged on that
 #   connection through a small in-thread session adapter (``_InThread``).
+#   From begin to commit a batch also holds ``state.outbox.writer_lock``, the
+#   asyncio lock the process's other SQLite writers (notification delivery)
+#   queue on, so the two sides hand the file over without busy-handler sleeps.
 #   Message ``seq`` numbers are handed out in memory (one process per SQLite file).
 #
 # PostgreSQL (several instances may share it) and in-memory SQLite keep the
@@ -963,7 +966,10 @@ class _Writer:
     CHECKPOINT_EVERY = 500
     """Commits between two passive WAL checkpoints."""
 
-    def __init__(self, url: sa.URL) -> None:
+    def __init__(self, url: sa.URL, shared: asyncio.Lock | None = None) -> None:
+        self._shared = shared
+        """``state.outbox.writer_lock``: held from a batch's begin to its commit."""
+        self._holding = False
         self.engine = sa.create_engine(
             url.set(drivername="sqlite+pysqlite"),
             poolclass=sa.pool.StaticPool,
@@ -983,18 +989,40 @@ class _Writer:
         if conn is None:
             conn = self._conn = self.engine.connect()
         if not conn.in_transaction():
+            if self._shared is not None and not self._holding:
+                await self._shared.acquire()  # the process's SQLite writers queue here
+                self._holding = True
             try:
                 conn.begin()
             except sa.exc.OperationalError as exc:
                 if getattr(exc.orig, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
+                    self._release()
                     raise
                 self.waited += 1
-                await asyncio.get_running_loop().run_in_executor(self._thread, self._begin_waiting)
+                try:
+                    await asyncio.get_running_loop().run_in_executor(
+                        self._thread, self._begin_waiting
+                    )
+                except BaseException:
+                    self._release()
+                    raise
         db = _InThread(conn)
         try:
             return fn(conn, db)
         finally:
             db.close()
+            if not conn.in_transaction():  # committed or rolled back: let others write
+                self._release()
+
+    @property
+    def in_transaction(self) -> bool:
+        """True while a batch's transaction is open."""
+        return self._conn is not None and self._conn.in_transaction()
+
+    def _release(self) -> None:
+        if self._holding and self._shared is not None:
+            self._holding = False
+            self._shared.release()
 
     def _begin_waiting(self) -> None:
         assert self._conn is not None
@@ -1025,6 +1053,7 @@ class _Writer:
                 self._conn.rollback()
             except sa.exc.SQLAlchemyError:
                 log.warning("x chat store rollback failed", exc_info=True)
+        self._release()
 
     async def close(self) -> None:
         """Roll back what is open, close the connection and stop the thread."""
@@ -1032,6 +1061,7 @@ class _Writer:
             self._conn.rollback()
             self._conn.close()
             self._conn = None
+        self._release()
         self.engine.dispose()
         self._thread.shutdown(wait=True)
 
@@ -1156,6 +1186,9 @@ class SQLChatStore:
         self._seq += 1
         return self._seq
 
+    def _pending(self) -> bool:
+        return bool(self._pending_sessions or self._pending_messages or self._pending_notes)
+
     def _take_pending(
         self,
     ) -> tuple[
@@ -1266,6 +1299,10 @@ class SQLChatStore:
             if batch.done.done():
                 return  # failed already
             assert self._writer is not None
+            if not self._pending() and not self._writer.in_transaction:
+                batch.done.set_result(None)  # answered from memory: nothing to commit
+                self.memory.drop_ended()
+                return
             write, owners = self._writing()
 
             def step(conn: sa.Connection, db: _InThread) -> list[Notification]:
@@ -1316,7 +1353,7 @@ class SQLChatStore:
     # --- lifetime --------------------------------------------------------------------
 
     async def _open(self) -> None:
-        self._writer = _Writer(self.database.url)
+        self._writer = _Writer(self.database.url, outbox.writer_lock(self.database))
         await self._load()
         self._opened = True
 
