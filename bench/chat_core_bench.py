@@ -119,14 +119,26 @@ class Counter:
     statements: int = 0
     commits: int = 0
     kinds: dict[str, int] = field(default_factory=dict)
+    raw: Callable[[], int] = lambda: 0
+    """Statements the store runs on the DBAPI cursor itself (no SQLAlchemy event)."""
+    raw_base: int = 0
 
     def reset(self) -> None:
         self.statements = self.commits = 0
         self.kinds.clear()
+        self.raw_base = self.raw()
+
+    def settle(self) -> None:
+        """Fold in the store's own (raw) statements since :meth:`reset`."""
+        extra = self.raw() - self.raw_base
+        if extra:
+            self.kinds["EXECUTEMANY"] = self.kinds.get("EXECUTEMANY", 0) + extra
+            self.statements += extra
+        self.raw_base = self.raw()
 
 
 def count_sql(database: Database, store: SQLChatStore) -> Counter:
-    counter = Counter()
+    counter = Counter(raw=lambda: int(getattr(store, "raw_statements", 0)))
 
     def on_execute(*args: Any) -> None:
         counter.statements += 1
@@ -220,6 +232,7 @@ async def make_bench(path: Path) -> Bench:
 
 
 def report_store(label: str, counter: Counter, messages: int) -> None:
+    counter.settle()
     kinds = ", ".join(f"{k} {v / messages:.2f}" for k, v in sorted(counter.kinds.items()))
     print(
         f"  {label}: {counter.statements / messages:.2f} statements/msg "

@@ -1066,41 +1066,101 @@ class _Writer:
         self._thread.shutdown(wait=True)
 
 
-def _write(
-    conn: sa.Connection,
-    db: _InThread,
-    sessions: dict[str, tuple[ChatSession, bool]],
-    messages: dict[int, _MessageWrite],
-    notes: list[dict[str, Any]],
-) -> list[Notification]:
-    """Send buffered writes into the open transaction (writer thread); the notifications."""
-    new_s = [{"id": cs.id, **_session_values(cs)} for cs, new in sessions.values() if new]
-    old_s = [{"b_id": cs.id, **_session_values(cs)} for cs, new in sessions.values() if not new]
-    new_m = [
-        _message_row(w.msg, w.updated_at, w.expires_at)
-        for w in messages.values()
-        if w.expires_at is not None
-    ]
-    old_m = [
-        {
-            "b_seq": w.msg.seq,
-            "status": w.msg.status,
-            "updated_at": w.updated_at,
-            "session_id": w.msg.session_id,
-        }
-        for w in messages.values()
-        if w.expires_at is None
-    ]
-    if new_s:
-        conn.execute(sa.insert(_ST), new_s)
-    if old_s:
-        conn.execute(sa.update(_ST).where(_ST.c.id == sa.bindparam("b_id")), old_s)
-    if new_m:
-        conn.execute(sa.insert(_MT), new_m)
-    if old_m:
-        conn.execute(sa.update(_MT).where(_MT.c.seq == sa.bindparam("b_seq")), old_m)
-    adapted = cast(AsyncSession, db)
-    return [_run_now(outbox.enqueue(adapted, **note)) for note in notes]
+class _RawWrite:
+    """One of the store's own hot writes, as SQL text run with the DBAPI ``executemany``.
+
+    SQLAlchemy builds nothing per call: the columns come from the table, the
+    values are converted with the column types' own bind processors (so
+    datetimes and JSON are stored exactly as the ORM stores them), and the
+    sqlite3 cursor runs them in the open transaction.
+    """
+
+    def __init__(
+        self, sql: str, columns: list[sa.Column[Any]], keys: list[str], dialect: sa.Dialect
+    ) -> None:
+        self.sql = sql
+        self.keys = keys
+        self.processors = [c.type.bind_processor(dialect) for c in columns]
+
+    @classmethod
+    def insert(cls, table: sa.Table, dialect: sa.Dialect) -> _RawWrite:
+        columns = list(table.columns)
+        names = ", ".join(c.name for c in columns)
+        marks = ", ".join("?" for _ in columns)
+        sql = f"INSERT INTO {table.name} ({names}) VALUES ({marks})"
+        return cls(sql, columns, [c.name for c in columns], dialect)
+
+    @classmethod
+    def update(
+        cls, table: sa.Table, key: str, dialect: sa.Dialect, only: list[str] | None = None
+    ) -> _RawWrite:
+        columns = [c for c in table.columns if c.name != key and (only is None or c.name in only)]
+        sets = ", ".join(f"{c.name} = ?" for c in columns)
+        sql = f"UPDATE {table.name} SET {sets} WHERE {key} = ?"
+        return cls(sql, [*columns, table.c[key]], [c.name for c in columns] + [key], dialect)
+
+    def run(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+        """``executemany`` of ``rows`` (dicts keyed by column name)."""
+        pairs = list(zip(self.keys, self.processors, strict=True))
+        params = [
+            tuple(row[k] if p is None or row[k] is None else p(row[k]) for k, p in pairs)
+            for row in rows
+        ]
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        raw.executemany(self.sql, params)
+
+
+class _Writes:
+    """The store's four hot writes, compiled once for the writer's dialect."""
+
+    def __init__(self, dialect: sa.Dialect) -> None:
+        self.new_session = _RawWrite.insert(_ST, dialect)
+        self.save_session = _RawWrite.update(_ST, "id", dialect)
+        self.new_message = _RawWrite.insert(_MT, dialect)
+        self.message_status = _RawWrite.update(
+            _MT, "seq", dialect, only=["status", "updated_at", "session_id"]
+        )
+        self.statements = 0
+        """Statements run (the benchmark counts them; SQLAlchemy events do not see them)."""
+
+    def write(
+        self,
+        conn: sa.Connection,
+        db: _InThread,
+        sessions: dict[str, tuple[ChatSession, bool]],
+        messages: dict[int, _MessageWrite],
+        notes: list[dict[str, Any]],
+    ) -> list[Notification]:
+        """Send buffered writes into the open transaction; the notifications stored."""
+        new_s = [{"id": cs.id, **_session_values(cs)} for cs, new in sessions.values() if new]
+        old_s = [{"id": cs.id, **_session_values(cs)} for cs, new in sessions.values() if not new]
+        new_m = [
+            _message_row(w.msg, w.updated_at, w.expires_at)
+            for w in messages.values()
+            if w.expires_at is not None
+        ]
+        old_m = [
+            {
+                "seq": w.msg.seq,
+                "status": w.msg.status,
+                "updated_at": w.updated_at,
+                "session_id": w.msg.session_id,
+            }
+            for w in messages.values()
+            if w.expires_at is None
+        ]
+        for statement, rows in (
+            (self.new_session, new_s),
+            (self.save_session, old_s),
+            (self.new_message, new_m),
+            (self.message_status, old_m),
+        ):
+            if rows:
+                statement.run(conn, rows)
+                self.statements += 1
+        adapted = cast(AsyncSession, db)
+        return [_run_now(outbox.enqueue(adapted, **note)) for note in notes]
 
 
 class SQLChatStore:
@@ -1120,6 +1180,7 @@ class SQLChatStore:
         self._lock = asyncio.Lock()
         self.memory = _Memory(message_cache)
         self._writer: _Writer | None = None
+        self._writes: _Writes | None = None
         self._batch: _Batch | None = None
         self._committers: set[asyncio.Task[None]] = set()
         self._seq = 0
@@ -1132,6 +1193,11 @@ class SQLChatStore:
         """Subscriptions read, per user, with the time they were read at."""
         self._subscriptions_version: int | None = None
         self._subscriptions_checked: _Batch | None = None
+
+    @property
+    def raw_statements(self) -> int:
+        """Writes run on the DBAPI cursor directly (not seen by SQLAlchemy events)."""
+        return 0 if self._writes is None else self._writes.statements
 
     @property
     def engine(self) -> sa.Engine | AsyncEngine:
@@ -1208,7 +1274,8 @@ class SQLChatStore:
         def step(conn: sa.Connection, db: _InThread) -> list[Notification]:
             if not (sessions or messages or notes):
                 return []
-            return _write(conn, db, sessions, messages, [note for _, note in notes])
+            assert self._writes is not None
+            return self._writes.write(conn, db, sessions, messages, [n for _, n in notes])
 
         return step, owners
 
@@ -1354,6 +1421,7 @@ class SQLChatStore:
 
     async def _open(self) -> None:
         self._writer = _Writer(self.database.url, outbox.writer_lock(self.database))
+        self._writes = _Writes(self._writer.engine.dialect)
         await self._load()
         self._opened = True
 

@@ -19,8 +19,11 @@ import sqlalchemy as sa
 
 from bridge.chat.model import (
     ChatSession,
+    DialogIds,
     Direction,
+    Disposition,
     LegId,
+    RestStatus,
     SessionKind,
     StoredMessage,
 )
@@ -115,6 +118,34 @@ async def test_concurrent_units_share_commits_and_are_visible_when_they_return(
     done = await asyncio.gather(*(unit(i) for i in range(30)))
     assert set(done) == await committed_sessions(db)
     assert 1 <= store.batches < 30
+
+
+async def test_rows_written_by_the_store_read_back_equal_through_the_orm(
+    store: SQLChatStore, db: Database
+) -> None:
+    ids = DialogIds(call_id="c@h", local_tag="l", remote_tag="r", contribution_id="k")
+    cs = session("s-1", ids=ids, subject="Hi ü", client_correlator="corr")
+    msg = message(
+        "m1",
+        session_id=ChatSessionId("s-1"),
+        reports=frozenset({RestStatus.DELIVERED, RestStatus.SENT}),
+        dispositions=frozenset({Disposition.POSITIVE_DELIVERY, Disposition.DISPLAY}),
+        report_route=("sip:a@x", "sip:b@y"),
+        sender_name="Bob",
+        date_time=T0 + timedelta(microseconds=123456),
+    )
+    async with store.transaction() as tx:
+        await tx.insert_session(cs)
+        stored = await tx.insert_message(msg, expires_at=LATER)
+    ended = replace(cs, state="ended", ended_at=LATER, end_reason="bye", updated_at=LATER)
+    async with store.transaction() as tx:
+        await tx.save_session(ended)
+        sent = await tx.set_message_status(stored, "sent", now=LATER)
+    async with db.sessions() as s:
+        assert await repo.session_by_id(s, "s-1") == ended
+        assert await repo.get_message(s, A, "m1", Direction.OUTGOING) == sent
+        expires = await s.scalar(sa.text("SELECT expires_at FROM chat_messages"))
+    assert str(expires).startswith("2026-01-03 03:04:05")
 
 
 async def test_a_failed_batch_fails_every_waiter_and_leaves_nothing(
