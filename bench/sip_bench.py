@@ -35,8 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from sip.stack import IncomingInvite, IncomingRequest, InviteSession, SipStack  # noqa: E402
+from sip.stack import SipStack  # noqa: E402
 from sip.timers import Timers  # noqa: E402
+from sip.usage import IncomingInvite, IncomingRequest, InviteSession  # noqa: E402
 from tests.sipp import runner  # noqa: E402
 from tests.testbed_fixture import Testbed, start_testbed, stop_testbed  # noqa: E402
 

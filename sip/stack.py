@@ -5,7 +5,7 @@ Public API::
     stack = SipStack(host="127.0.0.1", port=5070, transports=("udp", "tcp"),
                      outbound_proxy="sip:127.0.0.1:5060", domain="ims.test",
                      contact_params="", timers=Timers(), credentials=None)
-    stack = SipStack.from_settings(settings)      # bridge.config.Settings (sip_* fields)
+    (bridge.signalling.wiring.build_sip_stack(settings) builds one from Settings.sip_*)
     await stack.start() -> [(transport, host, port), ...];  await stack.stop()
 
     Sending (``sender`` = the user the bridge acts for: From and P-Asserted-Identity)
@@ -13,26 +13,15 @@ Public API::
             -> Response (any final status; raises TransactionTimeout/SIPError on no answer)
       call = stack.invite(uri, sender=, body=, content_type=, headers=(), on_provisional=cb,
                           handlers={"NOTIFY": cb})   # in-dialog handlers, set before the ACK
-            await call.response() -> Response   (final; 2xx is ACKed for you)
-            call.session -> InviteSession after a 2xx;   await call.cancel()
+            -> OutgoingInvite (sip.usage): await call.response(), call.session, call.cancel()
       await stack.subscribe(uri, "conference", sender=, accept=, expires=600, on_notify=cb)
             -> ClientSubscription (sip.subscription)  raises SIPError on a non-2xx
       await stack.refer(uri, refer_to, sender=, refer_sub=True, on_notify=cb)
             -> ClientSubscription | None (None with Refer-Sub: false, RFC 4488)
-    InviteSession (an INVITE dialog, either side)
-      .dialog .local_body .remote_body .ended (asyncio.Event) .end_reason
-      await .bye(headers=()) ; await .request(method, headers=(), body=b"", content_type=None)
-      await .refer(refer_to, headers=(), refer_sub=False) ; await .reinvite(body=None)
-      .on_request(method, handler(IncomingRequest))   in-dialog MESSAGE, INFO, NOTIFY, REFER
-      .on_ended = callback(session)
     Receiving out-of-dialog requests
       stack.on_request("INVITE" | "MESSAGE" | "SUBSCRIBE" | "REFER" | "OPTIONS" ..., handler)
       handler(IncomingRequest | IncomingInvite | IncomingSubscribe | IncomingRefer) may be
-      sync or async and must answer (else 500). IncomingRequest.respond(status, ...).
-      IncomingInvite: .ring(180) ; await .accept(body, content_type, handlers=) -> InviteSession ;
-                      .reject(486) ; .cancelled (asyncio.Event)
-      IncomingSubscribe: .accept(expires=None, active=True) -> ServerSubscription ; .reject()
-      IncomingRefer: .accept() -> ServerSubscription | None ; await .progress(sub, 200, "OK")
+      sync or async and must answer (else 500); these and InviteSession are in sip.usage.
     Built in: OPTIONS -> 200 (Allow, Accept, Supported, Allow-Events); unknown method -> 501;
     Require with an option tag outside EXTENSIONS -> 420 + Unsupported (RFC 3261 §8.2.2.3);
     known but unsupported (PUBLISH, REGISTER, PRACK) -> 405 + Allow; a supported method with
@@ -43,16 +32,13 @@ Public API::
 # Design notes
 # ------------
 # Layers: sip.transport (bytes) -> sip.transaction (retransmissions, timers A-M) -> this
-# module (dialogs, usages, identity, routing of requests to handlers). The dialog state
-# itself is sans-I/O (sip.dialog, sip.subscription); here live only the asyncio parts:
-# the UAC ACK for 2xx (a new transaction-less request, re-sent for each 2xx retransmission,
-# RFC 3261 §13.2.2.4), the UAS 2xx retransmission until the ACK (T1 doubling to T2, then a
-# BYE after 64*T1, §13.3.1.4), and the routing of in-dialog requests by DialogId.
+# module (identity, routing of requests to handlers and of in-dialog requests by DialogId)
+# -> sip.usage (what each dialog is used for: INVITE sessions, subscriptions; the 2xx/ACK
+# exchange of RFC 3261 §13). The dialog state itself is sans-I/O (sip.dialog,
+# sip.subscription).
 # Identity follows the trusted application server model (DECISIONS.md, SIP side): the
 # request carries From and P-Asserted-Identity of the user the bridge acts for; the
-# Contact user part is that user too, so the IMS core can route back. A re-INVITE or UPDATE
-# without a new offer is a session refresh (sip-msrp-mapping.md §1.5): we answer with the
-# same SDP, so the MSRP session and its TCP connection stay.
+# Contact user part is that user too, so the IMS core can route back.
 
 from __future__ import annotations
 
@@ -61,12 +47,9 @@ import inspect
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Union
 
-from sip import sipfrag
 from sip.auth import DigestClient, challenge_header, select_challenge
 from sip.dialog import Dialog, DialogError, DialogEvent, DialogId, DialogState
-from sip.dialog import retransmit_intervals as _retransmit_intervals
 from sip.errors import CodecError, ProtocolError, SIPError
 from sip.message import Request, Response, make_request
 from sip.subscription import (
@@ -77,28 +60,29 @@ from sip.subscription import (
     parse_event,
 )
 from sip.timers import Timers
-from sip.transaction import ClientTransaction, ServerTransaction, TransactionLayer
+from sip.transaction import ServerTransaction, TransactionLayer
 from sip.transport import Source, TransportLayer
 from sip.uri import SipURI, TelURI, parse_uri
+from sip.usage import (
+    ALLOW,
+    SUPPORTED,
+    DialogUsage,
+    Handler,
+    IncomingInvite,
+    IncomingRefer,
+    IncomingRequest,
+    IncomingSubscribe,
+    InviteSession,
+    OutgoingInvite,
+    SubscriptionUsage,
+    angle_addr,
+)
 
-if TYPE_CHECKING:
-    from bridge.config import Settings
-
-__all__ = [
-    "ALLOW",
-    "IncomingInvite",
-    "IncomingRefer",
-    "IncomingRequest",
-    "IncomingSubscribe",
-    "InviteSession",
-    "OutgoingInvite",
-    "SipStack",
-]
+__all__ = ["ACCEPT", "ALLOW_EVENTS", "EXTENSIONS", "USER_AGENT", "SipStack"]
 
 log = logging.getLogger(__name__)
 trace = logging.getLogger("bridge.trace.sip")
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE"
 _SUPPORTED_METHODS = frozenset(m.strip() for m in ALLOW.split(","))
 _KNOWN_UNSUPPORTED = frozenset({"PUBLISH", "REGISTER", "PRACK"})
 ACCEPT = (
@@ -106,14 +90,11 @@ ACCEPT = (
     "application/im-iscomposing+xml, application/conference-info+xml, "
     "application/resource-lists+xml, multipart/mixed, message/sipfrag"
 )
-SUPPORTED = "norefersub"
 EXTENSIONS = frozenset({"norefersub", "recipient-list-invite", "multiple-refer"})
 """Option tags a peer may Require of us (RFC 3261 §8.2.2.3): the stack handles norefersub;
 the other two only shape bodies the application (a conference focus) reads."""
 ALLOW_EVENTS = "conference, refer"
 USER_AGENT = "chat-bridge"
-
-Handler = Callable[..., Union[None, Awaitable[None]]]
 
 
 def _user_of(uri: str) -> str | None:
@@ -128,449 +109,10 @@ def _user_of(uri: str) -> str | None:
     return None
 
 
-def _addr(uri: str) -> str:
-    uri = uri.strip()
-    return uri if uri.startswith("<") or " " in uri else f"<{uri}>"
-
-
 def _retrieve(task: asyncio.Task[Response]) -> None:
     """Marks a task's exception as seen: the caller gets it from ``response()``."""
     if not task.cancelled():
         task.exception()
-
-
-# -- incoming requests ---------------------------------------------------------------------
-
-
-class IncomingRequest:
-    """A request delivered to an application handler; answer it with ``respond``."""
-
-    def __init__(self, stack: SipStack, tx: ServerTransaction) -> None:
-        self.stack = stack
-        self.tx = tx
-        self.request = tx.request
-        self.method = tx.request.method
-        self.source: Source = tx.source
-
-    @property
-    def answered(self) -> bool:
-        """True once a final response went out."""
-        return self.tx.has_final
-
-    def respond(
-        self,
-        status: int,
-        reason: str | None = None,
-        headers: Iterable[tuple[str, str]] = (),
-        body: bytes = b"",
-        content_type: str | None = None,
-    ) -> None:
-        """Sends a response (RFC 3261 §8.2.6); a final one only once."""
-        if self.tx.has_final:
-            return
-        self.tx.respond(status, reason, list(headers), body, content_type)
-
-
-class IncomingInvite(IncomingRequest):
-    """An initial INVITE waiting for the application's ring/accept/reject (RFC 3261 §13.3)."""
-
-    def __init__(self, stack: SipStack, tx: ServerTransaction) -> None:
-        super().__init__(stack, tx)
-        self.cancelled = asyncio.Event()
-        tx.on_cancel = lambda _tx: self.cancelled.set()
-
-    def ring(self, status: int = 180, headers: Iterable[tuple[str, str]] = ()) -> None:
-        """Sends a provisional response with our To tag and Contact."""
-        if not self.tx.has_final and not self.cancelled.is_set():
-            contact = self.stack.contact_for(self.request.to.uri, self.source.transport)
-            self.tx.respond(status, headers=[("Contact", contact), *headers])
-
-    def reject(self, status: int = 486, headers: Iterable[tuple[str, str]] = ()) -> None:
-        """Declines the INVITE (486 Busy Here, 603 Decline, 488 ...)."""
-        self.respond(status, headers=headers)
-
-    async def accept(
-        self,
-        body: bytes = b"",
-        content_type: str | None = "application/sdp",
-        headers: Iterable[tuple[str, str]] = (),
-        handlers: dict[str, Handler] | None = None,
-    ) -> InviteSession:
-        """Sends 200 with the answer and returns the session; the 2xx is retransmitted
-        until the ACK (RFC 3261 §13.3.1.4). Raises SIPError(487) when already cancelled."""
-        if self.cancelled.is_set() or self.tx.has_final:
-            raise SIPError(487, "Request Terminated", local=True)
-        stack = self.stack
-        contact = stack.contact_for(self.request.to.uri, self.source.transport)
-        dialog = Dialog.from_uas(self.request, self.tx.to_tag, contact)
-        extra = [("Contact", contact), ("Allow", ALLOW), ("Supported", SUPPORTED), *headers]
-        response = self.tx.response(200, headers=extra, body=body, content_type=content_type)
-        session = InviteSession(stack, dialog, local_body=body, content_type=content_type)
-        session.remote_body = self.request.body
-        for method, handler in (handlers or {}).items():
-            session.on_request(method, handler)
-        stack._register(dialog.id, session)
-        self.tx.respond(response)
-        session._start_2xx_retransmission(response, self.source)
-        return session
-
-
-class IncomingSubscribe(IncomingRequest):
-    """An initial SUBSCRIBE (RFC 6665 §4.2.1)."""
-
-    @property
-    def event(self) -> str:
-        """The Event header value."""
-        return self.request.get("Event") or ""
-
-    def accept(
-        self, expires: int | None = None, active: bool = True, max_expires: int = 3600
-    ) -> ServerSubscription:
-        """Answers 200 and returns the notifier side; send the first NOTIFY at once."""
-        requested = self.request.get("Expires")
-        value = int(requested) if requested and requested.isdigit() else 3600
-        granted = min(expires if expires is not None else value, value, max_expires)
-        contact = self.stack.contact_for(self.request.to.uri, self.source.transport)
-        dialog = Dialog.from_uas(self.request, self.tx.to_tag, contact)
-        dialog.handle(DialogEvent.CONFIRM)
-        sub = ServerSubscription(self.stack, dialog, self.event, max(granted, 1), active)
-        self.stack._register(dialog.id, _SubscriptionUsage(self.stack, dialog, server=sub))
-        self.respond(200, headers=[("Contact", contact), ("Expires", str(granted))])
-        return sub
-
-    def reject(self, status: int = 489) -> None:
-        """Rejects the subscription (489 Bad Event, 403, ...)."""
-        self.respond(status)
-
-
-class IncomingRefer(IncomingRequest):
-    """An out-of-dialog REFER (RFC 3515 §2.4.2)."""
-
-    @property
-    def refer_to(self) -> str:
-        """The Refer-To value."""
-        return self.request.get("Refer-To") or ""
-
-    def accept(self, expires: int = 60) -> ServerSubscription | None:
-        """Answers 202; returns the implicit subscription (None with Refer-Sub: false)."""
-        contact = self.stack.contact_for(self.request.to.uri, self.source.transport)
-        if (self.request.get("Refer-Sub") or "").strip().lower() == "false":
-            self.respond(202, headers=[("Contact", contact), ("Refer-Sub", "false")])
-            return None
-        dialog = Dialog.from_uas(self.request, self.tx.to_tag, contact)
-        dialog.handle(DialogEvent.CONFIRM)
-        sub = ServerSubscription(self.stack, dialog, "refer", expires, True)
-        self.stack._register(dialog.id, _SubscriptionUsage(self.stack, dialog, server=sub))
-        self.respond(202, headers=[("Contact", contact)])
-        return sub
-
-    async def progress(self, sub: ServerSubscription, status: int, reason: str) -> Response:
-        """Reports the referred request's status in a sipfrag NOTIFY (RFC 3515 §2.4.5)."""
-        body = sipfrag.serialize(sipfrag.status_fragment(status, reason))
-        if status >= 200:
-            await sub.terminate("noresource", body, sipfrag.REFER_CONTENT_TYPE)
-            return Response(200, "OK")
-        return await sub.notify(body, sipfrag.REFER_CONTENT_TYPE, state="active")
-
-
-# -- usages of a dialog ----------------------------------------------------------------------
-
-
-class _Usage:
-    """Something a dialog is used for; receives the in-dialog requests."""
-
-    dialog: Dialog
-
-    def handle_request(self, tx: ServerTransaction) -> None:
-        raise NotImplementedError
-
-    def ack_received(self, request: Request) -> None:
-        trace.debug("x ACK %s outside an INVITE usage", request.call_id)
-
-    def close(self) -> None:
-        """Stops timers (stack shutdown)."""
-
-
-class _SubscriptionUsage(_Usage):
-    """A SUBSCRIBE/REFER dialog: NOTIFYs (subscriber) or SUBSCRIBEs (notifier)."""
-
-    def __init__(
-        self,
-        stack: SipStack,
-        dialog: Dialog,
-        *,
-        client: ClientSubscription | None = None,
-        server: ServerSubscription | None = None,
-    ) -> None:
-        self.stack = stack
-        self.dialog = dialog
-        self.client = client
-        self.server = server
-
-    def handle_request(self, tx: ServerTransaction) -> None:
-        req = tx.request
-        try:
-            self.dialog.receive_request(req)
-        except DialogError as exc:
-            tx.respond(exc.status, exc.reason)
-            return
-        if req.method == "NOTIFY" and self.client is not None:
-            self.stack._deliver_notify(self.client, tx)
-        elif req.method == "SUBSCRIBE" and self.server is not None:
-            value = req.get("Expires")
-            expires = int(value) if value and value.isdigit() else self.server.expires
-            tx.respond(200, headers=[("Contact", self.dialog.contact), ("Expires", str(expires))])
-            try:
-                self.server.receive_subscribe(expires)
-            except SubscriptionError as exc:
-                log.info("SUBSCRIBE refresh ignored: %s", exc)
-        elif req.method == "BYE":
-            tx.respond(200)
-        else:
-            tx.respond(405, headers=[("Allow", "SUBSCRIBE, NOTIFY")])
-
-    def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
-        if self.server is not None:
-            self.server.close()
-
-
-class InviteSession(_Usage):
-    """An INVITE dialog (either side): in-dialog requests, refresh, BYE (RFC 3261 §14-15)."""
-
-    def __init__(
-        self,
-        stack: SipStack,
-        dialog: Dialog,
-        *,
-        local_body: bytes = b"",
-        content_type: str | None = "application/sdp",
-    ) -> None:
-        self.stack = stack
-        self.dialog = dialog
-        self.local_body = local_body
-        self.content_type = content_type
-        self.remote_body = b""
-        self.ended = asyncio.Event()
-        self.confirmed = asyncio.Event()
-        self.end_reason = ""
-        self.on_ended: Callable[[InviteSession], None] | None = None
-        self._handlers: dict[str, Handler] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._invite_cseq = 0
-        self._ack: Request | None = None
-
-    def __repr__(self) -> str:
-        return f"<InviteSession {self.dialog.id.call_id} {self.dialog.state.value}>"
-
-    def on_request(self, method: str, handler: Handler) -> None:
-        """Handles in-dialog ``method`` requests (MESSAGE, INFO, NOTIFY, REFER, ...)."""
-        self._handlers[method.upper()] = handler
-
-    # -- UAS: 2xx retransmission until ACK (§13.3.1.4) --------------------------------------
-
-    def _start_2xx_retransmission(self, response: Response, source: Source) -> None:
-        self._invite_cseq = response.cseq.seq
-        intervals = _retransmit_intervals(self.stack.timers)
-        self._schedule(response, source, intervals, 0)
-
-    def _schedule(
-        self, response: Response, source: Source, intervals: list[float], index: int
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        if index >= len(intervals):
-            remaining = 64 * self.stack.timers.t1 - sum(intervals)
-            self._timer = loop.call_later(max(remaining, 0.0), self._no_ack)
-            return
-        self._timer = loop.call_later(
-            intervals[index], self._retransmit, response, source, intervals, index
-        )
-
-    def _retransmit(
-        self, response: Response, source: Source, intervals: list[float], index: int
-    ) -> None:
-        if self.confirmed.is_set() or self.ended.is_set():
-            return
-        self.stack._spawn(self.stack.transport.send_response(response, source))
-        self._schedule(response, source, intervals, index + 1)
-
-    def _no_ack(self) -> None:
-        self._timer = None
-        if self.confirmed.is_set() or self.ended.is_set():
-            return
-        log.info("no ACK for 2xx in %s: ending the session", self.dialog.id.call_id)
-        self.dialog.handle(DialogEvent.CONFIRM)
-        self.stack._spawn(self._bye_quietly("no ACK"))
-
-    def ack_received(self, request: Request) -> None:
-        if request.cseq.seq != self._invite_cseq:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not self.confirmed.is_set():
-            self.dialog.handle(DialogEvent.CONFIRM)
-            self.confirmed.set()
-
-    # -- UAC: ACK for 2xx (§13.2.2.4) -------------------------------------------------------
-
-    def _send_ack(self, response: Response) -> None:
-        if self._ack is None:
-            self._ack = self.dialog.create_ack(response.cseq.seq)
-        self.stack._spawn(self.stack.layer.send_stateless(self._ack))
-        self.confirmed.set()
-
-    # -- requests we send ---------------------------------------------------------------
-
-    async def request(
-        self,
-        method: str,
-        headers: Iterable[tuple[str, str]] = (),
-        body: bytes = b"",
-        content_type: str | None = None,
-    ) -> Response:
-        """Sends an in-dialog request (MESSAGE, INFO, UPDATE, NOTIFY, REFER) and returns the
-        final response; 481/408 end the session (RFC 5057)."""
-        response = await self.stack.send_in_dialog(
-            self.dialog, method, list(headers), body, content_type
-        )
-        if response.status in (481, 408) and method != "BYE":
-            self._end(f"{response.status} to {method}")
-        return response
-
-    async def reinvite(self, body: bytes | None = None) -> Response:
-        """Sends a re-INVITE (session refresh with the same SDP by default) and ACKs a 2xx."""
-        offer = self.local_body if body is None else body
-        req = self.dialog.create_request("INVITE", body=offer, content_type=self.content_type)
-        response = await self.stack._request(req)
-        if response.is_success:
-            self.dialog.receive_response(response)
-            self.remote_body = response.body or self.remote_body
-            self.local_body = offer
-            ack = self.dialog.create_ack(req.cseq.seq)
-            await self.stack.layer.send_stateless(ack)
-        elif response.status in (481, 408):
-            self._end(f"{response.status} to re-INVITE")
-        return response
-
-    async def refer(
-        self, refer_to: str, headers: Iterable[tuple[str, str]] = (), refer_sub: bool = False
-    ) -> Response:
-        """Sends REFER in this dialog (add a participant, RFC 3515 §2.4.1; Refer-Sub RFC 4488)."""
-        extra = [("Refer-To", _addr(refer_to)), ("Referred-By", _addr(str(self.dialog.local.uri)))]
-        if not refer_sub:
-            extra += [("Refer-Sub", "false"), ("Require", "norefersub")]
-        return await self.request("REFER", [*extra, *headers])
-
-    async def bye(self, headers: Iterable[tuple[str, str]] = ()) -> Response | None:
-        """Ends the session with BYE (RFC 3261 §15.1.1); None when already ended."""
-        if self.ended.is_set():
-            return None
-        if self.dialog.state is DialogState.EARLY:
-            self.dialog.handle(DialogEvent.CONFIRM)
-        self._end("local BYE")
-        try:
-            return await self.stack.send_in_dialog(self.dialog, "BYE", list(headers), force=True)
-        except SIPError as exc:
-            log.info("BYE in %s failed: %s", self.dialog.id.call_id, exc)
-            return None
-
-    async def _bye_quietly(self, reason: str) -> None:
-        await self.bye()
-        self.end_reason = reason
-
-    # -- requests we receive ------------------------------------------------------------
-
-    def handle_request(self, tx: ServerTransaction) -> None:
-        req = tx.request
-        try:
-            self.dialog.receive_request(req)
-        except DialogError as exc:
-            tx.respond(exc.status, exc.reason)
-            return
-        method = req.method
-        if method == "BYE":
-            tx.respond(200)
-            self._end("remote BYE")
-            return
-        if method in ("INVITE", "UPDATE") and method not in self._handlers:
-            # session refresh (sip-msrp-mapping.md §1.5): same SDP, no renegotiation
-            if req.body:
-                self.remote_body = req.body
-            tx.respond(
-                200,
-                headers=[("Contact", self.dialog.contact)],
-                body=self.local_body,
-                content_type=self.content_type if self.local_body else None,
-            )
-            if method == "INVITE":
-                self.confirmed.clear()
-                self._start_2xx_retransmission(tx.last_response or tx.response(200), tx.source)
-            return
-        handler = self._handlers.get(method)
-        if handler is None:
-            if method in ("INFO", "MESSAGE", "NOTIFY"):
-                tx.respond(200)
-            else:
-                tx.respond(405, headers=[("Allow", ALLOW)])
-            return
-        self.stack._call(handler, IncomingRequest(self.stack, tx), tx)
-
-    def _end(self, reason: str) -> None:
-        if self.ended.is_set():
-            return
-        self.end_reason = reason
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self.dialog.handle(DialogEvent.TERMINATE)
-        self.ended.set()
-        self.stack._unregister(self.dialog.id, self)
-        if self.on_ended is not None:
-            try:
-                self.on_ended(self)
-            except Exception:
-                log.exception("on_ended callback failed")
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not self.ended.is_set():
-            self.end_reason = "shutdown"
-            self.ended.set()
-
-
-class OutgoingInvite:
-    """Our INVITE in progress (RFC 3261 §13.2): provisional callbacks, final, cancel."""
-
-    def __init__(self, stack: SipStack, request: Request) -> None:
-        self.stack = stack
-        self.request = request
-        self.session: InviteSession | None = None
-        self.provisional: list[Response] = []
-        self._task: asyncio.Task[Response] | None = None
-        self._tx_ready = asyncio.Event()
-        self._tx: ClientTransaction | None = None
-
-    def _first_2xx_tag(self) -> str | None:
-        tx = self._tx
-        if tx is not None and tx.final.done() and not tx.final.cancelled():
-            if tx.final.exception() is None:
-                return tx.final.result().to_tag
-        return None
-
-    async def response(self) -> Response:
-        """The final response (2xx already ACKed; ``session`` set). Raises SIPError on timeout."""
-        assert self._task is not None
-        return await asyncio.shield(self._task)
-
-    async def cancel(self) -> None:
-        """Sends CANCEL (RFC 3261 §9.1); the INVITE then ends with 487."""
-        await self._tx_ready.wait()
-        if self._tx is not None:
-            await self._tx.cancel()
 
 
 # -- the stack -------------------------------------------------------------------------------
@@ -605,33 +147,12 @@ class SipStack:
         self.user_agent = user_agent
         self.addresses: list[tuple[str, str, int]] = []
         self._handlers: dict[str, Handler] = {}
-        self._usages: dict[DialogId, _Usage] = {}
+        self._usages: dict[DialogId, DialogUsage] = {}
         self._pending: dict[tuple[str, str], ClientSubscription] = {}
         self._tasks: set[asyncio.Task[object]] = set()
         self._digest = DigestClient()
         self._transport: TransportLayer | None = None
         self._layer: TransactionLayer | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **overrides: object) -> SipStack:
-        """A stack configured from ``Settings.sip_*`` (bridge/config.py)."""
-        from bridge.config import SignallingProfile
-
-        tags = (
-            '+g.3gpp.icsi-ref="urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.session"'
-            if settings.profile is SignallingProfile.CPM
-            else "+g.oma.sip-im"
-        )
-        kwargs: dict[str, object] = {
-            "host": settings.sip_host,
-            "port": settings.sip_port,
-            "transports": settings.sip_transports,
-            "outbound_proxy": settings.sip_outbound_proxy,
-            "domain": settings.sip_domain,
-            "contact_params": tags,
-        }
-        kwargs.update(overrides)
-        return cls(**kwargs)  # type: ignore[arg-type]
 
     # -- lifetime --------------------------------------------------------------------------
 
@@ -735,12 +256,12 @@ class SipStack:
         to: str | None = None,
     ) -> Request:
         items: list[tuple[str, str]] = [
-            ("From", f"{_addr(sender)};tag={secrets.token_hex(6)}"),
-            ("To", _addr(to or uri)),
+            ("From", f"{angle_addr(sender)};tag={secrets.token_hex(6)}"),
+            ("To", angle_addr(to or uri)),
             ("Call-ID", f"{secrets.token_hex(10)}@{self.advertised_host}"),
             ("CSeq", f"1 {method}"),
             ("Max-Forwards", "70"),
-            ("P-Asserted-Identity", _addr(sender)),
+            ("P-Asserted-Identity", angle_addr(sender)),
         ]
         if method in ("INVITE", "SUBSCRIBE", "REFER", "OPTIONS"):
             items.append(("Contact", self.contact_for(sender.strip("<>"), self._out_transport())))
@@ -923,7 +444,7 @@ class SipStack:
     ) -> ClientSubscription | None:
         """Sends an out-of-dialog REFER (RFC 3515 §2.4.1); the implicit subscription gets
         sipfrag NOTIFYs. With ``refer_sub=False`` (RFC 4488) returns None after the 2xx."""
-        extra = [("Refer-To", _addr(refer_to)), ("Referred-By", _addr(sender))]
+        extra = [("Refer-To", angle_addr(refer_to)), ("Referred-By", angle_addr(sender))]
         if not refer_sub:
             extra += [("Refer-Sub", "false"), ("Require", "norefersub")]
         request = self._new_request("REFER", uri, sender, [*extra, *headers], b"", None)
@@ -953,7 +474,7 @@ class SipStack:
         if sub.dialog is None:
             contact = self.contact_for(request.from_.uri, self._out_transport())
             dialog = Dialog.from_uac(request, response, contact)
-            self._register(dialog.id, _SubscriptionUsage(self, dialog, client=sub))
+            self._register(dialog.id, SubscriptionUsage(self, dialog, client=sub))
             sub.accepted(response, dialog)
         else:
             sub.dialog.receive_response(response)
@@ -980,7 +501,7 @@ class SipStack:
             )
         if dialog is not None:
             usage = self._usages.get(dialog.id)
-            if isinstance(usage, _SubscriptionUsage):
+            if isinstance(usage, SubscriptionUsage):
                 del self._usages[dialog.id]
                 if dialog.state is not DialogState.TERMINATED:
                     dialog.handle(DialogEvent.TERMINATE)
@@ -991,10 +512,10 @@ class SipStack:
         """Routes out-of-dialog ``method`` requests to ``handler`` (sync or async)."""
         self._handlers[method.upper()] = handler
 
-    def _register(self, dialog_id: DialogId, usage: _Usage) -> None:
+    def _register(self, dialog_id: DialogId, usage: DialogUsage) -> None:
         self._usages[dialog_id] = usage
 
-    def _unregister(self, dialog_id: DialogId, usage: _Usage) -> None:
+    def _unregister(self, dialog_id: DialogId, usage: DialogUsage) -> None:
         if self._usages.get(dialog_id) is usage:
             del self._usages[dialog_id]
 
@@ -1084,7 +605,7 @@ class SipStack:
             tx.respond(exc.status, exc.reason)
             return True
         sub.dialog = dialog
-        self._register(dialog.id, _SubscriptionUsage(self, dialog, client=sub))
+        self._register(dialog.id, SubscriptionUsage(self, dialog, client=sub))
         self._deliver_notify(sub, tx)
         return True
 

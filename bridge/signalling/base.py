@@ -41,7 +41,8 @@ from sip.msrp import MSRPStack
 from sip.msrp.events import Event as MSRPEvent
 from sip.msrp.events import MessageReceived as MSRPMessageReceived
 from sip.msrp.events import SessionStatus, StateChanged
-from sip.stack import IncomingRequest, InviteSession, SipStack
+from sip.stack import SipStack
+from sip.usage import IncomingRequest, InviteSession
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from bridge.ids import MessageId, UserUri
 from bridge.signalling.payload import InviteOffer
 from sip import rcs, sdp
 from sip.msrp import MSRPSession
-from sip.stack import IncomingInvite, InviteSession, OutgoingInvite
+from sip.usage import IncomingInvite, InviteSession, OutgoingInvite
 
 trace = logging.getLogger("bridge.trace.sip")
 

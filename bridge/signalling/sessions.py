@@ -28,7 +28,7 @@ from bridge.signalling.legs import Leg, LegState
 from sip import cpim, rcs, sdp
 from sip.errors import CodecError, MSRPError, SIPError
 from sip.message import Request
-from sip.stack import IncomingInvite
+from sip.usage import IncomingInvite
 
 log = logging.getLogger(__name__)
 

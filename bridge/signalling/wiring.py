@@ -2,6 +2,7 @@
 
 Usage (``bridge.app.serve``)::
 
+    sip = build_sip_stack(settings)            # not started: SipStack per Settings.sip_*
     side = await start_signalling(settings)    # stacks listening, adapter attached
     install_chat(app, side.signalling)         # rest.chat_service: binds the chat service
     ...
@@ -55,6 +56,20 @@ def profile_of(settings: Settings) -> rcs.Profile:
     return rcs.Profile(settings.profile.value)
 
 
+def build_sip_stack(settings: Settings) -> SipStack:
+    """A SipStack per ``Settings.sip_*``, with the profile's Contact feature tags and User-Agent."""
+    profile = profile_of(settings)
+    return SipStack(
+        host=settings.sip_host,
+        port=settings.sip_port,
+        transports=settings.sip_transports,
+        outbound_proxy=settings.sip_outbound_proxy,
+        domain=settings.sip_domain,
+        contact_params=rcs.feature_tags(profile),
+        user_agent=rcs.user_agent(profile),
+    )
+
+
 def loopback_proxy(sip: SipStack) -> str:
     """The URI of our own listener, used as outbound proxy in the embedded default."""
     host = "127.0.0.1" if sip.host in _WILDCARDS else sip.host
@@ -65,11 +80,7 @@ def loopback_proxy(sip: SipStack) -> str:
 async def start_signalling(settings: Settings) -> SignallingSide:
     """Start SIP and MSRP per ``settings`` and attach the 1-1 chat adapter to them."""
     profile = profile_of(settings)
-    sip = SipStack.from_settings(
-        settings,
-        contact_params=rcs.feature_tags(profile),
-        user_agent=rcs.user_agent(profile),
-    )
+    sip = build_sip_stack(settings)
     addresses = await sip.start()
     if not settings.sip_outbound_proxy:
         proxy = loopback_proxy(sip)

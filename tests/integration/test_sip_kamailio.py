@@ -19,15 +19,15 @@ import pytest
 
 from sip import cpim, imdn, multipart, resource_lists, sdp, sipfrag
 from sip.message import Request, Response
-from sip.stack import (
+from sip.stack import SipStack
+from sip.subscription import SubscriberState
+from sip.usage import (
     IncomingInvite,
     IncomingRefer,
     IncomingRequest,
     IncomingSubscribe,
     InviteSession,
-    SipStack,
 )
-from sip.subscription import SubscriberState
 from tests.sipp import runner
 from tests.testbed_fixture import Testbed
 

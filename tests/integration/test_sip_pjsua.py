@@ -20,7 +20,8 @@ import pytest
 
 from sip import cpim
 from sip.message import Request
-from sip.stack import IncomingRequest, SipStack
+from sip.stack import SipStack
+from sip.usage import IncomingRequest
 from tests.testbed_fixture import Testbed
 
 pytestmark = pytest.mark.integration

@@ -11,15 +11,10 @@ from sip import sipfrag
 from sip.dialog import DialogState
 from sip.errors import SIPError, TransactionTimeout
 from sip.message import Request, Response
-from sip.stack import (
-    IncomingInvite,
-    IncomingRefer,
-    IncomingRequest,
-    IncomingSubscribe,
-    SipStack,
-)
+from sip.stack import SipStack
 from sip.subscription import NotifierState, SubscriberState
 from sip.timers import Timers
+from sip.usage import IncomingInvite, IncomingRefer, IncomingRequest, IncomingSubscribe
 
 FAST = Timers(t1=0.05, t2=0.4, t4=0.5, d_unreliable=0.5)
 QUICK = Timers(t1=0.02, t2=0.16, t4=0.2, d_unreliable=0.2)  # 64*T1 = 1.28 s
