@@ -503,6 +503,12 @@ class SQLChatTransaction:
 #   asyncio lock the process's other SQLite writers (notification delivery)
 #   queue on, so the two sides hand the file over without busy-handler sleeps.
 #   Message ``seq`` numbers are handed out in memory (one process per SQLite file).
+# * Subscriptions are kept in memory per user and checked once per batch against
+#   ``chat_subscription_version`` (migration 21, kept by triggers), so a change
+#   made by any connection is seen by the next batch.
+# * The four hot writes (session insert/update, message insert/status) are SQL
+#   text run with the DBAPI ``executemany`` (``_RawWrite``); everything else goes
+#   through SQLAlchemy as before.
 #
 # PostgreSQL (several instances may share it) and in-memory SQLite keep the
 # direct path: one database transaction per unit, every read from the database.
@@ -875,14 +881,15 @@ class _AwaitableValue:
 
 
 class _InThread:
-    """The ``AsyncSession`` calls the repository functions make, answered by a sync Session.
+    """The ``AsyncSession`` calls the repository functions make, answered synchronously.
 
-    The writer thread runs the very same ``async def`` repository functions
-    (``state.chat_repository``, ``state.repository.active_subscriptions``,
+    The store's own connection runs the very same ``async def`` repository
+    functions (``state.chat_repository``, ``state.repository.active_subscriptions``,
     ``state.outbox.enqueue``) so that their SQL stays in one place; here
-    every awaited call completes at once, and :func:`_run_now` drives the
-    coroutine to its end without an event loop. A function that really
-    suspends (awaits I/O of its own) fails loudly with ``StoreError``.
+    every awaited call completes at once (an ORM ``Session`` joined to the
+    open transaction, or the connection itself), and :func:`_run_now` drives
+    the coroutine to its end. A function that really suspends (awaits I/O
+    of its own) fails loudly with ``StoreError``.
     """
 
     def __init__(self, conn: sa.Connection) -> None:
