@@ -2,8 +2,8 @@
 
 Usage (``bridge.app.serve``)::
 
-    sip = build_sip_stack(settings)            # not started: SipStack per Settings.sip_*
     side = await start_signalling(settings)    # stacks listening, adapter attached
+                                               # (SIP stack from build_sip_stack(settings))
     install_chat(app, side.signalling)         # rest.chat_service: binds the chat service
     ...
     await side.close()                         # BYE live legs, close MSRP, stop SIP
