@@ -5,8 +5,17 @@ The tree::
     ProtocolError
     ├── CodecError (also ValueError)   malformed input to any parser/codec; exact messages
     ├── SIPError                       a SIP operation failed; .status, .local
-    │   └── TransactionTimeout         no final response (timer B/F) -> .status 408
+    │   ├── TransactionTimeout         no final response (timer B/F) -> .status 408
+    │   └── DialogError                (sip/dialog.py) a request that does not fit its dialog
+    │                                  (CSeq order, unknown dialog); .status is the answer
+    ├── TransactionStateError          a transaction event its (state, event) table does
+    │                                  not allow (sip/transaction_machine.py), e.g. a second
+    │                                  final response from the TU
+    ├── SubscriptionError              (sip/subscription.py) an event the subscription
+    │                                  state table does not allow (RFC 6665)
     └── MSRPError                      an MSRP operation failed; .status, .local
+
+DialogError and SubscriptionError live next to their state machines; the others here.
 """
 
 from __future__ import annotations
@@ -39,6 +48,10 @@ class TransactionTimeout(SIPError):
 
     def __init__(self, reason: str = "Request Timeout") -> None:
         super().__init__(408, reason, local=True)
+
+
+class TransactionStateError(ProtocolError):
+    """An event the transaction's (state, event) table does not allow."""
 
 
 class MSRPError(ProtocolError):

@@ -7,16 +7,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from sip.errors import SIPError, TransactionTimeout
+from sip.errors import SIPError, TransactionStateError, TransactionTimeout
 from sip.headers import new_branch
 from sip.message import Request, Response, make_request, parse_message, serialize
 from sip.timers import Timers
-from sip.transaction import (
-    ServerTransaction,
-    TransactionLayer,
-    TransactionStateError,
-    TxState,
-)
+from sip.transaction import ServerTransaction, TransactionLayer
+from sip.transaction_machine import TxState
 from sip.transport import Source, Target, TransportLayer
 
 FAST = Timers(t1=0.02, t2=0.08, t4=0.1, trying_delay=0.05, d_unreliable=0.1)

@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sip.errors import TransactionStateError
 from sip.timers import Timers
-from sip.transaction import (
+from sip.transaction_machine import (
     INITIAL,
     TABLES,
     TransactionKind,
     TransactionMachine,
-    TransactionStateError,
     TxEvent,
     TxState,
 )
