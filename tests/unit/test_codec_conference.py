@@ -12,11 +12,9 @@ from lxml import etree
 
 from sip import conference
 from sip.conference import (
-    ChangeKind,
     ConferenceDescription,
     ConferenceInfo,
     ConferenceState,
-    ConferenceView,
     DisconnectionMethod,
     ElementState,
     Endpoint,
@@ -25,8 +23,14 @@ from sip.conference import (
     JoiningMethod,
     Media,
     MediaStatus,
-    ParticipantStatus,
     User,
+)
+from sip.conference_view import (
+    ChangeKind,
+    ConferenceView,
+    ParticipantStatus,
+    ViewUpdate,
+    participant_status,
 )
 from sip.errors import CodecError
 from tests.strategies import mutated
@@ -93,7 +97,7 @@ def test_kamailio_full_state() -> None:
         "tel:+15551230003",
     ]
     assert users[0].endpoints[0].joining_method is JoiningMethod.DIALED_OUT
-    assert [conference.participant_status(u) for u in users] == [
+    assert [participant_status(u) for u in users] == [
         PS.CONNECTED,
         PS.INVITED,
         PS.INVITED,
@@ -109,7 +113,7 @@ def test_partial_with_603_reason() -> None:
     assert endpoint.disconnection_info == Execution(
         datetime(2024, 5, 1, 8, 0, 9, 500000, tzinfo=UTC), 'SIP;cause=603;text="Decline"'
     )
-    assert conference.participant_status(user) is PS.DECLINED
+    assert participant_status(user) is PS.DECLINED
 
 
 def test_nonstandard_statuses_yourown_and_misplaced_count() -> None:
@@ -122,9 +126,9 @@ def test_nonstandard_statuses_yourown_and_misplaced_count() -> None:
     assert declined.endpoints[0].status is EndpointStatus.DECLINED
     assert busy.endpoints[0].status is EndpointStatus.BUSY
     assert anonymous.entity is None and anonymous.display_text == "no entity"
-    assert conference.participant_status(declined) is PS.DECLINED
-    assert conference.participant_status(busy) is PS.DISCONNECTED
-    assert conference.participant_status(anonymous) is None
+    assert participant_status(declined) is PS.DECLINED
+    assert participant_status(busy) is PS.DISCONNECTED
+    assert participant_status(anonymous) is None
     assert b'yourown="true"' in conference.serialize(info)
 
 
@@ -161,7 +165,7 @@ def _user(
     ],
 )  # fmt: skip
 def test_participant_status_table(user: User, expected: ParticipantStatus) -> None:
-    assert conference.participant_status(user) is expected
+    assert participant_status(user) is expected
 
 
 ROOT = b'<conference-info xmlns="urn:ietf:params:xml:ns:conference-info" entity="sip:c@x"'
@@ -219,13 +223,13 @@ def test_view_follows_full_then_partial_sequence() -> None:
     assert change.kind is ChangeKind.CHANGED and change.entity == "tel:+15551230002"
     bob = change.user
     assert bob.display_text == "Bob" and bob.state is ElementState.FULL
-    assert conference.participant_status(bob) is PS.CONNECTED
+    assert participant_status(bob) is PS.CONNECTED
     assert bob.endpoints[0].joining_info == Execution(datetime(2024, 5, 1, 10, 0, 3, tzinfo=UTC))
     assert view.description is not None and view.description.subject == "Team lunch"
 
     view, update = view.apply(doc("rcs_partial_v3_declined_603.xml"))
     (change,) = update.changes
-    assert conference.participant_status(change.user) is PS.DECLINED
+    assert participant_status(change.user) is PS.DECLINED
 
     view, update = view.apply(doc("rcs_partial_v4_deleted.xml"))
     assert [(c.kind, c.entity) for c in update.changes] == [
@@ -239,9 +243,9 @@ def test_view_follows_full_then_partial_sequence() -> None:
 def test_view_stale_and_gap() -> None:
     view, _ = ConferenceView().apply(doc("kamailio_full.xml"))
     same, update = view.apply(doc("kamailio_full.xml"))
-    assert same is view and update == conference.ViewUpdate(applied=False, stale=True)
+    assert same is view and update == ViewUpdate(applied=False, stale=True)
     same, update = view.apply(doc("rcs_partial_v3_declined_603.xml"))
-    assert same is view and update == conference.ViewUpdate(applied=False, resync_needed=True)
+    assert same is view and update == ViewUpdate(applied=False, resync_needed=True)
 
 
 def test_view_partial_before_any_full_needs_resync() -> None:
