@@ -56,7 +56,8 @@ from sip.msrp.message import ByteRange, MSRPMessage, MSRPMessageId, parse_messag
 from sip.msrp.parser import MSRPParser
 from sip.msrp.relay import RelayConfig
 from sip.msrp.session import MSRPConnection, MSRPSessionState
-from sip.msrp.transport import MSRPSession, MSRPStack, SendResult
+from sip.msrp.session_handle import MSRPSession, SendResult
+from sip.msrp.transport import MSRPStack
 from sip.msrp.uri import MSRPURI, SessionId, parse_path, parse_uri
 
 __all__ = [

@@ -11,7 +11,7 @@ import pytest
 from sip.errors import MSRPError
 from sip.msrp import MSRPURI, MessageReceived, MSRPStack, ReportReceived, SessionStatus
 from sip.msrp.events import ChunkReceived, Event
-from sip.msrp.transport import MSRPSession
+from sip.msrp.session_handle import MSRPSession
 from sip.msrp.uri import SessionId
 
 pytestmark = pytest.mark.timeout(30)

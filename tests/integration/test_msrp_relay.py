@@ -10,7 +10,7 @@ import pytest
 
 from sip.errors import MSRPError
 from sip.msrp import MessageReceived, MSRPStack, RelayConfig, ReportReceived, SessionStatus
-from sip.msrp.transport import MSRPSession
+from sip.msrp.session_handle import MSRPSession
 from tests.testbed_fixture import Testbed
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]

@@ -1,0 +1,190 @@
+"""One MSRP TCP connection: an asyncio.Protocol around a sans-I/O MSRPConnection (RFC 4975).
+
+Public API (used by sip.msrp.transport.MSRPStack and sip.msrp.session_handle only)::
+
+    link = Link(stack, key)    # key (host, port) for outbound, None for inbound
+    link.write(data) ; link.flush() ; link.arm() ; link.close() ; link.usable ; link.closed
+    link.dispatch(events)      # engine events -> the MSRPSession with that session-id
+"""
+
+# Design notes
+# ------------
+# Received bytes go into the engine, events come out and are dispatched to the sessions by
+# session-id; bytes the engine produces are written back. One timer per connection follows
+# ``next_deadline()``, so idle sessions cost no task and no timer. An inbound connection
+# that sends nothing within the transaction timeout is closed; with a keep-alive interval
+# a connection that heard nothing for that long probes the peer with an empty SEND
+# (mapping §1.5), whose failure closes it.
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from sip.errors import CodecError, MSRPError
+from sip.msrp.events import (
+    AuthResponse,
+    ConnectionBroken,
+    Event,
+    RequestRejected,
+    SessionStatus,
+    StateChanged,
+)
+
+if TYPE_CHECKING:
+    from sip.msrp.transport import MSRPStack
+
+__all__ = ["Link"]
+
+log = logging.getLogger(__name__)
+trace = logging.getLogger("bridge.trace.msrp")
+
+
+class Link(asyncio.Protocol):
+    """One TCP connection and its sans-I/O engine."""
+
+    def __init__(self, stack: MSRPStack, key: tuple[str, int] | None) -> None:
+        self.stack = stack
+        self.key = key
+        self.engine = stack._new_engine()
+        self.transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future[None] = stack._loop.create_future()
+        self.auth_waiters: dict[str, asyncio.Future[AuthResponse]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._keepalive: asyncio.TimerHandle | None = None
+        self._silence: asyncio.TimerHandle | None = None
+        self._heard = True
+        self._spoke = False
+        self.peer = "?"
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.stack._links.add(self)
+        self.stack._engines[self.engine] = self
+        trace.debug("- %s connected", self.peer)
+        if self.key is None:  # inbound: a peer that never sends a frame is dropped
+            self._silence = self.stack._loop.call_later(self.stack.timeout, self._on_silence)
+        if self.stack.keepalive_interval:
+            self._keepalive = self.stack._loop.call_later(
+                self.stack.keepalive_interval, self._on_keepalive
+            )
+
+    def data_received(self, data: bytes) -> None:
+        self._heard = self._spoke = True
+        if trace.isEnabledFor(logging.DEBUG):
+            trace.debug("< %s %d bytes: %r", self.peer, len(data), data[:200])
+        try:
+            events = self.engine.receive_data(data, self.stack._loop.time())
+        except CodecError as err:
+            trace.debug("x %s framing error: %s", self.peer, err)
+            log.warning("MSRP connection %s: %s; closing it", self.peer, err)
+            self.close()
+            return
+        self.flush()
+        self.dispatch(events)
+        self.arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        trace.debug("- %s closed (%s)", self.peer, exc)
+        for handle in (self._timer, self._keepalive, self._silence):
+            if handle is not None:
+                handle.cancel()
+        self.stack._forget(self)
+        for fut in self.auth_waiters.values():
+            if not fut.done():
+                fut.set_exception(MSRPError(408, "Connection lost", local=True))
+        events = self.engine.connection_lost("connection lost")
+        self.dispatch([e for e in events if not isinstance(e, ConnectionBroken)])
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # helpers
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if self.transport is None or self.transport.is_closing():
+            raise MSRPError(408, "Connection closed", local=True)
+        if trace.isEnabledFor(logging.DEBUG):
+            trace.debug("> %s %d bytes: %r", self.peer, len(data), data[:200])
+        self.transport.write(data)
+
+    def flush(self) -> None:
+        data = self.engine.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.write(data)
+
+    @property
+    def usable(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def arm(self) -> None:
+        deadline = self.engine.next_deadline()
+        if deadline is None:
+            return
+        if self._timer is not None and not self._timer.cancelled():
+            if self._timer.when() <= deadline:
+                return
+            self._timer.cancel()
+        self._timer = self.stack._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        events = self.engine.handle_timeout(self.stack._loop.time())
+        self.dispatch(events)
+        if not events:
+            self.arm()
+
+    def _on_silence(self) -> None:
+        self._silence = None
+        if not self._spoke:
+            log.info(
+                "MSRP connection %s sent nothing for %.0f s; closing it",
+                self.peer,
+                self.stack.timeout,
+            )
+            self.close()
+
+    def _on_keepalive(self) -> None:
+        interval = self.stack.keepalive_interval
+        if not self._heard and interval and self.usable:
+            for state in list(self.engine.sessions.values()):
+                if state.status is SessionStatus.BOUND and state.remote_path:
+                    _mid, data = self.engine.send_keepalive(state, self.stack._loop.time())
+                    self.write(data)
+                    self.arm()
+                    break
+        self._heard = False
+        if interval:
+            self._keepalive = self.stack._loop.call_later(interval, self._on_keepalive)
+
+    def dispatch(self, events: list[Event]) -> None:
+        for ev in events:
+            if isinstance(ev, AuthResponse):
+                fut = self.auth_waiters.pop(ev.transaction_id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(ev)
+            elif isinstance(ev, ConnectionBroken):
+                trace.debug("x %s %s", self.peer, ev.reason)
+                log.warning("MSRP connection %s broken: %s", self.peer, ev.reason)
+                self.close()
+            elif isinstance(ev, RequestRejected):
+                trace.debug(
+                    "x %s rejected %s: %d %s", self.peer, ev.transaction_id, ev.status, ev.reason
+                )
+            elif isinstance(ev, StateChanged):
+                session = self.stack._sessions.get(ev.session_id)
+                if session is not None:
+                    session._state_changed(ev)
+            else:
+                session = self.stack._sessions.get(ev.session_id)
+                if session is not None:
+                    session._event(ev)
