@@ -1,4 +1,4 @@
-"""sip.transaction: the four (state, event) tables of RFC 3261 §17 / RFC 6026."""
+"""sip.transaction_machine: the four (state, event) tables of RFC 3261 §17 / RFC 6026."""
 
 from __future__ import annotations
 
