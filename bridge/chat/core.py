@@ -273,7 +273,7 @@ class ChatCore:
             session_id=None if session is None else session.id,
             detach=detach,
         )
-        status = delivery.notify_outgoing(new, msg.reports) if new is not old else None
+        status = delivery.notify_outgoing(old, new, msg.reports) if new is not old else None
         if status is not None:
             await work.notify(
                 msg.user, lambda sub: notifications.message_status(self.urls, sub, updated, status)

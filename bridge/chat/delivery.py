@@ -124,15 +124,29 @@ def accepts_outgoing(status: OutgoingStatus, event: OutgoingEvent) -> bool:
     return (status, event) in OUTGOING
 
 
-def notify_outgoing(new: OutgoingStatus, reports: frozenset[RestStatus]) -> RestStatus | None:
-    """The chatMessageStatusNotification status to emit on entering ``new`` (or None).
+def notify_outgoing(
+    old: OutgoingStatus, new: OutgoingStatus, reports: frozenset[RestStatus]
+) -> RestStatus | None:
+    """The chatMessageStatusNotification status to emit on moving ``old`` → ``new`` (or None).
 
-    Delivered, Displayed and Failed always; Sent only when the app asked for it.
+    Only what the app asked for in ``reportRequest`` (oma-chat-api.md §4.3, §6.4), except
+    Failed, which is always notified: an app must learn that its message was lost. A
+    display report that arrives before (or instead of) the delivery report is notified as
+    Delivered to an app that asked for Delivered only. A peer may send IMDNs nobody asked
+    for (a receiver treats a message with an imdn.Message-ID as asking positive-delivery,
+    sip-msrp-mapping.md §1.0.5); they still move the status that ``GET …/status`` shows,
+    without a notification.
     """
     rest = OUTGOING_REST[new]
-    if rest is RestStatus.SENT and RestStatus.SENT not in reports:
-        return None
-    return rest
+    if rest is None or rest is RestStatus.FAILED or rest in reports:
+        return rest
+    if (
+        rest is RestStatus.DISPLAYED
+        and RestStatus.DELIVERED in reports
+        and OUTGOING_REST[old] is not RestStatus.DELIVERED
+    ):
+        return RestStatus.DELIVERED
+    return None
 
 
 class IncomingStatus(str, enum.Enum):

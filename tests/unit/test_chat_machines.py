@@ -86,12 +86,19 @@ def test_outgoing_out_of_order_reports() -> None:
         delivery.next_outgoing(O.SENT, X.DISPATCH)
 
 
-def test_notify_outgoing_sent_only_when_asked() -> None:
-    assert delivery.notify_outgoing(O.SENT, frozenset()) is None
-    assert delivery.notify_outgoing(O.SENT, frozenset({RestStatus.SENT})) is RestStatus.SENT
-    assert delivery.notify_outgoing(O.FAILED, frozenset()) is RestStatus.FAILED
-    assert delivery.notify_outgoing(O.DELIVERED, frozenset()) is RestStatus.DELIVERED
-    assert delivery.notify_outgoing(O.SENDING, frozenset({RestStatus.SENT})) is None
+def test_notify_outgoing_only_what_was_asked_and_failures() -> None:
+    assert delivery.notify_outgoing(O.QUEUED, O.SENT, frozenset()) is None
+    sent = frozenset({RestStatus.SENT})
+    assert delivery.notify_outgoing(O.QUEUED, O.SENT, sent) is RestStatus.SENT
+    assert delivery.notify_outgoing(O.QUEUED, O.FAILED, frozenset()) is RestStatus.FAILED
+    assert delivery.notify_outgoing(O.QUEUED, O.DELIVERED, frozenset()) is None
+    only_delivered = frozenset({RestStatus.DELIVERED})
+    assert delivery.notify_outgoing(O.SENT, O.DISPLAYED, only_delivered) is RestStatus.DELIVERED
+    assert delivery.notify_outgoing(O.DELIVERED, O.DISPLAYED, only_delivered) is None
+    delivered = frozenset({RestStatus.DELIVERED, RestStatus.DISPLAYED})
+    assert delivery.notify_outgoing(O.QUEUED, O.DELIVERED, delivered) is RestStatus.DELIVERED
+    assert delivery.notify_outgoing(O.QUEUED, O.DISPLAYED, delivered) is RestStatus.DISPLAYED
+    assert delivery.notify_outgoing(O.QUEUED, O.SENDING, frozenset({RestStatus.SENT})) is None
 
 
 @pytest.mark.parametrize(
