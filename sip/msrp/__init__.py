@@ -6,9 +6,13 @@ Modules:
     parser      MSRPParser: byte stream -> frames (end-line found by byte search)
     reassembly  Reassembly of one chunked incoming message
     events      the engine's events (MessageReceived, MessageSent, MessageFailed, ...)
-    session     MSRPConnection (sans-I/O engine, one per TCP connection), MSRPSessionState
+    session     MSRPSessionState: one session's sans-I/O state and its status table
+    connection  MSRPConnection: the sans-I/O engine, one per TCP connection
     relay       RelayConfig, RelayBinding: RFC 4976 AUTH results
-    transport   MSRPStack, MSRPSession: the only MSRP I/O (asyncio)
+    transport   MSRPStack: listener, connector, relay AUTH (asyncio)
+    link        Link: one TCP connection, an asyncio.Protocol around MSRPConnection
+    session_handle  MSRPSession, SendResult: the asyncio handle of one session
+                (transport, link and session_handle are the only MSRP I/O)
 
 The API the bridge uses::
 
@@ -43,6 +47,7 @@ task and no timer. Defaults: chunks of 10 KiB, 16 unanswered chunks per
 message, transaction timeout 30 s, session matching on the session-id only.
 """
 
+from sip.msrp.connection import MSRPConnection
 from sip.msrp.events import (
     ChunkReceived,
     MessageAborted,
@@ -55,7 +60,7 @@ from sip.msrp.events import (
 from sip.msrp.message import ByteRange, MSRPMessage, MSRPMessageId, parse_message, serialize_message
 from sip.msrp.parser import MSRPParser
 from sip.msrp.relay import RelayConfig
-from sip.msrp.session import MSRPConnection, MSRPSessionState
+from sip.msrp.session import MSRPSessionState
 from sip.msrp.session_handle import MSRPSession, SendResult
 from sip.msrp.transport import MSRPStack
 from sip.msrp.uri import MSRPURI, SessionId, parse_path, parse_uri

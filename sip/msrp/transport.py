@@ -27,6 +27,12 @@ from collections.abc import Sequence
 
 from sip.auth import DigestClient
 from sip.errors import MSRPError
+from sip.msrp.connection import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_TIMEOUT,
+    DEFAULT_WINDOW,
+    MSRPConnection,
+)
 from sip.msrp.events import (
     AuthResponse,
     SessionStatus,
@@ -39,15 +45,7 @@ from sip.msrp.relay import (
     binding_from,
     retry_expires,
 )
-from sip.msrp.session import (
-    DEFAULT_CHUNK_SIZE,
-    DEFAULT_MAX_MESSAGE_SIZE,
-    DEFAULT_TIMEOUT,
-    DEFAULT_WINDOW,
-    MSRPConnection,
-    MSRPSessionState,
-    new_ident,
-)
+from sip.msrp.session import DEFAULT_MAX_MESSAGE_SIZE, MSRPSessionState, new_ident
 from sip.msrp.session_handle import MSRPSession
 from sip.msrp.uri import MSRPURI, SessionId, serialize_path
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from sip.auth import DigestClient, make_challenge, parse_credentials, verify
 from sip.errors import CodecError, MSRPError, ProtocolError
+from sip.msrp.connection import MSRPConnection
 from sip.msrp.events import (
     AuthResponse,
     ChunkReceived,
@@ -36,7 +37,7 @@ from sip.msrp.message import (
 from sip.msrp.parser import MSRPParser
 from sip.msrp.reassembly import Reassembly
 from sip.msrp.relay import RelayConfig, authorization_for, binding_from, retry_expires
-from sip.msrp.session import TRANSITIONS, MSRPConnection, MSRPSessionState, SessionInput
+from sip.msrp.session import TRANSITIONS, MSRPSessionState, SessionInput
 from sip.msrp.uri import MSRPURI, SessionId, parse_uri
 
 T = TypeVar("T")
