@@ -1,7 +1,7 @@
 """The migrated store the repository contract tests run against (pytest plugin).
 
 ``db`` is parametrized: every test that asks for it runs once on a fresh SQLite file
-and once (``integration``) on a throwaway PostgreSQL database from ``tests.pg_fixture``,
+and once (``integration``) on a throwaway PostgreSQL database (``postgres_database``),
 so the state/ repositories are held to one contract on both engines. A test module
 that only needs SQLite defines its own ``db`` fixture, which overrides this one.
 """
@@ -9,6 +9,7 @@ that only needs SQLite defines its own ``db`` fixture, which overrides this one.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -26,12 +27,18 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Da
         yield database
         await database.close()
         return
-    server = request.getfixturevalue("postgres_server")
-    url, name = await create_database(server)
+    async with postgres_database(request.getfixturevalue("postgres_server")) as database:
+        yield database
+
+
+@asynccontextmanager
+async def postgres_database(server_url: str) -> AsyncIterator[Database]:
+    """A fresh, migrated database on the ``postgres_server``; closed and dropped after."""
+    url, name = await create_database(server_url)
     database = Database(url)
     try:
         await database.migrate()
         yield database
     finally:
         await database.close()
-        await drop_database(server, name)
+        await drop_database(server_url, name)

@@ -17,7 +17,7 @@ from bridge.subscriptions import NewSubscription
 from state import outbox
 from state import repository as repo
 from state.db import Database
-from tests.pg_fixture import create_database, drop_database
+from tests.db_fixtures import postgres_database
 
 ALICE = UserUri("tel:+15551230001")
 BOB = UserUri("sip:bob@ims.test")
@@ -403,14 +403,8 @@ async def test_drop_for_expired_subscriptions(db: Database) -> None:
 
 @pytest.fixture
 async def pg(postgres_server) -> AsyncIterator[Database]:
-    url, name = await create_database(postgres_server)
-    database = Database(url)
-    try:
-        await database.migrate()
+    async with postgres_database(postgres_server) as database:
         yield database
-    finally:
-        await database.close()
-        await drop_database(postgres_server, name)
 
 
 @pytest.mark.integration
