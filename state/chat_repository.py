@@ -1128,6 +1128,7 @@ class _Writes:
         self.message_status = _RawWrite.update(
             _MT, "seq", dialect, only=["status", "updated_at", "session_id"]
         )
+        self.enqueue = outbox.SyncEnqueue(dialect)
         self.statements = 0
         """Statements run (the benchmark counts them; SQLAlchemy events do not see them)."""
 
@@ -1166,8 +1167,10 @@ class _Writes:
             if rows:
                 statement.run(conn, rows)
                 self.statements += 1
-        adapted = cast(AsyncSession, db)
-        return [_run_now(outbox.enqueue(adapted, **note)) for note in notes]
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        self.statements += len(notes)
+        return [self.enqueue.run(raw, **note) for note in notes]
 
 
 class SQLChatStore:
@@ -1345,6 +1348,17 @@ class SQLChatStore:
         params = {"u": user, "m": message_id, "d": direction.value}
 
         def step(conn: sa.Connection, _db: _InThread) -> StoredMessage | None:
+            raw = conn.connection.dbapi_connection
+            assert raw is not None
+            if self._writes is not None:
+                self._writes.statements += 1
+            probe = raw.cursor()
+            try:  # most look-ups are duplicate checks of a new message: absent
+                found = probe.execute(_PROBE_MESSAGE, (user, message_id, direction.value))
+                if found.fetchone() is None:
+                    return None
+            finally:
+                probe.close()
             row = conn.execute(_GET_MESSAGE, params).first()
             return None if row is None else _to_message(cast(Any, row))
 
@@ -1458,6 +1472,10 @@ class SQLChatStore:
                 self._writer = None
 
 
+_PROBE_MESSAGE = (
+    f"SELECT 1 FROM {_MT.name} WHERE user_uri = ? AND message_id = ? AND direction = ? LIMIT 1"
+)
+"""Whether :data:`_GET_MESSAGE` finds a row, on the DBAPI connection (no SQLAlchemy call)."""
 _GET_MESSAGE = sa.select(_MT).where(
     _MT.c.user_uri == sa.bindparam("u"),
     _MT.c.message_id == sa.bindparam("m"),

@@ -60,6 +60,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import sqlite3
 import weakref
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -67,6 +68,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar, cast
 
 import sqlalchemy as sa
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -431,6 +433,85 @@ async def enqueue(
         created_at=now,
         channel_id=None if row.channel_id is None else ChannelId(row.channel_id),
     )
+
+
+class SyncEnqueue:
+    """:func:`enqueue` on a synchronous SQLite DBAPI connection, for the chat store's writer.
+
+    The very statement :func:`enqueue` runs (same channel routing), compiled
+    once to SQL text with its bind processors, so a hot writer that already
+    holds the open transaction pays no SQLAlchemy execution per notification.
+    """
+
+    _KEYS = (
+        "user_uri",
+        "subscription_id",
+        "notify_url",
+        "root",
+        "body",
+        "created_at",
+        "attempts",
+        "next_attempt_at",
+    )
+
+    def __init__(self, dialect: sa.Dialect) -> None:
+        if dialect.paramstyle != "qmark":
+            raise ValueError("SyncEnqueue needs a qmark-style (SQLite) dialect")
+        compiled = _ENQUEUE.compile(dialect=dialect, column_keys=list(self._KEYS))
+        self.sql = str(compiled)
+        names = compiled.positiontup
+        assert names is not None  # qmark is positional
+        self._binds = [(n, compiled.binds[n].type.bind_processor(dialect)) for n in names]
+
+    def run(
+        self,
+        raw: DBAPIConnection | sqlite3.Connection,
+        *,
+        user: UserUri,
+        subscription_id: SubscriptionId,
+        notify_url: str,
+        root: str,
+        body: JSONObject,
+        now: datetime | None = None,
+    ) -> Notification:
+        """Add one notification inside ``raw``'s open transaction (oma-chat-api.md §5)."""
+        if not root:
+            raise ValueError("notification root must not be empty")
+        now = now or utcnow()
+        stored = dict(body)
+        values: dict[str, object] = {
+            "cb_url": notify_url,
+            "cb_user": user,
+            "now": now,
+            "user_uri": user,
+            "subscription_id": subscription_id,
+            "notify_url": notify_url,
+            "root": root,
+            "body": stored,
+            "created_at": now,
+            "attempts": 0,
+            "next_attempt_at": now,
+        }
+        params = tuple(
+            values[n] if p is None or values[n] is None else p(values[n]) for n, p in self._binds
+        )
+        cursor = raw.cursor()
+        try:
+            cursor.execute(self.sql, params)
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
+        ident, channel = rows[0]
+        return Notification(
+            id=NotificationId(ident),
+            user=user,
+            subscription_id=subscription_id,
+            notify_url=notify_url,
+            root=root,
+            body=stored,
+            created_at=now,
+            channel_id=None if channel is None else ChannelId(channel),
+        )
 
 
 @dataclass(frozen=True)

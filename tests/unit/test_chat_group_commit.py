@@ -148,6 +148,22 @@ async def test_rows_written_by_the_store_read_back_equal_through_the_orm(
     assert str(expires).startswith("2026-01-03 03:04:05")
 
 
+async def test_a_message_not_in_memory_is_read_from_the_database(store: SQLChatStore) -> None:
+    """The look-up behind the duplicate check: absent, present, other direction, other user."""
+    async with store.transaction() as tx:
+        assert await tx.get_message(A, "m1", Direction.INCOMING) is None
+        stored = await tx.insert_message(
+            message("m1", direction=Direction.INCOMING, status="received"), expires_at=LATER
+        )
+    store.memory.clear()
+    statements = store.raw_statements
+    async with store.transaction() as tx:
+        assert await tx.get_message(A, "m1", Direction.INCOMING) == stored
+        assert await tx.get_message(A, "m1", Direction.OUTGOING) is None
+        assert await tx.get_message(B, "m1", Direction.INCOMING) is None
+    assert store.raw_statements == statements + 3  # each look-up probes first
+
+
 async def test_a_failed_batch_fails_every_waiter_and_leaves_nothing(
     store: SQLChatStore, db: Database
 ) -> None:
