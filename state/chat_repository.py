@@ -809,20 +809,26 @@ class BatchedChatTransaction:
     async def detached_messages(
         self, user: UserUri, peer: UserUri, rest_session: str, status: str
     ) -> list[StoredMessage]:
-        rows = await self._store.read(
-            lambda s: detached_messages(s, user, peer, rest_session, status), True
-        )
-        return self._merge(
-            rows,
-            lambda m: (
+        def match(m: StoredMessage) -> bool:
+            return (
                 m.user == user
                 and m.peer == peer
                 and m.direction is Direction.OUTGOING
                 and m.rest_session == rest_session
                 and m.session_id is None
                 and m.status == status
-            ),
+            )
+
+        store = self._store
+        if not store.stored_detached(user, peer, rest_session, status):
+            # None in the database: the answer is in the writes not yet flushed
+            # (their latest versions), so no flush and no query (an adhoc send).
+            pending = [w.msg for w in store._pending_messages.values() if match(w.msg)]
+            return self._merge(pending, match)
+        rows = await store.read(
+            lambda s: detached_messages(s, user, peer, rest_session, status), True
         )
+        return self._merge(rows, match)
 
     async def messages_in_states(
         self, direction: Direction, statuses: Iterable[str]
@@ -1020,6 +1026,23 @@ class _Writer:
             db.close()
             if not conn.in_transaction():  # committed or rolled back: let others write
                 self._release()
+
+    def exists(self, sql: str, params: tuple[object, ...]) -> bool:
+        """Whether the SELECT ``sql`` finds a row, without beginning a transaction.
+
+        Inside the open batch it sees the batch's writes; outside one it reads
+        the committed state in autocommit mode (a WAL read never waits).
+        """
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = self.engine.connect()
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        cursor = raw.cursor()
+        try:
+            return cursor.execute(sql, params).fetchone() is not None
+        finally:
+            cursor.close()
 
     @property
     def in_transaction(self) -> bool:
@@ -1364,6 +1387,18 @@ class SQLChatStore:
 
         return await self._writer_call(step)
 
+    def stored_detached(self, user: UserUri, peer: UserUri, rest_session: str, status: str) -> bool:
+        """Whether the database (committed, or flushed into the open batch) holds a row
+        :func:`detached_messages` would return; a raw probe that begins no transaction."""
+        assert self._writer is not None
+        if self._writes is not None:
+            self._writes.statements += 1
+        params = (user, peer, Direction.OUTGOING.value, rest_session, status)
+        try:
+            return self._writer.exists(_PROBE_DETACHED, params)
+        except sqlite3.Error as exc:
+            raise StoreError(f"chat store read failed: {exc}") from exc
+
     def _absorb(self, tx: BatchedChatTransaction) -> None:
         """A unit ended well: its writes join the batch and the memory."""
         for sid, cs in tx._sessions.items():
@@ -1476,6 +1511,11 @@ _PROBE_MESSAGE = (
     f"SELECT 1 FROM {_MT.name} WHERE user_uri = ? AND message_id = ? AND direction = ? LIMIT 1"
 )
 """Whether :data:`_GET_MESSAGE` finds a row, on the DBAPI connection (no SQLAlchemy call)."""
+_PROBE_DETACHED = (
+    f"SELECT 1 FROM {_MT.name} WHERE user_uri = ? AND peer_uri = ? AND direction = ?"
+    " AND rest_session = ? AND session_id IS NULL AND status = ? LIMIT 1"
+)
+"""Whether :func:`detached_messages` finds a row, on the DBAPI connection."""
 _GET_MESSAGE = sa.select(_MT).where(
     _MT.c.user_uri == sa.bindparam("u"),
     _MT.c.message_id == sa.bindparam("m"),

@@ -164,6 +164,44 @@ async def test_a_message_not_in_memory_is_read_from_the_database(store: SQLChatS
     assert store.raw_statements == statements + 3  # each look-up probes first
 
 
+async def test_detached_messages_come_from_unflushed_writes_and_the_database(
+    store: SQLChatStore,
+) -> None:
+    """The adhoc queue look-up: pending writes (this unit's and earlier units') and rows."""
+
+    async def detached() -> list[str]:
+        async with store.transaction() as tx:
+            return [m.id for m in await tx.detached_messages(A, B, "adhoc", "queued")]
+
+    async def first() -> list[str]:
+        async with store.transaction() as tx:
+            await tx.insert_message(message("m1"), expires_at=LATER)
+            await tx.insert_message(message("other", peer=A), expires_at=LATER)  # not B
+            found = await tx.detached_messages(A, B, "adhoc", "queued")
+            assert store._writer is not None and not store._writer.in_transaction  # no flush
+            return [m.id for m in found]
+
+    async def second() -> list[str]:  # runs after first() ended, in the same batch
+        async with store.transaction() as tx:
+            await tx.insert_message(message("m2"), expires_at=LATER)
+            return [m.id for m in await tx.detached_messages(A, B, "adhoc", "queued")]
+
+    assert list(await asyncio.gather(first(), second())) == [["m1"], ["m1", "m2"]]
+    assert await detached() == ["m1", "m2"]  # committed: read from the database
+    async with store.transaction() as tx:
+        m1 = await tx.get_message(A, "m1", Direction.OUTGOING)
+        assert m1 is not None
+        await tx.insert_session(session("s-1"))
+        await tx.set_message_status(m1, "sending", now=LATER, session_id=ChatSessionId("s-1"))
+        assert [m.id for m in await tx.detached_messages(A, B, "adhoc", "queued")] == ["m2"]
+    assert await detached() == ["m2"]
+    async with store.transaction() as tx:  # requeued (detached again): in the queue, in order
+        m1 = await tx.get_message(A, "m1", Direction.OUTGOING)
+        assert m1 is not None
+        await tx.set_message_status(m1, "queued", now=LATER, detach=True)
+    assert await detached() == ["m1", "m2"]
+
+
 async def test_a_failed_batch_fails_every_waiter_and_leaves_nothing(
     store: SQLChatStore, db: Database
 ) -> None:
