@@ -19,7 +19,10 @@ Phases (each bounded by ``--timeout`` seconds):
 3. sessions: as many pairs as fit in ``--session-time`` seconds (up to
    ``--sessions``) open implicit (adhoc) sessions (B users auto-accept); the
    bridge process's RSS growth per open session is reported (each pair = 2 REST
-   sessions, 2 SIP dialogs, 2 MSRP sessions in the bridge).
+   sessions, 2 SIP dialogs, 2 MSRP sessions in the bridge);
+4. adhoc throughput: ``--count`` messages over the first ``--pairs`` implicit
+   sessions of phase 3 (the adhoc message path: queue, dispatch on the live
+   session), msg/s and bridge CPU per message as in phase 1.
 
 Usage::
 
@@ -393,6 +396,24 @@ async def main() -> None:
             row("memory per open session (bridge RSS growth / sessions)", f"{per:.1f} KiB")
             row("projected RSS growth for 10,000 sessions", f"{per * 10000 / 1024:.0f} MiB")
             row("bridge process RSS", f"{bench.rss() / 1024:.0f} MiB")
+            if opened:  # the implicit sessions just opened carry a throughput run too
+                adhoc = [
+                    f"/chat/v1/{q(user(100 + 2 * i))}/oneToOne/{q(user(101 + 2 * i))}/adhoc"
+                    for i in range(min(args.pairs, opened))
+                ]
+                await apps.quiet(1.0, args.timeout)
+                cpu0 = bench.cpu()
+                rate, got = await throughput(
+                    bench, adhoc, args.count, args.concurrency, args.timeout
+                )
+                cpu_ms = (bench.cpu() - cpu0) * 1000 / max(got, 1)
+                row(
+                    f"adhoc throughput ({got}/{args.count} msgs, {len(adhoc)} pairs)",
+                    f"{rate:,.0f} msg/s",
+                )
+                row(
+                    "bridge CPU per adhoc message (both ends, reports included)", f"{cpu_ms:.2f} ms"
+                )
             row("subscription POSTs retried after a 500 (store busy)", f"{bench.retries}")
         except Exception as exc:
             log = (workdir / "bridge.log").read_text(errors="replace")[-3000:]
