@@ -1,10 +1,25 @@
 """Composition root: builds the store, the SIP stack and the REST app, and runs them."""
 
+# Start-up order: store (migrated) -> SIP/MSRP listeners -> REST app with the chat
+# service -> REST listener. Everything started is registered on one AsyncExitStack,
+# so a failure at any step (a port in use, a ConfigError from make_app) releases
+# what was already running, and shutdown runs in the reverse order.
+#
+# Garbage collection: the bridge allocates many short-lived objects per message
+# (parsed SIP/MSRP frames, JSON bodies) and few long-lived cycles. Once start-up is
+# complete, the objects alive then (modules, the app, caches) are frozen out of the
+# collector's view and the generation-0 threshold is raised. Measured with
+# `bench/chat_bench.py --count 3000 --sessions 2 --session-time 2 --seconds 8`:
+# 451-495 msg/s and 1.98-2.18 ms of bridge CPU per message, against 425 msg/s and
+# 2.31 ms without (confirmed sessions; the adhoc phase moved within its noise).
+
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
+from contextlib import AsyncExitStack
 
 from aiohttp import web
 
@@ -16,55 +31,52 @@ from state.db import Database
 
 log = logging.getLogger(__name__)
 
+GC_THRESHOLDS = (20_000, 20, 50)
+"""gc.set_threshold values once the bridge runs (CPython's defaults are 700, 10, 10)."""
+
 
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
     """Run the bridge until SIGINT/SIGTERM (or cancellation)."""
-    database = Database(settings.database_url)
-    version = await database.migrate()
-    log.info("store %s at schema version %d", database.url.render_as_string(), version)
     if settings.trace_sip:
         logging.getLogger("bridge.trace.sip").setLevel(logging.DEBUG)
     if settings.trace_msrp:
         logging.getLogger("bridge.trace.msrp").setLevel(logging.DEBUG)
-    try:
+    async with AsyncExitStack() as running:
+        database = Database(settings.database_url)
+        running.push_async_callback(database.close)
+        version = await database.migrate()
+        log.info("store %s at schema version %d", database.url.render_as_string(), version)
+
         side = await start_signalling(settings)  # SIP (UDP+TCP) and MSRP listeners
-    except OSError:
-        await database.close()
-        raise
-    for transport, host, port in side.sip.addresses:
-        log.info("SIP listening on %s %s:%d", transport, host, port)
-    log.info("SIP outbound proxy %s", side.sip.outbound_proxy)
-    app = make_app(settings, database)
-    install_chat(app, side.signalling)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.http_host, settings.http_port)
-    try:
-        await site.start()
-    except OSError:
-        await runner.cleanup()
-        await side.close()
-        await database.close()
-        raise
-    log.info(
-        "REST API on http://%s:%d, serverRoot %s",
-        settings.http_host,
-        settings.http_port,
-        settings.server_root,
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # not the main thread
-            pass
-    if ready is not None:
-        ready.set()
-    try:
+        running.push_async_callback(side.close)
+        for transport, host, port in side.sip.addresses:
+            log.info("SIP listening on %s %s:%d", transport, host, port)
+        log.info("SIP outbound proxy %s", side.sip.outbound_proxy)
+
+        app = make_app(settings, database)
+        install_chat(app, side.signalling)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        running.push_async_callback(runner.cleanup)
+        await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+        log.info(
+            "REST API on http://%s:%d, serverRoot %s",
+            settings.http_host,
+            settings.http_port,
+            settings.server_root,
+        )
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):  # not the main thread
+                pass
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
+        if ready is not None:
+            ready.set()
         await stop.wait()
-    finally:
         log.info("stopping")
-        await runner.cleanup()
-        await side.close()
-        await database.close()
