@@ -48,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(serve(settings))
     except KeyboardInterrupt:
         pass
+    except ConfigError as exc:
+        print(f"chat-bridge: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a listener could not bind (port in use, bad address)
+        print(f"chat-bridge: cannot start: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
