@@ -40,13 +40,34 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def free_port_block(size: int = 40, start: int = 21000, stop: int = 60000) -> int:
-    """A base port such that base..base+size-1 are free on 127.0.0.1 (TCP and UDP)."""
-    base = start + (os.getpid() * 97) % ((stop - start) // 100) * 100
-    for _ in range(200):
+def ephemeral_port_start() -> int:
+    """The lowest port the kernel hands out as a source port (net.ipv4.ip_local_port_range)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port_block(size: int = 40, start: int = 21000, stop: int | None = None) -> int:
+    """A base port such that base..base+size-1 are free on 127.0.0.1 (TCP and UDP).
+
+    Blocks stay below the ephemeral range: a port there can be taken as the source port of
+    any outgoing connection while its owner is down (a bridge killed and restarted).
+    Default blocks come from 21000-29999; callers that need a second, disjoint block pass
+    a ``start`` of 30000 or more (up to the ephemeral range).
+    """
+    if stop is None:
+        stop = 30000 if start < 30000 else 65000
+    stop = min(stop, ephemeral_port_start()) - size
+    if start >= stop:
+        raise ValueError(f"port block {start}+{size} does not fit below the ephemeral range")
+    span = (stop - start) // 100
+    base = start + (os.getpid() * 97) % span * 100
+    for _ in range(span + 1):
         if all(_port_free(p) for p in range(base, base + size)):
             return base
-        base = start + (base - start + 100) % (stop - start)
+        base = start + (base - start + 100) % (span * 100)
     raise RuntimeError("no free block of loopback ports")
 
 

@@ -40,7 +40,7 @@ async def bridge(tmp_path: Path) -> AsyncIterator[int]:
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 async def test_serve_answers_options_and_501(bridge: int, tmp_path: Path, transport: str) -> None:
-    local = free_port_block(4, start=41000)
+    local = free_port_block(4, start=31000)
     for scenario in ("uac-options.xml", "uac-unknown-method.xml"):
         cmd = runner.command(
             scenario,
