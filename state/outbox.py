@@ -65,7 +65,7 @@ import weakref
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -387,6 +387,32 @@ _CLAIM_ALONE = (
 # --- the outbox ----------------------------------------------------------------
 
 
+def _enqueue_values(
+    user: UserUri,
+    subscription_id: SubscriptionId,
+    notify_url: str,
+    root: str,
+    body: JSONObject,
+    now: datetime,
+) -> dict[str, Any]:
+    """The bind values of ``_ENQUEUE`` for one notification (shared by both enqueue paths)."""
+    if not root:
+        raise ValueError("notification root must not be empty")
+    return {
+        "cb_url": notify_url,
+        "cb_user": user,
+        "now": now,
+        "user_uri": user,
+        "subscription_id": subscription_id,
+        "notify_url": notify_url,
+        "root": root,
+        "body": dict(body),
+        "created_at": now,
+        "attempts": 0,
+        "next_attempt_at": now,
+    }
+
+
 async def enqueue(
     session: AsyncSession,
     *,
@@ -404,24 +430,10 @@ async def enqueue(
     for an HTTP POST (and another user's callbackURL is never filled).
     Call ``Notifier.wake(notification)`` after the transaction commits.
     """
-    if not root:
-        raise ValueError("notification root must not be empty")
     now = now or utcnow()
-    stored = dict(body)
+    values = _enqueue_values(user, subscription_id, notify_url, root, body, now)
+    stored = values["body"]
     conn = await session.connection()
-    values = {
-        "cb_url": notify_url,
-        "cb_user": user,
-        "now": now,
-        "user_uri": user,
-        "subscription_id": subscription_id,
-        "notify_url": notify_url,
-        "root": root,
-        "body": stored,
-        "created_at": now,
-        "attempts": 0,
-        "next_attempt_at": now,
-    }
     row = (await conn.execute(_ENQUEUE, values)).one()
     return Notification(
         id=NotificationId(row.id),
@@ -475,23 +487,9 @@ class SyncEnqueue:
         now: datetime | None = None,
     ) -> Notification:
         """Add one notification inside ``raw``'s open transaction (oma-chat-api.md §5)."""
-        if not root:
-            raise ValueError("notification root must not be empty")
         now = now or utcnow()
-        stored = dict(body)
-        values: dict[str, object] = {
-            "cb_url": notify_url,
-            "cb_user": user,
-            "now": now,
-            "user_uri": user,
-            "subscription_id": subscription_id,
-            "notify_url": notify_url,
-            "root": root,
-            "body": stored,
-            "created_at": now,
-            "attempts": 0,
-            "next_attempt_at": now,
-        }
+        values = _enqueue_values(user, subscription_id, notify_url, root, body, now)
+        stored = values["body"]
         params = tuple(
             values[n] if p is None or values[n] is None else p(values[n]) for n, p in self._binds
         )
