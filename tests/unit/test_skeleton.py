@@ -103,3 +103,30 @@ def test_config_example_is_current_and_loads(monkeypatch) -> None:
     for name in Settings.model_fields:
         monkeypatch.delenv("CHAT_BRIDGE_" + name.upper(), raising=False)
     assert load_settings(example) == Settings()
+
+
+def test_server_root_follows_the_listener() -> None:
+    from bridge.config import Settings
+
+    assert Settings(http_port=9000).server_root == "http://127.0.0.1:9000"
+    assert Settings(http_host="::1", http_port=1).server_root == "http://[::1]:1"
+    assert Settings(http_host="0.0.0.0", http_port=2).server_root == "http://127.0.0.1:2"
+    assert Settings(server_root="https://api.example/chat/").server_root == (
+        "https://api.example/chat"
+    )
+
+
+def test_event_loop_choice() -> None:
+    import asyncio
+
+    import uvloop
+
+    from bridge.cli import loop_factory
+
+    assert loop_factory("asyncio") is None
+    assert loop_factory("auto") is uvloop.new_event_loop
+    loop = loop_factory("uvloop")()  # type: ignore[misc]
+    try:
+        assert isinstance(loop, asyncio.AbstractEventLoop)
+    finally:
+        loop.close()
