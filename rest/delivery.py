@@ -82,6 +82,7 @@ from bridge.ids import SubscriptionId, UserUri
 from bridge.ports import DeliveryListener, JSONObject, Notification
 from state import outbox
 from state.db import Database
+from state.writer import SQLiteWriter
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,7 @@ class DeliveryService:
         self._listener_tasks: set[asyncio.Task[None]] = set()
         self._posts: set[asyncio.Task[str | None]] = set()
         self._write_lock = outbox.writer_lock(database)
+        self._writer: SQLiteWriter | None = None
         self._stopping = False
         self._next_sweep = 0.0
 
@@ -183,13 +185,21 @@ class DeliveryService:
         SQLite has one writer; concurrent writers from one process would wait
         in its busy handler (sleeps of 1 ms and up), which costs far more than
         queueing on an asyncio lock: :func:`state.outbox.writer_lock`, shared
-        with every other writer of the same file that takes it.
+        with every other writer of the same file that takes it. A SQLite file
+        is written through this worker's own ``state.writer.SQLiteWriter``
+        (statements on the loop, no driver-thread hop per statement).
         """
         if self._write_lock is None:
             async with self.database.sessions.begin() as session:
                 yield session
             return
-        async with self._write_lock, self.database.sessions.begin() as session:
+        if self.database.url.database in (None, "", ":memory:"):  # one shared connection
+            async with self._write_lock, self.database.sessions.begin() as session:
+                yield session
+            return
+        if self._writer is None:
+            self._writer = SQLiteWriter(self.database.url, self._write_lock, name="delivery")
+        async with self._writer.transaction() as session:
             yield session
 
     # --- the Notifier port ----------------------------------------------------
@@ -440,6 +450,9 @@ class DeliveryService:
                 log.info("- released %d notification claims", released)
         except Exception:  # the store may already be gone at shutdown
             log.warning("x cannot settle or release notification claims", exc_info=True)
+        if self._writer is not None:
+            await self._writer.close()
+            self._writer = None
         if self._http is not None:
             await self._http.close()
             self._http = None

@@ -16,17 +16,14 @@ import asyncio
 import logging
 import sqlite3
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.orm import Session
 
 from bridge.chat.model import (
     ChatSession,
@@ -46,6 +43,7 @@ from bridge.subscriptions import Subscription
 from state import outbox, repository
 from state.chat_models import ChatMessageRow, ChatSessionRow
 from state.db import Database
+from state.writer import InThreadSession, SQLiteWriter, Step, run_now
 
 _S = ChatSessionRow
 _M = ChatMessageRow
@@ -491,14 +489,14 @@ class SQLChatTransaction:
 #   send the pending writes (inside the open transaction), then merge in the
 #   running unit's own buffered writes.
 # * One writer, no thread hops. The store has its own synchronous connection
-#   (``_Writer``) whose transactions start with ``BEGIN IMMEDIATE``, so a batch
+#   (``SQLiteWriter``) whose transactions start with ``BEGIN IMMEDIATE``, so a batch
 #   never meets ``SQLITE_BUSY_SNAPSHOT`` halfway. When that begin gets the write
 #   lock at once, the batch's statements run right on the event loop (each a
 #   few tens of microseconds; WAL readers never wait and the write lock is
 #   ours); when another connection holds the lock, the begin waits on the
 #   store's own thread, so the loop never sleeps in SQLite's busy handler. The
 #   repository, subscription and outbox queries run unchanged on that
-#   connection through a small in-thread session adapter (``_InThread``).
+#   connection through a small in-thread session adapter (``InThreadSession``).
 #   From begin to commit a batch also holds ``state.outbox.writer_lock``, the
 #   asyncio lock the process's other SQLite writers (notification delivery)
 #   queue on, so the two sides hand the file over without busy-handler sleeps.
@@ -875,225 +873,7 @@ class BatchedChatTransaction:
 T = TypeVar("T")
 
 
-class _AwaitableValue:
-    """An already-computed result that can be awaited (no suspension)."""
-
-    def __init__(self, value: object) -> None:
-        self.value = value
-
-    def __await__(self) -> Generator[None, None, object]:
-        return self.value
-        yield  # pragma: no cover - makes this a generator
-
-
-class _InThread:
-    """The ``AsyncSession`` calls the repository functions make, answered synchronously.
-
-    The store's own connection runs the very same ``async def`` repository
-    functions (``state.chat_repository``, ``state.repository.active_subscriptions``,
-    ``state.outbox.enqueue``) so that their SQL stays in one place; here
-    every awaited call completes at once (an ORM ``Session`` joined to the
-    open transaction, or the connection itself), and :func:`_run_now` drives
-    the coroutine to its end. A function that really suspends (awaits I/O
-    of its own) fails loudly with ``StoreError``.
-    """
-
-    def __init__(self, conn: sa.Connection) -> None:
-        self._conn = conn
-        self._orm: Session | None = None
-
-    @property
-    def _session(self) -> Session:
-        """An ORM session joined to the open transaction, made on first use."""
-        if self._orm is None:
-            self._orm = Session(
-                bind=self._conn, expire_on_commit=False, join_transaction_mode="rollback_only"
-            )
-        return self._orm
-
-    def close(self) -> None:
-        """Release the ORM session, if one was made (the transaction stays open)."""
-        if self._orm is not None:
-            self._orm.close()
-
-    def execute(self, *args: Any, **kw: Any) -> _AwaitableValue:
-        return _AwaitableValue(self._session.execute(*args, **kw))
-
-    def scalar(self, *args: Any, **kw: Any) -> _AwaitableValue:
-        return _AwaitableValue(self._session.scalar(*args, **kw))
-
-    def scalars(self, *args: Any, **kw: Any) -> _AwaitableValue:
-        return _AwaitableValue(self._session.scalars(*args, **kw))
-
-    def get(self, *args: Any, **kw: Any) -> _AwaitableValue:
-        return _AwaitableValue(self._session.get(*args, **kw))
-
-    def add(self, obj: object) -> None:
-        self._session.add(obj)
-
-    def flush(self) -> _AwaitableValue:
-        self._session.flush()
-        return _AwaitableValue(None)
-
-    def connection(self) -> _AwaitableValue:
-        return _AwaitableValue(_InThreadConnection(self._conn))
-
-
-class _InThreadConnection:
-    """``AsyncConnection.execute`` over a sync ``Connection`` (see :class:`_InThread`)."""
-
-    def __init__(self, conn: sa.Connection) -> None:
-        self._conn = conn
-
-    def execute(self, *args: Any, **kw: Any) -> _AwaitableValue:
-        return _AwaitableValue(self._conn.execute(*args, **kw))
-
-
-def _run_now(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine that never suspends to its end (see :class:`_InThread`)."""
-    try:
-        coro.send(None)
-    except StopIteration as done:
-        return cast(T, done.value)
-    coro.close()
-    raise StoreError("a chat store query suspended in the writer thread")
-
-
 Query = Callable[[AsyncSession], Coroutine[Any, Any, T]]
-Step = Callable[[sa.Connection, "_InThread"], T]
-
-
-class _Writer:
-    """The store's one SQLite connection, used on the event loop while that cannot block.
-
-    Everything the store asks of the database (a read, or all the pending
-    writes plus a read or a commit) is one synchronous step. A step runs on
-    the event loop thread when the batch's ``BEGIN IMMEDIATE`` gets the write
-    lock at once (busy timeout 0): inside it nothing else can wait (WAL
-    readers never do, and the writer lock is ours). When another connection
-    holds the write lock, the begin waits on the store's own thread instead,
-    so the loop never sleeps in SQLite's busy handler. Checkpoints run on
-    that thread too (``wal_autocheckpoint`` is off on this connection).
-    """
-
-    CHECKPOINT_EVERY = 500
-    """Commits between two passive WAL checkpoints."""
-
-    def __init__(self, url: sa.URL, shared: asyncio.Lock | None = None) -> None:
-        self._shared = shared
-        """``state.outbox.writer_lock``: held from a batch's begin to its commit."""
-        self._holding = False
-        self.engine = sa.create_engine(
-            url.set(drivername="sqlite+pysqlite"),
-            poolclass=sa.pool.StaticPool,
-            connect_args={"check_same_thread": False},
-        )
-        event.listen(self.engine, "connect", _writer_connection)
-        event.listen(self.engine, "begin", _begin_immediate)
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-store")
-        self._conn: sa.Connection | None = None
-        self._commits = 0
-        self.waited = 0
-        """Begins that found another writer and waited on the thread."""
-
-    async def call(self, fn: Step[T]) -> T:
-        """Run ``fn(connection, session)`` in the open transaction (begun if need be)."""
-        conn = self._conn
-        if conn is None:
-            conn = self._conn = self.engine.connect()
-        if not conn.in_transaction():
-            if self._shared is not None and not self._holding:
-                await self._shared.acquire()  # the process's SQLite writers queue here
-                self._holding = True
-            try:
-                conn.begin()
-            except sa.exc.OperationalError as exc:
-                if getattr(exc.orig, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
-                    self._release()
-                    raise
-                self.waited += 1
-                try:
-                    await asyncio.get_running_loop().run_in_executor(
-                        self._thread, self._begin_waiting
-                    )
-                except BaseException:
-                    self._release()
-                    raise
-        db = _InThread(conn)
-        try:
-            return fn(conn, db)
-        finally:
-            db.close()
-            if not conn.in_transaction():  # committed or rolled back: let others write
-                self._release()
-
-    def exists(self, sql: str, params: tuple[object, ...]) -> bool:
-        """Whether the SELECT ``sql`` finds a row, without beginning a transaction.
-
-        Inside the open batch it sees the batch's writes; outside one it reads
-        the committed state in autocommit mode (a WAL read never waits).
-        """
-        conn = self._conn
-        if conn is None:
-            conn = self._conn = self.engine.connect()
-        raw = conn.connection.dbapi_connection
-        assert raw is not None
-        cursor = raw.cursor()
-        try:
-            return cursor.execute(sql, params).fetchone() is not None
-        finally:
-            cursor.close()
-
-    @property
-    def in_transaction(self) -> bool:
-        """True while a batch's transaction is open."""
-        return self._conn is not None and self._conn.in_transaction()
-
-    def _release(self) -> None:
-        if self._holding and self._shared is not None:
-            self._holding = False
-            self._shared.release()
-
-    def _begin_waiting(self) -> None:
-        assert self._conn is not None
-        raw = self._conn.connection.dbapi_connection
-        assert raw is not None
-        raw.execute("PRAGMA busy_timeout=5000")
-        try:
-            self._conn.begin()
-        finally:
-            raw.execute("PRAGMA busy_timeout=0")
-
-    async def committed(self) -> None:
-        """Count a commit; every :attr:`CHECKPOINT_EVERY`, checkpoint the WAL on the thread."""
-        self._commits += 1
-        if self._commits % self.CHECKPOINT_EVERY == 0 and self._conn is not None:
-            raw = self._conn.connection.dbapi_connection
-            assert raw is not None
-
-            def checkpoint() -> None:
-                raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-
-            await asyncio.get_running_loop().run_in_executor(self._thread, checkpoint)
-
-    def rollback(self) -> None:
-        """Drop the open transaction, if any (a failed batch)."""
-        if self._conn is not None and self._conn.in_transaction():
-            try:
-                self._conn.rollback()
-            except sa.exc.SQLAlchemyError:
-                log.warning("x chat store rollback failed", exc_info=True)
-        self._release()
-
-    async def close(self) -> None:
-        """Roll back what is open, close the connection and stop the thread."""
-        if self._conn is not None:
-            self._conn.rollback()
-            self._conn.close()
-            self._conn = None
-        self._release()
-        self.engine.dispose()
-        self._thread.shutdown(wait=True)
 
 
 class _RawWrite:
@@ -1158,7 +938,7 @@ class _Writes:
     def write(
         self,
         conn: sa.Connection,
-        db: _InThread,
+        db: InThreadSession,
         sessions: dict[str, tuple[ChatSession, bool]],
         messages: dict[int, _MessageWrite],
         notes: list[dict[str, Any]],
@@ -1212,7 +992,7 @@ class SQLChatStore:
         """Batches committed so far (tests, benchmarks)."""
         self._lock = asyncio.Lock()
         self.memory = _Memory(message_cache)
-        self._writer: _Writer | None = None
+        self._writer: SQLiteWriter | None = None
         self._writes: _Writes | None = None
         self._batch: _Batch | None = None
         self._committers: set[asyncio.Task[None]] = set()
@@ -1304,7 +1084,7 @@ class SQLChatStore:
         sessions, messages, notes = self._take_pending()
         owners = [tx for tx, _ in notes]
 
-        def step(conn: sa.Connection, db: _InThread) -> list[Notification]:
+        def step(conn: sa.Connection, db: InThreadSession) -> list[Notification]:
             if not (sessions or messages or notes):
                 return []
             assert self._writes is not None
@@ -1322,9 +1102,9 @@ class SQLChatStore:
         assert self._writer is not None
         write, owners = self._writing() if flush else (None, [])
 
-        def step(conn: sa.Connection, db: _InThread) -> tuple[list[Notification], T]:
+        def step(conn: sa.Connection, db: InThreadSession) -> tuple[list[Notification], T]:
             made = [] if write is None else write(conn, db)
-            return made, _run_now(query(cast(AsyncSession, db)))
+            return made, run_now(query(cast(AsyncSession, db)))
 
         made, result = await self._writer_call(step)
         self._hand_out(owners, made)
@@ -1370,7 +1150,7 @@ class SQLChatStore:
         """One message from the database (a precompiled Core query, no ORM)."""
         params = {"u": user, "m": message_id, "d": direction.value}
 
-        def step(conn: sa.Connection, _db: _InThread) -> StoredMessage | None:
+        def step(conn: sa.Connection, _db: InThreadSession) -> StoredMessage | None:
             raw = conn.connection.dbapi_connection
             assert raw is not None
             if self._writes is not None:
@@ -1428,7 +1208,7 @@ class SQLChatStore:
                 return
             write, owners = self._writing()
 
-            def step(conn: sa.Connection, db: _InThread) -> list[Notification]:
+            def step(conn: sa.Connection, db: InThreadSession) -> list[Notification]:
                 try:
                     made = write(conn, db)
                     if conn.in_transaction():
@@ -1476,7 +1256,9 @@ class SQLChatStore:
     # --- lifetime --------------------------------------------------------------------
 
     async def _open(self) -> None:
-        self._writer = _Writer(self.database.url, outbox.writer_lock(self.database))
+        self._writer = SQLiteWriter(
+            self.database.url, outbox.writer_lock(self.database), name="chat-store"
+        )
         self._writes = _Writes(self._writer.engine.dialect)
         await self._load()
         self._opened = True
@@ -1485,7 +1267,7 @@ class SQLChatStore:
         """Fill the memory with every session not ended; take up ``seq`` where it is."""
         assert self._writer is not None
 
-        def step(conn: sa.Connection, _db: _InThread) -> tuple[list[ChatSession], int]:
+        def step(conn: sa.Connection, _db: InThreadSession) -> tuple[list[ChatSession], int]:
             rows = conn.execute(sa.select(_ST).where(_ST.c.ended_at.is_(None))).all()
             top = conn.execute(sa.select(sa.func.max(_MT.c.seq))).scalar()
             conn.commit()
@@ -1523,25 +1305,10 @@ _GET_MESSAGE = sa.select(_MT).where(
 )
 
 
-def _subscription_version(conn: sa.Connection, _db: _InThread) -> int | None:
+def _subscription_version(conn: sa.Connection, _db: InThreadSession) -> int | None:
     """The subscription change counter (migration 21), or None without it."""
     try:  # a failed SELECT leaves a SQLite transaction as it was
         value = conn.exec_driver_sql("SELECT version FROM chat_subscription_version").scalar()
     except sa.exc.OperationalError:
         return None
     return None if value is None else int(value)
-
-
-def _writer_connection(dbapi_conn: Any, _record: object) -> None:
-    dbapi_conn.isolation_level = None  # transactions are begun by _begin_immediate
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=0")  # never sleep on the event loop (see _Writer)
-    cur.execute("PRAGMA wal_autocheckpoint=0")
-    cur.close()
-
-
-def _begin_immediate(conn: sa.Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -111,7 +111,7 @@ async def create_channel(request: web.Request) -> web.Response:
         callback_url=root.channels(user, channel_id, CALLBACK),
     )
     now = outbox.utcnow()
-    async with request.app[DATABASE].sessions.begin() as session:
+    async with outbox.write_session(request.app[DATABASE]) as session:
         live = await outbox.list_channels(session, user, now=now)
         replay = body.client_correlator is not None and any(
             c.client_correlator == body.client_correlator for c in live
@@ -163,7 +163,7 @@ async def delete_channel(request: web.Request) -> web.Response:
     user = acting_user(request)
     channel_id = request.match_info["channelId"]
     now = outbox.utcnow()
-    async with request.app[DATABASE].sessions.begin() as session:
+    async with outbox.write_session(request.app[DATABASE]) as session:
         live = await outbox.get_channel(session, user, channel_id, now=now)
         if live is None:
             raise not_found(request.path)

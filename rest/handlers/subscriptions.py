@@ -109,7 +109,7 @@ async def create_subscription(request: web.Request) -> web.Response:
     )
     now = utcnow()
     db: Database = request.app[DATABASE]
-    async with db.sessions.begin() as session:
+    async with outbox.write_session(db) as session:
         if body.client_correlator is None or not await repo.find_subscription_by_correlator(
             session, user, body.client_correlator, now
         ):
@@ -161,7 +161,7 @@ async def delete_subscription(request: web.Request) -> web.Response:
     """``DELETE {userId}/subscriptions/{subscriptionId}``: 204, or 404."""
     user = auth.acting_user(request)
     sub_id = request.match_info["subscriptionId"]
-    async with request.app[DATABASE].sessions.begin() as session:
+    async with outbox.write_session(request.app[DATABASE]) as session:
         deleted = await repo.delete_subscription(session, user, sub_id, utcnow())
         if deleted:  # its undelivered notifications go with it (H9)
             await outbox.drop_for_subscription(session, sub_id)
@@ -175,7 +175,7 @@ async def delete_subscription(request: web.Request) -> web.Response:
 
 async def sweep_expired(db: Database, now: datetime) -> int:
     """Delete every expired subscription and its queued notifications; return how many (§5.7)."""
-    async with db.sessions.begin() as session:
+    async with outbox.write_session(db) as session:
         await outbox.drop_for_expired_subscriptions(session, now)  # H9: queued ones go too
         count = await repo.delete_expired_subscriptions(session, now)
     if count:

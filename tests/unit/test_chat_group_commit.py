@@ -496,19 +496,6 @@ async def test_acknowledged_units_survive_kill_9_and_a_cut_batch_is_all_or_nothi
     assert sessions == messages  # no unit is half there
 
 
-async def test_a_query_that_suspends_fails_loudly_in_the_writer() -> None:
-    async def suspends() -> int:
-        await asyncio.sleep(0)
-        return 1
-
-    async def immediate() -> int:
-        return 2
-
-    with pytest.raises(StoreError, match="suspended"):
-        repo._run_now(suspends())
-    assert repo._run_now(immediate()) == 2
-
-
 def test_only_a_sqlite_file_gets_the_group_commit_store(tmp_path: Path) -> None:
     assert SQLChatStore(Database(f"sqlite:///{tmp_path / 'x.db'}")).grouped
     assert not SQLChatStore(Database("sqlite://")).grouped
