@@ -59,6 +59,13 @@ class ChatSessionRow(Base):
     end_reason: Mapped[str | None] = mapped_column(sa.String(256))
 
 
+UNSENT_STATUSES = ("queued", "sending")
+"""Statuses of an outgoing message not yet acknowledged (``bridge.chat.delivery.UNSENT``)."""
+UNSENT_SQL = "status IN ('queued', 'sending')"
+"""The predicate of the partial indexes over unsent messages (migration 25); a query
+must carry it literally for SQLite to use them."""
+
+
 class ChatMessageRow(Base):
     """One message of one user, sent or received."""
 
@@ -68,8 +75,21 @@ class ChatMessageRow(Base):
         sa.UniqueConstraint(
             "user_uri", "direction", "client_correlator", name="uq_chat_messages_corr"
         ),
-        sa.Index("ix_chat_messages_session", "session_id", "status", "seq"),
-        sa.Index("ix_chat_messages_status", "direction", "status"),
+        sa.Index(
+            "ix_chat_messages_unsent",
+            "direction",
+            "seq",
+            sqlite_where=sa.text(UNSENT_SQL),
+            postgresql_where=sa.text(UNSENT_SQL),
+        ),
+        sa.Index(
+            "ix_chat_messages_session_unsent",
+            "session_id",
+            "direction",
+            "seq",
+            sqlite_where=sa.text(UNSENT_SQL),
+            postgresql_where=sa.text(UNSENT_SQL),
+        ),
         sa.Index("ix_chat_messages_expires_at", "expires_at"),
     )
 

@@ -41,7 +41,7 @@ from bridge.ids import ChatSessionId, MessageId, SubscriptionId, UserUri
 from bridge.ports import JSONObject, Notification
 from bridge.subscriptions import Subscription
 from state import outbox, repository
-from state.chat_models import ChatMessageRow, ChatSessionRow
+from state.chat_models import UNSENT_SQL, UNSENT_STATUSES, ChatMessageRow, ChatSessionRow
 from state.db import Database
 from state.writer import InThreadSession, SQLiteWriter, Step, run_now
 
@@ -300,16 +300,23 @@ async def set_message_status(
     return replace(msg, status=status, session_id=new_session)
 
 
+def _unsent_index(statuses: list[str]) -> list[sa.TextClause]:
+    """The unsent-messages index predicate, when ``statuses`` lie within it (migration 25)."""
+    return [sa.text(UNSENT_SQL)] if set(statuses) <= set(UNSENT_STATUSES) else []
+
+
 async def session_messages(
     session: AsyncSession, session_id: str, direction: Direction, statuses: Iterable[str]
 ) -> list[StoredMessage]:
     """The messages of a session in ``direction`` with one of ``statuses``, in sending order."""
+    wanted = list(statuses)
     rows = await session.scalars(
         sa.select(_M)
         .where(
             _M.session_id == session_id,
             _M.direction == direction.value,
-            _M.status.in_(list(statuses)),
+            _M.status.in_(wanted),
+            *_unsent_index(wanted),
         )
         .order_by(_M.seq)
     )
@@ -339,9 +346,10 @@ async def messages_in_states(
     session: AsyncSession, direction: Direction, statuses: Iterable[str]
 ) -> list[StoredMessage]:
     """Every message in ``direction`` with one of ``statuses``, in store order (recovery)."""
+    wanted = list(statuses)
     rows = await session.scalars(
         sa.select(_M)
-        .where(_M.direction == direction.value, _M.status.in_(list(statuses)))
+        .where(_M.direction == direction.value, _M.status.in_(wanted), *_unsent_index(wanted))
         .order_by(_M.seq)
     )
     return [_to_message(r) for r in rows]

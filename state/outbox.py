@@ -115,7 +115,12 @@ class OutboxRow(Base):
     __tablename__ = "notification_outbox"
     __table_args__ = (
         sa.Index("ix_notification_outbox_lane", "channel_id", "subscription_id", "id"),
-        sa.Index("ix_notification_outbox_created_at", "created_at"),
+        sa.Index(
+            "ix_notification_outbox_channel_age",
+            "created_at",
+            sqlite_where=sa.text("channel_id IS NOT NULL"),
+            postgresql_where=sa.text("channel_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(
