@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     # --- store ----------------------------------------------------------------
     database_url: str = "sqlite+aiosqlite:///./chat-bridge.db"
     """SQLAlchemy URL of the store: SQLite file (default) or ``postgresql+asyncpg://``."""
+    store_commit_interval: float = Field(0.002, ge=0, le=0.05)
+    """Least seconds between two group commits of the chat store on a SQLite file: under
+    load more chat events share one commit (0: commit as soon as the writer is free)."""
 
     # --- subscriptions and notifications --------------------------------------
     subscription_default_duration: int = Field(0, ge=0)

@@ -84,7 +84,7 @@ def build_chat_service(
     """The 1-1 chat service over the SQL store, bound as ``signalling``'s event sink."""
     service = ChatService(
         settings=settings,
-        store=SQLChatStore(database),
+        store=SQLChatStore(database, commit_interval=settings.store_commit_interval),
         notifier=notifier,
         signalling=signalling,
         urls=urls,

@@ -992,8 +992,18 @@ class SQLChatStore:
     store's writer.
     """
 
-    def __init__(self, database: Database, *, message_cache: int = MESSAGE_CACHE) -> None:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        message_cache: int = MESSAGE_CACHE,
+        commit_interval: float = 0.0,
+    ) -> None:
         self.database = database
+        self.commit_interval = commit_interval
+        """Least seconds between two commits' starts (group commit pacing)."""
+        self._last_commit = float("-inf")
+        self._pacing: tuple[asyncio.TimerHandle, _Batch] | None = None
         database_name = database.url.database or ""
         self.grouped = database.is_sqlite and database_name not in ("", ":memory:")
         self.batches = 0
@@ -1060,13 +1070,28 @@ class SQLChatStore:
             finally:  # even a failed unit may have begun the transaction: end it
                 if not batch.scheduled:
                     batch.scheduled = True
-                    task = asyncio.create_task(self._commit(batch), name="chat-store-commit")
-                    self._committers.add(task)
-                    task.add_done_callback(self._committers.discard)
+                    self._schedule_commit(batch)
         try:
             await asyncio.shield(batch.done)
         except StoreError as exc:
             raise StoreError(f"chat store commit failed: {exc}") from exc
+
+    def _schedule_commit(self, batch: _Batch) -> None:
+        """Start the batch's committer now, or once ``commit_interval`` has passed since
+        the last commit began (the units meanwhile join the same batch)."""
+        loop = asyncio.get_running_loop()
+        wait = self._last_commit + self.commit_interval - loop.time()
+        if wait <= 0:
+            self._start_commit(batch)
+        else:
+            self._pacing = (loop.call_later(wait, self._start_commit, batch), batch)
+
+    def _start_commit(self, batch: _Batch) -> None:
+        self._pacing = None
+        self._last_commit = asyncio.get_running_loop().time()
+        task = asyncio.create_task(self._commit(batch), name="chat-store-commit")
+        self._committers.add(task)
+        task.add_done_callback(self._committers.discard)
 
     def next_seq(self) -> int:
         """The next message ``seq`` (store order)."""
@@ -1288,6 +1313,10 @@ class SQLChatStore:
 
     async def close(self) -> None:
         """Commit what is pending, then stop the writer (the store is done)."""
+        if self._pacing is not None:  # a paced commit: start it now
+            handle, batch = self._pacing
+            handle.cancel()
+            self._start_commit(batch)
         while self._committers:
             await asyncio.gather(*list(self._committers), return_exceptions=True)
         self._closed = True

@@ -39,8 +39,8 @@ def upgrade(conn: sa.Connection) -> None:
     )
     conn.execute(
         sa.text(
-            "CREATE INDEX ix_chat_messages_session_unsent ON chat_messages (session_id, direction, seq)"
-            f" WHERE {UNSENT}"
+            "CREATE INDEX ix_chat_messages_session_unsent"
+            f" ON chat_messages (session_id, direction, seq) WHERE {UNSENT}"
         )
     )
     conn.execute(

@@ -499,3 +499,42 @@ async def test_acknowledged_units_survive_kill_9_and_a_cut_batch_is_all_or_nothi
 def test_only_a_sqlite_file_gets_the_group_commit_store(tmp_path: Path) -> None:
     assert SQLChatStore(Database(f"sqlite:///{tmp_path / 'x.db'}")).grouped
     assert not SQLChatStore(Database("sqlite://")).grouped
+
+
+async def test_commits_are_paced_by_the_commit_interval(db: Database) -> None:
+    paced = SQLChatStore(db, commit_interval=0.05)
+    try:
+        loop = asyncio.get_running_loop()
+        async with paced.transaction() as tx:  # the first commit starts at once
+            await tx.insert_session(session("p-0"))
+        assert paced.batches == 1
+        started = loop.time()
+
+        async def unit(i: int) -> None:
+            async with paced.transaction() as tx:
+                await tx.insert_session(session(f"p-{i}"))
+            assert f"p-{i}" in await committed_sessions(db)  # durable when it returns
+
+        first = asyncio.ensure_future(unit(1))
+        await asyncio.sleep(0.02)  # inside the interval: later units join the same batch
+        await asyncio.gather(first, *(unit(i) for i in range(2, 10)))
+        assert loop.time() - started >= 0.045  # the second commit waited for the interval
+        assert paced.batches == 2
+    finally:
+        await paced.close()
+
+
+async def test_close_commits_a_paced_batch_at_once(db: Database) -> None:
+    paced = SQLChatStore(db, commit_interval=0.05)
+    async with paced.transaction() as tx:
+        await tx.insert_session(session("c-0"))
+
+    async def unit() -> None:
+        async with paced.transaction() as tx:
+            await tx.insert_session(session("c-1"))
+
+    waiting = asyncio.ensure_future(unit())
+    await asyncio.sleep(0.001)
+    await asyncio.wait_for(paced.close(), 0.04)  # does not sit out the interval
+    await waiting
+    assert {"c-0", "c-1"} <= await committed_sessions(db)
