@@ -22,7 +22,8 @@ from sip import cpim
 from sip.msrp import MSRPStack
 from sip.msrp.events import MessageReceived
 from sip.uri import parse_uri
-from tests.integration.test_chat_kamailio import A, B, Bridge, local, open_bridge, q
+from tests.chat_api import local, q
+from tests.integration.test_chat_kamailio import A, B, Bridge, open_bridge
 from tests.sipp import runner
 from tests.testbed_fixture import Testbed, free_port_block
 from tests.unit.test_delivery_support import Receiver
@@ -33,14 +34,6 @@ CALLER = "+15550000199"
 """A caller outside the bridge's range (Kamailio routes its user to the SIPp peer port)."""
 OTHER = "tel:+15550000177"
 """A peer outside the bridge's range: Kamailio sends requests for it to the peer port."""
-
-
-@pytest.fixture
-async def receiver() -> Any:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
 
 
 async def closing(b: Bridge, db: Any) -> None:
