@@ -150,7 +150,7 @@ async def test_incoming_invite_with_msrp_peer_and_peer_bye(
         got_session = await b.call("GET", links["ChatSessionInformation"])
         assert got_session["chatSessionInformation"]["status"] == "Disconnected"
         # the first message asked for positive-delivery: the IMDN goes to the caller by pager
-        result = await imdn.wait()
+        result = await imdn.wait(10)  # sent with the notification: no 30 s sipp timeout
         assert result.ok, result.explain()
         assert f"delivered message-id={first['messageId']}" in logged(tmp_path / "imdn")
     finally:
@@ -277,7 +277,7 @@ async def test_incoming_pager_message_with_cpim(
         assert note["senderAddress"] == "tel:" + CALLER
         assert note["messageId"].startswith("sipp-pager-")
         # it asked for positive-delivery: the IMDN goes back to the sender by pager
-        result = await imdn.wait()
+        result = await imdn.wait(10)  # sent with the notification: no 30 s sipp timeout
         assert result.ok, result.explain()
         assert f"delivered message-id={note['messageId']}" in logged(tmp_path / "imdn")
     finally:
