@@ -18,4 +18,9 @@ settings.register_profile(
 settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
-pytest_plugins = ["tests.testbed_fixture", "tests.pg_fixture", "tests.db_fixtures"]
+pytest_plugins = [
+    "tests.testbed_fixture",
+    "tests.pg_fixture",
+    "tests.db_fixtures",
+    "tests.receiver_fixture",
+]

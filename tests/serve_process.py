@@ -37,6 +37,32 @@ def serve_env(db_file: Path, http_port: int, sip_port: int, **settings: str) -> 
     return env
 
 
+def owns_listener(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds the TCP socket listening on 127.0.0.1:``port``.
+
+    A /health 200 alone can come from another program that took the port between
+    ``free_port_block`` and our bind (another test session on the machine): then our
+    bridge is still starting, fails to bind, and exits with the reason in its log.
+    Without /proc (not Linux) every listener counts as ours.
+    """
+    try:
+        table = Path("/proc/net/tcp").read_text().splitlines()[1:]
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return True
+    suffix = f":{port:04X}"  # local address:port in hex; 0A is LISTEN
+    inodes = {
+        f"socket:[{f[9]}]" for f in map(str.split, table) if f[1].endswith(suffix) and f[3] == "0A"
+    }
+    for fd in fds:
+        try:
+            if os.readlink(fd) in inodes:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 @dataclass
 class ServeProcess:
     """One ``chat-bridge serve`` subprocess, its environment and its log file."""
@@ -63,7 +89,7 @@ class ServeProcess:
                     pytest.fail(f"bridge exited {self.proc.returncode}:\n{self.log.read_text()}")
                 try:
                     async with http.get(self.root + "/health") as resp:
-                        if resp.status == 200:
+                        if resp.status == 200 and owns_listener(self.proc.pid, self.http_port):
                             return
                 except aiohttp.ClientError:
                     pass

@@ -10,7 +10,8 @@ import os
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,6 +123,48 @@ class Testbed:
         except OSError:
             return "(no log)"
 
+    @property
+    def ctl(self) -> str:
+        """Kamailio's binrpc control socket (``kamcmd -s``)."""
+        return f"unix:{self.run_dir / 'kamailio_ctl'}"
+
+    def rpc(self, *command: str) -> str:
+        """The output of one ``kamcmd`` RPC (e.g. ``tm.stats``) on this Kamailio."""
+        proc = subprocess.run(
+            [require_binary("kamcmd"), "-s", self.ctl, *command],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"kamcmd {' '.join(command)}: {proc.stderr or proc.stdout}")
+        return proc.stdout
+
+    def pending_transactions(self) -> int:
+        """Transactions still waiting for a final response (tm.stats current - waiting).
+
+        Each one is a request Kamailio keeps retransmitting (UDP) toward a peer until
+        fr_timer / fr_inv_timer: whoever binds that peer port next receives it.
+        """
+        stats: dict[str, int] = {}
+        for line in self.rpc("tm.stats").splitlines():
+            name, sep, value = line.strip().partition(":")
+            if sep and value.strip().isdigit():
+                stats[name] = int(value)
+        return stats["current"] - stats["waiting"]
+
+    def settle(self, timeout: float = 35.0) -> tuple[float, str]:
+        """Wait (bounded) until no transaction is pending; (seconds waited, what was pending)."""
+        t0 = time.monotonic()
+        pending = ""
+        while self.pending_transactions() > 0:
+            if not pending:
+                pending = self.rpc("tm.list")
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(f"Kamailio transactions still pending:\n{pending}")
+            time.sleep(0.05)
+        return time.monotonic() - t0, pending
+
 
 def start_testbed(run_dir: Path, *, as_transport: str = "udp", **overrides: str) -> Testbed:
     """Start Kamailio from tests/testbed/start.sh on a free port block."""
@@ -174,6 +217,49 @@ def kamailio_tcp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
     tb = start_testbed(tmp_path_factory.mktemp("kamailio-tcp"), as_transport="tcp")
     yield tb
     stop_testbed(tb)
+
+
+SETTLE_GRACE = 2.0
+"""Seconds a test's last transaction may still take at teardown (a final response in flight)."""
+
+_CALL_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Remembers a failed test body, so the settle check below does not pile on."""
+    report: pytest.TestReport = yield
+    if report.when == "call" and report.failed:
+        item.stash[_CALL_FAILED] = True
+    return report
+
+
+@pytest.fixture(autouse=True)
+def _kamailio_settles(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test on a session Kamailio, wait until that Kamailio has no pending transaction.
+
+    The Kamailios are shared by the whole session and route every user outside the
+    bridge's range to one peer port. A request a test leaves without a final response
+    (e.g. an IMDN toward a peer nobody plays) is retransmitted for up to fr_timer (10 s),
+    and the next test's SIPp on that port takes it as its own call. So every test leaves
+    its Kamailio quiet (the next one starts clean, whatever the order), and a test that
+    left requests pending for more than SETTLE_GRACE fails at teardown, naming them.
+    """
+    yield
+    for name in ("kamailio", "kamailio_tcp"):
+        tb = request.node.funcargs.get(name) if name in request.fixturenames else None
+        if not isinstance(tb, Testbed):
+            continue
+        waited, pending = tb.settle()
+        if waited > SETTLE_GRACE and not request.node.stash.get(_CALL_FAILED, False):
+            pytest.fail(
+                f"the test left SIP transactions pending in {name} for {waited:.1f} s "
+                "(requests nobody answered; a later test's peer would receive them). "
+                f"Kamailio's transactions then (tm.list):\n{pending}",
+                pytrace=False,
+            )
 
 
 def sipp_command(tb: Testbed, scenario: str, *args: str, local_port: int) -> list[str]:

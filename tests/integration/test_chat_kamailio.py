@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
@@ -22,8 +21,8 @@ from aiohttp.test_utils import TestClient
 from bridge.signalling.wiring import SignallingSide, start_signalling
 from rest.app import make_app
 from rest.chat_service import install_chat
-from rest.models import NOTIFICATION_MODELS, parse_document
 from state.db import Database
+from tests.chat_api import ROOT, ChatApi, decline_and_no_subscription, local, q
 from tests.testbed_fixture import Testbed
 from tests.unit.test_delivery_support import Receiver, fast_settings
 
@@ -32,19 +31,10 @@ pytestmark = pytest.mark.integration
 A = "tel:+15555550101"
 B = "tel:+15555550102"
 C = "tel:+15555550103"
-ROOT = "http://api.test"
 
 
-def q(user: str) -> str:
-    return quote(user, safe="")
-
-
-def local(url: str) -> str:
-    return url.removeprefix(ROOT)
-
-
-class Bridge:
-    """One in-process bridge and its app's helpers."""
+class Bridge(ChatApi):
+    """One in-process bridge (its app and its SIP side) and its REST helpers."""
 
     def __init__(
         self,
@@ -52,45 +42,8 @@ class Bridge:
         side: SignallingSide,
         receiver: Receiver,
     ) -> None:
-        self.client = client
+        super().__init__(client, receiver, notes_timeout=9.0)
         self.side = side
-        self.receiver = receiver
-
-    async def call(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
-        resp = await self.client.request(method, path, json=body)
-        text = await resp.text()
-        assert resp.status == status, f"{method} {path}: {resp.status} {text}"
-        return await resp.json() if text else None
-
-    async def subscribe(self, user: str, notify_url: str | None = None, **flags: bool) -> None:
-        url = notify_url or self.receiver.url(f"/{user}")
-        callback = {"notifyURL": url, "callbackData": user}
-        body = {"chatNotificationSubscription": {"callbackReference": callback, **flags}}
-        await self.call("POST", f"/chat/v1/{q(user)}/subscriptions", body, 201)
-
-    async def notes(self, user: str, root: str, count: int = 1) -> list[dict[str, Any]]:
-        """Wait (bounded) for ``count`` callback notifications ``root`` for ``user``."""
-        found: list[dict[str, Any]] = []
-        for _ in range(300):
-            found = [
-                r.document
-                for r in self.receiver.received
-                if r.path == f"/{user}" and root in r.document
-            ]
-            if len(found) >= count:
-                for doc in found:
-                    parse_document(doc, NOTIFICATION_MODELS[root])
-                return [doc[root] for doc in found]
-            await asyncio.sleep(0.03)
-        raise AssertionError(f"{user}: {len(found)} of {count} {root}: {self.receiver.received}")
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
 
 
 async def open_bridge(
@@ -224,20 +177,7 @@ async def test_confirmed_chat_through_the_msrp_relay(
 
 
 async def test_decline_and_no_subscription(bridge: Bridge) -> None:
-    await bridge.subscribe(A)
-    await bridge.subscribe(B)
-    await bridge.call(
-        "POST", f"/chat/v1/{q(A)}/oneToOne/{q(B)}", {"chatSessionInformation": {}}, 201
-    )
-    (invite,) = await bridge.notes(B, "chatSessionInvitationNotification")
-    await bridge.call("DELETE", local(invite["link"][0]["href"]), status=204)
-    (declined,) = await bridge.notes(A, "chatEventNotification")
-    assert declined["eventType"] == "Declined"
-    await bridge.call(
-        "POST", f"/chat/v1/{q(A)}/oneToOne/{q(C)}", {"chatSessionInformation": {}}, 201
-    )
-    events = await bridge.notes(A, "chatEventNotification", 2)
-    assert events[1]["eventType"] == "Failed"  # C has no subscription: 480 through Kamailio
+    await decline_and_no_subscription(bridge, A, B, C)
 
 
 async def test_adhoc_chat_with_a_notification_channel(bridge: Bridge) -> None:

@@ -85,14 +85,6 @@ async def settled(serve: Serve, session: str, ids: list[str]) -> dict[str, str]:
     return out
 
 
-@pytest.fixture
-async def receiver() -> Any:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
-
-
 @contextmanager
 def serving(tmp_path: Path, receiver: Receiver, **env: str) -> Iterator[Serve]:
     base = free_port_block(size=4)

@@ -22,7 +22,8 @@ from sip import cpim
 from sip.msrp import MSRPStack
 from sip.msrp.events import MessageReceived
 from sip.uri import parse_uri
-from tests.integration.test_chat_kamailio import A, B, Bridge, local, open_bridge, q
+from tests.chat_api import local, q
+from tests.integration.test_chat_kamailio import A, B, Bridge, open_bridge
 from tests.sipp import runner
 from tests.testbed_fixture import Testbed, free_port_block
 from tests.unit.test_delivery_support import Receiver
@@ -35,18 +36,29 @@ OTHER = "tel:+15550000177"
 """A peer outside the bridge's range: Kamailio sends requests for it to the peer port."""
 
 
-@pytest.fixture
-async def receiver() -> Any:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
-
-
 async def closing(b: Bridge, db: Any) -> None:
     await b.client.close()
     await b.side.close()
     await db.close()
+
+
+async def imdn_peer(tb: Testbed, workdir: Path) -> runner.SippProcess:
+    """A SIPp UAS on the peer port that takes the bridge's pager-mode IMDN to ``CALLER``.
+
+    Kamailio routes ``CALLER`` to the default peer port. Without a peer there, Kamailio
+    keeps retransmitting that MESSAGE for fr_timer (10 s) after the test ends, and the
+    next test's SIPp on the peer port receives it as its first call.
+    """
+    sipp = await runner.start(
+        runner.command("uas-message-imdn.xml", local_port=tb.peer_port), workdir
+    )
+    await runner.ready(tb.peer_port)
+    return sipp
+
+
+def logged(workdir: Path) -> str:
+    """What a SIPp run logged (``-trace_logs``)."""
+    return "".join(p.read_text(errors="replace") for p in workdir.glob("*_logs.log"))
 
 
 async def answer_path(workdir: Path, wait: float = 10.0) -> str:
@@ -67,6 +79,7 @@ async def test_incoming_invite_with_msrp_peer_and_peer_bye(
     peer = MSRPStack("127.0.0.1", 0)
     await peer.start()
     sipp = None
+    imdn = await imdn_peer(kamailio, tmp_path / "imdn")
     try:
         await b.subscribe(B)
         media = await peer.create_session(session_id="sippeer1", accept_types=("message/cpim",))
@@ -136,9 +149,14 @@ async def test_incoming_invite_with_msrp_peer_and_peer_bye(
         assert events[-1]["eventType"] == "SessionEnded"
         got_session = await b.call("GET", links["ChatSessionInformation"])
         assert got_session["chatSessionInformation"]["status"] == "Disconnected"
+        # the first message asked for positive-delivery: the IMDN goes to the caller by pager
+        result = await imdn.wait(10)  # sent with the notification: no 30 s sipp timeout
+        assert result.ok, result.explain()
+        assert f"delivered message-id={first['messageId']}" in logged(tmp_path / "imdn")
     finally:
         if sipp is not None:
             await sipp.stop()
+        await imdn.stop()
         await peer.close()
         await closing(b, db)
 
@@ -174,8 +192,7 @@ async def test_peer_refuses(
         assert note["eventType"] == event
         result = await sipp.wait()
         assert result.ok, result.explain()
-        logged = "".join(p.read_text() for p in (tmp_path / "uas").glob("*_logs.log"))
-        assert "offer a=setup:actpass a=path:msrp://127.0.0.1:" in logged
+        assert "offer a=setup:actpass a=path:msrp://127.0.0.1:" in logged(tmp_path / "uas")
     finally:
         await sipp.stop()
         await closing(b, db)
@@ -236,6 +253,7 @@ async def test_incoming_pager_message_with_cpim(
 ) -> None:
     b, db = await open_bridge(tmp_path, kamailio, receiver, aiohttp_client)
     sipp = None
+    imdn = await imdn_peer(kamailio, tmp_path / "imdn")
     try:
         await b.subscribe(B, confirmedChatSupported=False, adhocChatSupported=True)
         sipp = await runner.start(
@@ -258,9 +276,14 @@ async def test_incoming_pager_message_with_cpim(
         assert note["chatMessage"] == {"text": "pager-from-sipp"}
         assert note["senderAddress"] == "tel:" + CALLER
         assert note["messageId"].startswith("sipp-pager-")
+        # it asked for positive-delivery: the IMDN goes back to the sender by pager
+        result = await imdn.wait(10)  # sent with the notification: no 30 s sipp timeout
+        assert result.ok, result.explain()
+        assert f"delivered message-id={note['messageId']}" in logged(tmp_path / "imdn")
     finally:
         if sipp is not None:
             await sipp.stop()
+        await imdn.stop()
         await closing(b, db)
 
 
@@ -287,10 +310,10 @@ async def test_adhoc_falls_back_to_pager_when_the_peer_refuses_msrp(
         assert got["messageStatusReport"]["status"] == "Sent"
         result = await sipp.wait()
         assert result.ok, result.explain()
-        logged = "".join(p.read_text() for p in (tmp_path / "uas").glob("*_logs.log"))
+        uas_log = logged(tmp_path / "uas")
         message_id = sent["resourceReference"]["resourceURL"].split("/")[-2]
-        assert f"imdn={message_id}" in logged and "oma.cpm.msg" in logged
-        assert "INVITE" in logged
+        assert f"imdn={message_id}" in uas_log and "oma.cpm.msg" in uas_log
+        assert "INVITE" in uas_log
     finally:
         await sipp.stop()
         await closing(b, db)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -367,74 +368,66 @@ async def test_expiry_ends_a_waiting_poll_with_404(db, aiohttp_client) -> None:
     assert_fault(doc, "SVC0001")
 
 
-async def test_a_poller_that_hung_up_takes_nothing(db) -> None:
-    # served like bridge.app serves it: aiohttp does not cancel handlers on hang-up
+@asynccontextmanager
+async def served(db: Database) -> AsyncIterator[tuple[web.Application, str]]:
+    """The app on a real TCP port, as bridge.app serves it; (app, base URL)."""
     settings = fast_settings(str(db.url), server_root=SERVER_ROOT, channel_poll_timeout=3.0)
     app = make_app(settings, db)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    base = f"http://127.0.0.1:{runner.addresses[0][1]}/exampleAPI"
     try:
-        async with aiohttp.ClientSession() as http:
-            async with http.post(
-                base + ALICE_PATH, json={"notificationChannel": {"channelType": "LongPolling"}}
-            ) as resp:
-                ch = (await resp.json())["notificationChannel"]
-            url = base + path_of(ch["channelData"]["channelURL"])
-            with pytest.raises(TimeoutError):
-                await http.post(url, timeout=aiohttp.ClientTimeout(total=0.2))
-            await asyncio.sleep(0.1)
-            await app[NOTIFIER].publish(
-                user=ALICE,
-                subscription_id=SubscriptionId("sub-1"),
-                notify_url=ch["callbackURL"],
-                root="chatMessageNotification",
-                body={"seq": 0},
-            )  # wakes the abandoned poll, which must leave the item queued
-            await asyncio.sleep(0.2)
-            async with http.post(url) as resp:
-                doc = await resp.json()
-        assert doc == {"notificationList": [{"chatMessageNotification": {"seq": 0}}]}
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield app, f"http://127.0.0.1:{runner.addresses[0][1]}/exampleAPI"
     finally:
         await runner.cleanup()
+
+
+async def poll_hung_up_then_publish(
+    app: web.Application, http: aiohttp.ClientSession, base: str
+) -> str:
+    """Creates a channel, hangs up on a poll of it, then publishes one item; the channel URL."""
+    async with http.post(
+        base + ALICE_PATH, json={"notificationChannel": {"channelType": "LongPolling"}}
+    ) as resp:
+        ch = (await resp.json())["notificationChannel"]
+    url = base + path_of(ch["channelData"]["channelURL"])
+    with pytest.raises(TimeoutError):
+        await http.post(url, timeout=aiohttp.ClientTimeout(total=0.2))
+    await asyncio.sleep(0.1)
+    await app[NOTIFIER].publish(
+        user=ALICE,
+        subscription_id=SubscriptionId("sub-1"),
+        notify_url=ch["callbackURL"],
+        root="chatMessageNotification",
+        body={"seq": 0},
+    )  # wakes the abandoned poll
+    return url
+
+
+async def test_a_poller_that_hung_up_takes_nothing(db) -> None:
+    # served like bridge.app serves it: aiohttp does not cancel handlers on hang-up
+    async with served(db) as (app, base), aiohttp.ClientSession() as http:
+        url = await poll_hung_up_then_publish(app, http, base)
+        await asyncio.sleep(0.2)  # the woken, abandoned poll must leave the item queued
+        async with http.post(url) as resp:
+            doc = await resp.json()
+    assert doc == {"notificationList": [{"chatMessageNotification": {"seq": 0}}]}
 
 
 async def test_items_lent_to_a_poller_that_hung_up_stay_queued(db, monkeypatch) -> None:
     # the poll does not notice the hang-up in time: it takes the item, its write
     # fails, and the item goes back to the queue for the next poll (at least once)
     monkeypatch.setattr(channels_handler, "client_gone", lambda _request: lambda: False)
-    settings = fast_settings(str(db.url), server_root=SERVER_ROOT, channel_poll_timeout=3.0)
-    app = make_app(settings, db)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    base = f"http://127.0.0.1:{runner.addresses[0][1]}/exampleAPI"
     seen: list[Notification] = []
 
     async def listener(n: Notification) -> None:
         seen.append(n)
 
-    app[NOTIFIER].add_listener(listener)
-    try:
+    async with served(db) as (app, base):
+        app[NOTIFIER].add_listener(listener)
         async with aiohttp.ClientSession() as http:
-            async with http.post(
-                base + ALICE_PATH, json={"notificationChannel": {"channelType": "LongPolling"}}
-            ) as resp:
-                ch = (await resp.json())["notificationChannel"]
-            url = base + path_of(ch["channelData"]["channelURL"])
-            with pytest.raises(TimeoutError):
-                await http.post(url, timeout=aiohttp.ClientTimeout(total=0.2))
-            await asyncio.sleep(0.1)
-            await app[NOTIFIER].publish(
-                user=ALICE,
-                subscription_id=SubscriptionId("sub-1"),
-                notify_url=ch["callbackURL"],
-                root="chatMessageNotification",
-                body={"seq": 0},
-            )
+            url = await poll_hung_up_then_publish(app, http, base)
             await asyncio.sleep(0.3)
             assert app[DELIVERY].stats.handed_out == 0 and seen == []
             async with db.sessions() as s:
@@ -447,8 +440,6 @@ async def test_items_lent_to_a_poller_that_hung_up_stay_queued(db, monkeypatch) 
                 break
             await asyncio.sleep(0.02)
         assert len(seen) == 1 and app[DELIVERY].stats.handed_out == 1
-    finally:
-        await runner.cleanup()
 
 
 async def test_channels_per_user_are_limited(client, monkeypatch) -> None:

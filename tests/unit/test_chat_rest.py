@@ -8,10 +8,6 @@ does over real SIP/MSRP), and notifications travel through the real
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-from urllib.parse import quote
-
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -19,18 +15,14 @@ from aiohttp.test_utils import TestClient
 from bridge.ids import UserUri
 from rest.app import make_app
 from rest.chat_service import CHAT_BRIDGE, install_chat
-from rest.models import NOTIFICATION_MODELS, parse_document
 from state.db import Database
+from tests.chat_api import ROOT, ChatApi, decline_and_no_subscription, local, q
 from tests.fakes.signalling import LoopbackSignalling
 from tests.unit.test_delivery_support import Receiver, fast_settings
 
 A = "tel:+15551230001"
 B = "tel:+15551230002"
 C = "tel:+15551230003"
-
-
-def q(user: str) -> str:
-    return quote(user, safe="")
 
 
 @pytest.fixture
@@ -41,16 +33,8 @@ async def db(tmp_path):
     await database.close()
 
 
-@pytest.fixture
-async def receiver():
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
-
-
-class Bridge:
-    """One bridge under test, with helpers in the app's own words."""
+class Bridge(ChatApi):
+    """One bridge under test on the loopback signalling fake."""
 
     def __init__(
         self,
@@ -58,59 +42,26 @@ class Bridge:
         sip: LoopbackSignalling,
         receiver: Receiver,
     ) -> None:
-        self.client = client
+        super().__init__(client, receiver, notes_timeout=5.0, poll_interval=0.02)
         self.sip = sip
-        self.receiver = receiver
 
     @property
     def service(self):
         return self.client.app[CHAT_BRIDGE]
 
-    async def subscribe(self, user: str, **flags: bool) -> None:
-        callback = {"notifyURL": self.receiver.url(f"/{user}"), "callbackData": user}
-        body = {"chatNotificationSubscription": {"callbackReference": callback, **flags}}
-        resp = await self.client.post(f"/chat/v1/{q(user)}/subscriptions", json=body)
-        assert resp.status == 201, await resp.text()
-
-    async def invite(self, user: str, other: str) -> Any:
-        path = f"/chat/v1/{q(user)}/oneToOne/{q(other)}"
-        return await self.call("POST", path, {"chatSessionInformation": {}}, 201)
-
-    async def call(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
-        resp = await self.client.request(method, path, json=body)
-        text = await resp.text()
-        assert resp.status == status, f"{method} {path}: {resp.status} {text}"
+    async def settle(self) -> None:
+        """Runs the loopback signalling's pending work (what real SIP/MSRP would do)."""
         await self.sip.settle(self.service)
-        return await resp.json() if text else None
-
-    async def notes(self, user: str, root: str, count: int = 1) -> list[dict[str, Any]]:
-        """Wait for ``count`` notifications ``root`` for ``user``; return their bodies."""
-        path = f"/{user}"
-        for _ in range(200):
-            await self.sip.settle(self.service)
-            found = [
-                r.document for r in self.receiver.received if r.path == path and root in r.document
-            ]
-            if len(found) >= count:
-                for doc in found:
-                    parse_document(doc, NOTIFICATION_MODELS[root])
-                return [doc[root] for doc in found]
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"{user}: only {len(found)} of {count} {root}")
 
 
 @pytest.fixture
 async def bridge(db, receiver, aiohttp_client):
-    settings = fast_settings(str(db.url), server_root="http://api.test", chat_idle_timeout=30.0)
+    settings = fast_settings(str(db.url), server_root=ROOT, chat_idle_timeout=30.0)
     app = make_app(settings, db)
     sip = LoopbackSignalling()
     install_chat(app, sip)
     client = await aiohttp_client(app)
     return Bridge(client, sip, receiver)
-
-
-def path_of(url: str) -> str:
-    return url.removeprefix("http://api.test")
 
 
 async def test_confirmed_chat_both_ways(bridge: Bridge) -> None:
@@ -124,10 +75,10 @@ async def test_confirmed_chat_both_ways(bridge: Bridge) -> None:
     )
     info = created["chatSessionInformation"]
     assert info["status"] == "Invited" and info["originatorAddress"] == A
-    a_session = path_of(info["resourceURL"])
+    a_session = local(info["resourceURL"])
     (invite,) = await bridge.notes(B, "chatSessionInvitationNotification")
     assert invite["originatorAddress"] == A and invite["subject"] == "Hi"
-    links = {link["rel"]: path_of(link["href"]) for link in invite["link"]}
+    links = {link["rel"]: local(link["href"]) for link in invite["link"]}
     b_session = links["ChatSessionInformation"]
     assert b_session.split("/")[-1] != a_session.split("/")[-1]  # per-user ids
     got = await bridge.call("GET", b_session)
@@ -144,10 +95,10 @@ async def test_confirmed_chat_both_ways(bridge: Bridge) -> None:
         {"chatMessage": {"text": "hello B", "reportRequest": ["Delivered", "Displayed"]}},
         status=201,
     )
-    status_url = path_of(sent["resourceReference"]["resourceURL"])
+    status_url = local(sent["resourceReference"]["resourceURL"])
     (msg,) = await bridge.notes(B, "chatMessageNotification")
     assert msg["chatMessage"] == {"text": "hello B"} and msg["senderAddress"] == A
-    report_url = path_of(msg["link"][0]["href"])
+    report_url = local(msg["link"][0]["href"])
     assert report_url.startswith(b_session + "/messages/")
     # "Delivered" went out by itself once B's app had the notification
     (delivered,) = await bridge.notes(A, "chatMessageStatusNotification")
@@ -179,20 +130,7 @@ async def test_confirmed_chat_both_ways(bridge: Bridge) -> None:
 
 
 async def test_decline_and_no_subscription(bridge: Bridge) -> None:
-    await bridge.subscribe(A)
-    await bridge.subscribe(B)
-    await bridge.call(
-        "POST", f"/chat/v1/{q(A)}/oneToOne/{q(B)}", {"chatSessionInformation": {}}, 201
-    )
-    (invite,) = await bridge.notes(B, "chatSessionInvitationNotification")
-    await bridge.call("DELETE", path_of(invite["link"][0]["href"]), status=204)
-    (declined,) = await bridge.notes(A, "chatEventNotification")
-    assert declined["eventType"] == "Declined"
-    await bridge.call(
-        "POST", f"/chat/v1/{q(A)}/oneToOne/{q(C)}", {"chatSessionInformation": {}}, 201
-    )
-    events = await bridge.notes(A, "chatEventNotification", 2)
-    assert events[1]["eventType"] == "Failed"  # C has no subscription: 480
+    await decline_and_no_subscription(bridge, A, B, C)
 
 
 async def test_adhoc_chat(bridge: Bridge) -> None:
@@ -213,14 +151,14 @@ async def test_adhoc_chat(bridge: Bridge) -> None:
     assert not await bridge.notes(B, "chatEventNotification", 0)
     await bridge.call(
         "PUT",
-        path_of(notes[0]["link"][0]["href"]),
+        local(notes[0]["link"][0]["href"]),
         {"messageStatusReport": {"status": "Displayed"}},
         204,
     )
     # only what reportRequest asked for: the Delivered report moved the status silently
     statuses = await bridge.notes(A, "chatMessageStatusNotification", 1)
     assert [s["status"] for s in statuses] == ["Displayed"]
-    got = await bridge.call("GET", path_of(first["resourceReference"]["resourceURL"]))
+    got = await bridge.call("GET", local(first["resourceReference"]["resourceURL"]))
     assert got["messageStatusReport"]["status"] == "Displayed"
     assert len(bridge.sip.named("start_session")) == 1
     # B answers on the same implicit session
@@ -254,7 +192,7 @@ async def test_rest_faults(bridge: Bridge) -> None:
 async def test_restart_reports_ended_session(
     db: Database, receiver: Receiver, aiohttp_client
 ) -> None:
-    settings = fast_settings(str(db.url), server_root="http://api.test")
+    settings = fast_settings(str(db.url), server_root=ROOT)
     first_app = make_app(settings, db)
     sip = LoopbackSignalling()
     install_chat(first_app, sip)
@@ -265,7 +203,7 @@ async def test_restart_reports_ended_session(
         "POST", f"/chat/v1/{q(A)}/oneToOne/{q(B)}", {"chatSessionInformation": {}}, 201
     )
     (invite,) = await first.notes(B, "chatSessionInvitationNotification")
-    await first.call("PUT", path_of(invite["link"][1]["href"]), status=204)
+    await first.call("PUT", local(invite["link"][1]["href"]), status=204)
     await first.notes(A, "chatEventNotification")
     await first.client.close()  # the first process is gone (its SIP legs with it)
 
@@ -277,7 +215,7 @@ async def test_restart_reports_ended_session(
     b_events = await second.notes(B, "chatEventNotification", 1)
     assert a_events[-1]["eventType"] == "SessionEnded"
     assert b_events[-1]["eventType"] == "SessionEnded"
-    got = await second.call("GET", path_of(invite["link"][0]["href"]))
+    got = await second.call("GET", local(invite["link"][0]["href"]))
     assert got["chatSessionInformation"]["status"] == "Disconnected"
 
 
@@ -293,6 +231,6 @@ async def test_adhoc_pager_fallback(bridge: Bridge) -> None:
     assert note["sessionId"] == "adhoc" and note["chatMessage"]["text"] == "by pager"
     (status,) = await bridge.notes(A, "chatMessageStatusNotification")
     assert status["status"] == "Sent"
-    got = await bridge.call("GET", path_of(sent["resourceReference"]["resourceURL"]))
+    got = await bridge.call("GET", local(sent["resourceReference"]["resourceURL"]))
     assert got["messageStatusReport"]["status"] == "Sent"
     assert [c.name for c in bridge.sip.calls].count("send_pager") == 1

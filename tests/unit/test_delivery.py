@@ -23,14 +23,6 @@ SUB_B = SubscriptionId("sub-b")
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
-
-
-@pytest.fixture
 async def service(db, tmp_path) -> AsyncIterator[DeliveryService]:
     svc = DeliveryService(settings_for(db), db, poll_interval=0.1)
     await svc.start()

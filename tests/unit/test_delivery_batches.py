@@ -23,20 +23,12 @@ from rest.handlers.channels import DELIVERY
 from state import outbox
 from state.db import Database
 from tests.unit.test_delivery import eventually, pending, publish, settings_for
-from tests.unit.test_delivery_support import Receiver, fast_settings
+from tests.unit.test_delivery_support import fast_settings
 
 ALICE = UserUri("tel:+15551230001")
 USER = "tel%3A%2B15551230001"
 
 Client = TestClient[web.Request, web.Application]
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
 
 
 async def enqueue(db: Database, url: str, count: int, lanes: int) -> None:
