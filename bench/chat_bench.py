@@ -349,6 +349,7 @@ async def main() -> None:
     ap.add_argument("--sessions", type=int, default=5000, help="pairs (2 sessions each)")
     ap.add_argument("--session-time", type=float, default=90.0)
     ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--keep-log", type=Path, help="copy the bridge's log there at the end")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
 
@@ -421,6 +422,8 @@ async def main() -> None:
             raise
         finally:
             await bench.close()
+            if args.keep_log is not None:
+                args.keep_log.write_bytes((workdir / "bridge.log").read_bytes())
             if apps.runner is not None:
                 await apps.runner.cleanup()
             stop_testbed(tb)

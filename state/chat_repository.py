@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
@@ -34,6 +35,7 @@ from bridge.chat.model import (
     RestStatus,
     SessionKind,
     StoredMessage,
+    evolve,
 )
 from bridge.chat.ports import ChatTransaction
 from bridge.errors import Conflict, StoreError
@@ -734,7 +736,7 @@ class BatchedChatTransaction:
         if msg.client_correlator is not None and msg.direction is Direction.OUTGOING:
             if await self.message_by_correlator(msg.user, msg.client_correlator) is not None:
                 raise Conflict("clientCorrelator already used for another message")
-        stored = replace(msg, seq=self._store.next_seq())
+        stored = evolve(msg, seq=self._store.next_seq())
         self._messages[stored.seq] = _MessageWrite(stored, stored.created_at, expires_at)
         self._keys[_mkey(stored)] = stored.seq
         return stored
@@ -780,7 +782,7 @@ class BatchedChatTransaction:
         detach: bool = False,
     ) -> StoredMessage:
         new_session = None if detach else (msg.session_id if session_id is None else session_id)
-        updated = replace(msg, status=status, session_id=new_session)
+        updated = evolve(msg, status=status, session_id=new_session)
         before = self._messages.get(msg.seq)
         expires_at = None if before is None else before.expires_at
         self._messages[msg.seq] = _MessageWrite(updated, now, expires_at)
@@ -984,6 +986,63 @@ class _Writes:
         return [self.enqueue.run(raw, **note) for note in notes]
 
 
+class _GroupedUnit:
+    """One unit of the group-commit store (``SQLChatStore.transaction``).
+
+    A class rather than an ``@asynccontextmanager``: units are the hottest
+    context of the chat core (several per message), and an async generator
+    costs a generator, its first-iteration registration with the loop and
+    contextlib's wrapping each time.
+    """
+
+    __slots__ = ("_store", "_batch", "_tx")
+
+    def __init__(self, store: SQLChatStore) -> None:
+        self._store = store
+        self._batch: _Batch | None = None
+        self._tx: BatchedChatTransaction | None = None
+
+    async def __aenter__(self) -> ChatTransaction:
+        store = self._store
+        await store._lock.acquire()
+        try:
+            if not store._opened:
+                await store._open()
+            batch = store._batch
+            if batch is None:
+                batch = store._batch = _Batch(asyncio.get_running_loop().create_future())
+            self._batch = batch
+            self._tx = BatchedChatTransaction(store)
+        except BaseException:
+            store._lock.release()
+            raise
+        return self._tx
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        store, batch = self._store, self._batch
+        assert batch is not None and self._tx is not None
+        try:
+            if exc_type is None:
+                store._absorb(self._tx)
+        finally:  # even a failed unit may have begun the transaction: end it
+            if not batch.scheduled:
+                batch.scheduled = True
+                store._schedule_commit(batch)
+            store._lock.release()
+        if exc_type is not None:
+            return False
+        try:
+            await asyncio.shield(batch.done)
+        except StoreError as failed:
+            raise StoreError(f"chat store commit failed: {failed}") from failed
+        return False
+
+
 class SQLChatStore:
     """``bridge.chat.ports.ChatStore`` over a ``state.db.Database`` (module comment above).
 
@@ -1055,26 +1114,8 @@ class SQLChatStore:
         async with self._lock, self.database.sessions.begin() as session:
             yield SQLChatTransaction(session)
 
-    @asynccontextmanager
-    async def _grouped(self) -> AsyncIterator[ChatTransaction]:
-        async with self._lock:
-            if not self._opened:
-                await self._open()
-            batch = self._batch
-            if batch is None:
-                batch = self._batch = _Batch(asyncio.get_running_loop().create_future())
-            tx = BatchedChatTransaction(self)
-            try:
-                yield tx
-                self._absorb(tx)
-            finally:  # even a failed unit may have begun the transaction: end it
-                if not batch.scheduled:
-                    batch.scheduled = True
-                    self._schedule_commit(batch)
-        try:
-            await asyncio.shield(batch.done)
-        except StoreError as exc:
-            raise StoreError(f"chat store commit failed: {exc}") from exc
+    def _grouped(self) -> _GroupedUnit:
+        return _GroupedUnit(self)
 
     def _schedule_commit(self, batch: _Batch) -> None:
         """Start the batch's committer now, or once ``commit_interval`` has passed since

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from types import TracebackType
 from typing import Any
 
 from bridge.chat import adhoc, delivery, notifications, one2one
@@ -144,6 +145,34 @@ class Unit:
         return count
 
 
+class _UnitScope:
+    """``ChatCore.unit`` (a class, not an ``@asynccontextmanager``: several per message)."""
+
+    __slots__ = ("_core", "_scope", "_tx")
+
+    def __init__(self, core: ChatCore) -> None:
+        self._core = core
+        self._scope: AbstractAsyncContextManager[ChatTransaction] | None = None
+        self._tx: ChatTransaction | None = None
+
+    async def __aenter__(self) -> Unit:
+        scope = self._scope = self._core.store.transaction()
+        tx = self._tx = await scope.__aenter__()
+        return Unit(tx, self._core.clock())
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._scope is not None and self._tx is not None
+        suppressed = await self._scope.__aexit__(exc_type, exc, tb)
+        if exc_type is None and self._tx.notifications:
+            self._core.notifier.wake(*self._tx.notifications)
+        return suppressed
+
+
 class ChatCore:
     """State, timers and dispatch shared by the inbound and REST sides of the chat service."""
 
@@ -172,14 +201,9 @@ class ChatCore:
 
     # --- units of work ---------------------------------------------------------------
 
-    @asynccontextmanager
-    async def unit(self) -> AsyncIterator[Unit]:
+    def unit(self) -> AbstractAsyncContextManager[Unit]:
         """A store transaction; its notifications are woken after the commit."""
-        async with self.store.transaction() as tx:
-            work = Unit(tx, self.clock())
-            yield work
-        if tx.notifications:
-            self.notifier.wake(*tx.notifications)
+        return _UnitScope(self)
 
     def retention(self, now: datetime) -> datetime:
         """When a message stored at ``now`` expires."""

@@ -24,9 +24,23 @@ import enum
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NewType
+from typing import Any, NewType, TypeVar
 
 from bridge.ids import ChatSessionId, MessageId, UserUri
+
+_D = TypeVar("_D")
+
+
+def evolve(obj: _D, **changes: Any) -> _D:
+    """A copy of the frozen dataclass ``obj`` with ``changes``: ``dataclasses.replace``
+    without re-running ``__init__`` (several times cheaper; the hot paths copy a
+    message per status change). Only for dataclasses with no ``__post_init__``."""
+    assert changes.keys() <= obj.__dataclass_fields__.keys(), changes.keys()  # type: ignore[attr-defined]
+    new = object.__new__(type(obj))
+    new.__dict__.update(obj.__dict__)
+    new.__dict__.update(changes)
+    return new
+
 
 LegId = NewType("LegId", str)
 """Handle of one SIP/MSRP session between the bridge and the signalling port."""
