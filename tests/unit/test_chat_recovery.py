@@ -231,8 +231,27 @@ async def test_signalling_without_stale_dialogs_only_logs(db, caplog) -> None:
         await again.service.stop()
 
 
-def test_bye_concurrency_is_bounded() -> None:
-    assert 1 <= recovery.BYE_CONCURRENCY <= 64
+async def test_at_most_bye_concurrency_byes_are_in_flight(db) -> None:
+    w, _ = await world(db)
+    await w.subscribe(A)
+    total = recovery.BYE_CONCURRENCY + 4
+    for n in range(total):
+        await up_outgoing(w, UserUri(f"tel:+1555777{n:04d}"), f"c-{n}")
+    await w.service.stop()
+
+    sip = ByeSignalling()
+    sip.gate = asyncio.Event()
+    again, report = await world(db, sip)
+    try:
+        assert report.dialogs_to_end == total
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert len(sip.byes) == recovery.BYE_CONCURRENCY  # the rest wait for a free slot
+        sip.gate.set()
+        await again.settle()
+        assert len({ids.call_id for ids in sip.byes}) == total
+    finally:
+        await again.service.stop()
 
 
 @pytest.mark.parametrize(

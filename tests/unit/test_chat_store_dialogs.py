@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from bridge.chat.model import ChatSession, DialogIds, Direction, LegId, SessionKind
-from bridge.ids import ChatSessionId, UserUri
+from bridge.ids import ChatSessionId, MessageId, SubscriptionId, UserUri
 from state import chat_repository as repo
+from state import outbox
+from state.chat_backlog import OutboxBacklog
 from state.chat_repository import SQLChatStore
 from state.db import Database, discover_migrations
 
@@ -91,30 +94,60 @@ async def test_grouped_store_keeps_dialog_state_across_a_restart(tmp_path) -> No
         await db.close()
 
 
-async def test_direct_repository_round_trip_and_rows_from_before_schema_22(tmp_path) -> None:
-    db = Database(f"sqlite:///{tmp_path / 'direct.db'}")
-    await db.migrate()
-    try:
-        async with db.sessions.begin() as s:
-            await repo.insert_session(s, session("s-1"))
-            await repo.insert_session(s, session("s-old", ids=DialogIds(call_id="old")))
-            # what a row of schema 21 looks like once migrated: the new columns NULL
-            await s.execute(
-                sa.text(
-                    "UPDATE chat_sessions SET local_uri = NULL, remote_uri = NULL,"
-                    " remote_target = NULL, route_set = NULL, local_cseq = NULL,"
-                    " dialog_uac = NULL WHERE id = 's-old'"
-                )
+async def test_direct_repository_round_trip_and_rows_from_before_schema_22(db: Database) -> None:
+    # ``db`` (tests.db_fixtures): a SQLite file, and PostgreSQL with the integration tests
+    async with db.sessions.begin() as s:
+        await repo.insert_session(s, session("s-1"))
+        await repo.insert_session(s, session("s-old", ids=DialogIds(call_id="old")))
+        # what a row of schema 21 looks like once migrated: the new columns NULL
+        await s.execute(
+            sa.text(
+                "UPDATE chat_sessions SET local_uri = NULL, remote_uri = NULL,"
+                " remote_target = NULL, route_set = NULL, local_cseq = NULL,"
+                " dialog_uac = NULL WHERE id = 's-old'"
             )
-        async with db.sessions() as s:
-            assert await repo.session_by_id(s, "s-1") == session("s-1")
-            old = await repo.session_by_id(s, "s-old")
-        assert old is not None and old.ids == DialogIds(call_id="old")
-        assert IDS.can_bye
+        )
+    async with db.sessions() as s:
+        assert await repo.session_by_id(s, "s-1") == session("s-1")
+        old = await repo.session_by_id(s, "s-old")
+    assert old is not None and old.ids == DialogIds(call_id="old")
+    store = SQLChatStore(db)  # the direct store on this engine keeps the same contract
+    try:
+        async with store.transaction() as tx:
+            await tx.save_session(replace(session("s-1"), ids=replace(IDS, route_set=())))
+        async with store.transaction() as tx:
+            got = await tx.session_by_id("s-1")
+        assert got is not None and got.ids == replace(IDS, route_set=())
     finally:
-        await db.close()
+        await store.close()
+
+
+async def test_outbox_backlog_lists_queued_chat_message_notifications(db: Database) -> None:
+    async with db.sessions.begin() as s:
+        for user, root, body in (
+            (A, "chatMessageNotification", {"messageId": "m1", "chatMessage": {"text": "x"}}),
+            (A, "chatMessageNotification", {"isComposing": {"state": "active"}}),
+            (A, "chatEventNotification", {"messageId": "not-a-message", "eventType": "x"}),
+            (B, "chatMessageNotification", {"messageId": "m2"}),
+        ):
+            await outbox.enqueue(
+                s,
+                user=user,
+                subscription_id=SubscriptionId("sub-" + user),
+                notify_url="http://app.test/cb",
+                root=root,
+                body=body,
+            )
+    backlog = OutboxBacklog(db)
+    assert await backlog.queued_message_notifications([A, B]) == {
+        (A, MessageId("m1")),
+        (B, MessageId("m2")),
+    }
+    assert await backlog.queued_message_notifications([A]) == {(A, MessageId("m1"))}
+    assert await backlog.queued_message_notifications([]) == set()
 
 
 @pytest.mark.parametrize("missing", ["call_id", "local_tag", "remote_tag", "remote_target"])
 def test_can_bye_needs_every_identifying_field(missing: str) -> None:
-    assert not replace(IDS, **{missing: None}).can_bye
+    cleared: dict[str, Any] = {missing: None}
+    assert not replace(IDS, **cleared).can_bye
