@@ -261,12 +261,14 @@ class Dialog:
         local_cseq: int,
         is_uac: bool,
         usage: str = "INVITE",
+        contact: str = "",
     ) -> Dialog:
         """A confirmed dialog rebuilt from stored state, to send requests in it (§12.2.1.1).
 
         ``local``/``remote`` are the From/To name-addrs of our requests (their
         tags are set from ``id``), ``route_set`` the Route values in sending
-        order. Raises ``DialogError(400)`` when a stored value does not parse.
+        order; ``contact`` is needed only for requests that carry one (not
+        BYE). Raises ``DialogError(400)`` when a stored value does not parse.
         """
         try:
             local_addr = parse_name_addr(local).with_tag(id.local_tag)
@@ -286,7 +288,7 @@ class Dialog:
             route_set=routes,
             local_cseq=local_cseq,
             remote_cseq=None,
-            contact="",
+            contact=contact,
             state=DialogState.CONFIRMED,
             is_uac=is_uac,
         )
