@@ -63,6 +63,7 @@ from rest.models import (
     ParticipantSessionStatus,
     ParticipantStatus,
 )
+from state.chat_backlog import OutboxBacklog
 from state.chat_repository import SQLChatStore
 from state.db import Database
 
@@ -103,7 +104,7 @@ def install_chat(app: web.Application, signalling: SignallingPort) -> ChatServic
     app[CHAT_SERVICE] = RestChatService(service, app[SETTINGS])
 
     async def lifetime(_app: web.Application) -> AsyncIterator[None]:
-        await service.start()
+        await service.start(OutboxBacklog(app[DATABASE]))
         yield
         await service.stop()
 

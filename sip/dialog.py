@@ -8,6 +8,9 @@ Public API::
     Dialog.from_uas(request, local_tag, contact)    dialog created by a request we answer (§12.1.1)
     Dialog.from_notify(subscribe, notify, contact)  subscription dialog created by a NOTIFY
                                                     that beat the 2xx (RFC 6665 §4.1.2.4)
+    Dialog.restore(id, local=, remote=, remote_target=, route_set=, local_cseq=, is_uac=)
+                                                    a confirmed dialog from stored state
+                                                    (BYE after a restart)
         .id .state .usage .local .remote .remote_target .route_set .local_cseq .remote_cseq
         .create_request(method, headers=(), body=b"", content_type=None) -> Request  (§12.2.1.1)
         .create_ack(cseq, headers=(), body=b"", content_type=None) -> Request       (§13.2.2.4)
@@ -43,11 +46,11 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sip.errors import SIPError
+from sip.errors import CodecError, SIPError
 from sip.headers import NameAddr, parse_name_addr
 from sip.message import Headers, Request, Response
 from sip.timers import Timers
-from sip.uri import URI, SipURI
+from sip.uri import URI, SipURI, parse_uri
 
 __all__ = [
     "Dialog",
@@ -244,6 +247,50 @@ class Dialog:
             contact=contact,
             state=DialogState.CONFIRMED,
             is_uac=True,
+        )
+
+    @classmethod
+    def restore(
+        cls,
+        id: DialogId,
+        *,
+        local: str,
+        remote: str,
+        remote_target: str,
+        route_set: Iterable[str],
+        local_cseq: int,
+        is_uac: bool,
+        usage: str = "INVITE",
+        contact: str = "",
+    ) -> Dialog:
+        """A confirmed dialog rebuilt from stored state, to send requests in it (§12.2.1.1).
+
+        ``local``/``remote`` are the From/To name-addrs of our requests (their
+        tags are set from ``id``), ``route_set`` the Route values in sending
+        order; ``contact`` is needed only for requests that carry one (not
+        BYE). Raises ``DialogError(400)`` when a stored value does not parse.
+        """
+        try:
+            local_addr = parse_name_addr(local).with_tag(id.local_tag)
+            remote_addr = parse_name_addr(remote).with_tag(id.remote_tag)
+            target = parse_uri(remote_target)
+            routes = tuple(route_set)
+            for route in routes:
+                parse_name_addr(route)
+        except CodecError as exc:
+            raise DialogError(400, f"Stored dialog unusable: {exc}", local=True) from exc
+        return cls(
+            id,
+            usage=usage,
+            local=local_addr,
+            remote=remote_addr,
+            remote_target=target,
+            route_set=routes,
+            local_cseq=local_cseq,
+            remote_cseq=None,
+            contact=contact,
+            state=DialogState.CONFIRMED,
+            is_uac=is_uac,
         )
 
     # -- state -----------------------------------------------------------------------------

@@ -6,7 +6,10 @@ Conversation-ID, MSRP URIs). ``chat_messages`` maps each REST messageId
 (= imdn.Message-ID) to its session, peer and status; the IMDN correlation of
 §3.2 (``imdn_routes``: original sender, IMDN-Record-Route, DateTime) is folded
 into the received message's row, since every report needs the message anyway.
-The schema is created by ``state/migrations/m0020_chat_sessions_messages.py``.
+The schema is created by ``state/migrations/m0020_chat_sessions_messages.py``;
+``m0022_chat_session_dialogs.py`` adds the RFC 3261 §12 dialog state of each
+session's leg (local and remote name-addr, remote target, route set, local
+CSeq, UAC or UAS), which restart recovery needs to send a BYE.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from state.db import Base
 USER_URI_LEN = 512
 ID_LEN = 128
 SIP_ID_LEN = 256
+SIP_URI_LEN = 1024
 
 
 class ChatSessionRow(Base):
@@ -53,6 +57,12 @@ class ChatSessionRow(Base):
     conversation_id: Mapped[str | None] = mapped_column(sa.String(SIP_ID_LEN))
     msrp_local_uri: Mapped[str | None] = mapped_column(sa.String(1024))
     msrp_remote_path: Mapped[str | None] = mapped_column(sa.String(2048))
+    local_uri: Mapped[str | None] = mapped_column(sa.String(SIP_URI_LEN))
+    remote_uri: Mapped[str | None] = mapped_column(sa.String(SIP_URI_LEN))
+    remote_target: Mapped[str | None] = mapped_column(sa.String(SIP_URI_LEN))
+    route_set: Mapped[list[str] | None] = mapped_column(sa.JSON)
+    local_cseq: Mapped[int | None] = mapped_column(sa.BigInteger)
+    dialog_uac: Mapped[bool | None] = mapped_column(sa.Boolean)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))

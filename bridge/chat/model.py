@@ -141,7 +141,11 @@ def dispositions_for(reports: frozenset[RestStatus]) -> frozenset[Disposition]:
 class DialogIds:
     """The SIP/MSRP identifiers of one leg, kept for correlation (mapping §3.1, §3.2).
 
-    Every field is optional: the signalling side reports what it knows.
+    Every field is optional: the signalling side reports what it knows. The
+    last five are the RFC 3261 §12 dialog state beyond the ids (From/To
+    name-addrs with their tags, remote target, route set, local CSeq): with
+    them a process that did not build the dialog can still send a BYE in it
+    (restart recovery, ``bridge.chat.recovery``).
     """
 
     call_id: str | None = None
@@ -151,6 +155,30 @@ class DialogIds:
     conversation_id: str | None = None
     msrp_local_uri: str | None = None
     msrp_remote_path: str | None = None
+    local_uri: str | None = None
+    """Our side's name-addr (From of our requests), with its tag."""
+    remote_uri: str | None = None
+    """The peer's name-addr (To of our requests), with its tag."""
+    remote_target: str | None = None
+    """The peer's Contact URI: the Request-URI of in-dialog requests (§12.2.1.1)."""
+    route_set: tuple[str, ...] = ()
+    """Route header values for in-dialog requests, in sending order (§12.1)."""
+    local_cseq: int | None = None
+    """The last CSeq number we used in the dialog (None: we sent none yet)."""
+    uac: bool | None = None
+    """True when we sent the INVITE (UAC side of the dialog), False when we answered it."""
+
+    @property
+    def can_bye(self) -> bool:
+        """True when enough is known to send an in-dialog BYE (RFC 3261 §12.2.1.1)."""
+        return bool(
+            self.call_id
+            and self.local_tag
+            and self.remote_tag
+            and self.local_uri
+            and self.remote_uri
+            and self.remote_target
+        )
 
 
 @dataclass(frozen=True)

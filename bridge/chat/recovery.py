@@ -1,8 +1,9 @@
-"""Restart recovery of 1-1 chat (issue 4 item 4; sip-msrp-mapping.md §3).
+"""Restart recovery of 1-1 chat (issue 4 item 4; sip-msrp-mapping.md §3, §1.2 N6).
 
 The SIP dialogs and MSRP connections of the previous run died with its
 process, so nothing that was live can be resumed; it is reported instead, in
-one transaction with its notifications:
+one transaction with its notifications (unchanged from before the dialogs
+were stored):
 
 * confirmed sessions: INVITING → ``Failed``, RINGING → ``SessionCancelled``,
   ACCEPTING/CONNECTED → ``SessionEnded`` (the RESTART event of ``one2one``);
@@ -13,53 +14,144 @@ one transaction with its notifications:
   imdn.Message-ID, so a message that did arrive is not shown twice;
 * messages and ended sessions past ``chat_message_retention_days`` are purged.
 
-Notifications already in the outbox are the notifier's business (they survive
-on their own). Known gap: a received message whose notification reached the
-app right before the crash, but whose "delivered" IMDN had not been sent yet,
-gets no automatic IMDN; the app's ``PUT Delivered`` still sends it.
+The peers still hold the dialogs. After that commit, in the background so
+that start-up never waits for the network, every dialog that was established
+(confirmed ACCEPTING/CONNECTED, implicit CONNECTED, and implicit CONNECTING on
+the answering side, whichever side sent the INVITE) gets a BYE built from the
+dialog state the store kept (``DialogIds``, migration 22) through the
+signalling side's :class:`StaleDialogs`. At most :data:`BYE_CONCURRENCY` run
+at once, each bounded by the adapter (``STALE_BYE_TIMEOUT``); a 481, a 408 or
+no answer is logged and changes nothing: the session already ended. The
+sessions keep their Call-ID, tags, Contribution-ID and Conversation-ID for
+correlation (mapping §3.1). A dialog whose 2xx arrived but whose MSRP bind had
+not finished before the crash is not known (its To tag was never stored) and
+gets no BYE.
+
+Owed "delivered" reports: the IMDN goes out when the chatMessageNotification
+reaches the app (``ChatInbound.on_delivered``). The notification outbox deletes
+a delivered row a few milliseconds after the 2xx, while the listener runs
+beside it; a crash in between leaves the message RECEIVED with no row left,
+and no listener will ever run for it. :func:`send_owed_reports` finds those
+messages: received, positive-delivery requested, still RECEIVED, younger than
+``notification_max_age`` (an older row may have been dropped undelivered, not
+delivered), of a user who has a subscription, and with no chatMessageNotification
+for it left in the outbox (:class:`NotificationBacklog`). Each goes through
+``mark_received`` as if its notification had just been delivered: status
+Delivered and the IMDN, on the session if it were up, else by SIP MESSAGE
+to the IMDN-Record-Route or the sender (mapping §0 decision 5); after a
+restart no session is up, so it is the MESSAGE. It runs in the background too,
+after the delivery listener is registered, so a row delivered meanwhile is
+handled by the listener or here, and the message's status machine makes the
+second one a no-op. Not covered: a crash after the Delivered status was
+committed but before the IMDN left (the store does not record that an IMDN was
+sent); the app's ``PUT Delivered`` is then a no-op too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from bridge.chat import adhoc, delivery, one2one
-from bridge.chat.delivery import OutgoingEvent
-from bridge.chat.model import ADHOC, Direction, SessionKind
-from bridge.ids import UserUri
+from bridge.chat.delivery import IncomingEvent, IncomingStatus, OutgoingEvent
+from bridge.chat.model import (
+    ADHOC,
+    ChatSession,
+    DialogIds,
+    Direction,
+    Disposition,
+    SessionKind,
+    StoredMessage,
+)
+from bridge.chat.ports import SignallingError
+from bridge.ids import MessageId, UserUri
 
 if TYPE_CHECKING:
     from bridge.chat.service import ChatService
 
 log = logging.getLogger(__name__)
 
+BYE_CONCURRENCY = 16
+"""BYEs for the dialogs of the previous run in flight at once."""
+
+
+@runtime_checkable
+class StaleDialogs(Protocol):
+    """What recovery asks of the signalling side: end a dialog of the previous run."""
+
+    async def end_stale_dialog(self, ids: DialogIds) -> int:
+        """BYE the dialog ``ids`` describes; the final status (408: none in time).
+
+        Raises ``SignallingError`` when ``ids`` cannot make a request.
+        """
+        ...
+
+
+class NotificationBacklog(Protocol):
+    """Which chatMessageNotifications are still waiting in the outbox."""
+
+    async def queued_message_notifications(
+        self, users: Collection[UserUri]
+    ) -> set[tuple[UserUri, MessageId]]:
+        """``(user, messageId)`` of every queued chatMessageNotification of ``users``."""
+        ...
+
 
 @dataclass(frozen=True)
 class RecoveryReport:
-    """What a restart found and did."""
+    """What a restart found and did (the background work is not counted here)."""
 
     sessions_closed: int = 0
     messages_failed: int = 0
     messages_requeued: int = 0
     purged: int = 0
+    dialogs_to_end: int = 0
+    """Established dialogs of the previous run that get a BYE in the background."""
 
 
-async def recover(service: ChatService) -> RecoveryReport:
-    """Close what the previous run left live, fail or requeue its unsent messages."""
+def dialog_established(cs: ChatSession) -> bool:
+    """True when ``cs`` had a SIP dialog the peer still holds, and its state is stored."""
+    if not cs.ids.can_bye:
+        return False
+    if cs.kind is SessionKind.ADHOC:
+        state = adhoc.AdhocState(cs.state)
+        return state is adhoc.AdhocState.CONNECTED or (
+            state is adhoc.AdhocState.CONNECTING and cs.direction is Direction.INCOMING
+        )
+    return one2one.SessionState(cs.state) in (
+        one2one.SessionState.ACCEPTING,
+        one2one.SessionState.CONNECTED,
+    )
+
+
+async def recover(
+    service: ChatService, backlog: NotificationBacklog | None = None
+) -> RecoveryReport:
+    """Close what the previous run left live, fail or requeue its unsent messages.
+
+    BYEs for its dialogs and the "delivered" IMDNs it owed are sent by
+    background tasks started here (module docstring).
+    """
     closed = failed = 0
     pairs: dict[tuple[UserUri, UserUri], int] = {}
+    stale: list[ChatSession] = []
     async with service.unit() as work:
         retention = timedelta(days=service.settings.chat_message_retention_days)
         purged = await work.tx.purge_expired(now=work.now, ended_before=work.now - retention)
         live = [s.value for s in one2one.LIVE]
         for cs in await work.tx.sessions_in_states(SessionKind.CONFIRMED, live):
+            if dialog_established(cs):
+                stale.append(cs)
             await service.transition(work, cs, one2one.SessionEvent.RESTART, reason="restart")
             closed += 1
         live = [s.value for s in adhoc.LIVE]
         for cs in await work.tx.sessions_in_states(SessionKind.ADHOC, live):
+            if dialog_established(cs):
+                stale.append(cs)
             await service.transition(work, cs, adhoc.AdhocEvent.RESTART, reason="restart")
             closed += 1
         unsent = [s.value for s in delivery.UNSENT]
@@ -70,15 +162,105 @@ async def recover(service: ChatService) -> RecoveryReport:
                 continue
             await service.outgoing_transition(work, msg, OutgoingEvent.REQUEUE, detach=True)
             pairs[(msg.user, msg.peer)] = pairs.get((msg.user, msg.peer), 0) + 1
-    report = RecoveryReport(closed, failed, sum(pairs.values()), purged)
+    report = RecoveryReport(closed, failed, sum(pairs.values()), purged, len(stale))
     if closed or failed or pairs or purged:
         log.info(
-            "- chat recovery: %d sessions closed, %d messages failed, %d requeued, %d purged",
+            "- chat recovery: %d sessions closed (%d dialogs to end), %d messages failed,"
+            " %d requeued, %d purged",
             report.sessions_closed,
+            report.dialogs_to_end,
             report.messages_failed,
             report.messages_requeued,
             report.purged,
         )
     for user, peer in pairs:
         await service.pump_adhoc(user, peer)
+    if stale:
+        service.spawn(_end_stale_quietly(service, stale), "restart-bye")
+    if backlog is not None:
+        service.spawn(_owed_reports_quietly(service, backlog), "restart-imdn")
     return report
+
+
+async def end_stale_dialogs(service: ChatService, sessions: list[ChatSession]) -> dict[str, int]:
+    """BYE the dialogs of ``sessions`` (ended by :func:`recover`); session id → final status.
+
+    A dialog that cannot be rebuilt is logged and left out.
+    """
+    port = service.signalling
+    if not isinstance(port, StaleDialogs):
+        log.warning("x %d dialogs of the previous run: signalling cannot end them", len(sessions))
+        return {}
+    gate = asyncio.Semaphore(BYE_CONCURRENCY)
+    results: dict[str, int] = {}
+
+    async def one(cs: ChatSession) -> None:
+        async with gate:
+            try:
+                status = await port.end_stale_dialog(cs.ids)
+            except SignallingError as exc:
+                log.warning("x no BYE for session %s of %s: %s", cs.id, cs.user, exc)
+                return
+        results[cs.id] = status
+        if 200 <= status < 300:
+            log.info(
+                "- BYE for session %s of %s (Call-ID %s) after restart: %d",
+                cs.id,
+                cs.user,
+                cs.ids.call_id,
+                status,
+            )
+        else:
+            log.info(
+                "x BYE for session %s of %s (Call-ID %s) after restart answered %d:"
+                " the session ended anyway",
+                cs.id,
+                cs.user,
+                cs.ids.call_id,
+                status,
+            )
+
+    await asyncio.gather(*(one(cs) for cs in sessions))
+    return results
+
+
+async def _end_stale_quietly(service: ChatService, sessions: list[ChatSession]) -> None:
+    results = await end_stale_dialogs(service, sessions)
+    answered = sum(1 for status in results.values() if 200 <= status < 300)
+    log.info("- chat recovery: %d of %d dialogs ended with a 2xx", answered, len(sessions))
+
+
+async def owed_reports(service: ChatService, backlog: NotificationBacklog) -> list[StoredMessage]:
+    """The received messages whose "delivered" IMDN a crash left owed (module docstring)."""
+    async with service.unit() as work:
+        cutoff = work.now - timedelta(seconds=service.settings.notification_max_age)
+        received = await work.tx.messages_in_states(
+            Direction.INCOMING, [IncomingStatus.RECEIVED.value]
+        )
+        candidates = [
+            m
+            for m in received
+            if Disposition.POSITIVE_DELIVERY in m.dispositions and m.created_at > cutoff
+        ]
+        listened = {u for u in {m.user for m in candidates} if await work.active_subscriptions(u)}
+    candidates = [m for m in candidates if m.user in listened]
+    if not candidates:
+        return []
+    queued = await backlog.queued_message_notifications(listened)
+    return [m for m in candidates if (m.user, m.id) not in queued]
+
+
+async def send_owed_reports(service: ChatService, backlog: NotificationBacklog) -> int:
+    """Mark the owed messages delivered and send their IMDNs; return how many."""
+    owed = await owed_reports(service, backlog)
+    for msg in owed:
+        log.info("- message %s of %s: delivered IMDN owed since the restart", msg.id, msg.user)
+        await service.mark_received(msg.user, msg.id, IncomingEvent.NOTIFIED)
+    return len(owed)
+
+
+async def _owed_reports_quietly(service: ChatService, backlog: NotificationBacklog) -> None:
+    await asyncio.sleep(0)  # let ChatService.start register the delivery listener first
+    count = await send_owed_reports(service, backlog)
+    if count:
+        log.info("- chat recovery: %d delivered IMDNs sent that the previous run owed", count)

@@ -68,9 +68,11 @@ class ChatService(ChatInbound):
 
     # --- lifetime ---------------------------------------------------------------------
 
-    async def start(self) -> recovery.RecoveryReport:
+    async def start(
+        self, backlog: recovery.NotificationBacklog | None = None
+    ) -> recovery.RecoveryReport:
         """Recover from the previous run and listen for delivered notifications."""
-        report = await recovery.recover(self)
+        report = await recovery.recover(self, backlog)
         self.notifier.add_listener(self.on_delivered)
         self.arm("purge", PURGE_INTERVAL, self._purge)
         return report

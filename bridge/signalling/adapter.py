@@ -47,11 +47,19 @@ Wire behaviour (sip-msrp-mapping.md §1.0-§1.3, §2):
 The code is split by concern: ``base`` (legs, ordered events, inbound MSRP and
 MESSAGE), ``sessions`` (INVITE legs), this module (the sending side).
 
+* After a restart: :meth:`SipSignalling.end_stale_dialog` sends a BYE in a
+  dialog of the previous run, rebuilt from the state the chat store kept
+  (``DialogIds``: From/To with tags, remote target, route set, last CSeq).
+  Its CSeq is the stored one plus :data:`STALE_CSEQ_STEP` (RFC 3261 §12.2.1.1
+  wants it above every CSeq used before in the dialog; the store keeps the
+  value of the time the leg came up, and the bridge sends no in-dialog
+  request but the final BYE, so the step is a wide safety margin). The answer
+  (200, 481, 408 or none within the bound) is only reported back.
+
 Not handled yet: SIP session timers (no ``Session-Expires``; a peer's refresh
 re-INVITE is answered with the same SDP by the stack), a new ``a=path`` after a
-relay re-AUTH (``MSRPSession.on_path_change``), RFC 6714 CEMA (we connect to
-``a=path``), and a BYE for the dialogs of a previous run after a restart (the
-route set is not stored; recovery reports those sessions ended).
+relay re-AUTH (``MSRPSession.on_path_change``) and RFC 6714 CEMA (we connect to
+``a=path``).
 """
 
 from __future__ import annotations
@@ -59,7 +67,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from bridge.chat.model import Composing, LegId
+from bridge.chat.model import Composing, DialogIds, LegId
 from bridge.chat.ports import (
     MessageSendResult,
     OutgoingMessage,
@@ -72,12 +80,18 @@ from bridge.signalling.base import status_of
 from bridge.signalling.legs import Leg, LegState
 from bridge.signalling.sessions import SessionLegs
 from sip import cpim, iscomposing, rcs
+from sip.dialog import Dialog, DialogError, DialogId
 from sip.errors import MSRPError, ProtocolError
 
 log = logging.getLogger(__name__)
 
 BYE_GRACE = 2.0
 """Seconds ``close`` waits for the BYEs of live legs."""
+STALE_CSEQ_STEP = 1000
+"""Added to the stored local CSeq of a dialog from an earlier run (module docstring)."""
+STALE_BYE_TIMEOUT = 10.0
+"""Seconds :meth:`SipSignalling.end_stale_dialog` waits for the answer to its BYE."""
+_MAX_CSEQ = 2**31 - 1
 
 
 class SipSignalling(SessionLegs):
@@ -110,6 +124,26 @@ class SipSignalling(SessionLegs):
             self._cancel(leg)
             return
         await self._hang_up(leg)
+
+    async def end_stale_dialog(self, ids: DialogIds, timeout: float = STALE_BYE_TIMEOUT) -> int:
+        """BYE a dialog a previous run left established (RFC 3261 §15.1.1); its answer.
+
+        Returns the final status of the BYE (200, 481 ...), or 408 when none
+        came within ``timeout`` seconds (the transaction then ends on its own
+        timer). Raises ``SignallingError`` when ``ids`` cannot make a dialog
+        or the stack is down.
+        """
+        self._check_running()
+        dialog = stale_dialog(ids)
+        try:
+            response = await asyncio.wait_for(
+                self.sip.send_in_dialog(dialog, "BYE", []), timeout=timeout
+            )
+        except TimeoutError:
+            return 408
+        except ProtocolError as exc:
+            return status_of(exc) or 408
+        return response.status
 
     async def send_message(self, leg: LegId, message: OutgoingMessage) -> None:
         """MSRP SEND of the CPIM chat message; its MessageSendResult follows."""
@@ -224,3 +258,27 @@ class SipSignalling(SessionLegs):
                 "" if response.is_success else response.reason,
             )
         await self._deliver(result)
+
+
+def stale_dialog(ids: DialogIds) -> Dialog:
+    """The dialog ``ids`` describes, with its local CSeq moved past the stored one.
+
+    Raises ``SignallingError`` when a field the request needs is missing or
+    does not parse.
+    """
+    if not ids.can_bye:
+        raise SignallingError("the stored dialog state is incomplete", 0)
+    assert ids.call_id and ids.local_tag and ids.remote_tag
+    assert ids.local_uri and ids.remote_uri and ids.remote_target
+    try:
+        return Dialog.restore(
+            DialogId(ids.call_id, ids.local_tag, ids.remote_tag),
+            local=ids.local_uri,
+            remote=ids.remote_uri,
+            remote_target=ids.remote_target,
+            route_set=ids.route_set,
+            local_cseq=min((ids.local_cseq or 0) + STALE_CSEQ_STEP, _MAX_CSEQ - 1),
+            is_uac=bool(ids.uac),
+        )
+    except DialogError as exc:
+        raise SignallingError(str(exc), 0) from exc

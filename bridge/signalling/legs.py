@@ -11,12 +11,14 @@ from __future__ import annotations
 import enum
 import logging
 from collections import deque
+from dataclasses import replace
 
 from bridge.chat.model import DialogIds, LegId
 from bridge.chat.ports import SignallingEvent
 from bridge.ids import MessageId, UserUri
 from bridge.signalling.payload import InviteOffer
 from sip import rcs, sdp
+from sip.errors import CodecError
 from sip.msrp import MSRPSession
 from sip.usage import IncomingInvite, InviteSession, OutgoingInvite
 
@@ -109,24 +111,50 @@ class Leg:
         return True
 
     def dialog_ids(self) -> DialogIds:
-        """The correlation ids known so far (mapping §3.1)."""
-        call_id = local_tag = remote_tag = None
-        if self.session is not None:
-            dialog = self.session.dialog.id
-            call_id, local_tag, remote_tag = dialog.call_id, dialog.local_tag, dialog.remote_tag
+        """The correlation ids and dialog state known so far (mapping §3.1; RFC 3261 §12).
+
+        Once the dialog exists (``session``) everything comes from it. An
+        incoming INVITE not answered yet gives what its answer will create
+        (§12.1.1: our To with our tag, the caller's From, Contact and
+        Record-Route); our own INVITE without a final answer gives the
+        Call-ID and our tag only.
+        """
+        dialog = self.session.dialog if self.session is not None else None
+        state = DialogIds()
+        if dialog is not None:
+            state = DialogIds(
+                call_id=dialog.id.call_id,
+                local_tag=dialog.id.local_tag,
+                remote_tag=dialog.id.remote_tag,
+                local_uri=str(dialog.local),
+                remote_uri=str(dialog.remote),
+                remote_target=str(dialog.remote_target),
+                route_set=dialog.route_set,
+                local_cseq=dialog.local_cseq,
+                uac=dialog.is_uac,
+            )
         elif self.incoming is not None:
             request = self.incoming.request
-            call_id, local_tag, remote_tag = (
-                request.call_id,
-                self.incoming.tx.to_tag,
-                request.from_tag,
+            to_tag = self.incoming.tx.to_tag
+            try:
+                contacts = request.contacts
+            except CodecError:
+                contacts = []
+            state = DialogIds(
+                call_id=request.call_id,
+                local_tag=to_tag,
+                remote_tag=request.from_tag,
+                local_uri=str(request.to.with_tag(to_tag)),
+                remote_uri=str(request.from_),
+                remote_target=str(contacts[0].uri) if contacts else None,
+                route_set=tuple(request.get_all("Record-Route")),
+                uac=False,
             )
         elif self.call is not None:
-            call_id, local_tag = self.call.request.call_id, self.call.request.from_tag
-        return DialogIds(
-            call_id=call_id,
-            local_tag=local_tag,
-            remote_tag=remote_tag,
+            request = self.call.request
+            state = DialogIds(call_id=request.call_id, local_tag=request.from_tag, uac=True)
+        return replace(
+            state,
             contribution_id=self.chat_ids.contribution_id if self.chat_ids else None,
             conversation_id=self.chat_ids.conversation_id if self.chat_ids else None,
             msrp_local_uri=str(self.msrp.local_path[-1]) if self.msrp is not None else None,
