@@ -172,9 +172,7 @@ async def test_outbox_statements_run_unchanged_on_the_writer(
         assert [r[0] for r in left] == ["me"]
 
 
-async def _hammer(
-    database: Database, writer: SQLiteWriter, session_of: object
-) -> list[str]:
+async def _hammer(database: Database, writer: SQLiteWriter, session_of: object) -> list[str]:
     """64 read-then-write subscription creates while the writer commits in a loop."""
     errors: list[str] = []
     stop = asyncio.Event()
