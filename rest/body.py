@@ -110,13 +110,12 @@ def json_response(
     headers: dict[str, str] | None = None,
 ) -> web.Response:
     """A response whose body is ``{root: body}``."""
-    payload = body.to_json() if isinstance(body, OMAModel) else body
-    return web.Response(
-        status=status,
-        body=json.dumps({root: payload}).encode(),
-        content_type=JSON,
-        headers=headers,
-    )
+    if isinstance(body, OMAModel):  # serialised by pydantic-core, no dict in between
+        inner = body.model_dump_json(by_alias=True, exclude_none=True).encode()
+        data = b"{" + json.dumps(root).encode() + b": " + inner + b"}"
+    else:
+        data = json.dumps({root: body}).encode()
+    return web.Response(status=status, body=data, content_type=JSON, headers=headers)
 
 
 def accepts_json(accept: str) -> bool:

@@ -198,3 +198,29 @@ def test_group_session_needs_participants() -> None:
     )
     assert info.participant[0].is_originator is False
     assert m.ParticipantList().to_json() == {"participant": []}
+
+
+def test_json_response_writes_what_to_json_gives() -> None:
+    import json
+    from datetime import UTC, datetime
+
+    from rest.body import json_response
+
+    samples = [
+        m.ChatMessage(text='h\u00e9llo "q"', report_request=[m.MessageStatus.DELIVERED]),
+        m.ChatSessionInformation(
+            originator_address="tel:+15551230001", t_participant_address="tel:+15551230002"
+        ),
+        m.ChatMessageNotification(
+            session_id="s1",
+            message_id="m1",
+            sender_address="tel:+15551230001",
+            chat_message=m.ChatMessage(text="x"),
+            date_time=datetime(2026, 11, 25, 12, 0, 1, 500000, tzinfo=UTC),
+            link=[{"rel": "ChatSessionInformation", "href": "http://x/s"}],
+        ),
+    ]
+    for model in samples:
+        resp = json_response("root", model)
+        assert resp.body is not None and isinstance(resp.body, bytes)
+        assert json.loads(resp.body) == {"root": model.to_json()}
