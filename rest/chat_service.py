@@ -47,6 +47,7 @@ from bridge.config import Settings
 from bridge.ids import UserUri
 from bridge.ports import Notifier
 from rest.app import DATABASE, SERVER_ROOT, SETTINGS
+from rest.delivery import DeliveryService
 from rest.errors import OMAFault, invalid_input
 from rest.handlers.channels import NOTIFIER
 from rest.handlers.chat import CHAT_SERVICE, ChatTarget, Created
@@ -85,7 +86,11 @@ def build_chat_service(
     """The 1-1 chat service over the SQL store, bound as ``signalling``'s event sink."""
     service = ChatService(
         settings=settings,
-        store=SQLChatStore(database, commit_interval=settings.store_commit_interval),
+        store=SQLChatStore(
+            database,
+            commit_interval=settings.store_commit_interval,
+            claims=notifier if isinstance(notifier, DeliveryService) else None,
+        ),
         notifier=notifier,
         signalling=signalling,
         urls=urls,

@@ -97,6 +97,8 @@ BATCH_SIZE = 32
 """Rows claimed from the head of one lane per scheduler pass."""
 SETTLE_DELAY = 0.02
 """Seconds delivered rows may wait to be deleted together (a crash then re-sends them)."""
+INLINE_MEMORY = 10_000
+"""Inline-claimed row ids remembered until their wake comes (cleared past this)."""
 _POST_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
@@ -117,6 +119,8 @@ class DeliveryStats:
     failed_attempts: int = 0
     dropped: int = 0
     listener_errors: int = 0
+    inline_lanes: int = 0
+    """Lane batches claimed inside a chat store batch (no scheduler pass)."""
 
 
 @dataclass
@@ -175,6 +179,8 @@ class DeliveryService:
         self._posts: set[asyncio.Task[str | None]] = set()
         self._write_lock = outbox.writer_lock(database)
         self._writer: SQLiteWriter | None = None
+        self._inline: set[int] = set()
+        """Rows a chat store batch claimed and dispatched itself (:meth:`wake` skips them)."""
         self._stopping = False
         self._next_sweep = 0.0
 
@@ -346,6 +352,10 @@ class DeliveryService:
     def _direct(self) -> bool:
         return self.database.is_sqlite and self._scheduler is not None and not self._stopping
 
+    def claim_round(self) -> _InlineRound | None:
+        """``state.outbox.InlineClaims``: claim a chat batch's lanes in its transaction."""
+        return _InlineRound(self) if self._direct else None
+
     def wake(self, *queued: Notification) -> None:
         """Wake the worker and the long polls of the channels concerned (all, if none given)."""
         # A running lane's batch was claimed before these rows: the scheduler takes
@@ -355,6 +365,9 @@ class DeliveryService:
             self._wakeup.set()
         for n in queued:
             if n.channel_id is not None:
+                continue
+            if n.id in self._inline:  # claimed and started by the batch that wrote it
+                self._inline.discard(n.id)
                 continue
             if n.subscription_id in self._lanes:
                 self._rewake.add(n.subscription_id)
@@ -526,6 +539,10 @@ class DeliveryService:
         self._handed.difference_update(settled)
         for batch in claimed.batches:
             self._start_lane(batch, held)
+        if lanes:  # woken for a lane that a lane task held at claim time: after that task
+            self._rewake |= lanes & (
+                self._lanes.keys() - {b.subscription_id for b in claimed.batches}
+            )
         if lanes and len(claimed.batches) >= free:  # out of lane tasks: come back for the rest
             self._due |= lanes - {b.subscription_id for b in claimed.batches}
         if claimed.next_due is None:
@@ -838,3 +855,65 @@ class DeliveryService:
         if stale:
             self.stats.dropped += stale
             log.warning("x %d channel notifications dropped: older than the maximum age", stale)
+
+
+class _InlineRound:
+    """One chat store batch's claims (``state.outbox.ClaimRound``, SQLite only).
+
+    Inside the batch's transaction: the rows delivered since the last
+    transaction are deleted, and each lane whose only rows are the batch's own
+    callback rows (and that no lane task is running) is claimed whole. After
+    the commit those lanes start at once; the rest is left to :meth:`wake`
+    and the scheduler, as before. Rolled back: the settled rows wait for the
+    next transaction, and nothing was claimed.
+    """
+
+    def __init__(self, service: DeliveryService) -> None:
+        self._service = service
+        self._settled: list[int] = []
+        self._batches: list[outbox.LaneBatch] = []
+        self._held = 0.0
+
+    async def run(self, session: AsyncSession, made: Sequence[Notification]) -> None:
+        svc = self._service
+        self._settled, svc._settled = svc._settled, []
+        await outbox.settle(session, self._settled)
+        lanes: dict[SubscriptionId, list[Notification]] = {}
+        for n in made:
+            if n.channel_id is None:
+                lanes.setdefault(n.subscription_id, []).append(n)
+        free = svc.concurrency - len(svc._lanes)
+        if not lanes or free <= 0:
+            return
+        now = svc.clock()
+        until = now + timedelta(seconds=svc._claim_seconds())
+        self._held = asyncio.get_running_loop().time() + svc._claim_seconds()
+        for sub, items in lanes.items():
+            if free <= 0:
+                break
+            if sub in svc._lanes or sub in svc._gone:
+                continue
+            ids = [n.id for n in items]
+            if await outbox.claim_own_rows(session, sub, ids, owner=svc.owner, until=until):
+                entries = tuple(outbox.OutboxEntry(n, 0, now) for n in items)
+                self._batches.append(outbox.LaneBatch(sub, entries))
+                free -= 1
+
+    def committed(self) -> None:
+        svc = self._service
+        svc._handed.difference_update(self._settled)
+        if len(svc._inline) > INLINE_MEMORY:  # ids whose wake never came (a cancelled unit)
+            svc._inline.clear()
+        for batch in self._batches:
+            if svc._stopping or batch.subscription_id in svc._lanes:  # no await since the claim
+                task = asyncio.get_running_loop().create_task(svc._release(batch.ids))
+                svc._listener_tasks.add(task)
+                task.add_done_callback(svc._listener_tasks.discard)
+                continue
+            svc._inline.update(batch.ids)
+            svc.stats.inline_lanes += 1
+            svc._start_lane(batch, self._held)
+
+    def failed(self) -> None:
+        self._service._settled[:0] = self._settled
+        self._batches.clear()

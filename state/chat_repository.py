@@ -1069,10 +1069,13 @@ class SQLChatStore:
         *,
         message_cache: int = MESSAGE_CACHE,
         commit_interval: float = 0.0,
+        claims: outbox.InlineClaims | None = None,
     ) -> None:
         self.database = database
         self.commit_interval = commit_interval
         """Least seconds between two commits' starts (group commit pacing)."""
+        self.claims = claims
+        """The delivery worker, claiming the lanes of each batch's notifications inline."""
         self._last_commit = float("-inf")
         self._pacing: tuple[asyncio.TimerHandle, _Batch] | None = None
         database_name = database.url.database or ""
@@ -1293,10 +1296,13 @@ class SQLChatStore:
                 self.memory.drop_ended()
                 return
             write, owners = self._writing()
+            claims = None if self.claims is None else self.claims.claim_round()
 
             def step(conn: sa.Connection, db: InThreadSession) -> list[Notification]:
                 try:
                     made = write(conn, db)
+                    if claims is not None and conn.in_transaction():
+                        run_now(claims.run(cast(AsyncSession, db), made))
                     if conn.in_transaction():
                         conn.commit()
                     return made
@@ -1306,12 +1312,15 @@ class SQLChatStore:
 
             try:
                 made = await self._writer.call(step)
-            except Exception as exc:
-                await self._fail(batch, exc)
-                return
             except BaseException as exc:  # cancelled: the batch is not known durable
+                if claims is not None:
+                    claims.failed()
                 await self._fail(batch, exc)
+                if isinstance(exc, Exception):
+                    return
                 raise
+            if claims is not None:
+                claims.committed()
             self._hand_out(owners, made)
             self.batches += 1
             batch.done.set_result(None)

@@ -66,7 +66,7 @@ from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequen
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -202,6 +202,32 @@ class Channel:
 
 
 _WRITERS: weakref.WeakKeyDictionary[object, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+class ClaimRound(Protocol):
+    """A delivery worker's part in another writer's transaction (``InlineClaims``)."""
+
+    async def run(self, session: AsyncSession, made: Sequence[Notification]) -> None:
+        """In the transaction that inserted ``made``: settle and claim what can go at once."""
+
+    def committed(self) -> None:
+        """That transaction committed: dispatch what was claimed."""
+
+    def failed(self) -> None:
+        """That transaction rolled back: forget what was claimed, keep what was settled."""
+
+
+class InlineClaims(Protocol):
+    """A delivery worker that claims the rows of a SQLite writer inside its transaction.
+
+    The chat store writes its notifications in its own batches; claiming their
+    lanes in the same transaction (the writer is the only one: nothing can
+    join a lane before the commit) spares the worker a transaction of its own
+    and a re-read per batch.
+    """
+
+    def claim_round(self) -> ClaimRound | None:
+        """A round for the next transaction, or None when claims are not done inline."""
 
 
 def writer_lock(database: Database) -> asyncio.Lock | None:
@@ -729,6 +755,38 @@ async def claim_if_alone(session: AsyncSession, ident: int, *, owner: str, until
     conn = await session.connection()
     result = await conn.execute(_CLAIM_ALONE, {"ident": ident, "owner": owner, "until": until})
     return _rowcount(result) == 1
+
+
+async def claim_own_rows(
+    session: AsyncSession, subscription_id: str, ids: Sequence[int], *, owner: str, until: datetime
+) -> bool:
+    """Claim the callback rows ``ids`` of one lane if they are all the lane holds.
+
+    :func:`claim_if_alone` for the several rows one transaction inserted in a
+    lane (SQLite, one writer): with no other row in the lane, they are its
+    head, in id order. All or nothing.
+    """
+    if not ids:
+        return False
+    others = sa.alias(_T, "others")
+    result = await session.execute(
+        sa.update(_T)
+        .where(
+            _T.c.id.in_(list(ids)),
+            _T.c.channel_id.is_(None),
+            _T.c.claimed_by.is_(None),
+            ~sa.exists().where(
+                others.c.channel_id.is_(None),
+                others.c.subscription_id == subscription_id,
+                others.c.id.not_in(list(ids)),
+            ),
+        )
+        .values(claimed_by=owner, claimed_until=until)
+    )
+    won = _rowcount(result)
+    if 0 < won < len(ids):  # some row was not ours to take: give the others back
+        await release(session, ids, owner=owner)
+    return won == len(ids)
 
 
 async def extend_claims(
