@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from sip.errors import CodecError
 
@@ -57,8 +58,10 @@ class ContentType:
         return out
 
 
+@lru_cache(maxsize=256)
 def parse_content_type(value: str) -> ContentType:
     """Parses a Content-Type header value (RFC 2045 §5.1)."""
+    # cached: ContentType is immutable and a few values make up nearly all traffic
     text = value.strip()
     head, _, rest = text.partition(";")
     kind, slash, sub = head.strip().partition("/")

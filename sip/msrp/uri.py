@@ -105,18 +105,11 @@ def parse_uri(text: str) -> MSRPURI:
 
 def serialize_uri(uri: MSRPURI) -> str:
     """Render an MSRP URI (RFC 4975 §9)."""
-    parts = [uri.scheme, "://"]
-    if uri.user is not None:
-        parts += [uri.user, "@"]
-    parts.append(uri.host)
-    if uri.port is not None:
-        parts += [":", str(uri.port)]
-    if uri.session_id is not None:
-        parts += ["/", uri.session_id]
-    parts += [";", uri.transport]
-    for p in uri.params:
-        parts += [";", p]
-    return "".join(parts)
+    user = "" if uri.user is None else f"{uri.user}@"
+    port = "" if uri.port is None else f":{uri.port}"
+    session = "" if uri.session_id is None else f"/{uri.session_id}"
+    params = "".join(f";{p}" for p in uri.params) if uri.params else ""
+    return f"{uri.scheme}://{user}{uri.host}{port}{session};{uri.transport}{params}"
 
 
 @lru_cache(maxsize=4096)
@@ -131,4 +124,6 @@ def parse_path(text: str) -> tuple[MSRPURI, ...]:
 
 def serialize_path(path: tuple[MSRPURI, ...]) -> str:
     """Render a URI list with single spaces."""
+    if len(path) == 1:
+        return serialize_uri(path[0])
     return " ".join(serialize_uri(u) for u in path)
