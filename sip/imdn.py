@@ -98,6 +98,8 @@ _Q = {
     )
 }
 _IN_NAMESPACE = f"{{{NAMESPACE}}}"
+_KINDS = tuple((kind, _Q[kind.value]) for kind in NotificationType)
+_STATUSES = {status.value: status for status in Status}
 
 
 def _optional_text(parent: Element, local: str) -> str | None:
@@ -116,8 +118,8 @@ def parse(data: bytes) -> IMDN:
     if not stamp:
         raise CodecError("imdn: missing datetime")
     found: list[tuple[NotificationType, Status]] = []
-    for kind in NotificationType:
-        element = root.find(_Q[kind.value])
+    for kind, tag in _KINDS:
+        element = root.find(tag)
         if element is None:
             continue
         status_elem = element.find(_Q["status"])
@@ -126,10 +128,9 @@ def parse(data: bytes) -> IMDN:
         if len(known) != 1:
             raise CodecError(f"imdn: {kind.value} needs exactly one status")
         local = known[0][len(_IN_NAMESPACE) :]
-        try:
-            status = Status(local)
-        except ValueError:
-            raise CodecError(f"imdn: unknown status {local!r}") from None
+        status = _STATUSES.get(local)
+        if status is None:
+            raise CodecError(f"imdn: unknown status {local!r}")
         if status not in ALLOWED_STATUSES[kind]:
             raise CodecError(f"imdn: status {local!r} is not valid in {kind.value}")
         found.append((kind, status))

@@ -242,8 +242,8 @@ def format_datetime(value: datetime) -> str:
     offset = value.utcoffset()
     if offset is None:
         raise CodecError("date-time must be timezone-aware")
-    # isoformat writes a four-digit year and truncates to milliseconds, like RFC 3339 wants
-    stamp = datetime.isoformat(value.replace(tzinfo=None), timespec="milliseconds")
+    # isoformat writes a four-digit year and truncates to milliseconds; [:23] drops its offset
+    stamp = datetime.isoformat(value, timespec="milliseconds")[:23]
     if not offset:
         return stamp + "Z"
     sign = "-" if offset < _ZERO else "+"

@@ -301,15 +301,9 @@ def _header_lines(head: bytes) -> tuple[list[str], bool]:
     """The header lines decoded as UTF-8, up to the first that is not; and whether all were."""
     try:
         return head.decode("utf-8").split("\r\n"), True
-    except UnicodeDecodeError:
-        pass
-    lines: list[str] = []
-    for raw in head.split(b"\r\n"):
-        try:
-            lines.append(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            break
-    return lines, False
+    except UnicodeDecodeError as exc:
+        cut = head.rfind(b"\r\n", 0, exc.start)  # the lines before the bad one are fine
+        return (head[:cut].decode("utf-8").split("\r\n") if cut >= 0 else []), False
 
 
 def parse_after_start_line(
