@@ -109,7 +109,7 @@ def header_value(headers: Headers, name: str) -> str | None:
     """Returns the first value of header ``name`` (case-insensitive), or None."""
     wanted = name.lower()
     for key, value in headers:
-        if key.lower() == wanted:
+        if key == name or key.lower() == wanted:
             return value
     return None
 

@@ -194,7 +194,7 @@ class MSRPMessage:
         """The first value of header ``name`` (case-insensitive), or None."""
         key = name.lower()
         for hname, value in self.headers:
-            if hname.lower() == key:
+            if hname == name or hname.lower() == key:
                 return value
         return None
 
