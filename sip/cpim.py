@@ -85,10 +85,19 @@ _NS = re.compile(r"\s*([^\s<]*)\s*<([^<>]*)>\s*")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
-@lru_cache(maxsize=1024)
+_CACHED_LENGTH = 512
+"""Longest value whose parse result is cached (a cache keeps its keys alive)."""
+
+
 def parse_name_addr(value: str) -> NameAddr:
     """Parses ``["name"] <uri>``; a bare URI without brackets is accepted too."""
     # cached: NameAddr is immutable and a chat repeats the same few addresses
+    if len(value) <= _CACHED_LENGTH:
+        return _cached_name_addr(value)
+    return _parse_name_addr(value)
+
+
+def _parse_name_addr(value: str) -> NameAddr:
     match = _NAME_ADDR.fullmatch(value)
     if match is None:
         bare = value.strip()
@@ -101,6 +110,9 @@ def parse_name_addr(value: str) -> NameAddr:
     if quoted is not None:
         return NameAddr(uri.strip(), _UNQUOTE.sub(r"\1", quoted))
     return NameAddr(uri.strip(), plain or None)
+
+
+_cached_name_addr = lru_cache(maxsize=1024)(_parse_name_addr)
 
 
 @dataclass(frozen=True)
@@ -201,14 +213,22 @@ def _headers(block: bytes) -> list[tuple[str, str, str]]:
 _DISPOSITIONS = frozenset(d.value for d in Disposition)
 
 
-@lru_cache(maxsize=256)
 def _parse_dispositions(value: str) -> tuple[Disposition, ...]:
+    if len(value) <= _CACHED_LENGTH:
+        return _cached_dispositions(value)
+    return _dispositions(value)
+
+
+def _dispositions(value: str) -> tuple[Disposition, ...]:
     result: list[Disposition] = []
     for token in value.split(","):
         token = token.strip().lower()
         if token in _DISPOSITIONS and token not in result:
             result.append(Disposition(token))
     return tuple(result)
+
+
+_cached_dispositions = lru_cache(maxsize=256)(_dispositions)
 
 
 def _route_uri(value: str) -> str:

@@ -58,10 +58,15 @@ class ContentType:
         return out
 
 
-@lru_cache(maxsize=256)
 def parse_content_type(value: str) -> ContentType:
     """Parses a Content-Type header value (RFC 2045 §5.1)."""
     # cached: ContentType is immutable and a few values make up nearly all traffic
+    if len(value) <= _CACHED_LENGTH:
+        return _cached_content_type(value)
+    return _parse_content_type(value)
+
+
+def _parse_content_type(value: str) -> ContentType:
     text = value.strip()
     head, _, rest = text.partition(";")
     kind, slash, sub = head.strip().partition("/")
@@ -100,6 +105,11 @@ def parse_content_type(value: str) -> ContentType:
         params.append((name, param_value))
         pos = end + 1
     return ContentType(f"{kind.lower()}/{sub.strip().lower()}", tuple(params))
+
+
+_CACHED_LENGTH = 256
+"""Longest value whose parse is cached (a cache keeps its keys alive)."""
+_cached_content_type = lru_cache(maxsize=256)(_parse_content_type)
 
 
 Headers = tuple[tuple[str, str], ...]

@@ -36,7 +36,7 @@ _XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 _QUALIFIED: dict[str, str] = {}
 _QUALIFIED_MAX = 4096
-"""Memo of expat names already converted (bounded: names come from peers)."""
+"""Memo of expat names already converted (bounded in count and length: names come from peers)."""
 
 
 def _qualify(name: str) -> str:
@@ -45,7 +45,7 @@ def _qualify(name: str) -> str:
         return known
     uri, sep, local = name.rpartition("\x1f")
     qualified = f"{{{uri}}}{local}" if sep else local
-    if len(_QUALIFIED) < _QUALIFIED_MAX:
+    if len(_QUALIFIED) < _QUALIFIED_MAX and len(name) <= 256:
         _QUALIFIED[name] = qualified
     return qualified
 

@@ -108,10 +108,15 @@ class StatusHeader:
         return f"{text} {self.reason}" if self.reason else text
 
 
-@lru_cache(maxsize=1024)
 def parse_byte_range(value: str) -> ByteRange:
     """Parse a Byte-Range value (RFC 4975 §9); raises CodecError."""
     # cached: ByteRange is immutable and a chat repeats the same small ranges
+    if len(value) <= _CACHED_LENGTH:
+        return _cached_byte_range(value)
+    return _parse_byte_range(value)
+
+
+def _parse_byte_range(value: str) -> ByteRange:
     m = _BYTE_RANGE.fullmatch(value.strip())
     if m is None:
         raise CodecError(f"invalid Byte-Range: {value!r}")
@@ -126,6 +131,11 @@ def parse_byte_range(value: str) -> ByteRange:
     if total is not None and end is not None and end > total:
         raise CodecError(f"invalid Byte-Range: {value!r}")
     return ByteRange(start, end, total)
+
+
+_CACHED_LENGTH = 64
+"""Longest Byte-Range value whose parse is cached (a cache keeps its keys alive)."""
+_cached_byte_range = lru_cache(maxsize=1024)(_parse_byte_range)
 
 
 def parse_status_header(value: str) -> StatusHeader:

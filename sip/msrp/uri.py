@@ -112,14 +112,24 @@ def serialize_uri(uri: MSRPURI) -> str:
     return f"{uri.scheme}://{user}{uri.host}{port}{session};{uri.transport}{params}"
 
 
-@lru_cache(maxsize=4096)
 def parse_path(text: str) -> tuple[MSRPURI, ...]:
     """Parse a space-separated URI list (To-Path, From-Path, Use-Path, a=path)."""
-    # cached: a session repeats the same paths in every frame
+    # cached: a session repeats the same paths in every frame; only values of a sane
+    # length, as the cache keeps its keys alive (a frame may be megabytes long)
+    if len(text) <= _CACHED_LENGTH:
+        return _cached_path(text)
+    return _parse_path(text)
+
+
+def _parse_path(text: str) -> tuple[MSRPURI, ...]:
     items = text.split()
     if not items:
         raise CodecError("empty MSRP path")
     return tuple(parse_uri(item) for item in items)
+
+
+_CACHED_LENGTH = 1024
+_cached_path = lru_cache(maxsize=4096)(_parse_path)
 
 
 def serialize_path(path: tuple[MSRPURI, ...]) -> str:

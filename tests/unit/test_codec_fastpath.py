@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 from xml.etree.ElementTree import Element, tostring
 
 import pytest
@@ -22,6 +22,7 @@ from sip import cpim, imdn, multipart, xmlutil
 from sip.cpim import CPIMMessage, Disposition, NameAddr
 from sip.errors import CodecError
 from sip.msrp import message as msrp
+from sip.msrp import uri as uri_module
 from sip.msrp.message import ByteRange, MSRPMessage, TransactionId
 from sip.msrp.parser import DEFAULT_MAX_FRAME_SIZE, MalformedFrame, MSRPParser
 from sip.msrp.uri import MSRPURI, SessionId, serialize_path, serialize_uri
@@ -371,7 +372,34 @@ def test_parse_datetime_matches_reference(text: str) -> None:
 
 @given(st.text(alphabet=st.sampled_from('ab/;= "\\\t'), max_size=20))
 def test_cached_parse_content_type_matches_uncached(value: str) -> None:
-    plain = multipart.parse_content_type.__wrapped__
     first = outcome(multipart.parse_content_type, value)
-    assert first == outcome(plain, value)
+    assert first == outcome(multipart._parse_content_type, value)
     assert outcome(multipart.parse_content_type, value) == first
+
+
+LONG = 2000
+
+
+@pytest.mark.parametrize(
+    ("cached", "func", "value"),
+    [
+        (cpim._cached_name_addr, cpim.parse_name_addr, '"' + "n" * LONG + '" <sip:a@b>'),
+        (cpim._cached_dispositions, cpim._parse_dispositions, "display, " * LONG),
+        (msrp._cached_byte_range, msrp.parse_byte_range, " " * LONG + "1-2/3"),
+        (multipart._cached_content_type, multipart.parse_content_type, "a/b;x=" + "y" * LONG),
+        (uri_module._cached_path, uri_module.parse_path, "msrp://a:1/s;tcp " * LONG),
+    ],
+)
+def test_long_values_are_parsed_but_not_cached(
+    cached: Any, func: Callable[[str], object], value: str
+) -> None:
+    before = cached.cache_info().currsize
+    assert func(value) == cached.__wrapped__(value)
+    assert cached.cache_info().currsize == before
+
+
+def test_long_xml_names_are_not_memoised() -> None:
+    name = "e" * 300
+    root = xmlutil.parse_xml(f"<{name}/>".encode(), "t")
+    assert root.tag == name
+    assert name not in xmlutil._QUALIFIED
