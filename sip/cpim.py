@@ -22,6 +22,10 @@ of the payload, then the payload.
   decoded payload.  ``Content-Length`` is emitted on output and, on input,
   bounds the payload (trailing CRLFs some clients append are dropped).
 * ``DateTime`` is RFC 3339 with milliseconds on output.
+* Every chat message costs two CPIM parses and serializations, so the header
+  block is read in one pass, the usual header names skip the name regex, and
+  ``parse_name_addr`` / Disposition-Notification results are cached (short
+  values only: a cache keeps its keys alive).
 
 Canonical output (what ``serialize`` writes, and what round-trips byte for
 byte) follows the header order rcsjta uses: From, To, cc, NS, imdn.Message-ID,

@@ -15,7 +15,9 @@ may carry is fixed by RFC 5438 (sip-msrp-mapping §1.0.5):
 ``datetime`` stays a string: RFC 5438 types it as ``xs:string`` and echoes
 the original CPIM ``DateTime``, whatever its format; ``build_imdn`` formats an
 aware ``datetime`` for callers that have one.  Elements of other namespaces
-(e.g. linphone's ``<reason>``) are ignored on input.
+(e.g. linphone's ``<reason>``) are ignored on input.  ``serialize`` writes the
+``render_xml`` layout directly (the document shape is fixed) as every chat
+message sends or receives one IMDN.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ entity expansion ("billion laughs") and external entities.  The stdlib
 ``xml.etree`` parser resolves internal entities, so ``parse_xml`` drives
 ``pyexpat`` directly: any DOCTYPE is refused before an entity can be
 declared, parameter-entity parsing is off, and nesting depth is bounded.
-Every failure surfaces as ``CodecError`` with a fixed message.
+Every failure surfaces as ``CodecError`` with a fixed message.  Expat buffers
+character data, and the converted element names are memoised (bounded in count
+and length), which keeps the Python callbacks per element to two.
 
 Writing goes through a tiny node tree (``XMLNode``) rendered in one
 canonical form (UTF-8 declaration, two-space indentation, ``<x/>`` for empty

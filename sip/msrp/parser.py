@@ -17,6 +17,10 @@
 #   Byte-Range, missing From-Path) becomes a ``MalformedFrame`` so that the
 #   engine can answer 400 and carry on.
 # ``max_frame_size`` bounds the memory one connection can pin.
+#
+# With nothing buffered (the usual case: a read holds whole frames), frames are
+# cut straight from the received bytes and only an incomplete tail is copied
+# into the buffer; the start line is parsed once and handed to the frame parser.
 """
 
 from __future__ import annotations
