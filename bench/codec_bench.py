@@ -11,6 +11,11 @@ their 200 responses, all built with the codecs' own serializers.  The last line
 ("per chat message") runs the whole codec work of one message: 4 MSRP frames
 parsed and serialized, 2 CPIM bodies parsed and serialized, 1 IMDN built,
 serialized and parsed.
+
+Measured on the 2-core dev box (best of 3 interleaved runs, µs/op, before = 928a895):
+cpim.parse chat 25.8 -> 15.8, cpim.serialize chat 8.9 -> 4.8, imdn.parse 21.4 -> 14.6,
+imdn.serialize 11.3 -> 1.9, msrp.parse_message SEND 12.0 -> 7.7, serialize_message SEND
+2.9 -> 1.7, MSRPParser.feed 4 frames 47.1 -> 33.0, per chat message 245 -> 157 (1.56x).
 """
 
 from __future__ import annotations
