@@ -22,6 +22,10 @@ of the payload, then the payload.
   decoded payload.  ``Content-Length`` is emitted on output and, on input,
   bounds the payload (trailing CRLFs some clients append are dropped).
 * ``DateTime`` is RFC 3339 with milliseconds on output.
+* Every chat message costs two CPIM parses and serializations, so the header
+  block is read in one pass, the usual header names skip the name regex, and
+  ``parse_name_addr`` / Disposition-Notification results are cached (short
+  values only: a cache keeps its keys alive).
 
 Canonical output (what ``serialize`` writes, and what round-trips byte for
 byte) follows the header order rcsjta uses: From, To, cc, NS, imdn.Message-ID,
@@ -39,6 +43,7 @@ import enum
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from sip.errors import CodecError
 from sip.multipart import Headers, split_head
@@ -84,8 +89,19 @@ _NS = re.compile(r"\s*([^\s<]*)\s*<([^<>]*)>\s*")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
+_CACHED_LENGTH = 512
+"""Longest value whose parse result is cached (a cache keeps its keys alive)."""
+
+
 def parse_name_addr(value: str) -> NameAddr:
     """Parses ``["name"] <uri>``; a bare URI without brackets is accepted too."""
+    # cached: NameAddr is immutable and a chat repeats the same few addresses
+    if len(value) <= _CACHED_LENGTH:
+        return _cached_name_addr(value)
+    return _parse_name_addr(value)
+
+
+def _parse_name_addr(value: str) -> NameAddr:
     match = _NAME_ADDR.fullmatch(value)
     if match is None:
         bare = value.strip()
@@ -98,6 +114,9 @@ def parse_name_addr(value: str) -> NameAddr:
     if quoted is not None:
         return NameAddr(uri.strip(), _UNQUOTE.sub(r"\1", quoted))
     return NameAddr(uri.strip(), plain or None)
+
+
+_cached_name_addr = lru_cache(maxsize=1024)(_parse_name_addr)
 
 
 @dataclass(frozen=True)
@@ -145,31 +164,75 @@ class CPIMMessage:
         return ()
 
 
-def _split_lines(block: bytes) -> list[str]:
+_KNOWN_NAMES = {
+    name: name.lower()
+    for name in (
+        "From",
+        "To",
+        "cc",
+        "CC",
+        "NS",
+        "DateTime",
+        "Subject",
+        "Require",
+        "imdn.Message-ID",
+        "imdn.Disposition-Notification",
+        "imdn.IMDN-Record-Route",
+        "imdn.IMDN-Route",
+        "Content-Type",
+        "Content-type",
+        "Content-Disposition",
+        "Content-ID",
+        "Content-Transfer-Encoding",
+        "Content-Length",
+    )
+}
+"""Header names as usually spelled (each matches ``_HEADER_NAME``), lower-cased."""
+
+
+def _headers(block: bytes) -> list[tuple[str, str, str]]:
+    """``(name, lower-cased name, stripped value)`` of each non-blank header line."""
     try:
         text = block.decode("utf-8")
     except UnicodeDecodeError:
         raise CodecError("cpim: headers are not UTF-8") from None
-    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
-
-
-def _header(line: str, number: int) -> tuple[str, str]:
-    name, colon, value = line.partition(":")
-    if not colon or _HEADER_NAME.fullmatch(name) is None or "\r" in value:
-        raise CodecError(f"cpim: malformed header line {number}")
-    return name, value.strip()
+    out: list[tuple[str, str, str]] = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.endswith("\r"):
+            line = line[:-1]
+        if not line or line.isspace():
+            continue
+        name, colon, value = line.partition(":")
+        lname = _KNOWN_NAMES.get(name) if colon else None
+        if lname is None:
+            if not colon or _HEADER_NAME.fullmatch(name) is None:
+                raise CodecError(f"cpim: malformed header line {number}")
+            lname = name.lower()
+        if "\r" in value:
+            raise CodecError(f"cpim: malformed header line {number}")
+        out.append((name, lname, value.strip()))
+    return out
 
 
 _DISPOSITIONS = frozenset(d.value for d in Disposition)
 
 
 def _parse_dispositions(value: str) -> tuple[Disposition, ...]:
+    if len(value) <= _CACHED_LENGTH:
+        return _cached_dispositions(value)
+    return _dispositions(value)
+
+
+def _dispositions(value: str) -> tuple[Disposition, ...]:
     result: list[Disposition] = []
     for token in value.split(","):
         token = token.strip().lower()
         if token in _DISPOSITIONS and token not in result:
             result.append(Disposition(token))
     return tuple(result)
+
+
+_cached_dispositions = lru_cache(maxsize=256)(_dispositions)
 
 
 def _route_uri(value: str) -> str:
@@ -182,11 +245,10 @@ def parse(data: bytes) -> CPIMMessage:
     if split is None:
         raise CodecError("cpim: missing blank line after message headers")
     head, rest = split
-    lines = [(n, line) for n, line in enumerate(_split_lines(head), start=1) if line.strip()]
-    raw = [_header(line, n) for n, line in lines]
+    raw = _headers(head)
     namespaces: list[tuple[str, str]] = []
-    for name, value in raw:
-        if name.lower() == "ns":
+    for _, lname, value in raw:
+        if lname == "ns":
             match = _NS.fullmatch(value)
             if match is None:
                 raise CodecError(f"cpim: invalid NS header {value!r}")
@@ -203,43 +265,42 @@ def parse(data: bytes) -> CPIMMessage:
     route: list[str] = []
     dispositions: tuple[Disposition, ...] = ()
     extra: list[tuple[str, str]] = []
-    for name, value in raw:
-        lname = name.lower()
-        prefix, dot, local = lname.rpartition(".")
-        imdn = dot and prefix in imdn_prefixes
+    for name, lname, value in raw:
         if lname == "from":
             sender = parse_name_addr(value)
         elif lname == "to":
             to.append(parse_name_addr(value))
-        elif lname == "cc":
-            cc.append(parse_name_addr(value))
         elif lname == "datetime":
             stamp = parse_datetime(value, "cpim: DateTime")
+        elif lname == "ns":
+            continue
+        elif lname == "cc":
+            cc.append(parse_name_addr(value))
         elif lname == "subject" and subject is None:
             subject = value
         elif lname == "require":
             require += [v.strip() for v in value.split(",") if v.strip()]
-        elif lname == "ns":
-            continue
-        elif imdn and local == "message-id":
-            message_id = value
-        elif imdn and local == "disposition-notification":
-            dispositions = _parse_dispositions(value)
-        elif imdn and local == "imdn-record-route":
-            record_route.append(_route_uri(value))
-        elif imdn and local == "imdn-route":
-            route.append(_route_uri(value))
         else:
-            extra.append((name, value))
+            prefix, dot, local = lname.rpartition(".")
+            if not dot or prefix not in imdn_prefixes:
+                extra.append((name, value))
+            elif local == "message-id":
+                message_id = value
+            elif local == "disposition-notification":
+                dispositions = _parse_dispositions(value)
+            elif local == "imdn-record-route":
+                record_route.append(_route_uri(value))
+            elif local == "imdn-route":
+                route.append(_route_uri(value))
+            else:
+                extra.append((name, value))
     content = split_head(rest)
     if content is None:
         raise CodecError("cpim: missing blank line after content headers")
     chead, payload = content
-    cheaders = [_header(line, n) for n, line in enumerate(_split_lines(chead), 1) if line.strip()]
     cfields: dict[str, str] = {}
     cextra: list[tuple[str, str]] = []
-    for name, value in cheaders:
-        lname = name.lower()
+    for name, lname, value in _headers(chead):
         if lname in _CONTENT_FIELDS and lname not in cfields:
             cfields[lname] = value
         else:
@@ -282,12 +343,14 @@ def parse(data: bytes) -> CPIMMessage:
     )
 
 
-_CONTENT_FIELDS = (
-    "content-type",
-    "content-disposition",
-    "content-id",
-    "content-transfer-encoding",
-    "content-length",
+_CONTENT_FIELDS = frozenset(
+    (
+        "content-type",
+        "content-disposition",
+        "content-id",
+        "content-transfer-encoding",
+        "content-length",
+    )
 )
 
 
@@ -310,47 +373,62 @@ def _line(name: str, value: str) -> str:
     return f"{name}: {value}\r\n"
 
 
+def _known_line(name: str, value: str) -> str:
+    """``_line`` for a ``name`` known to be a valid header name."""
+    if "\r" in value or "\n" in value:
+        raise CodecError(f"cpim: invalid header {name!r}")
+    return f"{name}: {value}\r\n"
+
+
 def serialize(message: CPIMMessage) -> bytes:
     """Serializes a message/cpim body in the canonical header order."""
     prefix, add_ns = _imdn_prefix(message)
+    # the usual prefix makes valid names; any other is checked with each line
+    imdn_line = _known_line if prefix == IMDN_PREFIX else _line
     out: list[str] = []
     if message.sender is not None:
-        out.append(_line("From", str(message.sender)))
-    out += [_line("To", str(addr)) for addr in message.to]
-    out += [_line("cc", str(addr)) for addr in message.cc]
-    out += [_line("NS", f"{p} <{uri}>".lstrip()) for p, uri in message.namespaces]
+        out.append(_known_line("From", str(message.sender)))
+    for addr in message.to:
+        out.append(_known_line("To", str(addr)))
+    for addr in message.cc:
+        out.append(_known_line("cc", str(addr)))
+    for p, uri in message.namespaces:
+        out.append(_known_line("NS", f"{p} <{uri}>".lstrip()))
     if add_ns:
-        out.append(_line("NS", f"{IMDN_PREFIX} <{IMDN_NAMESPACE}>"))
+        out.append(f"NS: {IMDN_PREFIX} <{IMDN_NAMESPACE}>\r\n")
     if message.message_id is not None:
-        out.append(_line(f"{prefix}.Message-ID", message.message_id))
+        out.append(imdn_line(f"{prefix}.Message-ID", message.message_id))
     if message.datetime is not None:
-        out.append(_line("DateTime", format_datetime(message.datetime)))
+        out.append(f"DateTime: {format_datetime(message.datetime)}\r\n")
     if message.subject is not None:
-        out.append(_line("Subject", message.subject))
+        out.append(_known_line("Subject", message.subject))
     if message.require:
-        out.append(_line("Require", ", ".join(message.require)))
+        out.append(_known_line("Require", ", ".join(message.require)))
     if message.disposition_notification:
         value = ", ".join(d.value for d in message.disposition_notification)
-        out.append(_line(f"{prefix}.Disposition-Notification", value))
-    out += [_line(f"{prefix}.IMDN-Record-Route", f"<{u}>") for u in message.imdn_record_route]
-    out += [_line(f"{prefix}.IMDN-Route", f"<{u}>") for u in message.imdn_route]
-    out += [_line(name, value) for name, value in message.extra_headers]
+        out.append(imdn_line(f"{prefix}.Disposition-Notification", value))
+    for u in message.imdn_record_route:
+        out.append(imdn_line(f"{prefix}.IMDN-Record-Route", f"<{u}>"))
+    for u in message.imdn_route:
+        out.append(imdn_line(f"{prefix}.IMDN-Route", f"<{u}>"))
+    for name, value in message.extra_headers:
+        out.append(_line(name, value))
     out.append("\r\n")
     body = message.body
     encoding = message.content_transfer_encoding
     if encoding is not None and encoding.lower() == "base64":
         body = base64.b64encode(body)
     if message.content_type is not None:
-        out.append(_line("Content-Type", message.content_type))
+        out.append(_known_line("Content-Type", message.content_type))
     if message.content_disposition is not None:
-        out.append(_line("Content-Disposition", message.content_disposition))
+        out.append(_known_line("Content-Disposition", message.content_disposition))
     if message.content_id is not None:
-        out.append(_line("Content-ID", message.content_id))
+        out.append(_known_line("Content-ID", message.content_id))
     if encoding is not None:
-        out.append(_line("Content-Transfer-Encoding", encoding))
-    out += [_line(name, value) for name, value in message.content_extra]
-    out.append(_line("Content-Length", str(len(body))))
-    out.append("\r\n")
+        out.append(_known_line("Content-Transfer-Encoding", encoding))
+    for name, value in message.content_extra:
+        out.append(_line(name, value))
+    out.append(f"Content-Length: {len(body)}\r\n\r\n")
     return "".join(out).encode("utf-8") + body
 
 

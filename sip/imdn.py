@@ -15,7 +15,9 @@ may carry is fixed by RFC 5438 (sip-msrp-mapping §1.0.5):
 ``datetime`` stays a string: RFC 5438 types it as ``xs:string`` and echoes
 the original CPIM ``DateTime``, whatever its format; ``build_imdn`` formats an
 aware ``datetime`` for callers that have one.  Elements of other namespaces
-(e.g. linphone's ``<reason>``) are ignored on input.
+(e.g. linphone's ``<reason>``) are ignored on input.  ``serialize`` writes the
+``render_xml`` layout directly (the document shape is fixed) as every chat
+message sends or receives one IMDN.
 """
 
 from __future__ import annotations
@@ -27,13 +29,11 @@ from xml.etree.ElementTree import Element
 
 from sip.errors import CodecError
 from sip.xmlutil import (
-    XMLNode,
-    child,
+    escape_text,
     expect_root,
     format_datetime,
     parse_xml,
-    render_xml,
-    text_node,
+    qname,
     token_of,
 )
 
@@ -87,8 +87,25 @@ class IMDN:
     subject: str | None = None
 
 
+_Q = {
+    local: qname(NAMESPACE, local)
+    for local in (
+        "message-id",
+        "datetime",
+        "recipient-uri",
+        "original-recipient-uri",
+        "subject",
+        "status",
+        *(kind.value for kind in NotificationType),
+    )
+}
+_IN_NAMESPACE = f"{{{NAMESPACE}}}"
+_KINDS = tuple((kind, _Q[kind.value]) for kind in NotificationType)
+_STATUSES = {status.value: status for status in Status}
+
+
 def _optional_text(parent: Element, local: str) -> str | None:
-    found = child(parent, NAMESPACE, local)
+    found = parent.find(_Q[local])
     return None if found is None else token_of(found)
 
 
@@ -103,27 +120,26 @@ def parse(data: bytes) -> IMDN:
     if not stamp:
         raise CodecError("imdn: missing datetime")
     found: list[tuple[NotificationType, Status]] = []
-    for kind in NotificationType:
-        element = child(root, NAMESPACE, kind.value)
+    for kind, tag in _KINDS:
+        element = root.find(tag)
         if element is None:
             continue
-        status_elem = child(element, NAMESPACE, "status")
-        statuses = [] if status_elem is None else list(status_elem)
-        known = [s.tag for s in statuses if s.tag.startswith(f"{{{NAMESPACE}}}")]
+        status_elem = element.find(_Q["status"])
+        statuses = () if status_elem is None else status_elem
+        known = [s.tag for s in statuses if s.tag.startswith(_IN_NAMESPACE)]
         if len(known) != 1:
             raise CodecError(f"imdn: {kind.value} needs exactly one status")
-        local = known[0].split("}", 1)[1]
-        try:
-            status = Status(local)
-        except ValueError:
-            raise CodecError(f"imdn: unknown status {local!r}") from None
+        local = known[0][len(_IN_NAMESPACE) :]
+        status = _STATUSES.get(local)
+        if status is None:
+            raise CodecError(f"imdn: unknown status {local!r}")
         if status not in ALLOWED_STATUSES[kind]:
             raise CodecError(f"imdn: status {local!r} is not valid in {kind.value}")
         found.append((kind, status))
     if len(found) != 1:
         raise CodecError("imdn: expected exactly one notification element")
     kind, status = found[0]
-    subject_elem = child(root, NAMESPACE, "subject")
+    subject_elem = root.find(_Q["subject"])
     return IMDN(
         message_id=message_id,
         datetime=stamp,
@@ -133,6 +149,18 @@ def parse(data: bytes) -> IMDN:
         original_recipient_uri=_optional_text(root, "original-recipient-uri"),
         subject=None if subject_elem is None else subject_elem.text or "",
     )
+
+
+_HEAD = f'<?xml version="1.0" encoding="UTF-8"?>\n<imdn xmlns="{NAMESPACE}">\n'
+
+
+def _text_line(tag: str, value: str | None) -> str:
+    """One child of the root as ``render_xml`` writes it; '' for None."""
+    if value is None:
+        return ""
+    if not value:
+        return f"  <{tag}/>\n"
+    return f"  <{tag}>{escape_text(value, _WHAT)}</{tag}>\n"
 
 
 def serialize(imdn: IMDN) -> bytes:
@@ -145,18 +173,20 @@ def serialize(imdn: IMDN) -> bytes:
         raise CodecError("imdn: recipient-uri and original-recipient-uri go together")
     if imdn.subject is not None and imdn.recipient_uri is None:
         raise CodecError("imdn: subject needs recipient-uri")
-    nodes = (
-        *text_node("message-id", imdn.message_id),
-        *text_node("datetime", imdn.datetime),
-        *text_node("recipient-uri", imdn.recipient_uri),
-        *text_node("original-recipient-uri", imdn.original_recipient_uri),
-        *text_node("subject", imdn.subject),
-        XMLNode(
-            imdn.notification.value,
-            children=(XMLNode("status", children=(XMLNode(imdn.status.value),)),),
-        ),
-    )
-    return render_xml(XMLNode("imdn", (("xmlns", NAMESPACE),), nodes), _WHAT)
+    # the layout of render_xml (sip.xmlutil), written directly: the document is fixed
+    kind = imdn.notification.value
+    return "".join(
+        (
+            _HEAD,
+            _text_line("message-id", imdn.message_id),
+            _text_line("datetime", imdn.datetime),
+            _text_line("recipient-uri", imdn.recipient_uri),
+            _text_line("original-recipient-uri", imdn.original_recipient_uri),
+            _text_line("subject", imdn.subject),
+            f"  <{kind}>\n    <status>\n      <{imdn.status.value}/>\n",
+            f"    </status>\n  </{kind}>\n</imdn>\n",
+        )
+    ).encode("utf-8")
 
 
 def build_imdn(

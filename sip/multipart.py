@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from sip.errors import CodecError
 
@@ -59,6 +60,13 @@ class ContentType:
 
 def parse_content_type(value: str) -> ContentType:
     """Parses a Content-Type header value (RFC 2045 §5.1)."""
+    # cached: ContentType is immutable and a few values make up nearly all traffic
+    if len(value) <= _CACHED_LENGTH:
+        return _cached_content_type(value)
+    return _parse_content_type(value)
+
+
+def _parse_content_type(value: str) -> ContentType:
     text = value.strip()
     head, _, rest = text.partition(";")
     kind, slash, sub = head.strip().partition("/")
@@ -99,6 +107,11 @@ def parse_content_type(value: str) -> ContentType:
     return ContentType(f"{kind.lower()}/{sub.strip().lower()}", tuple(params))
 
 
+_CACHED_LENGTH = 256
+"""Longest value whose parse is cached (a cache keeps its keys alive)."""
+_cached_content_type = lru_cache(maxsize=256)(_parse_content_type)
+
+
 Headers = tuple[tuple[str, str], ...]
 
 
@@ -106,7 +119,7 @@ def header_value(headers: Headers, name: str) -> str | None:
     """Returns the first value of header ``name`` (case-insensitive), or None."""
     wanted = name.lower()
     for key, value in headers:
-        if key.lower() == wanted:
+        if key == name or key.lower() == wanted:
             return value
     return None
 

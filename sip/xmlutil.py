@@ -8,7 +8,9 @@ entity expansion ("billion laughs") and external entities.  The stdlib
 ``xml.etree`` parser resolves internal entities, so ``parse_xml`` drives
 ``pyexpat`` directly: any DOCTYPE is refused before an entity can be
 declared, parameter-entity parsing is off, and nesting depth is bounded.
-Every failure surfaces as ``CodecError`` with a fixed message.
+Every failure surfaces as ``CodecError`` with a fixed message.  Expat buffers
+character data, and the converted element names are memoised (bounded in count
+and length), which keeps the Python callbacks per element to two.
 
 Writing goes through a tiny node tree (``XMLNode``) rendered in one
 canonical form (UTF-8 declaration, two-space indentation, ``<x/>`` for empty
@@ -34,9 +36,20 @@ MAX_DEPTH = 32
 _XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
+_QUALIFIED: dict[str, str] = {}
+_QUALIFIED_MAX = 4096
+"""Memo of expat names already converted (bounded in count and length: names come from peers)."""
+
+
 def _qualify(name: str) -> str:
+    known = _QUALIFIED.get(name)
+    if known is not None:
+        return known
     uri, sep, local = name.rpartition("\x1f")
-    return f"{{{uri}}}{local}" if sep else local
+    qualified = f"{{{uri}}}{local}" if sep else local
+    if len(_QUALIFIED) < _QUALIFIED_MAX and len(name) <= 256:
+        _QUALIFIED[name] = qualified
+    return qualified
 
 
 def parse_xml(data: bytes, what: str) -> Element:
@@ -44,19 +57,22 @@ def parse_xml(data: bytes, what: str) -> Element:
     builder = TreeBuilder()
     parser = expat.ParserCreate(namespace_separator="\x1f")
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    parser.buffer_text = True  # one data callback per text run
     depth = 0
+    builder_start = builder.start
+    builder_end = builder.end
 
     def start(name: str, attrs: dict[str, str]) -> None:
         nonlocal depth
         depth += 1
         if depth > MAX_DEPTH:
             raise CodecError(f"{what}: XML nesting deeper than {MAX_DEPTH} levels")
-        builder.start(_qualify(name), {_qualify(k): v for k, v in attrs.items()})
+        builder_start(_qualify(name), {_qualify(k): v for k, v in attrs.items()} if attrs else {})
 
     def end(name: str) -> None:
         nonlocal depth
         depth -= 1
-        builder.end(_qualify(name))
+        builder_end(_qualify(name))
 
     def doctype(*_args: object) -> None:
         raise CodecError(f"{what}: DOCTYPE is not allowed")
@@ -196,19 +212,31 @@ def parse_datetime(text: str, what: str) -> datetime:
     match = _RFC3339.fullmatch(text.strip())
     if match is None:
         raise CodecError(f"{what}: invalid date-time {text.strip()!r}")
-    year, month, day, hour, minute, second = (int(g) for g in match.group(1, 2, 3, 4, 5, 6))
-    fraction = match.group(7) or "0"
-    micro = int(fraction[:6].ljust(6, "0"))
+    year, month, day, hour, minute, second, fraction, _, sign, tzh, tzm = match.groups()
+    micro = int(fraction[:6].ljust(6, "0")) if fraction else 0
     tz = timezone.utc
-    if match.group(9):
-        offset = timedelta(hours=int(match.group(10)), minutes=int(match.group(11)))
-        if offset >= timedelta(hours=24):
+    if sign:
+        offset = timedelta(hours=int(tzh), minutes=int(tzm))
+        if offset >= _DAY:
             raise CodecError(f"{what}: invalid date-time {text.strip()!r}")
-        tz = timezone(-offset if match.group(9) == "-" else offset)
+        tz = timezone(-offset if sign == "-" else offset)
     try:
-        return datetime(year, month, day, hour, minute, min(second, 59), micro, tzinfo=tz)
+        return datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            min(int(second), 59),
+            micro,
+            tzinfo=tz,
+        )
     except ValueError:
         raise CodecError(f"{what}: invalid date-time {text.strip()!r}") from None
+
+
+_ZERO = timedelta(0)
+_DAY = timedelta(hours=24)
 
 
 def format_datetime(value: datetime) -> str:
@@ -216,12 +244,10 @@ def format_datetime(value: datetime) -> str:
     offset = value.utcoffset()
     if offset is None:
         raise CodecError("date-time must be timezone-aware")
-    stamp = (
-        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T"
-        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond // 1000:03d}"
-    )
-    if offset == timedelta(0):
+    # isoformat writes a four-digit year and truncates to milliseconds; [:23] drops its offset
+    stamp = datetime.isoformat(value, timespec="milliseconds")[:23]
+    if not offset:
         return stamp + "Z"
-    sign = "-" if offset < timedelta(0) else "+"
+    sign = "-" if offset < _ZERO else "+"
     minutes = abs(int(offset.total_seconds())) // 60
     return f"{stamp}{sign}{minutes // 60:02d}:{minutes % 60:02d}"

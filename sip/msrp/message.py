@@ -13,12 +13,16 @@
 # §9 and Kamailio's relay demand (testbed NOTES §5), with CRLF line ends.
 # Typed headers (Byte-Range, Status, Success/Failure-Report, Expires, Use-Path)
 # are validated in ``parse_message`` so their accessors never fail later.
+# Speed (four frames per chat message): the stream parser hands over the start
+# line it already parsed (``parse_after_start_line``), the header block is decoded
+# once, the usual header names skip the name regex, Byte-Range parses are cached.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NewType
 
 from sip.errors import CodecError
@@ -28,8 +32,11 @@ TransactionId = NewType("TransactionId", str)
 """An MSRP transaction id (RFC 4975 §7.1: ``ident``, 4..32 characters)."""
 MSRPMessageId = NewType("MSRPMessageId", str)
 """An MSRP Message-ID (RFC 4975 §7.1.1); not the IMDN Message-ID."""
+StartLine = tuple[TransactionId, str | None, int | None, str | None]
+"""A parsed start line: transaction id, method, status code, reason."""
 
 END_LINE_PREFIX = b"-------"
+_END_LINE_TEXT = END_LINE_PREFIX.decode()
 CONTINUATION_FLAGS = frozenset("$+#")
 FLAG_END, FLAG_MORE, FLAG_ABORT = "$", "+", "#"
 
@@ -52,6 +59,29 @@ _METHOD = re.compile(r"[A-Z]+")
 _HNAME = re.compile(r"[A-Za-z][A-Za-z0-9!#$%&'*+\-.^_`|~]*")
 _BYTE_RANGE = re.compile(r"([0-9]{1,18})-([0-9]{1,18}|\*)/([0-9]{1,18}|\*)")
 _STATUS = re.compile(r"([0-9]{3}) ([0-9]{3})(?: (.*))?")
+_KNOWN_METHODS = frozenset({"SEND", "REPORT", "AUTH", "NICKNAME"})
+_KNOWN_HEADERS = {
+    name: name.lower()
+    for name in (
+        "To-Path",
+        "From-Path",
+        "Content-Type",
+        "Message-ID",
+        "Byte-Range",
+        "Success-Report",
+        "Failure-Report",
+        "Status",
+        "Expires",
+        "Min-Expires",
+        "Max-Expires",
+        "Use-Path",
+        "Authorization",
+        "WWW-Authenticate",
+        "Authentication-Info",
+        "Use-Nickname",
+    )
+}
+"""Header names as the bridge and common peers spell them, each matching ``_HNAME``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +113,20 @@ class StatusHeader:
 
 def parse_byte_range(value: str) -> ByteRange:
     """Parse a Byte-Range value (RFC 4975 §9); raises CodecError."""
+    # cached: ByteRange is immutable and a chat repeats the same small ranges
+    if len(value) <= _CACHED_LENGTH:
+        return _cached_byte_range(value)
+    return _parse_byte_range(value)
+
+
+def _parse_byte_range(value: str) -> ByteRange:
     m = _BYTE_RANGE.fullmatch(value.strip())
     if m is None:
         raise CodecError(f"invalid Byte-Range: {value!r}")
-    start = int(m.group(1))
-    end = None if m.group(2) == "*" else int(m.group(2))
-    total = None if m.group(3) == "*" else int(m.group(3))
+    first, last, size = m.groups()
+    start = int(first)
+    end = None if last == "*" else int(last)
+    total = None if size == "*" else int(size)
     if start < 1:
         raise CodecError(f"invalid Byte-Range: {value!r}")
     if end is not None and end < start - 1:
@@ -96,6 +134,11 @@ def parse_byte_range(value: str) -> ByteRange:
     if total is not None and end is not None and end > total:
         raise CodecError(f"invalid Byte-Range: {value!r}")
     return ByteRange(start, end, total)
+
+
+_CACHED_LENGTH = 64
+"""Longest Byte-Range value whose parse is cached (a cache keeps its keys alive)."""
+_cached_byte_range = lru_cache(maxsize=1024)(_parse_byte_range)
 
 
 def parse_status_header(value: str) -> StatusHeader:
@@ -119,8 +162,8 @@ _VALIDATORS: dict[str, tuple[str, ...] | None] = {
 }
 
 
-def _validate_header(name: str, value: str) -> None:
-    key = name.lower()
+def _validate(key: str, name: str, value: str) -> None:
+    """Checks a typed header; ``key`` is ``name`` lower-cased."""
     if key not in _VALIDATORS:
         return
     allowed = _VALIDATORS[key]
@@ -164,7 +207,7 @@ class MSRPMessage:
         """The first value of header ``name`` (case-insensitive), or None."""
         key = name.lower()
         for hname, value in self.headers:
-            if hname.lower() == key:
+            if hname == name or hname.lower() == key:
                 return value
         return None
 
@@ -213,27 +256,32 @@ def serialize_message(msg: MSRPMessage) -> bytes:
     """Render a frame with CRLF line ends, To-Path and From-Path first (RFC 4975 §9)."""
     tid = msg.transaction_id
     if msg.method is not None:
-        first = f"MSRP {tid} {msg.method}"
+        first = f"MSRP {tid} {msg.method}\r\n"
+    elif msg.reason:
+        first = f"MSRP {tid} {msg.status:03d} {msg.reason}\r\n"
     else:
-        first = f"MSRP {tid} {msg.status:03d}"
-        if msg.reason:
-            first += f" {msg.reason}"
-    lines = [
+        first = f"MSRP {tid} {msg.status:03d}\r\n"
+    parts = [
         first,
-        "To-Path: " + serialize_path(msg.to_path),
-        "From-Path: " + serialize_path(msg.from_path),
+        "To-Path: ",
+        serialize_path(msg.to_path),
+        "\r\nFrom-Path: ",
+        serialize_path(msg.from_path),
+        "\r\n",
     ]
-    lines += [f"{name}: {value}" for name, value in msg.headers]
+    for name, value in msg.headers:
+        parts += (name, ": ", value, "\r\n")
     if msg.content_type is not None:
-        lines.append("Content-Type: " + msg.content_type)
-    head = ("\r\n".join(lines) + "\r\n").encode()
-    tail = f"{END_LINE_PREFIX.decode()}{tid}{msg.continuation}\r\n".encode()
+        parts += ("Content-Type: ", msg.content_type, "\r\n")
+    tail = f"{_END_LINE_TEXT}{tid}{msg.continuation}\r\n"
     if msg.body is None:
-        return head + tail
-    return b"".join((head, b"\r\n", msg.body, b"\r\n", tail))
+        parts.append(tail)
+        return "".join(parts).encode()
+    parts.append("\r\n")
+    return b"".join(("".join(parts).encode(), msg.body, b"\r\n", tail.encode()))
 
 
-def parse_start_line(line: bytes) -> tuple[TransactionId, str | None, int | None, str | None]:
+def parse_start_line(line: bytes) -> StartLine:
     """Parse ``MSRP tid METHOD`` or ``MSRP tid code [reason]``; raises CodecError."""
     try:
         text = line.decode("ascii")
@@ -246,7 +294,7 @@ def parse_start_line(line: bytes) -> tuple[TransactionId, str | None, int | None
     if IDENT.fullmatch(tid) is None:
         raise CodecError(f"invalid MSRP transaction id: {tid[:40]!r}")
     word = parts[2]
-    if len(parts) == 3 and _METHOD.fullmatch(word):
+    if len(parts) == 3 and (word in _KNOWN_METHODS or _METHOD.fullmatch(word)):
         return TransactionId(tid), word, None, None
     if len(word) == 3 and word.isdigit():
         reason = parts[3] if len(parts) == 4 else None
@@ -259,13 +307,32 @@ def parse_message(frame: bytes) -> MSRPMessage:
     line_end = frame.find(b"\r\n")
     if line_end < 0:
         raise CodecError("invalid MSRP frame: no CRLF after the start line")
-    tid, method, status, reason = parse_start_line(frame[:line_end])
+    return parse_after_start_line(frame, line_end, parse_start_line(frame[:line_end]))
+
+
+def _header_lines(head: bytes) -> tuple[list[str], bool]:
+    """The header lines decoded as UTF-8, up to the first that is not; and whether all were."""
+    try:
+        return head.decode("utf-8").split("\r\n"), True
+    except UnicodeDecodeError as exc:
+        cut = head.rfind(b"\r\n", 0, exc.start)  # the lines before the bad one are fine
+        return (head[:cut].decode("utf-8").split("\r\n") if cut >= 0 else []), False
+
+
+def parse_after_start_line(
+    frame: bytes,
+    line_end: int,
+    start: StartLine,
+) -> MSRPMessage:
+    """``parse_message`` for a frame whose start line (ending at ``line_end``) is parsed."""
+    tid, method, status, reason = start
     tail = END_LINE_PREFIX + tid.encode()
-    if not frame.endswith(b"\r\n") or len(frame) < line_end + 2 + len(tail) + 3:
+    size = len(frame)
+    if not frame.endswith(b"\r\n") or size < line_end + 2 + len(tail) + 3:
         raise CodecError("invalid MSRP frame: missing end-line")
     flag = chr(frame[-3])
-    end = len(frame) - 3 - len(tail)
-    if frame[end : end + len(tail)] != tail or flag not in CONTINUATION_FLAGS:
+    end = size - 3 - len(tail)
+    if not frame.startswith(tail, end) or flag not in CONTINUATION_FLAGS:
         raise CodecError("invalid MSRP frame: missing end-line")
     if end < line_end + 2 or frame[end - 2 : end] != b"\r\n":
         raise CodecError("invalid MSRP frame: missing end-line")
@@ -282,29 +349,32 @@ def parse_message(frame: bytes) -> MSRPMessage:
     from_path: tuple[MSRPURI, ...] | None = None
     content_type: str | None = None
     headers: list[tuple[str, str]] = []
-    for raw in head.split(b"\r\n") if head else ():
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise CodecError("invalid MSRP header: not UTF-8") from None
+    lines, complete = _header_lines(head) if head else ([], True)
+    for text in lines:
         name, colon, value = text.partition(":")
-        if not colon or _HNAME.fullmatch(name) is None:
-            raise CodecError(f"invalid MSRP header line: {text[:80]!r}")
+        key = _KNOWN_HEADERS.get(name) if colon else None
+        if key is None:
+            if not colon or _HNAME.fullmatch(name) is None:
+                raise CodecError(f"invalid MSRP header line: {text[:80]!r}")
+            key = name.lower()
         value = value.strip()
-        key = name.lower()
-        if key in ("to-path", "from-path", "content-type"):
-            already = {"to-path": to_path, "from-path": from_path, "content-type": content_type}
-            if already[key] is not None:
+        if key == "to-path":
+            if to_path is not None:
                 raise CodecError(f"duplicate {name} header")
-            if key == "to-path":
-                to_path = parse_path(value)
-            elif key == "from-path":
-                from_path = parse_path(value)
-            else:
-                content_type = value
-            continue
-        _validate_header(name, value)
-        headers.append((name, value))
+            to_path = parse_path(value)
+        elif key == "from-path":
+            if from_path is not None:
+                raise CodecError(f"duplicate {name} header")
+            from_path = parse_path(value)
+        elif key == "content-type":
+            if content_type is not None:
+                raise CodecError(f"duplicate {name} header")
+            content_type = value
+        else:
+            _validate(key, name, value)
+            headers.append((name, value))
+    if not complete:
+        raise CodecError("invalid MSRP header: not UTF-8")
     if to_path is None:
         raise CodecError("missing To-Path header")
     if from_path is None:

@@ -17,6 +17,10 @@
 #   Byte-Range, missing From-Path) becomes a ``MalformedFrame`` so that the
 #   engine can answer 400 and carry on.
 # ``max_frame_size`` bounds the memory one connection can pin.
+#
+# With nothing buffered (the usual case: a read holds whole frames), frames are
+# cut straight from the received bytes and only an incomplete tail is copied
+# into the buffer; the start line is parsed once and handed to the frame parser.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ from sip.msrp.message import (
     CONTINUATION_FLAGS,
     END_LINE_PREFIX,
     MSRPMessage,
+    StartLine,
     TransactionId,
-    parse_message,
+    parse_after_start_line,
     parse_start_line,
 )
 from sip.msrp.uri import MSRPURI, parse_path
@@ -76,13 +81,24 @@ def _salvage(
 class MSRPParser:
     """Splits an MSRP byte stream into frames (RFC 4975 §9); ``feed`` raises CodecError."""
 
-    __slots__ = ("_buf", "_offset", "_tid", "_method", "_tail", "_search", "_failed", "max_frame")
+    __slots__ = (
+        "_buf",
+        "_offset",
+        "_tid",
+        "_start",
+        "_line_end",
+        "_tail",
+        "_search",
+        "_failed",
+        "max_frame",
+    )
 
     def __init__(self, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
         self._buf = bytearray()
         self._offset = 0
         self._tid: TransactionId | None = None
-        self._method: str | None = None
+        self._start: StartLine = (TransactionId(""), None, None, None)
+        self._line_end = 0
         self._tail = b""
         self._search = 0
         self._failed = False
@@ -104,54 +120,73 @@ class MSRPParser:
             raise
 
     def _feed(self, data: bytes) -> list[MSRPMessage | MalformedFrame]:
-        buf = self._buf
-        buf += data
+        # Fast path: with nothing buffered, frames are cut straight out of ``data``
+        # and only an incomplete tail is copied into the buffer.
+        buf: bytes | bytearray
+        if self._buf:
+            buf = self._buf
+            buf += data
+        else:
+            buf = data if type(data) is bytes else bytes(data)
         out: list[MSRPMessage | MalformedFrame] = []
-        while True:
-            start = self._offset
-            if self._tid is None:
-                avail = len(buf) - start
-                if avail == 0:
+        size = len(buf)
+        try:
+            while True:
+                start = self._offset
+                if self._tid is None:
+                    avail = size - start
+                    if avail == 0:
+                        break
+                    if not buf.startswith(_MSRP, start):
+                        probe = bytes(buf[start : start + len(_MSRP)])
+                        if not _MSRP.startswith(probe):
+                            raise CodecError("invalid MSRP frame start")
+                    line_end = buf.find(b"\r\n", start, start + MAX_START_LINE)
+                    if line_end < 0:
+                        if avail >= MAX_START_LINE:
+                            raise CodecError("MSRP start line too long")
+                        break
+                    self._start = parse_start_line(bytes(buf[start:line_end]))
+                    self._line_end = line_end - start
+                    tid = self._tid = self._start[0]
+                    self._tail = b"\r\n" + END_LINE_PREFIX + tid.encode()
+                    self._search = line_end
+                tail = self._tail
+                idx = buf.find(tail, self._search)
+                if idx < 0:
+                    self._search = max(self._search, size - len(tail) + 1)
+                    if size - start > self.max_frame:
+                        raise CodecError("MSRP frame too large")
                     break
-                probe = bytes(buf[start : start + len(_MSRP)])
-                if not _MSRP.startswith(probe):
-                    raise CodecError("invalid MSRP frame start")
-                line_end = buf.find(b"\r\n", start, start + MAX_START_LINE)
-                if line_end < 0:
-                    if avail >= MAX_START_LINE:
-                        raise CodecError("MSRP start line too long")
+                stop = idx + len(tail) + 3
+                if stop > size:
+                    self._search = idx
                     break
-                tid, method, _, _ = parse_start_line(bytes(buf[start:line_end]))
-                self._tid, self._method = tid, method
-                self._tail = b"\r\n" + END_LINE_PREFIX + tid.encode()
-                self._search = line_end
-            tail = self._tail
-            idx = buf.find(tail, self._search)
-            if idx < 0:
-                self._search = max(self._search, len(buf) - len(tail) + 1)
-                if len(buf) - start > self.max_frame:
+                if buf[idx + len(tail)] not in _FLAGS or buf[stop - 2 : stop] != b"\r\n":
+                    self._search = idx + 1
+                    continue
+                if stop - start > self.max_frame:
                     raise CodecError("MSRP frame too large")
-                break
-            stop = idx + len(tail) + 3
-            if stop > len(buf):
-                self._search = idx
-                break
-            if buf[idx + len(tail)] not in _FLAGS or buf[stop - 2 : stop] != b"\r\n":
-                self._search = idx + 1
-                continue
-            if stop - start > self.max_frame:
-                raise CodecError("MSRP frame too large")
-            frame = bytes(buf[start:stop])
-            tid = self._tid
-            method = self._method
-            self._offset = stop
-            self._tid = None
-            try:
-                out.append(parse_message(frame))
-            except CodecError as err:
-                out.append(_salvage(frame, tid, method, err))
-        if self._offset and (self._offset > 65536 or self._offset == len(buf)):
-            del buf[: self._offset]
-            self._search -= self._offset
-            self._offset = 0
+                frame = bytes(buf[start:stop])
+                first = self._start
+                self._offset = stop
+                self._tid = None
+                try:
+                    out.append(parse_after_start_line(frame, self._line_end, first))
+                except CodecError as err:
+                    out.append(_salvage(frame, first[0], first[1], err))
+        finally:
+            self._compact(buf, size)
         return out
+
+    def _compact(self, buf: bytes | bytearray, size: int) -> None:
+        """Drops consumed bytes; keeps the incomplete tail of a fast-path ``data``."""
+        offset = self._offset
+        if buf is not self._buf:
+            self._buf = bytearray(buf[offset:]) if offset < size else bytearray()
+        elif not offset or (offset <= 65536 and offset < size):
+            return
+        else:
+            del self._buf[:offset]
+        self._search -= offset
+        self._offset = 0

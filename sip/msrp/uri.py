@@ -105,30 +105,35 @@ def parse_uri(text: str) -> MSRPURI:
 
 def serialize_uri(uri: MSRPURI) -> str:
     """Render an MSRP URI (RFC 4975 §9)."""
-    parts = [uri.scheme, "://"]
-    if uri.user is not None:
-        parts += [uri.user, "@"]
-    parts.append(uri.host)
-    if uri.port is not None:
-        parts += [":", str(uri.port)]
-    if uri.session_id is not None:
-        parts += ["/", uri.session_id]
-    parts += [";", uri.transport]
-    for p in uri.params:
-        parts += [";", p]
-    return "".join(parts)
+    user = "" if uri.user is None else f"{uri.user}@"
+    port = "" if uri.port is None else f":{uri.port}"
+    session = "" if uri.session_id is None else f"/{uri.session_id}"
+    params = "".join(f";{p}" for p in uri.params) if uri.params else ""
+    return f"{uri.scheme}://{user}{uri.host}{port}{session};{uri.transport}{params}"
 
 
-@lru_cache(maxsize=4096)
 def parse_path(text: str) -> tuple[MSRPURI, ...]:
     """Parse a space-separated URI list (To-Path, From-Path, Use-Path, a=path)."""
-    # cached: a session repeats the same paths in every frame
+    # cached: a session repeats the same paths in every frame; only values of a sane
+    # length, as the cache keeps its keys alive (a frame may be megabytes long)
+    if len(text) <= _CACHED_LENGTH:
+        return _cached_path(text)
+    return _parse_path(text)
+
+
+def _parse_path(text: str) -> tuple[MSRPURI, ...]:
     items = text.split()
     if not items:
         raise CodecError("empty MSRP path")
     return tuple(parse_uri(item) for item in items)
 
 
+_CACHED_LENGTH = 1024
+_cached_path = lru_cache(maxsize=4096)(_parse_path)
+
+
 def serialize_path(path: tuple[MSRPURI, ...]) -> str:
     """Render a URI list with single spaces."""
+    if len(path) == 1:
+        return serialize_uri(path[0])
     return " ".join(serialize_uri(u) for u in path)
