@@ -57,7 +57,7 @@ import logging
 import re
 import ssl
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import quote, unquote, urlsplit
@@ -72,8 +72,9 @@ MAX_CHUNK_LINE = 1024
 CLOSE_GRACE = 1.0  # seconds close() waits for transports to finish closing
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.([0-9]) ([0-9]{3})(?: [\t \x21-\x7e\x80-\xff]*)?")
-_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# field-line = field-name ":" OWS field-value OWS; possessive: no backtracking on long lines
+_FIELD_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]++):[ \t]*+([^\x00-\x08\x0a-\x1f\x7f]*+)")
+_FIELD_NAME = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]++:")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _STR_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _STR_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -115,16 +116,17 @@ _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE, _
 def _parse_fields(lines: list[bytes]) -> list[tuple[str, str]]:
     """Field lines (RFC 9112 §5) to (lower-case name, value) pairs; NotifyError if malformed."""
     fields = []
+    match = _FIELD_LINE.fullmatch
     for line in lines:
-        name, colon, value = line.partition(b":")
-        if not colon or _TOKEN.fullmatch(name) is None:
+        field = match(line)
+        if field is None:
             if line[:1] in (b" ", b"\t"):
                 raise NotifyError("malformed response: folded header line")
+            if _FIELD_NAME.match(line) is not None:
+                raise NotifyError("malformed response: control character in header value")
             raise NotifyError("malformed response: bad header line")
-        value = value.strip(b" \t")
-        if _BAD_VALUE.search(value) is not None:
-            raise NotifyError("malformed response: control character in header value")
-        fields.append((name.decode("ascii").lower(), value.decode("latin-1")))
+        name, value = field.groups()
+        fields.append((name.decode("ascii").lower(), value.rstrip(b" \t").decode("latin-1")))
     return fields
 
 
@@ -367,7 +369,6 @@ class _Target:
     authorization: str | None  # from userinfo in the URL, unless the caller sends its own
 
 
-@lru_cache(maxsize=1024)
 def _parse_target(url: str) -> _Target:
     """Split an absolute http(s) URL (RFC 9110 §4.2) into origin and request head."""
     try:
@@ -397,11 +398,11 @@ def _parse_target(url: str) -> _Target:
     return _Target((parts.scheme, host, port), head, authorization)
 
 
-def _encode_request(target: _Target, body: bytes, headers: Mapping[str, str], agent: str) -> bytes:
-    """Serialise the POST (RFC 9112 §3, §5); ValueError on a bad or reserved caller header."""
+def _encode_head(target: _Target, headers: Iterable[tuple[str, str]], agent: str) -> bytes:
+    """The POST head up to Content-Length (RFC 9112 §3, §5); ValueError on a bad caller header."""
     lines = [target.head]
     send_agent = send_auth = True
-    for name, value in headers.items():
+    for name, value in headers:
         if _STR_TOKEN.fullmatch(name) is None or _STR_BAD_VALUE.search(value) is not None:
             raise ValueError(f"invalid header {name!r}")
         lower = name.lower()
@@ -414,8 +415,21 @@ def _encode_request(target: _Target, body: bytes, headers: Mapping[str, str], ag
         lines.append(f"User-Agent: {agent}\r\n")
     if send_auth and target.authorization is not None:
         lines.append(f"Authorization: {target.authorization}\r\n")
-    lines.append(f"Content-Length: {len(body)}\r\n\r\n")
-    return "".join(lines).encode("latin-1") + body
+    return "".join(lines).encode("latin-1")
+
+
+@lru_cache(maxsize=1024)
+def _request_head(
+    url: str, headers: tuple[tuple[str, str], ...], agent: str
+) -> tuple[tuple[str, str, int], bytes]:
+    """Origin and encoded head of a POST to ``url``, cached: delivery repeats both."""
+    target = _parse_target(url)
+    return target.origin, _encode_head(target, headers, agent)
+
+
+def _encode_request(head: bytes, body: bytes) -> bytes:
+    """Complete a head from :func:`_request_head` with Content-Length and the body."""
+    return b"%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body)
 
 
 def _keepalive_hint(response: Response) -> float | None:
@@ -457,6 +471,9 @@ class _Connection(asyncio.Protocol):
         """Write ``request``; the future resolves to the final response."""
         assert self.transport is not None
         waiter = self.lost.get_loop().create_future()
+        if self.closed or self.transport.is_closing():  # nothing was sent: safe to retry
+            waiter.set_exception(_StaleConnection("connection closed before the request"))
+            return waiter
         self.parser, self.waiter = parser, waiter
         self.transport.write(request)
         return waiter
@@ -759,11 +776,11 @@ class NotifyClient:
         """
         if self.closed:
             raise NotifyError("client closed")
-        target = _parse_target(url)
-        data = _encode_request(target, body, headers, self.user_agent)
-        pool = self._pools.get(target.origin)
+        origin, head = _request_head(url, tuple(headers.items()), self.user_agent)
+        data = _encode_request(head, body)
+        pool = self._pools.get(origin)
         if pool is None:
-            pool = self._pools[target.origin] = _Pool(self, target.origin)
+            pool = self._pools[origin] = _Pool(self, origin)
         try:
             async with asyncio.timeout(self.timeout):
                 response = await pool.request(data)

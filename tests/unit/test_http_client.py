@@ -21,8 +21,10 @@ from rest.http_client import (
     NotifyError,
     Response,
     ResponseParser,
+    _encode_head,
     _encode_request,
     _parse_target,
+    _request_head,
 )
 
 HOST = "127.0.0.1"
@@ -270,23 +272,29 @@ def test_invalid_urls(url: str) -> None:
 
 
 def test_request_encoding() -> None:
-    target = _parse_target("http://u:p@h:81/cb?x")
-    data = _encode_request(target, b"{}", {"Content-Type": "application/json"}, "ua/1")
-    assert data == (
+    origin, head = _request_head(
+        "http://u:p@h:81/cb?x", (("Content-Type", "application/json"),), "ua/1"
+    )
+    assert origin == ("http", "h", 81)
+    assert _encode_request(head, b"{}") == (
         b"POST /cb?x HTTP/1.1\r\nHost: h:81\r\nContent-Type: application/json\r\n"
         b"User-Agent: ua/1\r\nAuthorization: Basic dTpw\r\nContent-Length: 2\r\n\r\n{}"
     )
-    data = _encode_request(target, b"", {"user-agent": "mine", "Authorization": "Bearer t"}, "x")
-    assert b"User-Agent: x" not in data and b"Basic" not in data and b"user-agent: mine" in data
+    target = _parse_target("http://u:p@h:81/cb?x")
+    head = _encode_head(target, [("user-agent", "mine"), ("Authorization", "Bearer t")], "x")
+    assert b"User-Agent: x" not in head and b"Basic" not in head and b"user-agent: mine" in head
 
 
 @pytest.mark.parametrize(
     "headers",
     [{"X": "a\r\nEvil: 1"}, {"Bad Name": "v"}, {"Host": "other"}, {"content-length": "1"}],
 )
-def test_bad_caller_headers_are_refused(headers: dict[str, str]) -> None:
+async def test_bad_caller_headers_are_refused(headers: dict[str, str]) -> None:
     with pytest.raises(ValueError):
-        _encode_request(_parse_target("http://h/"), b"", headers, "ua")
+        _encode_head(_parse_target("http://h/"), headers.items(), "ua")
+    async with NotifyClient() as client:
+        with pytest.raises(ValueError):
+            await client.post("http://h/", b"", headers)
 
 
 def test_client_settings_are_checked() -> None:
@@ -692,6 +700,39 @@ async def test_cancelled_waiter_leaves_the_pool_consistent() -> None:
             await waiting
         assert await client.post(server.url, b"3") == 204
         assert client.stats.opened == 1
+
+
+async def test_cancelled_post_drops_its_connection() -> None:
+    got = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        got.set()
+        await reader.read()
+
+    async with RawServer(handler) as server, NotifyClient(limit=1) as client:
+        post = asyncio.create_task(client.post(server.url, b"x"))
+        await asyncio.wait_for(got.wait(), 2)
+        post.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await post
+        assert not client._pools
+        for _ in range(100):
+            if not client._connections:
+                break
+            await asyncio.sleep(0.01)
+        assert not client._connections
+
+
+async def test_a_server_that_speaks_first_is_an_error() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        writer.write(b"SSH-2.0-OpenSSH_9.2\r\n")
+        await reader.read()
+
+    async with RawServer(handler) as server, NotifyClient() as client:
+        with pytest.raises(NotifyError):
+            await client.post(server.url, b"x")
+        assert not client._pools
 
 
 async def test_connection_refused() -> None:
