@@ -573,6 +573,37 @@ async def test_close_mid_response_is_an_error_without_retry() -> None:
         assert server.connections == 1 and client.stats.retried == 0
 
 
+async def test_reset_mid_response_is_an_error() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        await writer.drain()
+        await asyncio.sleep(0.02)
+        writer.transport.abort()
+
+    async with RawServer(handler) as server, NotifyClient() as client:
+        with pytest.raises(NotifyError, match="mid-response"):
+            await client.post(server.url, b"x")
+
+
+async def test_fresh_connection_closed_without_response_is_not_retried() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+
+    async with RawServer(handler) as server, NotifyClient() as client:
+        with pytest.raises(NotifyError, match="before any response"):
+            await client.post(server.url, b"x")
+        assert server.connections == 1 and client.stats.retried == 0
+
+
+async def test_freed_slots_go_to_waiters() -> None:
+    response = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    async with RawServer(await answer(response)) as server, NotifyClient(limit=2) as client:
+        statuses = await asyncio.gather(*(client.post(server.url, b"x") for _ in range(6)))
+        assert statuses == [200] * 6
+        assert server.connections == 6 and not client._pools
+
+
 async def answer(response: bytes) -> RawHandler:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         while True:
@@ -636,6 +667,15 @@ async def test_reuse_follows_the_response(response: bytes, connections: int) -> 
         assert await client.post(server.url, b"x") == 200
         assert await client.post(server.url, b"x") == 200
         assert server.connections == connections
+
+
+async def test_keep_alive_timeout_hint_shortens_the_idle_time() -> None:
+    response = b"HTTP/1.1 204 No Content\r\nKeep-Alive: timeout=1, max=100\r\n\r\n"
+    async with RawServer(await answer(response)) as server, NotifyClient() as client:
+        assert await client.post(server.url, b"x") == 204
+        (pool,) = client._pools.values()
+        (conn,) = pool.idle
+        assert 0.4 < conn.expires - asyncio.get_running_loop().time() <= 0.5
 
 
 async def test_body_delimited_by_close() -> None:
@@ -733,6 +773,37 @@ async def test_a_server_that_speaks_first_is_an_error() -> None:
         with pytest.raises(NotifyError):
             await client.post(server.url, b"x")
         assert not client._pools
+
+
+async def test_a_connection_handed_to_a_cancelled_waiter_is_given_back() -> None:
+    async with AppServer(no_content) as server, NotifyClient(limit=1) as client:
+        assert await client.post(server.url, b"x") == 204
+        (pool,) = client._pools.values()
+        conn = pool.idle.pop()  # as if busy: the pool is full
+        waiting = asyncio.create_task(pool._wait())
+        await asyncio.sleep(0)
+        pool._park(conn)  # handed over, then cancelled before the waiter runs
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert list(pool.idle) == [conn] and pool.count == 1 and not pool.waiters
+        assert await client.post(server.url, b"x") == 204
+        assert client.stats.opened == 1
+
+
+async def test_a_slot_handed_to_a_cancelled_waiter_is_given_back() -> None:
+    async with AppServer(no_content) as server, NotifyClient(limit=1) as client:
+        assert await client.post(server.url, b"x") == 204
+        (pool,) = client._pools.values()
+        pool.idle.pop().abort()  # as if a busy connection failed
+        waiting = asyncio.create_task(pool._wait())
+        await asyncio.sleep(0)
+        pool._free_slot()
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert pool.count == 0 and not client._pools
+        assert await client.post(server.url, b"x") == 204
 
 
 async def test_connection_refused() -> None:
