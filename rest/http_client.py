@@ -62,6 +62,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import quote, unquote, urlsplit
 
+__all__ = [
+    "USER_AGENT",
+    "ClientStats",
+    "NotifyClient",
+    "NotifyError",
+    "Response",
+    "ResponseParser",
+]
+
 log = logging.getLogger(__name__)
 
 USER_AGENT = "chat-bridge notification delivery"
