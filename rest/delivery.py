@@ -74,12 +74,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 
-import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.config import Settings
 from bridge.ids import SubscriptionId, UserUri
 from bridge.ports import DeliveryListener, JSONObject, Notification
+from rest.http_client import NotifyClient, NotifyError
 from state import outbox
 from state.db import Database
 from state.writer import SQLiteWriter
@@ -173,7 +173,7 @@ class DeliveryService:
         self._full = True
         self._settle_timer: asyncio.TimerHandle | None = None
         self._polls: dict[str, _Poll] = {}
-        self._http: aiohttp.ClientSession | None = None
+        self._http: NotifyClient | None = None
         self._scheduler: asyncio.Task[None] | None = None
         self._listener_tasks: set[asyncio.Task[None]] = set()
         self._posts: set[asyncio.Task[str | None]] = set()
@@ -403,15 +403,11 @@ class DeliveryService:
         if self._scheduler is not None:
             return
         self._stopping = False
-        timeout = aiohttp.ClientTimeout(total=self.settings.notification_http_timeout)
-        connector = aiohttp.TCPConnector(
-            limit=self.concurrency, limit_per_host=self.concurrency, keepalive_timeout=30.0
-        )
-        self._http = aiohttp.ClientSession(
-            connector=connector,
-            timeout=timeout,
-            headers={"User-Agent": USER_AGENT},
-            raise_for_status=False,
+        self._http = NotifyClient(
+            limit=self.concurrency,
+            timeout=self.settings.notification_http_timeout,
+            keepalive_timeout=30.0,
+            user_agent=USER_AGENT,
         )
         self._scheduler = asyncio.create_task(self._schedule(), name="notification-scheduler")
         log.info("- notification delivery started as %s", self.owner)
@@ -686,21 +682,13 @@ class DeliveryService:
         assert self._http is not None, "DeliveryService.start() not called"
         data = json.dumps(n.document()).encode()
         try:
-            async with self._http.post(
-                n.notify_url,
-                data=data,
-                headers=_POST_HEADERS,
-                allow_redirects=False,
-            ) as resp:
-                await resp.read()
-                if 200 <= resp.status < 300:
-                    log.debug(
-                        "> notification %d %s to %s: %d", n.id, n.root, n.notify_url, resp.status
-                    )
-                    return None
-                return f"HTTP {resp.status}"
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            status = await self._http.post(n.notify_url, data, _POST_HEADERS)
+        except (NotifyError, ValueError) as exc:
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if 200 <= status < 300:
+            log.debug("> notification %d %s to %s: %d", n.id, n.root, n.notify_url, status)
+            return None
+        return f"HTTP {status}"
 
     def _is_dead_channel_url(self, url: str) -> bool:
         # A live channel's callbackURL never reaches the callback path (enqueue routes it).
