@@ -60,6 +60,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import cast
 from urllib.parse import quote, unquote, urlsplit
 
 __all__ = [
@@ -472,8 +473,8 @@ class _Connection(asyncio.Protocol):
         self._registry = registry
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports do not derive from asyncio.Transport: no isinstance check
+        self.transport = cast(asyncio.Transport, transport)
         self._registry.add(self)
 
     def send(self, request: bytes, parser: ResponseParser) -> asyncio.Future[Response]:

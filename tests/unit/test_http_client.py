@@ -870,3 +870,17 @@ async def test_tls_certificate_is_verified(certs: Certs, cert: str, why: str) ->
         async with NotifyClient(ssl_context=trust) as client:
             with pytest.raises(NotifyError, match=why):
                 await client.post(server.url, b"x")
+
+
+def test_keep_alive_on_uvloop() -> None:
+    # the bridge serves on uvloop (bridge.cli): its transports are not asyncio.Transport
+    import uvloop
+
+    async def run() -> None:
+        async with NotifyClient(limit=2, timeout=5.0) as c, AppServer(no_content) as server:
+            for _ in range(3):
+                assert await c.post(server.url, b"{}") == 204
+            assert (c.stats.opened, c.stats.reused) == (1, 2)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run())
