@@ -383,13 +383,16 @@ async def main() -> None:
             row("bridge CPU per message (both ends, reports included)", f"{cpu_ms:.2f} ms")
             await apps.quiet(1.0, args.timeout)  # the reports of phase 1 are through
             target = args.rate or max(rate / 2, 1.0)
+            cpu0 = bench.cpu()
             lat, n = await latency(bench, paths, target, args.seconds, args.timeout)
+            cpu_ms = (bench.cpu() - cpu0) * 1000 / max(n, 1)
             if lat:
                 lat.sort()
                 p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
                 name = f"latency at {target:,.0f} msg/s ({len(lat)}/{n} msgs)"
                 row(name + " p50", f"{statistics.median(lat):.1f} ms")
                 row(name + " p99", f"{p99:.1f} ms")
+                row("bridge CPU per message at that rate", f"{cpu_ms:.2f} ms")
             await apps.quiet(1.0, args.timeout)
             pairs = min(args.sessions, (10000 - 100) // 2)  # users stay in the AS range
             opened, legs, per, elapsed = await sessions(bench, 100, pairs, args.session_time)

@@ -434,6 +434,24 @@ _CLAIM_ALONE = (
     )
 )
 
+_CLAIM_OWN = (
+    sa.update(_T)
+    .where(
+        _T.c.id.in_(sa.bindparam("ids", expanding=True)),
+        _T.c.channel_id.is_(None),
+        _T.c.claimed_by.is_(None),
+        ~sa.exists().where(
+            _others.c.channel_id.is_(None),
+            _others.c.subscription_id == sa.bindparam("sub", type_=sa.String),
+            _others.c.id.not_in(sa.bindparam("ids", expanding=True)),
+        ),
+    )
+    .values(
+        claimed_by=sa.bindparam("owner", type_=sa.String),
+        claimed_until=sa.bindparam("until", type_=_TS),
+    )
+)
+
 
 # --- the outbox ----------------------------------------------------------------
 
@@ -768,20 +786,11 @@ async def claim_own_rows(
     """
     if not ids:
         return False
-    others = sa.alias(_T, "others")
-    result = await session.execute(
-        sa.update(_T)
-        .where(
-            _T.c.id.in_(list(ids)),
-            _T.c.channel_id.is_(None),
-            _T.c.claimed_by.is_(None),
-            ~sa.exists().where(
-                others.c.channel_id.is_(None),
-                others.c.subscription_id == subscription_id,
-                others.c.id.not_in(list(ids)),
-            ),
-        )
-        .values(claimed_by=owner, claimed_until=until)
+    if len(ids) == 1:
+        return await claim_if_alone(session, ids[0], owner=owner, until=until)
+    conn = await session.connection()
+    result = await conn.execute(
+        _CLAIM_OWN, {"ids": list(ids), "sub": subscription_id, "owner": owner, "until": until}
     )
     won = _rowcount(result)
     if 0 < won < len(ids):  # some row was not ours to take: give the others back
