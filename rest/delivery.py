@@ -510,6 +510,8 @@ class DeliveryService:
         seconds until the next known due time among them (``poll_interval`` if
         none).
         """
+        if lanes is not None and not lanes and not self._settled:
+            return self.poll_interval  # nothing to delete or claim (a chat batch did it)
         settled, self._settled = self._settled, []
         free = self.concurrency - len(self._lanes)
         now = self.clock()
