@@ -206,7 +206,9 @@ class Bench:
         return sent["resourceReference"]["resourceURL"].split("/")[-2], t0
 
 
-async def open_bench(tb: Testbed, workdir: Path, apps: Apps) -> Bench:
+async def open_bench(
+    tb: Testbed, workdir: Path, apps: Apps, extra: dict[str, str] | None = None
+) -> Bench:
     """Start ``chat-bridge serve`` with Kamailio as its IMS core and wait for /health."""
     port = free_port_block(size=2, start=31000)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_BRIDGE_")}
@@ -221,6 +223,7 @@ async def open_bench(tb: Testbed, workdir: Path, apps: Apps) -> Bench:
         CHAT_BRIDGE_NOTIFICATION_BACKOFF_MAX="0.5",
         CHAT_BRIDGE_LOG_LEVEL="WARNING",
     )
+    env.update(extra or {})
     with (workdir / "bridge.log").open("ab") as out:
         proc = subprocess.Popen([str(BRIDGE), "serve"], env=env, stdout=out, stderr=out)
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
@@ -350,6 +353,13 @@ async def main() -> None:
     ap.add_argument("--session-time", type=float, default=90.0)
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--keep-log", type=Path, help="copy the bridge's log there at the end")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="CHAT_BRIDGE_X=V",
+        help="a setting of the bridge under test (repeatable)",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
 
@@ -364,7 +374,8 @@ async def main() -> None:
         tb = start_testbed(workdir / "kamailio", as_transport="tcp")
         apps = Apps()
         await apps.start()
-        bench = await open_bench(tb, workdir, apps)
+        extra = dict(item.split("=", 1) for item in args.set)
+        bench = await open_bench(tb, workdir, apps, extra)
         try:
             paths = []
             for i in range(args.pairs):

@@ -27,7 +27,7 @@ there (DECISIONS.md "SIP side").
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -54,6 +54,8 @@ class Notification:
     body: JSONObject
     created_at: datetime
     channel_id: ChannelId | None = None
+    encoded: bytes | None = field(default=None, compare=False, repr=False)
+    """The document as JSON bytes, when the store serialised it already (else None)."""
 
     def document(self) -> dict[str, object]:
         """The single-root JSON document ``{root: body}``."""

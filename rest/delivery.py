@@ -682,7 +682,7 @@ class DeliveryService:
     async def _post(self, n: Notification) -> str | None:
         """POST one notification; None on 2xx, else a short error text."""
         assert self._http is not None, "DeliveryService.start() not called"
-        data = json.dumps(n.document()).encode()
+        data = n.encoded or json.dumps(n.document()).encode()
         try:
             status = await self._http.post(n.notify_url, data, _POST_HEADERS)
         except (NotifyError, ValueError) as exc:

@@ -58,6 +58,7 @@ naive, so they are re-tagged on the way out. Hot paths use Core statements
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import sqlite3
@@ -516,6 +517,11 @@ async def enqueue(
     )
 
 
+def _document_bytes(root: str, body_json: str) -> bytes:
+    """``{root: body}`` as JSON bytes, from the body's JSON text."""
+    return ("{" + json.dumps(root) + ": " + body_json + "}").encode()
+
+
 class SyncEnqueue:
     """:func:`enqueue` on a synchronous SQLite DBAPI connection, for the chat store's writer.
 
@@ -543,6 +549,7 @@ class SyncEnqueue:
         names = compiled.positiontup
         assert names is not None  # qmark is positional
         self._binds = [(n, compiled.binds[n].type.bind_processor(dialect)) for n in names]
+        self._body = list(names).index("body")
 
     def run(
         self,
@@ -562,6 +569,7 @@ class SyncEnqueue:
         params = tuple(
             values[n] if p is None or values[n] is None else p(values[n]) for n, p in self._binds
         )
+        text = params[self._body]  # the JSON text stored: the POST body reuses it
         cursor = raw.cursor()
         try:
             cursor.execute(self.sql, params)
@@ -578,6 +586,7 @@ class SyncEnqueue:
             body=stored,
             created_at=now,
             channel_id=None if channel is None else ChannelId(channel),
+            encoded=_document_bytes(root, text) if isinstance(text, str) else None,
         )
 
 

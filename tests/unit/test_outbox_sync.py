@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -101,3 +102,27 @@ def test_sync_enqueue_refuses_an_empty_root_and_a_named_dialect(raw: sqlite3.Con
         )
     with pytest.raises(ValueError, match="qmark"):
         outbox.SyncEnqueue(sa.create_engine("postgresql+asyncpg://x/y").dialect)
+
+
+async def test_sync_enqueue_hands_out_the_document_it_stored_as_json(tmp_path: Path) -> None:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'enc.db'}")
+    await database.migrate()
+    await database.close()
+    raw = sqlite3.connect(tmp_path / "enc.db", isolation_level=None)
+    try:
+        raw.execute("BEGIN")
+        body = {"text": "h\u00e9llo", "n": [1, 2], "callbackData": None}
+        n = outbox.SyncEnqueue(sqlite.dialect()).run(
+            raw,
+            user=UserUri("tel:+1"),
+            subscription_id=SubscriptionId("s1"),
+            notify_url="http://127.0.0.1:1/cb",
+            root="chatMessageNotification",
+            body=body,
+        )
+        raw.execute("COMMIT")
+        assert n.encoded == json.dumps(n.document()).encode()
+        (stored,) = raw.execute("SELECT body FROM notification_outbox").fetchone()
+        assert json.loads(stored) == body
+    finally:
+        raw.close()
