@@ -10,6 +10,7 @@ stand for the caller's own user and are resolved by ``rest.auth``.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from urllib.parse import quote, unquote
 
 from bridge.ids import UserUri
@@ -76,9 +77,21 @@ def canonical_user(text: str) -> UserUri:
     raise InvalidUserUri(f"not a tel: or sip: URI: {text!r}")
 
 
+_SAFE_SEGMENT = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+
+
+@lru_cache(maxsize=16384)
+def _quote_cached(text: str) -> str:
+    return quote(text, safe="")
+
+
 def quote_segment(text: str) -> str:
     """Percent-encode one path segment (``tel:+1`` → ``tel%3A%2B1``)."""
-    return quote(text, safe="")
+    if _SAFE_SEGMENT.issuperset(text):  # ids and literals: nothing to encode
+        return text
+    if len(text) > 256:  # not worth a cache entry (and the cache must stay small)
+        return quote(text, safe="")
+    return _quote_cached(text)  # user URIs repeat: each is encoded once
 
 
 class ServerRoot:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.config import Settings, load_settings
 from bridge.errors import ConfigError
@@ -130,3 +132,12 @@ def test_event_loop_choice() -> None:
         assert isinstance(loop, asyncio.AbstractEventLoop)
     finally:
         loop.close()
+
+
+@given(st.text(max_size=300))
+def test_quote_segment_is_urllib_quote(text: str) -> None:
+    from urllib.parse import quote
+
+    from rest.uris import quote_segment
+
+    assert quote_segment(text) == quote(text, safe="")
