@@ -35,6 +35,7 @@ import argparse
 import asyncio
 import logging
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -73,6 +74,27 @@ def rss_kib(pid: int | str = "self") -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+def own_cpu() -> float:
+    """CPU seconds (user + system) of this process: the apps' REST client and receiver."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def kamailio_cpu(tb: Testbed) -> float:
+    """CPU seconds of the test bed's Kamailio, its main process and its workers."""
+    pid = int((tb.run_dir / "kamailio.pid").read_text())
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid or stat.parent.name == str(pid):
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 class Apps:
@@ -385,13 +407,17 @@ async def main() -> None:
                 paths.append(await bench.confirmed(a, b, 20.0))
             await throughput(bench, paths, 200, args.concurrency, args.timeout)  # warm-up
             await apps.quiet(1.0, args.timeout)
-            cpu0 = bench.cpu()
+            cpu0, own0, kam0 = bench.cpu(), own_cpu(), kamailio_cpu(tb)
             rate, got = await throughput(bench, paths, args.count, args.concurrency, args.timeout)
             cpu_ms = (bench.cpu() - cpu0) * 1000 / max(got, 1)
+            own_ms = (own_cpu() - own0) * 1000 / max(got, 1)
+            kam_ms = (kamailio_cpu(tb) - kam0) * 1000 / max(got, 1)
             row(
                 f"throughput ({got}/{args.count} msgs, {args.pairs} sessions)", f"{rate:,.0f} msg/s"
             )
             row("bridge CPU per message (both ends, reports included)", f"{cpu_ms:.2f} ms")
+            row("apps' CPU per message (this process: REST client, notifyURL)", f"{own_ms:.2f} ms")
+            row("Kamailio CPU per message", f"{kam_ms:.2f} ms")
             await apps.quiet(1.0, args.timeout)  # the reports of phase 1 are through
             target = args.rate or max(rate / 2, 1.0)
             cpu0 = bench.cpu()

@@ -74,6 +74,8 @@ UNSENT_STATUSES = ("queued", "sending")
 UNSENT_SQL = "status IN ('queued', 'sending')"
 """The predicate of the partial indexes over unsent messages (migration 25); a query
 must carry it literally for SQLite to use them."""
+DETACHED_SQL = f"session_id IS NULL AND {UNSENT_SQL}"
+"""The predicate of the partial index over unsent messages on no session (migration 26)."""
 
 
 class ChatMessageRow(Base):
@@ -99,6 +101,15 @@ class ChatMessageRow(Base):
             "seq",
             sqlite_where=sa.text(UNSENT_SQL),
             postgresql_where=sa.text(UNSENT_SQL),
+        ),
+        sa.Index(
+            "ix_chat_messages_detached",
+            "user_uri",
+            "peer_uri",
+            "rest_session",
+            "seq",
+            sqlite_where=sa.text(DETACHED_SQL),
+            postgresql_where=sa.text(DETACHED_SQL),
         ),
         sa.Index("ix_chat_messages_expires_at", "expires_at"),
     )

@@ -350,6 +350,7 @@ async def detached_messages(
             _M.rest_session == rest_session,
             _M.session_id.is_(None),
             _M.status == status,
+            *_unsent_index([status]),
         )
         .order_by(_M.seq)
     )
@@ -1263,8 +1264,9 @@ class SQLChatStore:
         if self._writes is not None:
             self._writes.statements += 1
         params = (user, peer, Direction.OUTGOING.value, rest_session, status)
+        sql = _PROBE_DETACHED_UNSENT if status in UNSENT_STATUSES else _PROBE_DETACHED
         try:
-            return self._writer.exists(_PROBE_DETACHED, params)
+            return self._writer.exists(sql, params)
         except sqlite3.Error as exc:
             raise StoreError(f"chat store read failed: {exc}") from exc
 
@@ -1397,6 +1399,8 @@ _PROBE_DETACHED = (
     " AND rest_session = ? AND session_id IS NULL AND status = ? LIMIT 1"
 )
 """Whether :func:`detached_messages` finds a row, on the DBAPI connection."""
+_PROBE_DETACHED_UNSENT = f"{_PROBE_DETACHED[: -len(' LIMIT 1')]} AND {UNSENT_SQL} LIMIT 1"
+"""The same for an unsent ``status``: the partial index of migration 26 answers it."""
 _GET_MESSAGE = sa.select(_MT).where(
     _MT.c.user_uri == sa.bindparam("u"),
     _MT.c.message_id == sa.bindparam("m"),

@@ -1,4 +1,4 @@
-"""Migration 25: the partial indexes are used by the queries that need them."""
+"""Migrations 25 and 26: the partial indexes are used by the queries that need them."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from sqlalchemy.dialects import sqlite
 
 from bridge.chat import delivery
 from bridge.chat.model import Direction
+from bridge.ids import UserUri
 from state import chat_repository, outbox
 from state.chat_models import UNSENT_STATUSES
 from state.db import Database
@@ -69,5 +70,39 @@ async def test_unsent_queries_use_the_partial_indexes(tmp_path: Path) -> None:
             outbox.OutboxRow.created_at < sa.func.datetime("now"),
         )
         assert "ix_notification_outbox_channel_age" in await _plan(database, stale)
+    finally:
+        await database.close()
+
+
+async def test_the_adhoc_queue_look_up_uses_the_detached_index(tmp_path: Path) -> None:
+    """One seek whatever the user's history (it walked every message sent before)."""
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'p.db'}")
+    try:
+        assert await database.migrate() >= 26
+        capture = _Capture()
+        await chat_repository.detached_messages(
+            capture,  # type: ignore[arg-type]
+            UserUri("tel:+1"),
+            UserUri("tel:+2"),
+            "adhoc",
+            "queued",
+        )
+        assert capture.statement is not None
+        assert "ix_chat_messages_detached" in await _plan(database, capture.statement)
+        async with database.engine.connect() as conn:
+            rows = await conn.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {chat_repository._PROBE_DETACHED_UNSENT}",
+                ("tel:+1", "tel:+2", "out", "adhoc", "queued"),
+            )
+            assert "ix_chat_messages_detached" in " ".join(str(r[-1]) for r in rows)
+        # another status is still answered, without the partial index
+        await chat_repository.detached_messages(
+            capture,  # type: ignore[arg-type]
+            UserUri("tel:+1"),
+            UserUri("tel:+2"),
+            "adhoc",
+            "failed",
+        )
+        assert "detached" not in await _plan(database, capture.statement)
     finally:
         await database.close()
