@@ -1409,9 +1409,18 @@ _GET_MESSAGE = sa.select(_MT).where(
 
 
 def _subscription_version(conn: sa.Connection, _db: InThreadSession) -> int | None:
-    """The subscription change counter (migration 21), or None without it."""
+    """The subscription change counter (migration 21), or None without it.
+
+    Read on the DBAPI cursor (once per batch; SQLAlchemy's statement path costs
+    more than the statement).
+    """
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    cursor = raw.cursor()
     try:  # a failed SELECT leaves a SQLite transaction as it was
-        value = conn.exec_driver_sql("SELECT version FROM chat_subscription_version").scalar()
-    except sa.exc.OperationalError:
+        row = cursor.execute("SELECT version FROM chat_subscription_version").fetchone()
+    except sqlite3.OperationalError:
         return None
-    return None if value is None else int(value)
+    finally:
+        cursor.close()
+    return None if row is None or row[0] is None else int(row[0])

@@ -383,4 +383,11 @@ def _writer_connection(dbapi_conn: Any, _record: object) -> None:
 
 
 def _begin_immediate(conn: sa.Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    """Begin on the DBAPI connection itself (SQLAlchemy's statement path costs more than
+    the statement); an error is raised as SQLAlchemy would wrap it."""
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    try:
+        raw.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise sa.exc.DBAPIError.instance("BEGIN IMMEDIATE", None, exc, sqlite3.Error) from exc
