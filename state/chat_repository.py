@@ -1019,6 +1019,8 @@ class _GroupedUnit:
         store = self._store
         await store._lock.acquire()
         try:
+            if store._closed:  # closed while this unit waited for the lock
+                raise StoreError("the chat store is closed")
             if not store._opened:
                 await store._open()
             batch = store._batch
@@ -1292,7 +1294,10 @@ class SQLChatStore:
                 self._batch = None
             if batch.done.done():
                 return  # failed already
-            assert self._writer is not None
+            if self._writer is None:  # closed meanwhile: nothing can be written any more
+                batch.done.set_exception(StoreError("the chat store is closed"))
+                batch.done.exception()  # retrieved here: waiters may all be gone
+                return
             if not self._pending() and not self._writer.in_transaction:
                 batch.done.set_result(None)  # answered from memory: nothing to commit
                 self.memory.drop_ended()
@@ -1376,18 +1381,26 @@ class SQLChatStore:
         self._seq = max(self._seq, top)
 
     async def close(self) -> None:
-        """Commit what is pending, then stop the writer (the store is done)."""
-        if self._pacing is not None:  # a paced commit: start it now
-            handle, batch = self._pacing
-            handle.cancel()
-            self._start_commit(batch)
-        while self._committers:
-            await asyncio.gather(*list(self._committers), return_exceptions=True)
+        """Refuse new units, commit what the units before have left, then stop the writer.
+
+        A unit running now ends normally (its batch is committed before the
+        writer stops); a unit still waiting for the lock gets a ``StoreError``.
+        """
         self._closed = True
-        async with self._lock:
-            if self._writer is not None:
-                await self._writer.close()
-                self._writer = None
+        while True:
+            if self._pacing is not None:  # a paced commit: start it now
+                handle, batch = self._pacing
+                handle.cancel()
+                self._start_commit(batch)
+            if self._committers:
+                await asyncio.gather(*list(self._committers), return_exceptions=True)
+                continue
+            async with self._lock:  # after the unit holding it, if any
+                if self._pacing is None and not self._committers:
+                    if self._writer is not None:
+                        await self._writer.close()
+                        self._writer = None
+                    return
 
 
 _PROBE_MESSAGE = (

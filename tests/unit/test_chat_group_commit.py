@@ -538,3 +538,40 @@ async def test_close_commits_a_paced_batch_at_once(db: Database) -> None:
     await asyncio.wait_for(paced.close(), 0.04)  # does not sit out the interval
     await waiting
     assert {"c-0", "c-1"} <= await committed_sessions(db)
+
+
+async def test_a_unit_queued_behind_close_fails_instead_of_hanging(db: Database) -> None:
+    """A unit that waited for the store's lock while the store closed gets a StoreError.
+
+    It used to run on a closed store: its commit task died on the missing writer
+    ("Task exception was never retrieved") and the unit waited for that commit forever.
+    """
+    store = SQLChatStore(db)
+    async with store.transaction() as tx:  # opened
+        await tx.insert_session(session("q-0"))
+    holder_in = asyncio.Event()
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with store.transaction() as tx:
+            await tx.insert_session(session("q-1"))
+            holder_in.set()
+            await release.wait()
+
+    async def queued() -> None:
+        async with store.transaction() as tx:
+            await tx.insert_session(session("q-2"))
+
+    first = asyncio.ensure_future(holder())
+    await holder_in.wait()
+    second = asyncio.ensure_future(queued())  # waits for the lock behind the holder
+    await asyncio.sleep(0)
+    closing = asyncio.ensure_future(store.close())  # queues behind both
+    await asyncio.sleep(0)
+    release.set()
+    await first
+    with pytest.raises(StoreError, match="closed"):
+        await asyncio.wait_for(second, 5)
+    await asyncio.wait_for(closing, 5)
+    assert {"q-0", "q-1"} <= await committed_sessions(db)
+    assert "q-2" not in await committed_sessions(db)
