@@ -3,7 +3,7 @@
 No HTTP and no SIP: the chat service (``bridge.chat.service``) runs over
 ``tests.fakes.signalling.LoopbackSignalling`` (A's MSRP SEND becomes B's
 received message in memory) with the real SQLite file store
-(``state.chat_repository.SQLChatStore``) and a notifier that records what is
+(``state.chat_store.SQLChatStore``) and a notifier that records what is
 woken and plays "the app got it" for every chatMessageNotification at once
 (so the automatic "delivered" IMDN goes back to the sender, as the real
 delivery side does after a 2xx). What it measures is the cost of the chat
@@ -64,7 +64,7 @@ from bridge.ports import Notification  # noqa: E402
 from bridge.subscriptions import NewSubscription  # noqa: E402
 from rest.uris import ServerRoot  # noqa: E402
 from state import repository  # noqa: E402
-from state.chat_repository import SQLChatStore  # noqa: E402
+from state.chat_store import SQLChatStore  # noqa: E402
 from state.db import Database  # noqa: E402
 from tests.fakes.notifier import RecordingNotifier  # noqa: E402
 from tests.fakes.signalling import LoopbackSignalling  # noqa: E402

@@ -13,7 +13,7 @@ Wiring (the lead / H8, in ``bridge.app.serve`` after ``make_app``)::
     chat = install_chat(app, signalling)   # signalling: bridge.chat.ports.SignallingPort
 
 :func:`install_chat` builds the service with :func:`build_chat_service`
-(store = ``state.chat_repository.SQLChatStore``, notifier = ``app[NOTIFIER]``,
+(store = ``state.chat_store.SQLChatStore``, notifier = ``app[NOTIFIER]``,
 URLs = ``app[SERVER_ROOT]``), binds it as the signalling port's event sink,
 plugs the adapter into ``rest.handlers.chat.CHAT_SERVICE``, keeps the domain
 service in :data:`CHAT_BRIDGE`, and adds a ``cleanup_ctx`` that runs restart
@@ -65,7 +65,7 @@ from rest.models import (
     ParticipantStatus,
 )
 from state.chat_backlog import OutboxBacklog
-from state.chat_repository import SQLChatStore
+from state.chat_store import SQLChatStore
 from state.db import Database
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ The ``async def`` store functions (``state.outbox``, ``state.repository``,
 :class:`InThreadSession`, an ``AsyncSession`` stand-in whose awaits complete at
 once; :func:`run_now` drives such a coroutine to its end.
 
-Users: the chat store's group commit (``state.chat_repository``) and the
+Users: the chat store's group commit (``state.chat_store``) and the
 notification delivery worker (``rest.delivery``), each with its own writer.
 """
 

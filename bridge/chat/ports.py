@@ -316,7 +316,7 @@ class SignallingEvents(Protocol):
 
 
 class ChatTransaction(Protocol):
-    """One store transaction of the chat side (``state.chat_repository.SQLChatStore``).
+    """One store transaction of the chat side (``state.chat_store.SQLChatStore``).
 
     Chat state and the notifications it causes are written in the same
     transaction (:meth:`enqueue`), then ``Notifier.wake`` runs after commit

@@ -15,7 +15,7 @@ from bridge.subscriptions import NewSubscription, Subscription
 from rest.models import NOTIFICATION_MODELS, parse_document
 from rest.uris import ServerRoot
 from state import repository
-from state.chat_repository import SQLChatStore
+from state.chat_store import SQLChatStore
 from state.db import Database
 from tests.fakes.notifier import RecordingNotifier
 from tests.fakes.signalling import FakeSignalling

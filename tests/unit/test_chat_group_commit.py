@@ -32,7 +32,7 @@ from bridge.ids import ChatSessionId, MessageId, SubscriptionId, UserUri
 from bridge.subscriptions import NewSubscription
 from state import chat_repository as repo
 from state import repository
-from state.chat_repository import SQLChatStore
+from state.chat_store import SQLChatStore
 from state.db import Database
 
 A = UserUri("tel:+15551230001")
@@ -437,7 +437,7 @@ CHILD = textwrap.dedent(
     sys.path.insert(0, sys.argv[2])
     from tests.unit.test_chat_group_commit import message, session
     from bridge.ids import ChatSessionId
-    from state.chat_repository import SQLChatStore
+    from state.chat_store import SQLChatStore
     from state.db import Database
 
     async def main():

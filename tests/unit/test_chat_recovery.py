@@ -39,7 +39,7 @@ from bridge.ids import MessageId, UserUri
 from rest.uris import ServerRoot
 from state import outbox
 from state.chat_backlog import OutboxBacklog
-from state.chat_repository import SQLChatStore
+from state.chat_store import SQLChatStore
 from state.db import Database
 from tests.fakes.chat_world import ROOT, A, B, C, World, chat_settings
 from tests.fakes.notifier import RecordingNotifier

@@ -21,7 +21,7 @@ from bridge.ids import ChatSessionId, MessageId, SubscriptionId, UserUri
 from state import chat_repository as repo
 from state import outbox
 from state.chat_backlog import OutboxBacklog
-from state.chat_repository import SQLChatStore
+from state.chat_store import SQLChatStore
 from state.db import Database, discover_migrations
 
 A = UserUri("tel:+15551230001")

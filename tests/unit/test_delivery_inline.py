@@ -17,7 +17,7 @@ import pytest
 from bridge.ids import SubscriptionId, UserUri
 from rest.delivery import DeliveryService
 from state import outbox
-from state.chat_repository import SQLChatStore
+from state.chat_store import SQLChatStore
 from state.db import Database
 from tests.unit.test_delivery import eventually, pending, settings_for
 from tests.unit.test_delivery_support import Receiver

@@ -10,7 +10,7 @@ from sqlalchemy.dialects import sqlite
 from bridge.chat import delivery
 from bridge.chat.model import Direction
 from bridge.ids import UserUri
-from state import chat_repository, outbox
+from state import chat_repository, chat_store, outbox
 from state.chat_models import UNSENT_STATUSES
 from state.db import Database
 
@@ -91,7 +91,7 @@ async def test_the_adhoc_queue_look_up_uses_the_detached_index(tmp_path: Path) -
         assert "ix_chat_messages_detached" in await _plan(database, capture.statement)
         async with database.engine.connect() as conn:
             rows = await conn.exec_driver_sql(
-                f"EXPLAIN QUERY PLAN {chat_repository._PROBE_DETACHED_UNSENT}",
+                f"EXPLAIN QUERY PLAN {chat_store._PROBE_DETACHED_UNSENT}",
                 ("tel:+1", "tel:+2", "out", "adhoc", "queued"),
             )
             assert "ix_chat_messages_detached" in " ".join(str(r[-1]) for r in rows)
