@@ -456,6 +456,9 @@ async def main() -> None:
                     "bridge CPU per adhoc message (both ends, reports included)", f"{cpu_ms:.2f} ms"
                 )
             row("subscription POSTs retried after a 500 (store busy)", f"{bench.retries}")
+            wal = workdir / "bench.db-wal"
+            size = wal.stat().st_size if wal.exists() else 0
+            row("SQLite WAL file at the end (checkpoints start it over)", f"{size / 2**20:.1f} MiB")
         except Exception as exc:
             log = (workdir / "bridge.log").read_text(errors="replace")[-3000:]
             print(f"bench stopped: {exc}\n--- bridge log tail ---\n{log}", file=sys.stderr)
