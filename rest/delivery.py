@@ -1,4 +1,4 @@
-"""The delivery worker: implements the ``Notifier`` port over ``state.outbox``.
+"""The delivery worker: the ``Notifier`` port over ``state.outbox`` and ``state.channels``.
 
 Callback delivery (DECISIONS.md "Notification delivery", oma-chat-api.md §5)
 ---------------------------------------------------------------------------
@@ -80,7 +80,7 @@ from bridge.config import Settings
 from bridge.ids import SubscriptionId, UserUri
 from bridge.ports import DeliveryListener, JSONObject, Notification
 from rest.http_client import NotifyClient, NotifyError
-from state import outbox
+from state import channels, outbox
 from state.db import Database
 from state.writer import SQLiteWriter
 
@@ -726,7 +726,7 @@ class DeliveryService:
     @asynccontextmanager
     async def hand_out(
         self,
-        channel: outbox.Channel,
+        channel: channels.Channel,
         timeout: float,
         *,
         client_gone: Callable[[], bool] = lambda: False,
@@ -768,7 +768,7 @@ class DeliveryService:
 
     async def long_poll(
         self,
-        channel: outbox.Channel,
+        channel: channels.Channel,
         timeout: float,
         *,
         client_gone: Callable[[], bool] = lambda: False,
@@ -778,7 +778,7 @@ class DeliveryService:
             return items
 
     async def _wait_for_items(
-        self, channel: outbox.Channel, timeout: float, client_gone: Callable[[], bool]
+        self, channel: channels.Channel, timeout: float, client_gone: Callable[[], bool]
     ) -> list[Notification] | None:
         previous = self._polls.get(channel.id)
         if previous is not None:
@@ -796,7 +796,7 @@ class DeliveryService:
                     return []
                 now = self.clock()
                 async with self._write() as session:
-                    items = await outbox.claim_channel_items(
+                    items = await channels.claim_channel_items(
                         session,
                         channel.id,
                         owner=self.owner,
@@ -808,7 +808,7 @@ class DeliveryService:
                     if (
                         not items
                         and checked
-                        and not await outbox.channel_alive(session, channel.id, now=now)
+                        and not await channels.channel_alive(session, channel.id, now=now)
                     ):
                         return None
                 checked = True  # the caller has just found it alive
@@ -837,7 +837,7 @@ class DeliveryService:
         now = self.clock()
         cutoff = now - timedelta(seconds=self.settings.notification_max_age)
         async with self._write() as session:
-            gone = await outbox.expire_channels(session, now=now)
+            gone = await channels.expire_channels(session, now=now)
             stale = await outbox.drop_stale_channel_items(session, cutoff)
         for channel in gone:
             log.info("- channel %s of %s expired", channel.id, channel.user)

@@ -1,4 +1,4 @@
-"""The notification outbox and the Notification Channels: ORM models and repository functions.
+"""The notification outbox: ORM models and repository functions.
 
 One table, ``notification_outbox``, holds every undelivered notification
 (oma-chat-api.md §5). A row with ``channel_id`` NULL waits for an HTTP POST to
@@ -22,9 +22,10 @@ returns them in delivery order; rows behind a head held by someone else are
 never taken. A crashed owner's claims simply run out; a live owner extends
 them (:func:`extend_claims`) before they would. Delivered rows are deleted in
 batches (:func:`settle`). A channel queue works the same way with one lane per
-channel: :func:`claim_channel_items` takes the first rows while the queue's
-head is free, the long poll settles them once its response is written, or
-releases them (:func:`release`) so the next poll gets them again.
+channel: ``state.channels.claim_channel_items`` takes the first rows while the
+queue's head is free (:func:`claim_prefix`), the long poll settles them once
+its response is written, or releases them (:func:`release`) so the next poll
+gets them again. The channels themselves live in ``state.channels``.
 
 Order per subscription
 ----------------------
@@ -59,28 +60,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import secrets
 import sqlite3
 import weakref
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from bridge.errors import StoreError
 from bridge.ids import ChannelId, NotificationId, SubscriptionId, UserUri
 from bridge.ports import JSONObject, Notification
 from state.db import Base, Database
-
-log = logging.getLogger(__name__)
 
 USER_URI_LEN = 512
 URL_LEN = 2048
@@ -88,7 +83,11 @@ ERROR_LEN = 512
 
 
 class ChannelRow(Base):
-    """One Notification Channel (oma-chat-api.md §10)."""
+    """One Notification Channel (oma-chat-api.md §10).
+
+    Defined here rather than in ``state.channels``: :func:`enqueue` routes into
+    channels and ``OutboxRow`` references them.
+    """
 
     __tablename__ = "notification_channels"
     __table_args__ = (
@@ -144,7 +143,6 @@ class OutboxRow(Base):
     lane_seq: Mapped[int | None] = mapped_column(sa.BigInteger)
 
 
-_O = OutboxRow
 _C = ChannelRow
 _T: sa.Table = cast(sa.Table, OutboxRow.__table__)
 _IN_CHUNK = 500
@@ -179,27 +177,6 @@ class Claimed:
 
     batches: list[LaneBatch]
     next_due: datetime | None
-
-
-@dataclass(frozen=True)
-class Channel:
-    """A Notification Channel as stored (oma-chat-api.md §10)."""
-
-    id: ChannelId
-    user: UserUri
-    channel_type: str
-    client_correlator: str | None
-    application_tag: str | None
-    max_notifications: int
-    lifetime: int
-    callback_url: str
-    created_at: datetime
-    expires_at: datetime
-
-    def remaining(self, now: datetime) -> int:
-        """Whole seconds of lifetime left at ``now`` (rounded up, at least 0)."""
-        left = (self.expires_at - now).total_seconds()
-        return max(0, int(-(-left // 1)))
 
 
 _WRITERS: weakref.WeakKeyDictionary[object, asyncio.Lock] = weakref.WeakKeyDictionary()
@@ -293,21 +270,6 @@ def _to_entry(row: sa.RowMapping) -> OutboxEntry:
     return OutboxEntry(_to_notification(row), row["attempts"], _aware(row["next_attempt_at"]))
 
 
-def _to_channel(row: ChannelRow) -> Channel:
-    return Channel(
-        id=ChannelId(row.id),
-        user=UserUri(row.user_uri),
-        channel_type=row.channel_type,
-        client_correlator=row.client_correlator,
-        application_tag=row.application_tag,
-        max_notifications=row.max_notifications,
-        lifetime=row.lifetime,
-        callback_url=row.callback_url,
-        created_at=_aware(row.created_at),
-        expires_at=_aware(row.expires_at),
-    )
-
-
 def _rowcount(result: object) -> int:
     count = getattr(result, "rowcount", 0)
     return int(count) if isinstance(count, int) and count > 0 else 0
@@ -319,7 +281,8 @@ def _free(
     return sa.or_(claimed_until.is_(None), claimed_until <= now)
 
 
-def _lane_order() -> tuple[sa.UnaryExpression[int | None], sa.ColumnElement[int]]:
+def lane_order() -> tuple[sa.UnaryExpression[int | None], sa.ColumnElement[int]]:
+    """The delivery order of a lane or a channel queue: ``lane_seq`` (unnumbered last), id."""
     return (_T.c.lane_seq.asc().nulls_last(), _T.c.id)
 
 
@@ -345,7 +308,7 @@ def _ranked_lanes(only: bool = False) -> sa.Subquery:
         lanes = sa.and_(lanes, _T.c.subscription_id.in_(sa.bindparam("only", expanding=True)))
     rn = (
         sa.func.row_number()
-        .over(partition_by=_T.c.subscription_id, order_by=_lane_order())
+        .over(partition_by=_T.c.subscription_id, order_by=lane_order())
         .label("rn")
     )
     return (
@@ -406,16 +369,6 @@ _CLAIM = (
     .returning(*_T.c)
 )
 _SETTLE = sa.delete(_T).where(_T.c.id.in_(sa.bindparam("ids", expanding=True)))
-_CHANNEL_HEAD = (
-    sa.select(_T.c.id, _T.c.claimed_until)
-    .where(
-        _T.c.channel_id == sa.bindparam("channel_id", type_=sa.String),
-        sa.exists().where(_C.id == _T.c.channel_id, _C.expires_at > sa.bindparam("now", type_=_TS)),
-        _T.c.id.not_in(sa.bindparam("gone", expanding=True)),
-    )
-    .order_by(*_lane_order())
-    .limit(sa.bindparam("limit", type_=sa.Integer))
-)
 _others = sa.alias(_T, "others")
 _CLAIM_ALONE = (
     sa.update(_T)
@@ -772,6 +725,26 @@ async def _sequence(session: AsyncSession, lanes: Sequence[Sequence[sa.RowMappin
         )
 
 
+async def claim_prefix(
+    session: AsyncSession, ids: Sequence[int], *, owner: str, now: datetime, until: datetime
+) -> list[Notification]:
+    """Claim the rows ``ids`` of one queue, taken in delivery order from its head on.
+
+    Returns the leading rows that were all won (a queue is only taken from its
+    head on) and hands back those won behind a gap; on PostgreSQL the rows
+    kept are numbered like a lane's (see the module notes on order). A channel
+    queue's long poll claims with it (``state.channels.claim_channel_items``).
+    """
+    got = await _claim_rows(session, ids, owner=owner, now=now, until=until)
+    prefix = _contiguous(ids, got)
+    stray = [i for i in ids[len(prefix) :] if i in got]
+    if stray:
+        await release(session, stray, owner=owner)
+    if not _sequenced_in_order(session):
+        await _sequence(session, [[got[i] for i in prefix]])
+    return [_to_notification(got[i]) for i in prefix]
+
+
 async def claim_if_alone(session: AsyncSession, ident: int, *, owner: str, until: datetime) -> bool:
     """Claim a callback row that is the only row of its lane (it is then its head).
 
@@ -849,7 +822,7 @@ async def lane_heads(session: AsyncSession, *, now: datetime, limit: int) -> lis
     """The unclaimed head of every callback lane, soonest due first (at most ``limit``)."""
     rn = (
         sa.func.row_number()
-        .over(partition_by=_T.c.subscription_id, order_by=_lane_order())
+        .over(partition_by=_T.c.subscription_id, order_by=lane_order())
         .label("rn")
     )
     ranked = sa.select(_T, rn).where(_T.c.channel_id.is_(None)).subquery("ranked")
@@ -869,7 +842,7 @@ async def lane_head(session: AsyncSession, subscription_id: str) -> OutboxEntry 
             await session.execute(
                 sa.select(_T)
                 .where(_T.c.channel_id.is_(None), _T.c.subscription_id == subscription_id)
-                .order_by(*_lane_order())
+                .order_by(*lane_order())
                 .limit(1)
             )
         )
@@ -935,7 +908,7 @@ async def count_pending(session: AsyncSession, *, channels: bool = False) -> int
 async def pending_for(session: AsyncSession, subscription_id: str) -> list[Notification]:
     """Every undelivered notification of one subscription, in delivery order."""
     rows = await session.execute(
-        sa.select(_T).where(_T.c.subscription_id == subscription_id).order_by(*_lane_order())
+        sa.select(_T).where(_T.c.subscription_id == subscription_id).order_by(*lane_order())
     )
     return [_to_notification(r) for r in rows.mappings()]
 
@@ -962,181 +935,3 @@ async def drop_stale_channel_items(session: AsyncSession, cutoff: datetime) -> i
         sa.delete(_T).where(_T.c.channel_id.is_not(None), _T.c.created_at < cutoff)
     )
     return _rowcount(result)
-
-
-# --- channels -----------------------------------------------------------------
-
-
-def new_channel_id() -> ChannelId:
-    """A fresh, unguessable channel id (URL-safe)."""
-    return ChannelId("ch-" + secrets.token_hex(8))
-
-
-@dataclass(frozen=True)
-class NewChannel:
-    """What a create request grants: everything but the timestamps."""
-
-    id: ChannelId
-    user: UserUri
-    channel_type: str
-    client_correlator: str | None
-    application_tag: str | None
-    max_notifications: int
-    lifetime: int
-    callback_url: str
-
-
-async def create_channel(
-    session: AsyncSession, new: NewChannel, *, now: datetime
-) -> tuple[Channel, bool]:
-    """Store a channel; return it and True, or the live one with the same correlator and False.
-
-    An expired channel holding the correlator is removed first (oma-chat-api.md §8).
-    """
-    if new.client_correlator is not None:
-        existing = await session.scalar(
-            sa.select(_C).where(
-                _C.user_uri == new.user, _C.client_correlator == new.client_correlator
-            )
-        )
-        if existing is not None:
-            if _aware(existing.expires_at) > now:
-                return _to_channel(existing), False
-            await _remove_channel(session, _to_channel(existing))
-    row = ChannelRow(
-        id=new.id,
-        user_uri=new.user,
-        channel_type=new.channel_type,
-        client_correlator=new.client_correlator,
-        application_tag=new.application_tag,
-        max_notifications=new.max_notifications,
-        lifetime=new.lifetime,
-        callback_url=new.callback_url,
-        created_at=now,
-        expires_at=now + timedelta(seconds=new.lifetime),
-    )
-    try:
-        async with session.begin_nested():
-            session.add(row)
-    except IntegrityError as exc:
-        if new.client_correlator is None:
-            raise StoreError(f"cannot store channel {new.id}: {exc.orig}") from exc
-        winner = await session.scalar(
-            sa.select(_C).where(
-                _C.user_uri == new.user, _C.client_correlator == new.client_correlator
-            )
-        )
-        if winner is None:
-            raise StoreError(f"cannot store channel {new.id}: {exc.orig}") from exc
-        return _to_channel(winner), False
-    return _to_channel(row), True
-
-
-async def get_channel(
-    session: AsyncSession, user: str, channel_id: str, *, now: datetime
-) -> Channel | None:
-    """The live channel ``channel_id`` of ``user``, or None (unknown, other user's, or expired)."""
-    row = await session.scalar(
-        sa.select(_C).where(_C.id == channel_id, _C.user_uri == user, _C.expires_at > now)
-    )
-    return None if row is None else _to_channel(row)
-
-
-async def list_channels(session: AsyncSession, user: str, *, now: datetime) -> list[Channel]:
-    """Every live channel of ``user``, oldest first."""
-    rows = await session.scalars(
-        sa.select(_C).where(_C.user_uri == user, _C.expires_at > now).order_by(_C.created_at, _C.id)
-    )
-    return [_to_channel(r) for r in rows]
-
-
-async def delete_channel(session: AsyncSession, user: str, channel_id: str) -> Channel | None:
-    """Remove a channel of ``user``, its queue and the subscriptions notifying its callbackURL."""
-    row = await session.scalar(sa.select(_C).where(_C.id == channel_id, _C.user_uri == user))
-    if row is None:
-        return None
-    channel = _to_channel(row)
-    await _remove_channel(session, channel)
-    return channel
-
-
-async def expire_channels(session: AsyncSession, *, now: datetime) -> list[Channel]:
-    """Remove every channel whose lifetime ended (queue and subscriptions too); return them."""
-    rows = await session.scalars(sa.select(_C).where(_C.expires_at <= now))
-    gone = [_to_channel(r) for r in rows]
-    for channel in gone:
-        await _remove_channel(session, channel)
-    return gone
-
-
-async def _remove_channel(session: AsyncSession, channel: Channel) -> None:
-    await session.execute(sa.delete(_O).where(_O.channel_id == channel.id))
-    await session.execute(sa.delete(_C).where(_C.id == channel.id))
-    dropped = await _delete_subscriptions(session, channel.callback_url)
-    log.info("- channel %s of %s removed (%d subscriptions)", channel.id, channel.user, dropped)
-
-
-async def _delete_subscriptions(session: AsyncSession, url: str) -> int:
-    # The subscriptions table belongs to the REST core (state.repository).
-    from state.repository import delete_subscriptions_by_notify_url
-
-    return await delete_subscriptions_by_notify_url(session, url)
-
-
-async def claim_channel_items(
-    session: AsyncSession,
-    channel_id: str,
-    *,
-    owner: str,
-    now: datetime,
-    until: datetime,
-    limit: int,
-    gone: Collection[int] = (),
-) -> list[Notification]:
-    """Claim up to ``limit`` queued items of a live channel from its head on, in order (§10).
-
-    Nothing is taken while the head is claimed (a hand-out in progress), so a
-    hand-out that fails and is released keeps its place in the queue; nothing
-    is taken from an expired channel either. Rows in ``gone`` (handed out by
-    the caller, not deleted yet) count as no longer queued.
-    """
-    conn = await session.connection()
-    rows = (
-        await conn.execute(
-            _CHANNEL_HEAD,
-            {"channel_id": channel_id, "now": now, "limit": limit, "gone": list(gone)},
-        )
-    ).all()
-    wanted: list[int] = []
-    for ident, claimed_until in rows:
-        if claimed_until is not None and _aware(claimed_until) > now:
-            break
-        wanted.append(ident)
-    if not wanted:
-        return []
-    got = await _claim_rows(session, wanted, owner=owner, now=now, until=until)
-    prefix = _contiguous(wanted, got)
-    stray = [i for i in wanted[len(prefix) :] if i in got]
-    if stray:
-        await release(session, stray, owner=owner)
-    if not _sequenced_in_order(session):
-        await _sequence(session, [[got[i] for i in prefix]])
-    return [_to_notification(got[i]) for i in prefix]
-
-
-async def take_from_channel(
-    session: AsyncSession, channel_id: str, *, limit: int, now: datetime | None = None
-) -> list[Notification]:
-    """Remove and return up to ``limit`` queued notifications of a channel, in order."""
-    now = now or utcnow()
-    items = await claim_channel_items(
-        session, channel_id, owner="take", now=now, until=now, limit=limit
-    )
-    await settle(session, [n.id for n in items])
-    return items
-
-
-async def channel_alive(session: AsyncSession, channel_id: str, *, now: datetime) -> bool:
-    """True while the channel exists and has not expired."""
-    found = await session.scalar(sa.select(_C.id).where(_C.id == channel_id, _C.expires_at > now))
-    return found is not None

@@ -54,7 +54,7 @@ from rest.channel_models import (
 from rest.delivery import DeliveryService
 from rest.errors import forbidden, invalid_input, not_found
 from rest.uris import ServerRoot
-from state import outbox
+from state import channels, outbox
 
 NOTIFIER: web.AppKey[Notifier] = web.AppKey("notifier")
 """The ``Notifier`` port: publish notifications, wake delivery, listen for delivered ones."""
@@ -69,7 +69,7 @@ MAX_CHANNELS_PER_USER = 50
 """Live channels one user may hold; one more is refused with 403 POL0001."""
 
 
-def _render(root: ServerRoot, channel: outbox.Channel, seconds_left: int) -> NotificationChannel:
+def _render(root: ServerRoot, channel: channels.Channel, seconds_left: int) -> NotificationChannel:
     return NotificationChannel(
         client_correlator=channel.client_correlator,
         application_tag=channel.application_tag,
@@ -99,8 +99,8 @@ async def create_channel(request: web.Request) -> web.Response:
     max_notifications = min(
         asked or settings.channel_max_notifications, settings.channel_max_notifications
     )
-    channel_id = outbox.new_channel_id()
-    new = outbox.NewChannel(
+    channel_id = channels.new_channel_id()
+    new = channels.NewChannel(
         id=channel_id,
         user=user,
         channel_type=body.channel_type,
@@ -112,13 +112,13 @@ async def create_channel(request: web.Request) -> web.Response:
     )
     now = outbox.utcnow()
     async with outbox.write_session(request.app[DATABASE]) as session:
-        live = await outbox.list_channels(session, user, now=now)
+        live = await channels.list_channels(session, user, now=now)
         replay = body.client_correlator is not None and any(
             c.client_correlator == body.client_correlator for c in live
         )
         if not replay and len(live) >= MAX_CHANNELS_PER_USER:
             raise forbidden(f"too many notification channels (limit {MAX_CHANNELS_PER_USER})")
-        channel, created = await outbox.create_channel(session, new, now=now)
+        channel, created = await channels.create_channel(session, new, now=now)
     answer = _render(root, channel, channel.remaining(now))
     location = answer.resource_url or ""
     return json_response(
@@ -132,18 +132,18 @@ async def list_channels(request: web.Request) -> web.Response:
     root = request.app[SERVER_ROOT]
     now = outbox.utcnow()
     async with request.app[DATABASE].sessions() as session:
-        channels = await outbox.list_channels(session, user, now=now)
+        found = await channels.list_channels(session, user, now=now)
     answer = NotificationChannelList(
-        notification_channel=[_render(root, c, c.remaining(now)) for c in channels],
+        notification_channel=[_render(root, c, c.remaining(now)) for c in found],
         resource_url=root.channels(user),
     )
     return json_response(CHANNEL_LIST_ROOT, answer)
 
 
-async def _live_channel(request: web.Request) -> outbox.Channel:
+async def _live_channel(request: web.Request) -> channels.Channel:
     user = acting_user(request)
     async with request.app[DATABASE].sessions() as session:
-        channel = await outbox.get_channel(
+        channel = await channels.get_channel(
             session, user, request.match_info["channelId"], now=outbox.utcnow()
         )
     if channel is None:
@@ -164,10 +164,10 @@ async def delete_channel(request: web.Request) -> web.Response:
     channel_id = request.match_info["channelId"]
     now = outbox.utcnow()
     async with outbox.write_session(request.app[DATABASE]) as session:
-        live = await outbox.get_channel(session, user, channel_id, now=now)
+        live = await channels.get_channel(session, user, channel_id, now=now)
         if live is None:
             raise not_found(request.path)
-        await outbox.delete_channel(session, user, channel_id)
+        await channels.delete_channel(session, user, channel_id)
     request.app[DELIVERY].channel_gone(channel_id)
     return web.Response(status=204)
 

@@ -19,7 +19,7 @@ from bridge.ports import Notification
 from rest.app import make_app
 from rest.handlers import channels as channels_handler
 from rest.handlers.channels import DELIVERY, NOTIFIER
-from state import outbox
+from state import channels, outbox
 from state.db import Database
 from tests.unit.test_delivery_support import fast_settings
 
@@ -353,7 +353,7 @@ async def test_expired_channels_404_and_are_swept(client, db) -> None:
         await asyncio.sleep(0.05)
     async with db.sessions() as s:
         assert await outbox.count_pending(s, channels=True) == 0
-        assert await outbox.expire_channels(s, now=outbox.utcnow() + timedelta(days=1)) == []
+        assert await channels.expire_channels(s, now=outbox.utcnow() + timedelta(days=1)) == []
 
 
 async def test_expiry_ends_a_waiting_poll_with_404(db, aiohttp_client) -> None:

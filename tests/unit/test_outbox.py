@@ -1,4 +1,4 @@
-"""Repository contract of the outbox and the channels (state.outbox), on SQLite and PostgreSQL."""
+"""Repository contract of state.outbox and state.channels, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from bridge.ids import ChannelId, SubscriptionId, UserUri
 from bridge.ports import Notification
 from bridge.subscriptions import NewSubscription
-from state import outbox
+from state import channels, outbox
 from state import repository as repo
 from state.db import Database
 from tests.db_fixtures import postgres_database
@@ -41,8 +41,8 @@ async def put(
 
 
 def new_channel(user: UserUri = ALICE, correlator: str | None = None, lifetime: int = 60):
-    cid = outbox.new_channel_id()
-    return outbox.NewChannel(
+    cid = channels.new_channel_id()
+    return channels.NewChannel(
         id=cid,
         user=user,
         channel_type="LongPolling",
@@ -130,7 +130,7 @@ async def test_concurrent_claims_have_one_winner(db: Database) -> None:
 
 async def test_notifications_for_a_channel_callback_queue_into_it(db: Database) -> None:
     async with db.sessions.begin() as s:
-        ch, created = await outbox.create_channel(s, new_channel(), now=T0)
+        ch, created = await channels.create_channel(s, new_channel(), now=T0)
     assert created
     first = await put(db, url=ch.callback_url, seq=1)
     second = await put(db, url=ch.callback_url, seq=2)
@@ -141,77 +141,77 @@ async def test_notifications_for_a_channel_callback_queue_into_it(db: Database) 
         assert [h.notification.notify_url for h in await outbox.lane_heads(s, now=T0, limit=9)] == [
             CB
         ]  # channel items are never POSTed
-        taken = await outbox.take_from_channel(s, ch.id, limit=1, now=T0)
+        taken = await channels.take_from_channel(s, ch.id, limit=1, now=T0)
     assert taken == [first]
     async with db.sessions.begin() as s:
-        assert await outbox.take_from_channel(s, ch.id, limit=5, now=T0) == [second]
-        assert await outbox.take_from_channel(s, ch.id, limit=5, now=T0) == []
+        assert await channels.take_from_channel(s, ch.id, limit=5, now=T0) == [second]
+        assert await channels.take_from_channel(s, ch.id, limit=5, now=T0) == []
 
 
 async def test_an_expired_channel_no_longer_captures_notifications(db: Database) -> None:
     async with db.sessions.begin() as s:
-        ch, _ = await outbox.create_channel(s, new_channel(lifetime=5), now=T0)
+        ch, _ = await channels.create_channel(s, new_channel(lifetime=5), now=T0)
     n = await put(db, url=ch.callback_url, at=T0 + timedelta(seconds=6))
     assert n.channel_id is None  # left for the worker, which drops it as a dead channel URL
 
 
 async def test_channel_create_get_list_and_correlator(db: Database) -> None:
     async with db.sessions.begin() as s:
-        a, created_a = await outbox.create_channel(s, new_channel(correlator="k"), now=T0)
-        again, created_again = await outbox.create_channel(s, new_channel(correlator="k"), now=T0)
-        bobs, created_bobs = await outbox.create_channel(s, new_channel(BOB, "k"), now=T0)
+        a, created_a = await channels.create_channel(s, new_channel(correlator="k"), now=T0)
+        again, created_again = await channels.create_channel(s, new_channel(correlator="k"), now=T0)
+        bobs, created_bobs = await channels.create_channel(s, new_channel(BOB, "k"), now=T0)
     assert created_a and not created_again and created_bobs
     assert again == a and bobs.id != a.id
     assert a.expires_at == T0 + timedelta(seconds=60) and a.remaining(T0) == 60
     assert a.remaining(T0 + timedelta(seconds=59.5)) == 1
     assert a.remaining(T0 + timedelta(seconds=61)) == 0
     async with db.sessions() as s:
-        assert await outbox.get_channel(s, ALICE, a.id, now=T0) == a
-        assert await outbox.get_channel(s, BOB, a.id, now=T0) is None
-        assert await outbox.get_channel(s, ALICE, a.id, now=T0 + timedelta(seconds=60)) is None
-        assert await outbox.list_channels(s, ALICE, now=T0) == [a]
-        assert await outbox.list_channels(s, ALICE, now=T0 + timedelta(seconds=61)) == []
-        assert await outbox.channel_alive(s, a.id, now=T0)
-        assert not await outbox.channel_alive(s, a.id, now=T0 + timedelta(seconds=60))
+        assert await channels.get_channel(s, ALICE, a.id, now=T0) == a
+        assert await channels.get_channel(s, BOB, a.id, now=T0) is None
+        assert await channels.get_channel(s, ALICE, a.id, now=T0 + timedelta(seconds=60)) is None
+        assert await channels.list_channels(s, ALICE, now=T0) == [a]
+        assert await channels.list_channels(s, ALICE, now=T0 + timedelta(seconds=61)) == []
+        assert await channels.channel_alive(s, a.id, now=T0)
+        assert not await channels.channel_alive(s, a.id, now=T0 + timedelta(seconds=60))
 
 
 async def test_an_expired_correlator_is_replaced(db: Database) -> None:
     async with db.sessions.begin() as s:
-        old, _ = await outbox.create_channel(s, new_channel(correlator="k", lifetime=1), now=T0)
+        old, _ = await channels.create_channel(s, new_channel(correlator="k", lifetime=1), now=T0)
     later = T0 + timedelta(seconds=2)
     async with db.sessions.begin() as s:
-        fresh, created = await outbox.create_channel(s, new_channel(correlator="k"), now=later)
+        fresh, created = await channels.create_channel(s, new_channel(correlator="k"), now=later)
     assert created and fresh.id != old.id
     async with db.sessions() as s:
-        assert await outbox.get_channel(s, ALICE, old.id, now=T0) is None
+        assert await channels.get_channel(s, ALICE, old.id, now=T0) is None
 
 
 async def test_concurrent_correlator_creates_one_channel(db: Database) -> None:
-    async def create() -> tuple[outbox.Channel, bool]:
+    async def create() -> tuple[channels.Channel, bool]:
         async with db.sessions.begin() as s:
-            return await outbox.create_channel(s, new_channel(correlator="race"), now=T0)
+            return await channels.create_channel(s, new_channel(correlator="race"), now=T0)
 
     results = await asyncio.gather(*(create() for _ in range(4)), return_exceptions=True)
-    channels = [r for r in results if isinstance(r, tuple)]
-    assert channels, results
-    assert len({c.id for c, _ in channels}) == 1
-    assert sum(1 for _, created in channels if created) == 1
+    stored = [r for r in results if isinstance(r, tuple)]
+    assert stored, results
+    assert len({c.id for c, _ in stored}) == 1
+    assert sum(1 for _, created in stored if created) == 1
 
 
 async def test_deleting_or_expiring_a_channel_drops_queue_and_subscriptions(db: Database) -> None:
     async with db.sessions.begin() as s:
-        keep, _ = await outbox.create_channel(s, new_channel(), now=T0)
-        gone, _ = await outbox.create_channel(s, new_channel(), now=T0)
-        short, _ = await outbox.create_channel(s, new_channel(lifetime=1), now=T0)
+        keep, _ = await channels.create_channel(s, new_channel(), now=T0)
+        gone, _ = await channels.create_channel(s, new_channel(), now=T0)
+        short, _ = await channels.create_channel(s, new_channel(lifetime=1), now=T0)
         for ch in (keep, gone, short):
             await repo.create_subscription(s, NewSubscription(ALICE, ch.callback_url), T0)
     for ch in (keep, gone, short):
         await put(db, url=ch.callback_url)
     async with db.sessions.begin() as s:
-        assert await outbox.delete_channel(s, BOB, gone.id) is None
-        assert await outbox.delete_channel(s, ALICE, gone.id) == gone
-        assert await outbox.delete_channel(s, ALICE, gone.id) is None
-        expired = await outbox.expire_channels(s, now=T0 + timedelta(seconds=2))
+        assert await channels.delete_channel(s, BOB, gone.id) is None
+        assert await channels.delete_channel(s, ALICE, gone.id) == gone
+        assert await channels.delete_channel(s, ALICE, gone.id) is None
+        expired = await channels.expire_channels(s, now=T0 + timedelta(seconds=2))
     assert expired == [short]
     async with db.sessions() as s:
         urls = [sub.notify_url for sub in await repo.list_subscriptions(s, ALICE, T0)]
@@ -223,7 +223,7 @@ async def test_deleting_or_expiring_a_channel_drops_queue_and_subscriptions(db: 
 
 async def test_stale_channel_items_are_dropped(db: Database) -> None:
     async with db.sessions.begin() as s:
-        ch, _ = await outbox.create_channel(s, new_channel(lifetime=3600), now=T0)
+        ch, _ = await channels.create_channel(s, new_channel(lifetime=3600), now=T0)
     await put(db, url=ch.callback_url, at=T0)
     await put(db, url=ch.callback_url, at=T0 + timedelta(seconds=100))
     await put(db, url=CB, at=T0)  # callback rows age out in the worker, not here
@@ -236,13 +236,13 @@ async def test_stale_channel_items_are_dropped(db: Database) -> None:
 async def test_rows_survive_reopening_the_store(db: Database) -> None:
     n = await put(db, seq=7)
     async with db.sessions.begin() as s:
-        ch, _ = await outbox.create_channel(s, new_channel(), now=T0)
+        ch, _ = await channels.create_channel(s, new_channel(), now=T0)
     q = await put(db, url=ch.callback_url, seq=8)
     again = Database(db.url.render_as_string(hide_password=False))
     try:
         async with again.sessions.begin() as s:
             assert await outbox.pending_for(s, "sub-1") == [n, q]
-            assert await outbox.get_channel(s, ALICE, ChannelId(ch.id), now=T0) == ch
+            assert await channels.get_channel(s, ALICE, ChannelId(ch.id), now=T0) == ch
     finally:
         await again.close()
 
@@ -347,7 +347,7 @@ async def test_drop_for_subscription(db: Database) -> None:
 
 async def test_another_users_channel_is_never_filled(db: Database) -> None:
     async with db.sessions.begin() as s:
-        bobs, _ = await outbox.create_channel(s, new_channel(BOB), now=T0)
+        bobs, _ = await channels.create_channel(s, new_channel(BOB), now=T0)
     n = await put(db, url=bobs.callback_url)  # ALICE's subscription naming BOB's callbackURL
     assert n.channel_id is None
     async with db.sessions() as s:
@@ -356,19 +356,23 @@ async def test_another_users_channel_is_never_filled(db: Database) -> None:
 
 async def test_channel_hand_out_keeps_its_place_until_settled(db: Database) -> None:
     async with db.sessions.begin() as s:
-        ch, _ = await outbox.create_channel(s, new_channel(), now=T0)
+        ch, _ = await channels.create_channel(s, new_channel(), now=T0)
     items = [await put(db, url=ch.callback_url, seq=i) for i in range(3)]
     until = T0 + timedelta(seconds=5)
     async with db.sessions.begin() as s:
-        lent = await outbox.claim_channel_items(s, ch.id, owner="p1", now=T0, until=until, limit=2)
+        lent = await channels.claim_channel_items(
+            s, ch.id, owner="p1", now=T0, until=until, limit=2
+        )
         assert lent == items[:2]
         # a hand-out in progress holds the queue: no later item jumps ahead of it
         assert (
-            await outbox.claim_channel_items(s, ch.id, owner="p2", now=T0, until=until, limit=5)
+            await channels.claim_channel_items(s, ch.id, owner="p2", now=T0, until=until, limit=5)
             == []
         )
         assert await outbox.release(s, [n.id for n in lent], owner="p1") == 2
-        again = await outbox.claim_channel_items(s, ch.id, owner="p2", now=T0, until=until, limit=5)
+        again = await channels.claim_channel_items(
+            s, ch.id, owner="p2", now=T0, until=until, limit=5
+        )
         assert again == items
         assert await outbox.settle(s, [n.id for n in again]) == 3
         assert await outbox.count_pending(s, channels=True) == 0
@@ -376,7 +380,7 @@ async def test_channel_hand_out_keeps_its_place_until_settled(db: Database) -> N
     await put(db, url=ch.callback_url, at=T0)
     async with db.sessions.begin() as s:
         assert (
-            await outbox.claim_channel_items(s, ch.id, owner="p", now=late, until=late, limit=5)
+            await channels.claim_channel_items(s, ch.id, owner="p", now=late, until=late, limit=5)
             == []
         )
 
@@ -440,7 +444,7 @@ async def test_postgres_order_is_fixed_when_first_seen_not_by_id(pg: Database) -
 @pytest.mark.integration
 async def test_postgres_channel_order_is_fixed_when_first_handed_out(pg: Database) -> None:
     async with pg.sessions.begin() as s:
-        ch, _ = await outbox.create_channel(s, new_channel(), now=T0)
+        ch, _ = await channels.create_channel(s, new_channel(), now=T0)
     until = T0 + timedelta(seconds=5)
     async with pg.sessions() as s1:
         async with s1.begin():
@@ -455,20 +459,20 @@ async def test_postgres_channel_order_is_fixed_when_first_handed_out(pg: Databas
             )
             later = await put(pg, "a", url=ch.callback_url)
             async with pg.sessions.begin() as s:
-                lent = await outbox.claim_channel_items(
+                lent = await channels.claim_channel_items(
                     s, ch.id, owner="p", now=T0, until=until, limit=5
                 )
                 assert [n.id for n in lent] == [later.id]
                 await outbox.release(s, [later.id], owner="p")  # the answer was not written
     async with pg.sessions.begin() as s:
-        lent = await outbox.claim_channel_items(s, ch.id, owner="p", now=T0, until=until, limit=5)
+        lent = await channels.claim_channel_items(s, ch.id, owner="p", now=T0, until=until, limit=5)
         assert [n.id for n in lent] == [later.id, early.id]
 
 
 async def test_enqueue_many_routes_like_enqueue_in_one_go(db: Database) -> None:
     async with db.sessions.begin() as s:
-        mine, _ = await outbox.create_channel(s, new_channel(), now=T0)
-        bobs, _ = await outbox.create_channel(s, new_channel(BOB), now=T0)
+        mine, _ = await channels.create_channel(s, new_channel(), now=T0)
+        bobs, _ = await channels.create_channel(s, new_channel(BOB), now=T0)
     drafts = [
         outbox.Draft(ALICE, SubscriptionId("a"), CB, "r", {"seq": 0}),
         outbox.Draft(ALICE, SubscriptionId("a"), mine.callback_url, "r", {"seq": 1}),

@@ -14,7 +14,7 @@ from sqlalchemy.dialects import sqlite
 
 from bridge.ids import SubscriptionId, UserUri
 from bridge.ports import Notification
-from state import outbox
+from state import channels, outbox
 from state.db import Database
 
 ALICE = UserUri("tel:+15551230001")
@@ -39,9 +39,9 @@ def raw(db: Database) -> Iterator[sqlite3.Connection]:
     conn.close()
 
 
-def new_channel(user: UserUri, lifetime: int = 60) -> outbox.NewChannel:
-    cid = outbox.new_channel_id()
-    return outbox.NewChannel(
+def new_channel(user: UserUri, lifetime: int = 60) -> channels.NewChannel:
+    cid = channels.new_channel_id()
+    return channels.NewChannel(
         id=cid,
         user=user,
         channel_type="LongPolling",
@@ -84,14 +84,14 @@ async def test_sync_enqueue_routes_into_a_live_channel_of_the_same_user_only(
     db: Database, raw: sqlite3.Connection
 ) -> None:
     async with db.sessions.begin() as s:
-        ch, _ = await outbox.create_channel(s, new_channel(ALICE, lifetime=5), now=T0)
+        ch, _ = await channels.create_channel(s, new_channel(ALICE, lifetime=5), now=T0)
     queued = put(raw, ch.callback_url, T0, seq=1)
     other_user = put(raw, ch.callback_url, T0, user=BOB, seq=2)
     expired = put(raw, ch.callback_url, T0 + timedelta(seconds=6), seq=3)
     assert queued.channel_id == ch.id
     assert other_user.channel_id is None and expired.channel_id is None
     async with db.sessions.begin() as s:
-        assert await outbox.take_from_channel(s, ch.id, limit=5, now=T0) == [queued]
+        assert await channels.take_from_channel(s, ch.id, limit=5, now=T0) == [queued]
 
 
 def test_sync_enqueue_refuses_an_empty_root_and_a_named_dialect(raw: sqlite3.Connection) -> None:
