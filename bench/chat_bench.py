@@ -26,7 +26,11 @@ Phases (each bounded by ``--timeout`` seconds):
 
 Usage::
 
-    .venv/bin/python bench/chat_bench.py [--count 3000] [--pairs 8] [--sessions 5000]
+    .venv/bin/python bench/chat_bench.py [--count 3000] [--pairs 8] [--sessions 5000] [--pin]
+
+``--pin`` puts the bridge (all its threads) on the last CPU and this process and
+Kamailio on the others, so the two do not share a core by chance; on the
+2-core dev VM that halves the run-to-run spread of the figures.
 """
 
 from __future__ import annotations
@@ -229,7 +233,11 @@ class Bench:
 
 
 async def open_bench(
-    tb: Testbed, workdir: Path, apps: Apps, extra: dict[str, str] | None = None
+    tb: Testbed,
+    workdir: Path,
+    apps: Apps,
+    extra: dict[str, str] | None = None,
+    cpu: int | None = None,
 ) -> Bench:
     """Start ``chat-bridge serve`` with Kamailio as its IMS core and wait for /health."""
     port = free_port_block(size=2, start=31000)
@@ -248,6 +256,8 @@ async def open_bench(
     env.update(extra or {})
     with (workdir / "bridge.log").open("ab") as out:
         proc = subprocess.Popen([str(BRIDGE), "serve"], env=env, stdout=out, stderr=out)
+    if cpu is not None:  # before the bridge starts its threads: they inherit it
+        os.sched_setaffinity(proc.pid, {cpu})
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
     bench = Bench(proc, port, http, apps)
     for _ in range(200):
@@ -376,6 +386,11 @@ async def main() -> None:
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--keep-log", type=Path, help="copy the bridge's log there at the end")
     ap.add_argument(
+        "--pin",
+        action="store_true",
+        help="the bridge on the last CPU, this process and Kamailio on the others",
+    )
+    ap.add_argument(
         "--set",
         action="append",
         default=[],
@@ -393,11 +408,18 @@ async def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="chat-bench-") as tmp:
         workdir = Path(tmp)
+        bridge_cpu = None
+        if args.pin:
+            cpus = sorted(os.sched_getaffinity(0))
+            if len(cpus) < 2:
+                raise SystemExit("--pin needs two CPUs or more")
+            bridge_cpu = cpus[-1]
+            os.sched_setaffinity(0, set(cpus[:-1]))  # Kamailio, started next, inherits it
         tb = start_testbed(workdir / "kamailio", as_transport="tcp")
         apps = Apps()
         await apps.start()
         extra = dict(item.split("=", 1) for item in args.set)
-        bench = await open_bench(tb, workdir, apps, extra)
+        bench = await open_bench(tb, workdir, apps, extra, bridge_cpu)
         try:
             paths = []
             for i in range(args.pairs):
