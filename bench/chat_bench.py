@@ -30,7 +30,7 @@ Usage::
 
 ``--pin`` puts the bridge (all its threads) on the last CPU and this process and
 Kamailio on the others, so the two do not share a core by chance; on the
-2-core dev VM that halves the run-to-run spread of the figures.
+2-core dev VM that narrows the run-to-run spread of the figures.
 """
 
 from __future__ import annotations
