@@ -20,7 +20,7 @@ import logging
 import secrets
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import cast
 
 import sqlalchemy as sa
@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bridge.errors import StoreError
 from bridge.ids import ChannelId, UserUri
 from bridge.ports import Notification
+from state.db import aware
 from state.outbox import ChannelRow, OutboxRow, claim_prefix, lane_order, settle, utcnow
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,6 @@ class Channel:
         return max(0, int(-(-left // 1)))
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def _to_channel(row: ChannelRow) -> Channel:
     return Channel(
         id=ChannelId(row.id),
@@ -75,8 +72,8 @@ def _to_channel(row: ChannelRow) -> Channel:
         max_notifications=row.max_notifications,
         lifetime=row.lifetime,
         callback_url=row.callback_url,
-        created_at=_aware(row.created_at),
-        expires_at=_aware(row.expires_at),
+        created_at=aware(row.created_at),
+        expires_at=aware(row.expires_at),
     )
 
 
@@ -125,7 +122,7 @@ async def create_channel(
             )
         )
         if existing is not None:
-            if _aware(existing.expires_at) > now:
+            if aware(existing.expires_at) > now:
                 return _to_channel(existing), False
             await _remove_channel(session, _to_channel(existing))
     row = ChannelRow(
@@ -234,7 +231,7 @@ async def claim_channel_items(
     ).all()
     wanted: list[int] = []
     for ident, claimed_until in rows:
-        if claimed_until is not None and _aware(claimed_until) > now:
+        if claimed_until is not None and aware(claimed_until) > now:
             break
         wanted.append(ident)
     if not wanted:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -38,13 +38,10 @@ from bridge.ports import JSONObject, Notification
 from bridge.subscriptions import Subscription
 from state import outbox, repository
 from state.chat_models import UNSENT_SQL, UNSENT_STATUSES, ChatMessageRow, ChatSessionRow
+from state.db import aware
 
 _S = ChatSessionRow
 _M = ChatMessageRow
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _join(values: Iterable[str]) -> str:
@@ -68,9 +65,9 @@ def _to_session(row: ChatSessionRow) -> ChatSession:
         originator_name=row.originator_name,
         t_participant_name=row.t_participant_name,
         client_correlator=row.client_correlator,
-        created_at=_aware(row.created_at),
-        updated_at=_aware(row.updated_at),
-        ended_at=None if row.ended_at is None else _aware(row.ended_at),
+        created_at=aware(row.created_at),
+        updated_at=aware(row.updated_at),
+        ended_at=None if row.ended_at is None else aware(row.ended_at),
         end_reason=row.end_reason,
         ids=DialogIds(
             call_id=row.call_id,
@@ -135,8 +132,8 @@ def _to_message(row: ChatMessageRow) -> StoredMessage:
         reports=frozenset(RestStatus(v) for v in _split(row.reports)),
         dispositions=frozenset(Disposition(v) for v in _split(row.dispositions)),
         status=row.status,
-        date_time=_aware(row.date_time),
-        created_at=_aware(row.created_at),
+        date_time=aware(row.date_time),
+        created_at=aware(row.created_at),
         client_correlator=row.client_correlator,
         sender_name=row.sender_name,
         report_route=tuple(row.report_route),

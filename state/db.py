@@ -15,6 +15,7 @@ import logging
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import ModuleType
 
 import sqlalchemy as sa
@@ -31,6 +32,11 @@ from sqlalchemy.orm import DeclarativeBase
 from bridge.errors import StoreError
 
 log = logging.getLogger(__name__)
+
+
+def aware(value: datetime) -> datetime:
+    """``value`` with UTC attached when the database gave it back naive (SQLite does)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class Base(DeclarativeBase):

@@ -75,7 +75,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from bridge.ids import ChannelId, NotificationId, SubscriptionId, UserUri
 from bridge.ports import JSONObject, Notification
-from state.db import Base, Database
+from state.db import Base, Database, aware
 
 USER_URI_LEN = 512
 URL_LEN = 2048
@@ -248,10 +248,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def _to_notification(row: sa.RowMapping) -> Notification:
     channel_id = row["channel_id"]
     return Notification(
@@ -261,13 +257,13 @@ def _to_notification(row: sa.RowMapping) -> Notification:
         notify_url=row["notify_url"],
         root=row["root"],
         body=row["body"],
-        created_at=_aware(row["created_at"]),
+        created_at=aware(row["created_at"]),
         channel_id=None if channel_id is None else ChannelId(channel_id),
     )
 
 
 def _to_entry(row: sa.RowMapping) -> OutboxEntry:
-    return OutboxEntry(_to_notification(row), row["attempts"], _aware(row["next_attempt_at"]))
+    return OutboxEntry(_to_notification(row), row["attempts"], aware(row["next_attempt_at"]))
 
 
 def _rowcount(result: object) -> int:
@@ -644,7 +640,7 @@ async def claim_lanes(
     wanted: dict[str, list[int]] = {}
     next_due: datetime | None = None
     for row in candidates:
-        ident, sub, due = row.id, row.subscription_id, _aware(row.due)
+        ident, sub, due = row.id, row.subscription_id, aware(row.due)
         if sub in busy:
             continue
         if due > now:

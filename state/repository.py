@@ -15,7 +15,7 @@ concurrent duplicate insert by re-reading the winner.
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bridge.errors import StoreError
 from bridge.ids import SubscriptionId, UserUri
 from bridge.subscriptions import NewSubscription, NotificationFormat, Subscription, expiry
+from state.db import aware
 from state.models import ChatSubscriptionRow
 
 _T = ChatSubscriptionRow
@@ -32,10 +33,6 @@ _T = ChatSubscriptionRow
 def new_subscription_id() -> SubscriptionId:
     """A fresh, unguessable subscription id (URL-safe)."""
     return SubscriptionId("sub-" + secrets.token_hex(8))
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _to_subscription(row: ChatSubscriptionRow) -> Subscription:
@@ -47,8 +44,8 @@ def _to_subscription(row: ChatSubscriptionRow) -> Subscription:
         notification_format=NotificationFormat(row.notification_format),
         client_correlator=row.client_correlator,
         duration=row.duration,
-        created_at=_aware(row.created_at),
-        expires_at=None if row.expires_at is None else _aware(row.expires_at),
+        created_at=aware(row.created_at),
+        expires_at=None if row.expires_at is None else aware(row.expires_at),
         confirmed_chat_supported=row.confirmed_chat_supported,
         adhoc_chat_supported=row.adhoc_chat_supported,
     )
