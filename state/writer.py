@@ -37,6 +37,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
@@ -166,6 +167,9 @@ class SQLiteWriter:
     CHECKPOINT_EVERY = 200
     """Commits between two WAL checkpoints."""
 
+    SHORT_WARNING = 10
+    """Checkpoints in a row that leave frames behind before each warning."""
+
     def __init__(
         self, url: sa.URL, shared: asyncio.Lock | None = None, *, name: str = "sqlite-writer"
     ) -> None:
@@ -186,6 +190,8 @@ class SQLiteWriter:
         self._checkpointing: asyncio.Task[None] | None = None
         self.checkpoints = 0
         """Checkpoints that ended with the whole WAL copied into the database."""
+        self._short = 0
+        """Checkpoints in a row that left frames behind (a reader on an old snapshot)."""
         self.waited = 0
         """Begins that found another writer and waited on the thread."""
 
@@ -323,12 +329,27 @@ class SQLiteWriter:
             if self._shared is None:
                 self._shared = asyncio.Lock()
             async with self._shared:
-                if await loop.run_in_executor(self._thread, self._checkpoint):
-                    self.checkpoints += 1
+                complete = await loop.run_in_executor(self._thread, self._checkpoint)
         except sqlite3.Error as exc:
             log.warning("x WAL checkpoint failed: %s", exc)
+            complete = False
         finally:
             self._checkpointing = None
+        if complete:
+            self.checkpoints += 1
+            self._short = 0
+            return
+        self._short += 1
+        if self._short % self.SHORT_WARNING == 0:
+            wal = Path(f"{self.engine.url.database}-wal")
+            size = wal.stat().st_size if wal.exists() else 0
+            log.warning(
+                "x WAL not copied whole by %d checkpoints in a row (a reader holds an old"
+                " snapshot?): %s is %.1f MiB and grows until it is",
+                self._short,
+                wal,
+                size / 2**20,
+            )
 
     def _checkpoint(self) -> bool:
         """A passive checkpoint; True when it copied the whole WAL."""

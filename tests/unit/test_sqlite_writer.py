@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -255,3 +256,40 @@ async def test_the_wal_starts_over_under_continuous_writes(
     assert writer.checkpoints + other.checkpoints >= 3
     # 600 commits of four pages or so each: about 10 MB without a restart
     assert biggest < 4_000_000, biggest
+
+
+async def test_a_reader_that_pins_the_wal_is_reported(
+    database: Database, writer: SQLiteWriter, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Checkpoints that cannot copy the whole WAL (a reader on an old snapshot) warn."""
+    writer.CHECKPOINT_EVERY = 1
+    writer.SHORT_WARNING = 3
+    reader = sqlite3.connect(tmp_path / "w.db")
+    reader.isolation_level = None
+    try:
+        async with writer.transaction() as session:
+            await repository.create_subscription(session, _new("tel:+1", "r0"), NOW)
+        await _settle(writer)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM chat_subscriptions").fetchall()  # snapshot held
+        with caplog.at_level(logging.WARNING, logger="state.writer"):
+            for i in range(1, 4):
+                async with writer.transaction() as session:
+                    await repository.create_subscription(session, _new("tel:+1", f"r{i}"), NOW)
+                await _settle(writer)
+        assert [r.message for r in caplog.records if "not copied whole" in r.message]
+        before = writer.checkpoints
+        reader.execute("COMMIT")  # the snapshot is gone: the next checkpoint copies it all
+        async with writer.transaction() as session:
+            await repository.create_subscription(session, _new("tel:+1", "r9"), NOW)
+        await _settle(writer)
+        assert writer.checkpoints == before + 1
+    finally:
+        reader.close()
+
+
+async def _settle(writer: SQLiteWriter) -> None:
+    """Wait for the background checkpoint, if one is running."""
+    task = writer._checkpointing
+    if task is not None:
+        await task
