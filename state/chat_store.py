@@ -755,10 +755,7 @@ class SQLChatStore:
             batch.done.set_result(None)
             self.memory.drop_ended()
             self.memory.trim()
-            try:
-                await self._writer.committed()
-            except Exception:
-                log.warning("x chat store checkpoint failed", exc_info=True)
+            self._writer.committed()  # may start a checkpoint; its failures are logged there
 
     async def _fail(self, batch: _Batch, exc: BaseException) -> None:
         log.error("x chat store batch failed, rolled back: %s", exc)
@@ -829,12 +826,13 @@ _PROBE_MESSAGE = (
     f"SELECT 1 FROM {_MT.name} WHERE user_uri = ? AND message_id = ? AND direction = ? LIMIT 1"
 )
 """Whether :data:`_GET_MESSAGE` finds a row, on the DBAPI connection (no SQLAlchemy call)."""
-_PROBE_DETACHED = (
+_DETACHED_WHERE = (
     f"SELECT 1 FROM {_MT.name} WHERE user_uri = ? AND peer_uri = ? AND direction = ?"
-    " AND rest_session = ? AND session_id IS NULL AND status = ? LIMIT 1"
+    " AND rest_session = ? AND session_id IS NULL AND status = ?"
 )
+_PROBE_DETACHED = f"{_DETACHED_WHERE} LIMIT 1"
 """Whether :func:`detached_messages` finds a row, on the DBAPI connection."""
-_PROBE_DETACHED_UNSENT = f"{_PROBE_DETACHED[: -len(' LIMIT 1')]} AND {UNSENT_SQL} LIMIT 1"
+_PROBE_DETACHED_UNSENT = f"{_DETACHED_WHERE} AND {UNSENT_SQL} LIMIT 1"
 """The same for an unsent ``status``: the partial index of migration 26 answers it."""
 _GET_MESSAGE = sa.select(_MT).where(
     _MT.c.user_uri == sa.bindparam("u"),

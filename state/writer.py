@@ -259,7 +259,7 @@ class SQLiteWriter:
         finally:
             if not conn.in_transaction():
                 self._release()
-        await self.committed()
+        self.committed()
 
     def exists(self, sql: str, params: tuple[object, ...]) -> bool:
         """Whether the SELECT ``sql`` finds a row, without beginning a transaction.
@@ -298,7 +298,7 @@ class SQLiteWriter:
         finally:
             raw.execute("PRAGMA busy_timeout=0")
 
-    async def committed(self) -> None:
+    def committed(self) -> None:
         """Count a commit; every :attr:`CHECKPOINT_EVERY`, start a WAL checkpoint.
 
         The checkpoint runs in the background (at most one at a time), on
