@@ -54,6 +54,20 @@ def new_session_id() -> ChatSessionId:
     return ChatSessionId("s-" + secrets.token_hex(8))
 
 
+def new_group_id() -> ChatSessionId:
+    """A fresh REST sessionId of a group chat (``g-`` tells it from a 1-1 ``s-`` id)."""
+    return ChatSessionId(GROUP_PREFIX + secrets.token_hex(8))
+
+
+GROUP_PREFIX = "g-"
+"""Every group sessionId the bridge mints starts with this (docs/group-chat.md "Ids")."""
+
+
+def is_group_id(session_id: str) -> bool:
+    """True for a REST sessionId of a group chat."""
+    return session_id.startswith(GROUP_PREFIX)
+
+
 def new_leg_id() -> LegId:
     """A fresh signalling leg handle for an outgoing session."""
     return LegId("leg-" + secrets.token_hex(10))
@@ -65,10 +79,11 @@ def new_message_id() -> MessageId:
 
 
 class SessionKind(str, enum.Enum):
-    """A confirmed 1-1 session the app manages, or an implicit (adhoc) one."""
+    """A confirmed 1-1 session the app manages, an implicit (adhoc) one, or a group chat."""
 
     CONFIRMED = "confirmed"
     ADHOC = "adhoc"
+    GROUP = "group"
 
 
 class Direction(str, enum.Enum):
@@ -117,7 +132,36 @@ class ChatEventType(str, enum.Enum):
     DECLINED = "Declined"
     SESSION_ENDED = "SessionEnded"
     SESSION_CANCELLED = "SessionCancelled"
+    SUCCESSFUL = "Successful"
     FAILED = "Failed"
+
+
+class ParticipantStatus(str, enum.Enum):
+    """The REST ParticipantStatus values (DECISIONS.md "Enumerations"; mapping §1.0.8)."""
+
+    INVITED = "Invited"
+    CONNECTED = "Connected"
+    DISCONNECTED = "Disconnected"
+    DECLINED = "Declined"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class Invitee:
+    """A user to invite into a group chat (oma-chat-api.md §4.9 address and name)."""
+
+    address: UserUri
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Participant:
+    """One member of a group chat as a user's session sees it (§4.9, mapping §1.0.8)."""
+
+    address: UserUri
+    status: ParticipantStatus
+    name: str | None = None
+    is_originator: bool = False
 
 
 def dispositions_for(reports: frozenset[RestStatus]) -> frozenset[Disposition]:
@@ -192,8 +236,26 @@ class NewSession:
 
 
 @dataclass(frozen=True)
+class NewGroup:
+    """A validated request for a group chat (oma-chat-api.md §4.8, §4.11).
+
+    ``invitees`` never holds the creator and has no duplicates (the REST edge checks).
+    """
+
+    invitees: tuple[Invitee, ...]
+    subject: str | None = None
+    client_correlator: str | None = None
+
+
+@dataclass(frozen=True)
 class ChatSession:
-    """A stored 1-1 session, confirmed or implicit, seen from ``user``'s side."""
+    """A stored conversation seen from ``user``'s side: 1-1 (confirmed or implicit) or group.
+
+    For a group (``kind`` GROUP) ``peer`` is the focus: the conference URI once
+    known (the focus's Contact), the conference-factory URI before; ``id`` is
+    the REST sessionId (``g-…``); ``direction`` OUTGOING for the creator,
+    INCOMING for an invitee; the members are ``Participant`` rows of the store.
+    """
 
     id: ChatSessionId
     user: UserUri

@@ -57,6 +57,42 @@ Contract for the adapter (H8)
 * Deliver the events of one leg in order (one queue per leg). Traffic on a
   leg must name the leg's own user, else 481. Any other exception out of
   ``handle_event`` (a store failure) is the bridge's fault: answer 500.
+
+Group legs (docs/group-chat.md; mapping R10-R17, N2, N12, N13)
+--------------------------------------------------------------
+A group leg is the user's INVITE dialog with a conference focus plus its MSRP
+session and its conference-event subscription.
+
+* ``start_group``: INVITE to ``factory`` with ``Require: recipient-list-invite``
+  and a multipart body (SDP offer + ``application/resource-lists+xml``,
+  ``Content-Disposition: recipient-list``). After the 200 (Contact
+  ``;isfocus`` = the conference URI), the ACK and the MSRP bind, report
+  :class:`SessionAccepted` with ``conference`` set, then SUBSCRIBE
+  ``Event: conference`` at the conference URI; failures as for 1-1
+  (:class:`SessionFailed`).
+* An incoming INVITE whose Contact has ``isfocus`` is an
+  :class:`IncomingGroupInvitation` (inviter = Referred-By, else nobody;
+  participants from the resource-list part, if any). ``accept_session``
+  answers 200, binds MSRP, reports :class:`SessionAccepted` (``conference``
+  = the focus Contact) and subscribes; ``reject_session(leg, 603)`` declines.
+* Conference NOTIFYs (full or partial, applied by version; a gap or a
+  ``terminated`` state re-subscribes) become :class:`ParticipantsChanged`
+  with the entries that changed, the subscriber's own entry left out. A
+  refused SUBSCRIBE is logged and retried; the leg stays up (mapping N15).
+* ``invite_participants``: in-dialog REFER to the focus (one ``Refer-To`` per
+  participant, ``Refer-Sub: false``); a 2xx reports ParticipantsChanged with
+  them ``Invited``, a failure with them ``Failed``. ``remove_participant``:
+  REFER ``Refer-To: <uri;method=BYE>``; a failure raises nothing and is
+  reported as ParticipantsChanged of nobody (logged).
+* ``leave_group``: BYE with ``Reason: SIP;cause=200;text="Call completed"``,
+  un-SUBSCRIBE, close MSRP; no event follows (like ``end_session``).
+* On a group leg messages go CPIM-wrapped with From = the user and To = the
+  conference URI (``message.peer``); isComposing goes CPIM-wrapped too; a
+  report goes with CPIM To = ``report.peer`` (the original sender). Inbound,
+  the sender of a :class:`MessageReceived` / :class:`ComposingReceived` /
+  :class:`ReportReceived` is the CPIM From (normalized), never the focus.
+* A BYE from the focus is :class:`SessionEnded` (``reason`` carries its
+  Reason header text, e.g. ``cause=410`` when the conference is over).
 """
 
 from __future__ import annotations
@@ -73,7 +109,9 @@ from bridge.chat.model import (
     DialogIds,
     Direction,
     Disposition,
+    Invitee,
     LegId,
+    Participant,
     ReportKind,
     SessionKind,
     StoredMessage,
@@ -181,6 +219,30 @@ class SignallingPort(Protocol):
         """Send a chat message by SIP MESSAGE, CPIM-wrapped (mapping §1.3 pager mode)."""
         ...
 
+    async def start_group(
+        self,
+        leg: LegId,
+        user: UserUri,
+        factory: str,
+        invitees: tuple[Invitee, ...],
+        *,
+        subject: str | None = None,
+    ) -> None:
+        """INVITE the conference factory with a recipient-list (mapping R10)."""
+        ...
+
+    async def invite_participants(self, leg: LegId, invitees: tuple[Invitee, ...]) -> None:
+        """REFER the focus to invite ``invitees`` into the group of ``leg`` (mapping R14)."""
+        ...
+
+    async def remove_participant(self, leg: LegId, participant: UserUri) -> None:
+        """REFER the focus to remove ``participant`` (``method=BYE``, mapping R15)."""
+        ...
+
+    async def leave_group(self, leg: LegId) -> None:
+        """BYE the focus with ``Reason: SIP;cause=200``, un-SUBSCRIBE (mapping R13)."""
+        ...
+
 
 # --- what the bridge hears --------------------------------------------------------
 
@@ -217,11 +279,30 @@ class IncomingInvitation:
 
 
 @dataclass(frozen=True)
+class IncomingGroupInvitation:
+    """An INVITE from a conference focus (Contact ``isfocus``) toward ``user`` (mapping N2)."""
+
+    leg: LegId
+    user: UserUri
+    conference: str
+    """The focus Contact URI: the conference URI (no parameters)."""
+    inviter: UserUri | None = None
+    """Referred-By, normalized; None when the focus did not say who invited."""
+    inviter_name: str | None = None
+    subject: str | None = None
+    participants: tuple[Participant, ...] = ()
+    """From the INVITE's resource-list part, if any (status Invited), the user left out."""
+    ids: DialogIds = field(default_factory=DialogIds)
+
+
+@dataclass(frozen=True)
 class SessionAccepted:
     """The leg is up: 200/ACK exchanged and MSRP bound (mapping N3)."""
 
     leg: LegId
     ids: DialogIds | None = None
+    conference: str | None = None
+    """For a group leg: the conference URI (the focus's ``isfocus`` Contact)."""
 
 
 @dataclass(frozen=True)
@@ -280,6 +361,19 @@ class ComposingReceived:
 
 
 @dataclass(frozen=True)
+class ParticipantsChanged:
+    """Members of the group of ``leg`` changed (conference NOTIFY or REFER outcome, N12, N13).
+
+    ``participants`` holds only the entries that changed (all of them when
+    ``full``), never the leg's own user.
+    """
+
+    leg: LegId
+    participants: tuple[Participant, ...]
+    full: bool = False
+
+
+@dataclass(frozen=True)
 class MessageSendResult:
     """The outcome of sending one chat message (MSRP 200 / MESSAGE 2xx or a failure, N14)."""
 
@@ -292,6 +386,8 @@ class MessageSendResult:
 
 SignallingEvent = (
     IncomingInvitation
+    | IncomingGroupInvitation
+    | ParticipantsChanged
     | SessionAccepted
     | SessionFailed
     | SessionEnded
