@@ -124,7 +124,10 @@ class Participant:
         self.media = await self._media()
         parts = [multipart.Part.build(sdp.CONTENT_TYPE, self._sdp(self.media, None))]
         if with_list:
-            entries = tuple(resource_lists.Entry(u, copy_control=resource_lists.CopyControl.TO) for u in invitees)
+            entries = tuple(
+                resource_lists.Entry(u, copy_control=resource_lists.CopyControl.TO)
+                for u in invitees
+            )
             doc = resource_lists.ResourceLists((resource_lists.ResourceList(entries),))
             parts.append(
                 multipart.Part.build(

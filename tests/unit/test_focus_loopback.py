@@ -67,9 +67,7 @@ async def bed() -> AsyncIterator[Bed]:
     await msrp.start()
     store = MemoryConferenceStore()
     factory = f"sip:conference-factory@127.0.0.1:{sip.port}"
-    focus = build_focus(
-        sip, msrp, factory_uri=factory, store=store, max_size=5, invite_timeout=5.0
-    )
+    focus = build_focus(sip, msrp, factory_uri=factory, store=store, max_size=5, invite_timeout=5.0)
     install(sip, focus)
     people = {n: await Participant(n).start() for n in ("alice", "bob", "carol", "dave")}
     try:
@@ -119,13 +117,16 @@ async def test_create_with_three_invitees_and_dial_out_headers(bed: Bed) -> None
         assert listed is not None and listed.disposition == "recipient-list-history"
         uris = {e.uri for e in resource_lists.parse(listed.body).entries()}
         assert alice.uri in uris
-    assert rcs.classify_invite(
-        contact=bed.people["bob"].invites[0].get("Contact") or "",
-        asserted_identity="",
-        referred_by=None,
-        accept_contact="",
-        multipart=True,
-    ) is rcs.InviteKind.GROUP
+    assert (
+        rcs.classify_invite(
+            contact=bed.people["bob"].invites[0].get("Contact") or "",
+            asserted_identity="",
+            referred_by=None,
+            accept_contact="",
+            multipart=True,
+        )
+        is rcs.InviteKind.GROUP
+    )
 
 
 async def test_relay_keeps_sender_imdn_to_one_and_composing(bed: Bed) -> None:
@@ -164,7 +165,9 @@ async def test_relay_keeps_sender_imdn_to_one_and_composing(bed: Bed) -> None:
     )
     await bob.send_raw(cpim.serialize(composing))
     await alice.wait(
-        lambda: any(cpim.parse(m.body).media_type == cpim.ISCOMPOSING_CONTENT_TYPE for m in alice.received)
+        lambda: any(
+            cpim.parse(m.body).media_type == cpim.ISCOMPOSING_CONTENT_TYPE for m in alice.received
+        )
     )
     assert bed.store.writes < 20  # membership writes only, none per message
 
@@ -176,9 +179,11 @@ async def test_notify_full_then_partial_decline_leave(bed: Bed) -> None:
     bob = bed.people["bob"]
     await alice.subscribe()
     await alice.wait(
-        lambda: alice.statuses().get(key(bed.people["dave"])) is PS.DECLINED
-        and alice.statuses().get(key(bed.people["carol"])) is PS.FAILED
-        and alice.statuses().get(key(bob)) is PS.CONNECTED
+        lambda: (
+            alice.statuses().get(key(bed.people["dave"])) is PS.DECLINED
+            and alice.statuses().get(key(bed.people["carol"])) is PS.FAILED
+            and alice.statuses().get(key(bob)) is PS.CONNECTED
+        )
     )
     assert alice.notifies[0].state is conference.ElementState.FULL
     assert all(n.state is conference.ElementState.PARTIAL for n in alice.notifies[1:])
@@ -257,7 +262,9 @@ async def test_close_byes_members_with_410(bed: Bed) -> None:
         (["sip:a@h"], {"with_list": False, "require": False}, 400),
     ],
 )
-async def test_bad_create(bed: Bed, invitees: list[str], kwargs: dict[str, bool], status: int) -> None:
+async def test_bad_create(
+    bed: Bed, invitees: list[str], kwargs: dict[str, bool], status: int
+) -> None:
     alice = bed.people["alice"]
     if not invitees and not kwargs:
         response = await alice.create(bed.factory, [alice.uri])  # only itself: empty
