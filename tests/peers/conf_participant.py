@@ -31,6 +31,21 @@ def _split(body: bytes, content_type: str | None) -> sdp.MSRPMedia:
     return sdp.msrp_media(sdp.parse(body))
 
 
+async def start_stack() -> SipStack:
+    """A started SipStack on 127.0.0.1 (UDP+TCP, one port); retried when the TCP bind on
+    the port UDP got loses a race with another socket (port 0)."""
+    for attempt in range(5):
+        stack = SipStack(port=0, contact_params=rcs.feature_tags(PROFILE))
+        try:
+            await stack.start()
+        except OSError:
+            if attempt == 4:
+                raise
+            continue
+        return stack
+    raise AssertionError("unreachable")
+
+
 class Participant:
     """One user with its own SIP and MSRP stacks on 127.0.0.1."""
 
@@ -53,7 +68,7 @@ class Participant:
         self._changed = asyncio.Event()
 
     async def start(self) -> Participant:
-        await self.sip.start()
+        self.sip = await start_stack()
         self.msrp = MSRPStack("127.0.0.1", 0)
         await self.msrp.start()
         self.uri = f"sip:{self.name}@127.0.0.1:{self.sip.port}"

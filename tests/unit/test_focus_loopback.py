@@ -14,7 +14,7 @@ from sip.conference_view import ParticipantStatus as PS
 from sip.msrp import MSRPStack
 from sip.stack import SipStack
 from sip.usage import IncomingRequest
-from tests.peers.conf_participant import NOW, Participant
+from tests.peers.conf_participant import NOW, Participant, start_stack
 
 Handler = object
 
@@ -61,8 +61,7 @@ def install(sip: SipStack, focus: ConferenceFocus) -> None:
 
 @pytest.fixture
 async def bed() -> AsyncIterator[Bed]:
-    sip = SipStack(port=0, contact_params=rcs.feature_tags(rcs.Profile.CPM))
-    await sip.start()
+    sip = await start_stack()
     msrp = MSRPStack("127.0.0.1", 0)
     await msrp.start()
     store = MemoryConferenceStore()

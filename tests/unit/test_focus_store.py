@@ -11,12 +11,11 @@ import pytest
 
 from bridge.focus import ConferenceStore, MemoryConferenceStore, build_focus
 from bridge.focus.store import ConferenceRecord, DialogRecord, MemberRecord
-from sip import rcs
 from sip.msrp import MSRPStack
 from sip.stack import SipStack
 from state.db import Database
 from state.focus_store import SQLConferenceStore
-from tests.peers.conf_participant import Participant
+from tests.peers.conf_participant import Participant, start_stack
 from tests.unit.test_focus_loopback import install
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -60,8 +59,7 @@ async def test_store_contract(store: ConferenceStore) -> None:
 
 
 async def _focus(store: ConferenceStore) -> tuple[SipStack, MSRPStack, object]:
-    sip = SipStack(port=0, contact_params=rcs.feature_tags(rcs.Profile.CPM))
-    await sip.start()
+    sip = await start_stack()
     msrp = MSRPStack("127.0.0.1", 0)
     await msrp.start()
     focus = build_focus(
