@@ -254,6 +254,7 @@ class SipStack:
         body: bytes,
         content_type: str | None,
         to: str | None = None,
+        contact: str | None = None,
     ) -> Request:
         items: list[tuple[str, str]] = [
             ("From", f"{angle_addr(sender)};tag={secrets.token_hex(6)}"),
@@ -264,7 +265,9 @@ class SipStack:
             ("P-Asserted-Identity", angle_addr(sender)),
         ]
         if method in ("INVITE", "SUBSCRIBE", "REFER", "OPTIONS"):
-            items.append(("Contact", self.contact_for(sender.strip("<>"), self._out_transport())))
+            items.append(
+                ("Contact", contact or self.contact_for(sender.strip("<>"), self._out_transport()))
+            )
         items.append(("User-Agent", self.user_agent))
         items.extend(headers)
         return make_request(method, uri, items, body, content_type)
@@ -349,10 +352,15 @@ class SipStack:
         headers: Iterable[tuple[str, str]] = (),
         on_provisional: Callable[[Response], None] | None = None,
         handlers: dict[str, Handler] | None = None,
+        contact: str | None = None,
     ) -> OutgoingInvite:
-        """Starts an INVITE; await ``.response()`` for the final answer (RFC 3261 §13.2)."""
+        """Starts an INVITE; await ``.response()`` for the final answer (RFC 3261 §13.2).
+
+        ``contact`` replaces our usual Contact (a conference focus: ``;isfocus``, RFC 4579)."""
         extra = [("Allow", ALLOW), ("Supported", SUPPORTED), *headers]
-        request = self._new_request("INVITE", uri, sender, extra, body, content_type)
+        request = self._new_request(
+            "INVITE", uri, sender, extra, body, content_type, contact=contact
+        )
         call = OutgoingInvite(self, request)
         call._task = asyncio.get_running_loop().create_task(
             self._run_invite(call, body, content_type, on_provisional, handlers or {})
@@ -397,7 +405,9 @@ class SipStack:
                     continue
             break
         if response.is_success:
-            contact = self.contact_for(request.from_.uri, self._out_transport())
+            contact = request.get("Contact") or self.contact_for(
+                request.from_.uri, self._out_transport()
+            )
             dialog = Dialog.from_uac(request, response, contact)
             session = InviteSession(self, dialog, local_body=body, content_type=content_type)
             session.remote_body = response.body

@@ -134,13 +134,15 @@ class IncomingInvite(IncomingRequest):
         content_type: str | None = "application/sdp",
         headers: Iterable[tuple[str, str]] = (),
         handlers: dict[str, Handler] | None = None,
+        contact: str | None = None,
     ) -> InviteSession:
         """Sends 200 with the answer and returns the session; the 2xx is retransmitted
-        until the ACK (RFC 3261 §13.3.1.4). Raises SIPError(487) when already cancelled."""
+        until the ACK (RFC 3261 §13.3.1.4). Raises SIPError(487) when already cancelled.
+        ``contact`` replaces our usual Contact (a conference focus: ``;isfocus``, RFC 4579)."""
         if self.cancelled.is_set() or self.tx.has_final:
             raise SIPError(487, "Request Terminated", local=True)
         stack = self.stack
-        contact = stack.contact_for(self.request.to.uri, self.source.transport)
+        contact = contact or stack.contact_for(self.request.to.uri, self.source.transport)
         dialog = Dialog.from_uas(self.request, self.tx.to_tag, contact)
         extra = [("Contact", contact), ("Allow", ALLOW), ("Supported", SUPPORTED), *headers]
         response = self.tx.response(200, headers=extra, body=body, content_type=content_type)

@@ -1,0 +1,455 @@
+"""One live conference of the focus: its members, their SIP/MSRP legs, its event package
+and its end (docs/group-chat.md "Wire contract", items 1-9; RFC 4579, RFC 4575, RFC 5366).
+
+The Conference owns its member table (``bridge.focus.members``), one ``Leg`` per member
+(the INVITE dialog and the MSRP session), a ``ConferenceNotifier`` and a ``Relay``. Every
+status change goes through ``_apply``: the member's machine moves, the store gets the new
+row, subscribers get a partial NOTIFY, and the end rule is checked (item 9: no member
+connected and none being invited).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+
+from bridge.focus import wire
+from bridge.focus.members import Member, MemberEvent, MemberStatus
+from bridge.focus.notifier import ConferenceNotifier
+from bridge.focus.relay import Relay, route
+from bridge.focus.store import ConferenceRecord, ConferenceStore, DialogRecord, MemberRecord
+from sip import rcs
+from sip.conference import ConferenceDescription, ConferenceState
+from sip.conference import User as ConfUser
+from sip.dialog import Dialog
+from sip.errors import CodecError, MSRPError, ProtocolError, SIPError
+from sip.msrp import MessageReceived, MSRPSession, MSRPStack
+from sip.stack import SipStack
+from sip.subscription import ServerSubscription
+from sip.usage import Handler, IncomingRequest, InviteSession, OutgoingInvite
+
+log = logging.getLogger(__name__)
+
+GONE = 'SIP;cause=410;text="Gone"'
+"""The Reason of the focus's BYEs when a conference ends (docs/group-chat.md item 9)."""
+BOOTED = 'SIP;cause=200;text="Call completed"'
+"""The Reason of the BYE to a removed member (docs/group-chat.md item 7)."""
+BYE_GRACE = 2.0
+
+
+@dataclass
+class FocusContext:
+    """What every conference of one focus shares."""
+
+    sip: SipStack
+    msrp: MSRPStack
+    profile: rcs.Profile
+    store: ConferenceStore
+    clock: Callable[[], datetime]
+    max_size: int
+    invite_timeout: float
+    bind_timeout: float
+
+
+@dataclass
+class Leg:
+    """A member's SIP/MSRP side: the INVITE dialog and the MSRP session."""
+
+    member: Member
+    session: InviteSession | None = None
+    msrp: MSRPSession | None = None
+    call: OutgoingInvite | None = None
+    subscription: ServerSubscription | None = field(default=None, repr=False)
+
+
+def dialog_record(dialog: Dialog) -> DialogRecord:
+    """What the store keeps of a dialog to BYE it after a restart (RFC 3261 §12.2.1.1)."""
+    return DialogRecord(
+        call_id=dialog.id.call_id,
+        local_tag=dialog.id.local_tag,
+        remote_tag=dialog.id.remote_tag,
+        local_uri=f"<{dialog.local.uri}>",
+        remote_uri=f"<{dialog.remote.uri}>",
+        remote_target=str(dialog.remote_target),
+        route_set=tuple(dialog.route_set),
+        local_cseq=dialog.local_cseq,
+        is_uac=dialog.is_uac,
+    )
+
+
+class Conference:
+    """One conference URI and everything that lives under it."""
+
+    def __init__(
+        self,
+        ctx: FocusContext,
+        *,
+        uri: str,
+        contact: str,
+        ids: rcs.ChatIds,
+        subject: str | None,
+        on_end: Callable[[Conference], None],
+    ) -> None:
+        self.ctx = ctx
+        self.uri = uri
+        self.contact = contact
+        self.ids = ids
+        self.subject = subject
+        self.legs: dict[str, Leg] = {}
+        self.creator: str | None = None
+        self.ended = False
+        self.notifier = ConferenceNotifier(uri, self._snapshot)
+        self.relay = Relay(uri)
+        self._on_end = on_end
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writes = asyncio.Lock()
+
+    # -- members ----------------------------------------------------------------------------
+
+    def member(self, uri: str) -> Member | None:
+        """The member with this address (any spelling ``normalize_user`` folds), or None."""
+        leg = self.legs.get(wire.key_of(uri))
+        return None if leg is None else leg.member
+
+    def _snapshot(self) -> tuple[ConferenceDescription, ConferenceState, tuple[ConfUser, ...]]:
+        connected = sum(
+            1 for leg in self.legs.values() if leg.member.status is MemberStatus.CONNECTED
+        )
+        return (
+            ConferenceDescription(subject=self.subject, maximum_user_count=self.ctx.max_size),
+            ConferenceState(user_count=connected, active=True),
+            tuple(leg.member.user() for leg in self.legs.values()),
+        )
+
+    def _apply(self, leg: Leg, event: MemberEvent, *, cause: int | None = None) -> None:
+        """The one place a member's status changes; then persist, notify, maybe end."""
+        member = leg.member
+        member.handle(event, cause=cause)
+        if member.status is MemberStatus.CONNECTED and leg.session is not None:
+            member.dialog = leg.session.dialog
+        elif member.status is not MemberStatus.CONNECTED:
+            member.dialog = None
+        self._persist_member(member)
+        self.notifier.changed([member.user()])
+        self._check_end()
+
+    def _check_end(self) -> None:
+        if self.ended or any(leg.member.active for leg in self.legs.values()):
+            return
+        self._spawn(self.end("no member left"))
+
+    # -- create (item 1) --------------------------------------------------------------------
+
+    async def start(
+        self,
+        creator: Member,
+        session: InviteSession,
+        msrp: MSRPSession,
+        active: bool,
+        remote_path: str,
+        invitees: list[tuple[str, str | None]],
+    ) -> None:
+        """Takes the creator's accepted INVITE, stores the conference, dials the invitees."""
+        self.creator = creator.key
+        leg = Leg(creator, session=session, msrp=msrp)
+        self.legs[creator.key] = leg
+        self._hook(leg)
+        await self._write(
+            self.ctx.store.save_conference(
+                ConferenceRecord(
+                    uri=self.uri,
+                    creator=creator.uri,
+                    contribution_id=self.ids.contribution_id,
+                    conversation_id=self.ids.conversation_id,
+                    subject=self.subject,
+                    created_at=self.ctx.clock(),
+                )
+            )
+        )
+        for uri, name in invitees:
+            self.invite(uri, name, referred_by=creator.uri, check=False)
+        self._apply(leg, MemberEvent.CONNECT)
+        self._spawn(self._bind(leg, active, remote_path))
+
+    # -- dial-out (items 2 and 6) -----------------------------------------------------------
+
+    def invite(
+        self, uri: str, display_name: str | None, *, referred_by: str, check: bool = True
+    ) -> bool:
+        """Dials ``uri`` out unless it is connected or being invited; False when full."""
+        key = wire.key_of(uri)
+        leg = self.legs.get(key)
+        if leg is not None and leg.member.active:
+            return True
+        if check and sum(1 for g in self.legs.values() if g.member.active) >= self.ctx.max_size:
+            return False
+        if leg is None:
+            leg = Leg(Member(uri=uri, key=key, display_name=display_name, referred_by=referred_by))
+            self.legs[key] = leg
+            self._persist_member(leg.member)
+            self.notifier.changed([leg.member.user()])
+        else:
+            leg.member.referred_by = referred_by
+            leg.session = leg.msrp = leg.call = None
+            self._apply(leg, MemberEvent.INVITE)
+        self._spawn(self._dial_out(leg))
+        return True
+
+    async def _dial_out(self, leg: Leg) -> None:
+        ctx, member = self.ctx, leg.member
+        try:
+            leg.msrp = await ctx.msrp.create_session(accept_types=wire.ACCEPT_TYPES)
+        except (MSRPError, OSError) as exc:
+            self._fail(leg, 500, f"MSRP: {exc}")
+            return
+        sdp_body = wire.offer(ctx.msrp.advertised_host, ctx.msrp.port, leg.msrp.path_attribute)
+        others = [
+            (g.member.uri, g.member.display_name) for g in self.legs.values() if g.member.active
+        ]
+        body, content_type = wire.dialout_body(sdp_body, wire.participant_list(others))
+        headers = [
+            *rcs.session_headers(ctx.profile, self.ids),
+            ("Referred-By", f"<{member.referred_by}>"),
+        ]
+        if self.subject:
+            headers.append(("Subject", self.subject))
+        sender = f'"{self.subject}" <{self.uri}>' if self.subject else f"<{self.uri}>"
+        call = leg.call = ctx.sip.invite(
+            member.uri,
+            sender=sender,
+            body=body,
+            content_type=content_type,
+            headers=headers,
+            contact=self.contact,
+            handlers=self._handlers(leg),
+        )
+        try:
+            response = await asyncio.wait_for(call.response(), ctx.invite_timeout)
+        except TimeoutError:
+            self._spawn(call.cancel())
+            self._fail(leg, 408, "no answer")
+            return
+        except (SIPError, ProtocolError) as exc:
+            self._fail(leg, getattr(exc, "status", 500) or 500, str(exc))
+            return
+        if member.status is not MemberStatus.DIALING_OUT or self.ended:
+            if call.session is not None:
+                await call.session.bye([("Reason", GONE if self.ended else BOOTED)])
+            await self._close_msrp(leg)
+            return
+        if not response.is_success:
+            if response.status == 603:
+                await self._close_msrp(leg)
+                self._apply(leg, MemberEvent.DECLINE)
+            else:
+                self._fail(leg, response.status, response.reason)
+            return
+        session = call.session
+        assert session is not None
+        leg.session = session
+        self._hook(leg)
+        try:
+            answered = wire.parse_offer(response.body, response.get("Content-Type"))
+            active = wire.offerer_active(answered.media)
+        except CodecError as exc:
+            await session.bye()
+            self._fail(leg, 488, f"unusable SDP answer: {exc}")
+            return
+        self._apply(leg, MemberEvent.CONNECT)
+        await self._bind(leg, active, " ".join(answered.media.path))
+
+    def _fail(self, leg: Leg, cause: int, why: str) -> None:
+        log.info("x dial-out of %s in %s failed: %d %s", leg.member.key, self.uri, cause, why)
+        self._spawn(self._close_msrp(leg))
+        if leg.member.status in (MemberStatus.DIALING_OUT, MemberStatus.CONNECTED):
+            self._apply(leg, MemberEvent.FAIL, cause=cause)
+
+    async def _bind(self, leg: Leg, active: bool, remote_path: str) -> None:
+        assert leg.msrp is not None
+        leg.msrp.on_event = partial(self._on_msrp, leg)
+        try:
+            await leg.msrp.start(remote_path, active, timeout=self.ctx.bind_timeout)
+        except (MSRPError, OSError, ValueError) as exc:
+            if leg.member.status is MemberStatus.CONNECTED:
+                if leg.session is not None:
+                    self._spawn(leg.session.bye())
+                self._fail(leg, 500, f"MSRP bind: {exc}")
+
+    async def _close_msrp(self, leg: Leg) -> None:
+        if leg.msrp is not None:
+            await leg.msrp.close()
+
+    # -- in-dialog requests (items 3, 6, 7, 8) ----------------------------------------------
+
+    def _handlers(self, leg: Leg) -> dict[str, Handler]:
+        return {
+            "REFER": partial(self._on_refer, leg),
+            "SUBSCRIBE": partial(self._on_dialog_subscribe, leg),
+        }
+
+    def _hook(self, leg: Leg) -> None:
+        assert leg.session is not None
+        for method, handler in self._handlers(leg).items():
+            leg.session.on_request(method, handler)
+        leg.session.on_ended = partial(self._on_ended, leg)
+
+    def _on_ended(self, leg: Leg, session: InviteSession) -> None:
+        if leg.session is not session or leg.member.status is not MemberStatus.CONNECTED:
+            return
+        self._spawn(self._close_msrp(leg))
+        self._apply(leg, MemberEvent.LEAVE)
+
+    def _on_refer(self, leg: Leg, incoming: IncomingRequest) -> None:
+        status = self.refer(leg.member, incoming.request.get("Refer-To") or "")
+        if status != 202:
+            incoming.respond(status)
+            return
+        if (incoming.request.get("Refer-Sub") or "").strip().lower() == "false":
+            incoming.respond(202, headers=[("Refer-Sub", "false")])
+        else:
+            incoming.respond(202)  # RFC 3515 §2.4.5: the focus sends no sipfrag NOTIFY yet
+
+    def refer(self, referrer: Member, refer_to: str) -> int:
+        """Adds (``Refer-To: <uri>``) or removes (``;method=BYE``) a member; the SIP status."""
+        try:
+            target, is_bye = wire.parse_refer_to(refer_to)
+        except (CodecError, ValueError):
+            return 400
+        if referrer.status is not MemberStatus.CONNECTED:
+            return 403
+        if not is_bye:
+            ok = self.invite(target, None, referred_by=referrer.uri)
+            return 202 if ok else 403
+        if referrer.key != self.creator:
+            return 403
+        leg = self.legs.get(wire.key_of(target))
+        if leg is None or not leg.member.active:
+            return 404
+        self._boot(leg)
+        return 202
+
+    def _boot(self, leg: Leg) -> None:
+        session, call = leg.session, leg.call
+        was_connected = leg.member.status is MemberStatus.CONNECTED
+        self._apply(leg, MemberEvent.BOOT)
+        if was_connected and session is not None:
+            self._spawn(session.bye([("Reason", BOOTED)]))
+        elif call is not None:
+            self._spawn(call.cancel())
+        self._spawn(self._close_msrp(leg))
+
+    def _on_dialog_subscribe(self, leg: Leg, incoming: IncomingRequest) -> None:
+        """SUBSCRIBE inside the member's INVITE dialog (RFC 6665 §4.5.2, docs item 3)."""
+        assert leg.session is not None
+        req = incoming.request
+        if (req.get("Event") or "").split(";")[0].strip().lower() != "conference":
+            incoming.respond(489)
+            return
+        value = req.get("Expires")
+        expires = int(value) if value and value.isdigit() else 3600
+        dialog = leg.session.dialog
+        known = self.notifier.find(dialog.id)
+        incoming.respond(200, headers=[("Expires", str(min(expires, 3600)))])
+        if known is not None:
+            known.receive_subscribe(expires)
+            return
+        if expires == 0 or self.ended:
+            return
+        sub = ServerSubscription(self.ctx.sip, dialog, "conference", min(expires, 3600), True)
+        self.notifier.add(sub)
+
+    def subscribe(self, sub: ServerSubscription) -> None:
+        """Takes an out-of-dialog subscription the focus accepted (docs item 3)."""
+        self.notifier.add(sub)
+
+    # -- messages (items 4, 5) --------------------------------------------------------------
+
+    def _on_msrp(self, leg: Leg, event: object) -> None:
+        if not isinstance(event, MessageReceived) or self.ended:
+            return
+        if event.content_type.split(";", 1)[0].strip().lower() != "message/cpim":
+            log.info("x %s sent %s: not relayed", leg.member.key, event.content_type)
+            return
+        try:
+            routed = route(event.body, leg.member.uri)
+        except CodecError as exc:
+            log.info("x unrelayable message from %s: %s", leg.member.key, exc)
+            return
+        if routed.only is not None:
+            target = self.legs.get(routed.only)
+            targets = [target] if target is not None and target is not leg else []
+        else:
+            targets = [g for g in self.legs.values() if g is not leg]
+        sessions = [
+            g.msrp
+            for g in targets
+            if g.msrp is not None and g.member.status is MemberStatus.CONNECTED
+        ]
+        self._spawn(self.relay.fan_out(routed.body, sessions))
+
+    # -- end (item 9) -----------------------------------------------------------------------
+
+    async def end(self, why: str) -> None:
+        """BYEs whoever is left (cause 410), ends subscriptions, forgets the conference."""
+        if self.ended:
+            return
+        self.ended = True
+        log.info("- conference %s ended (%s)", self.uri, why)
+        byes: list[Coroutine[object, object, object]] = []
+        for leg in self.legs.values():
+            member = leg.member
+            if member.status is MemberStatus.CONNECTED and leg.session is not None:
+                byes.append(leg.session.bye([("Reason", GONE)]))
+            elif member.status is MemberStatus.DIALING_OUT and leg.call is not None:
+                byes.append(leg.call.cancel())
+            if member.active:
+                member.handle(MemberEvent.END)
+                member.dialog = None
+                self._persist_member(member)
+            if leg.msrp is not None:
+                byes.append(leg.msrp.close())
+        if byes:
+            await asyncio.wait([asyncio.ensure_future(b) for b in byes], timeout=BYE_GRACE)
+        await self.notifier.terminate_all()
+        await self._write(self.ctx.store.end_conference(self.uri, self.ctx.clock()))
+        self._on_end(self)
+        for task in list(self._tasks):
+            if task is not asyncio.current_task():
+                task.cancel()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _persist_member(self, member: Member) -> None:
+        record = MemberRecord(
+            uri=member.uri,
+            status=member.status.value,
+            display_name=member.display_name,
+            chairman=member.chairman,
+            cause=member.cause,
+            dialog=None if member.dialog is None else dialog_record(member.dialog),
+        )
+        self._spawn(self._write(self.ctx.store.save_member(self.uri, record)))
+
+    async def _write(self, op: Coroutine[object, object, None]) -> None:
+        async with self._writes:  # one at a time, in order
+            try:
+                await op
+            except Exception:
+                log.exception("x focus store write for %s failed", self.uri)
+
+    def _spawn(self, coro: Coroutine[object, object, object]) -> None:
+        async def run() -> None:
+            await coro
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Waits for the background work of this conference (tests, shutdown)."""
+        while self._tasks - {asyncio.current_task()}:
+            await asyncio.gather(*(self._tasks - {asyncio.current_task()}), return_exceptions=True)
