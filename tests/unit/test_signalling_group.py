@@ -450,3 +450,57 @@ async def test_factory_refusal_is_session_failed(world: tuple[SignallingSide, Si
     await side.signalling.start_group(LegId("leg-x"), A, FACTORY, (Invitee(B),))
     failed = await sink.wait_for(SessionFailed)
     assert (failed.leg, failed.status) == ("leg-x", 403)
+
+
+class FakeFocus:
+    """A focus for the router: owns Request-URIs whose user starts with ``conf-``."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def owns(self, request: Request) -> bool:
+        return str(request.uri).startswith("sip:conf-")
+
+    async def on_invite(self, invite: IncomingInvite) -> None:
+        self.seen.append("INVITE")
+        invite.reject(488)
+
+    async def on_subscribe(self, subscribe: IncomingSubscribe) -> None:
+        self.seen.append("SUBSCRIBE")
+        subscribe.reject(489)
+
+    async def on_refer(self, refer: IncomingRequest) -> None:
+        self.seen.append("REFER")
+        refer.respond(403)
+
+
+async def test_router_sends_what_the_focus_owns_to_the_focus() -> None:
+    focus = FakeFocus()
+    settings = Settings(sip_port=0, sip_transports=["udp"])
+    side = await start_signalling(settings, focus_factory=lambda sip, msrp: focus)
+    client = SipStack(port=0, transports=("udp",))
+    await client.start()
+    here = f"127.0.0.1:{side.sip.port}"
+    try:
+        call = client.invite(f"sip:conf-1@{here}", sender=str(A), body=b"", content_type=None)
+        assert (await call.response()).status == 488
+        sub = await client.send_request(
+            "SUBSCRIBE", f"sip:conf-1@{here}", sender=str(A), headers=[("Event", "conference")]
+        )
+        assert sub.status == 489
+        other = await client.send_request(
+            "SUBSCRIBE",
+            f"sip:+15555550002@{here}",
+            sender=str(A),
+            headers=[("Event", "conference")],
+        )
+        assert other.status == 480  # not the focus's, and the adapter takes no SUBSCRIBE
+        refer = await client.send_request(
+            "REFER", f"sip:conf-1@{here}", sender=str(A), headers=[("Refer-To", f"<{B}>")]
+        )
+        assert refer.status == 403
+        assert focus.seen == ["INVITE", "SUBSCRIBE", "REFER"]
+        assert side.focus is focus and side.router is not None
+    finally:
+        await client.stop()
+        await side.close()
