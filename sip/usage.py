@@ -5,6 +5,7 @@ Public API (objects the stack hands to the application; built by sip.stack.SipSt
 
     InviteSession (an INVITE dialog, either side)
       .dialog .local_body .remote_body .ended (asyncio.Event) .end_reason
+      .bye_reason (the Reason header of the peer's BYE, RFC 3326; None without one)
       await .bye(headers=()) ; await .request(method, headers=(), body=b"", content_type=None)
       await .refer(refer_to, headers=(), refer_sub=False) ; await .reinvite(body=None)
       .on_request(method, handler(IncomingRequest))   in-dialog MESSAGE, INFO, NOTIFY, REFER
@@ -296,6 +297,8 @@ class InviteSession(DialogUsage):
         self.ended = asyncio.Event()
         self.confirmed = asyncio.Event()
         self.end_reason = ""
+        self.bye_reason: str | None = None
+        """The Reason header of the peer's BYE (RFC 3326), when it sent one."""
         self.on_ended: Callable[[InviteSession], None] | None = None
         self._handlers: dict[str, Handler] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -436,6 +439,7 @@ class InviteSession(DialogUsage):
         method = req.method
         if method == "BYE":
             tx.respond(200)
+            self.bye_reason = req.get("Reason")
             self._end("remote BYE")
             return
         if method in ("INVITE", "UPDATE") and method not in self._handlers:

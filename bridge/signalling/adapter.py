@@ -39,6 +39,10 @@ Wire behaviour (sip-msrp-mapping.md §1.0-§1.3, §2):
   transaction 200 is "Sent"), isComposing bare (or CPIM when the peer only
   wraps it) with Failure-Report no. A closed MSRP connection ends the leg
   (BYE, SessionEnded), per mapping §2.2 (408/481).
+* Group legs (docs/group-chat.md; ``bridge.signalling.groups``, ``.conference``):
+  the bridge as a participant of a conference focus. Messages, isComposing and
+  reports go CPIM-wrapped with the real From (the user) and To (the conference
+  URI, or the original sender for a report); inbound, the CPIM From is the sender.
 * SIP MESSAGE: pager-mode chat (``P-Preferred-Service ...cpm.msg``) and IMDNs
   with no live leg; inbound MESSAGEs with CPIM (text, IMDN, isComposing) or a
   bare text/isComposing body are answered 200 once the service took them, or
@@ -66,8 +70,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
-from bridge.chat.model import Composing, DialogIds, LegId
+from bridge.chat.model import Composing, DialogIds, Invitee, LegId
 from bridge.chat.ports import (
     MessageSendResult,
     OutgoingMessage,
@@ -82,6 +87,7 @@ from bridge.signalling.sessions import SessionLegs
 from sip import cpim, iscomposing, rcs
 from sip.dialog import Dialog, DialogError, DialogId
 from sip.errors import MSRPError, ProtocolError
+from sip.usage import Handler
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +103,16 @@ _MAX_CSEQ = 2**31 - 1
 class SipSignalling(SessionLegs):
     """``SignallingPort`` over our SIP and MSRP stacks (module docstring: the behaviour)."""
 
-    def attach(self) -> None:
-        """Route the SIP stack's out-of-dialog INVITE and MESSAGE requests here."""
-        self.sip.on_request("INVITE", self._on_invite)
-        self.sip.on_request("MESSAGE", self._on_message)
+    def attach(self, register: Callable[[str, Handler], None] | None = None) -> None:
+        """Route the SIP stack's out-of-dialog INVITE and MESSAGE requests here.
+
+        ``register`` (default: ``self.sip.on_request``) installs a handler; the
+        composition root passes its router's fallback (``wiring.Router.default``)
+        so that requests for a conference focus go to the focus instead.
+        """
+        install = register if register is not None else self.sip.on_request
+        install("INVITE", self._on_invite)
+        install("MESSAGE", self._on_message)
 
     async def close(self) -> None:
         """End every leg (BYE, CANCEL or 480, bounded by ``BYE_GRACE``); stop background work."""
@@ -145,13 +157,41 @@ class SipSignalling(SessionLegs):
             return status_of(exc) or 408
         return response.status
 
+    # -- group legs (bridge.signalling.groups) ---------------------------------------
+
+    async def start_group(
+        self,
+        leg: LegId,
+        user: UserUri,
+        factory: str,
+        invitees: tuple[Invitee, ...],
+        *,
+        subject: str | None = None,
+    ) -> None:
+        """INVITE the conference factory with the recipient list (mapping R10)."""
+        await self.groups.start(leg, user, factory, invitees, subject)
+
+    async def invite_participants(self, leg: LegId, invitees: tuple[Invitee, ...]) -> None:
+        """One in-dialog REFER per invitee (mapping R14, N13)."""
+        await self.groups.invite(leg, invitees)
+
+    async def remove_participant(self, leg: LegId, participant: UserUri) -> None:
+        """REFER ``Refer-To: <participant;method=BYE>`` (mapping R15)."""
+        await self.groups.remove(leg, participant)
+
+    async def leave_group(self, leg: LegId) -> None:
+        """BYE with ``Reason: SIP;cause=200``, un-SUBSCRIBE, close MSRP (mapping R13)."""
+        await self.groups.leave(leg)
+
+    # -- sending -------------------------------------------------------------------
+
     async def send_message(self, leg: LegId, message: OutgoingMessage) -> None:
         """MSRP SEND of the CPIM chat message; its MessageSendResult follows."""
         record = self._up(leg)
         assert record.remote is not None
         if not record.remote.accepts(cpim.CONTENT_TYPE):
             raise SignallingError("the peer does not accept message/cpim", 415)
-        body = payload.chat_message(self.profile, message)
+        body = payload.chat_message(self.profile, message, group=record.group)
         self._spawn(self._send_chat(record, message, body))
 
     async def _send_chat(self, leg: Leg, message: OutgoingMessage, body: bytes) -> None:
@@ -171,7 +211,12 @@ class SipSignalling(SessionLegs):
         record = self._up(leg)
         assert record.remote is not None and record.msrp is not None
         body = payload.composing(composing)
-        if record.remote.accepts(iscomposing.CONTENT_TYPE):
+        if record.group:  # always wrapped: the focus relays it with our From (contract 4)
+            content_type = cpim.CONTENT_TYPE
+            body = payload.wrapped_composing(
+                self.profile, user, record.peer, body, self.clock(), group=True
+            )
+        elif record.remote.accepts(iscomposing.CONTENT_TYPE):
             content_type = iscomposing.CONTENT_TYPE
         elif record.remote.accepts(iscomposing.CONTENT_TYPE, wrapped=True):
             content_type = cpim.CONTENT_TYPE
@@ -191,8 +236,9 @@ class SipSignalling(SessionLegs):
     async def send_report(self, leg: LegId | None, report: OutgoingReport) -> None:
         """Send the IMDN on the live leg, else by SIP MESSAGE (mapping §0 decision 5)."""
         self._check_running()
-        body = payload.report(self.profile, report, self.clock())
         record = self._legs.get(leg) if leg is not None else None
+        group = record is not None and record.group
+        body = payload.report(self.profile, report, self.clock(), group=group)
         if record is not None and record.state is LegState.UP and record.msrp is not None:
             self._spawn(self._report_on_leg(record, report, body))
         else:

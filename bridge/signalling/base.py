@@ -194,18 +194,22 @@ class SignallingBase:
         if not leg.move(LegState.UP):
             return
         log.info("- leg %s up (%s -> %s)", leg.id, leg.user, leg.peer)
-        self._post(leg, SessionAccepted(leg.id, leg.dialog_ids()))
+        self._post(leg, SessionAccepted(leg.id, leg.dialog_ids(), conference=leg.conference))
         if leg.first_id is not None:
             self._post(leg, MessageSendResult(leg.user, leg.first_id, True))
         held, leg.held = leg.held or [], None
         for event in held:
             self._post(leg, event)
+        if leg.watch is not None and leg.conference is not None:
+            leg.watch.start(leg.conference)  # SUBSCRIBE Event: conference (mapping N12)
 
     def _failed(self, leg: Leg, status: int, reason: str) -> None:
         """End a leg that never came up and report SessionFailed (unless we cancelled it)."""
         cancelled = leg.cancelled
         leg.move(LegState.ENDED)
         self._forget(leg)
+        if leg.watch is not None:
+            leg.watch.stop(unsubscribe=False)
         if leg.msrp is not None:
             self._spawn(leg.msrp.close())
         if not cancelled:
@@ -219,6 +223,8 @@ class SignallingBase:
             return
         self._forget(leg)
         log.info("- leg %s ended: %s", leg.id, reason)
+        if leg.watch is not None:
+            leg.watch.stop(unsubscribe=True)
         if leg.session is not None and not leg.session.ended.is_set():
             self._spawn(leg.session.bye())
         if leg.msrp is not None:
@@ -228,15 +234,21 @@ class SignallingBase:
         else:
             self._post(leg, SessionEnded(leg.id, reason))
 
-    async def _hang_up(self, leg: Leg) -> None:
+    async def _hang_up(self, leg: Leg, headers: tuple[tuple[str, str], ...] = ()) -> None:
         leg.move(LegState.ENDED)
         self._forget(leg)
+        if leg.watch is not None:
+            leg.watch.stop(unsubscribe=True)
         if leg.session is not None:
-            await leg.session.bye()
+            await leg.session.bye(headers)
         if leg.msrp is not None:
             await leg.msrp.close()
 
     def _on_session_ended(self, leg: Leg, session: InviteSession) -> None:
+        if leg.group and session.bye_reason:
+            # the focus says why (docs/group-chat.md contract 9: cause=410 at the end)
+            self._ended(leg, session.bye_reason)
+            return
         self._ended(leg, session.end_reason or "BYE")
 
     def _on_msrp(self, leg: Leg, event: MSRPEvent) -> None:
@@ -253,12 +265,18 @@ class SignallingBase:
     def _decode(
         self, leg: Leg, content_type: str | None, body: bytes, fallback: str
     ) -> SignallingEvent | None:
+        sender = leg.peer
         try:
-            decoded = payload.decode(content_type, body, sender=leg.peer, fallback_id=fallback)
+            if leg.group:  # the sender is the CPIM From, never the focus (contract 4)
+                sender, decoded = payload.decode_group(
+                    content_type, body, focus=leg.peer, fallback_id=fallback
+                )
+            else:
+                decoded = payload.decode(content_type, body, sender=sender, fallback_id=fallback)
         except CodecError as exc:
             log.warning("x leg %s: received body dropped: %s", leg.id, exc)
             return None
-        return _event_for(leg.id, leg.user, leg.peer, decoded)
+        return _event_for(leg.id, leg.user, sender, decoded)
 
     async def _on_message(self, incoming: IncomingRequest) -> None:
         await self._take_message(incoming, None)

@@ -12,6 +12,7 @@ import enum
 import logging
 from collections import deque
 from dataclasses import replace
+from typing import Protocol
 
 from bridge.chat.model import DialogIds, LegId
 from bridge.chat.ports import SignallingEvent
@@ -44,6 +45,18 @@ _MOVES: dict[LegState, frozenset[LegState]] = {
 }
 
 
+class Watch(Protocol):
+    """What a leg needs of its conference-event subscription."""
+
+    def start(self, conference: str) -> None:
+        """Subscribe to the conference at ``conference`` (in the background)."""
+        ...
+
+    def stop(self, unsubscribe: bool) -> None:
+        """Stop watching; ``unsubscribe`` sends SUBSCRIBE Expires: 0 first."""
+        ...
+
+
 class LegStateError(RuntimeError):
     """A leg was asked to make a move its table does not allow."""
 
@@ -69,6 +82,9 @@ class Leg:
         "held",
         "events",
         "draining",
+        "group",
+        "conference",
+        "watch",
     )
 
     def __init__(self, leg: LegId, user: UserUri, peer: UserUri, *, outgoing: bool) -> None:
@@ -90,6 +106,12 @@ class Leg:
         """Inbound MSRP events waiting for SessionAccepted (None once it is out)."""
         self.events: deque[SignallingEvent] = deque()
         self.draining = False
+        self.group = False
+        """A group leg: the dialog is with a conference focus (docs/group-chat.md)."""
+        self.conference: str | None = None
+        """The conference URI of a group leg, once known (the focus's ``isfocus`` Contact)."""
+        self.watch: Watch | None = None
+        """The conference-event subscription of a group leg (``bridge.signalling.conference``)."""
 
     def __repr__(self) -> str:
         return f"<Leg {self.id} {self.state.value}>"

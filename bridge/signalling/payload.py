@@ -16,18 +16,23 @@ Choices (sip-msrp-mapping.md §1.0.2-§1.0.6):
   ``text/plain`` or isComposing. The sender of a 1-1 message is the session
   peer (P-Asserted-Identity), never the CPIM From, which may be anonymous.
   A message without ``imdn.Message-ID`` gets the transport's id instead.
+* Group legs (docs/group-chat.md, wire contract 4-5): CPIM From/To always carry
+  the real URIs (SIMPLE-IM's anonymous parties are for 1-1 only), isComposing is
+  always CPIM-wrapped, and the sender of what arrives is the CPIM From (the
+  focus relays every member's traffic on one session), see :func:`decode_group`.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from bridge.chat.model import Composing, ComposingState, Disposition, ReportKind
 from bridge.chat.ports import IncomingMessage, OutgoingMessage, OutgoingReport
 from bridge.ids import MessageId, UserUri
-from sip import cpim, imdn, iscomposing, multipart, rcs, sdp
+from sip import cpim, imdn, iscomposing, multipart, rcs, resource_lists, sdp
 from sip.errors import CodecError
 
 
@@ -106,15 +111,25 @@ def offerer_role(answered: sdp.MSRPMedia) -> bool:
     return answered.setup is not sdp.Setup.ACTIVE
 
 
-def invite_body(sdp_body: bytes, first: bytes | None) -> tuple[bytes, str]:
-    """The INVITE body: SDP alone, or multipart/mixed SDP + message/cpim (mapping R3)."""
-    if first is None:
+def invite_body(
+    sdp_body: bytes, first: bytes | None, recipients: bytes | None = None
+) -> tuple[bytes, str]:
+    """The INVITE body: SDP alone, or multipart/mixed SDP + message/cpim (mapping R3),
+    or SDP + the recipient list of a group INVITE (RFC 5366 §4, mapping §1.0.7)."""
+    if first is None and recipients is None:
         return sdp_body, sdp.CONTENT_TYPE
-    parts = (
-        multipart.Part.build(sdp.CONTENT_TYPE, sdp_body),
-        multipart.Part.build(cpim.CONTENT_TYPE, first),
-    )
-    body = multipart.Multipart("boundary-" + secrets.token_hex(8), parts)
+    parts = [multipart.Part.build(sdp.CONTENT_TYPE, sdp_body)]
+    if first is not None:
+        parts.append(multipart.Part.build(cpim.CONTENT_TYPE, first))
+    if recipients is not None:
+        parts.append(
+            multipart.Part.build(
+                resource_lists.CONTENT_TYPE,
+                recipients,
+                disposition=resource_lists.CONTENT_DISPOSITION,
+            )
+        )
+    body = multipart.Multipart("boundary-" + secrets.token_hex(8), tuple(parts))
     return multipart.serialize(body), body.content_type
 
 
@@ -125,6 +140,8 @@ class InviteOffer:
     description: sdp.SessionDescription
     media: sdp.MSRPMedia
     first: bytes | None = None
+    recipients: bytes | None = None
+    """The ``application/resource-lists+xml`` part (a focus's dial-out, RFC 5366)."""
 
 
 def split_invite_body(body: bytes, content_type: str | None) -> InviteOffer:
@@ -133,6 +150,7 @@ def split_invite_body(body: bytes, content_type: str | None) -> InviteOffer:
         raise CodecError("invite: no body (late offer is not supported)")
     ctype = multipart.parse_content_type(content_type)
     first: bytes | None = None
+    recipients: bytes | None = None
     if ctype.media_type.startswith("multipart/"):
         parts = multipart.parse(body, content_type)
         sdp_part = parts.find(sdp.CONTENT_TYPE)
@@ -140,28 +158,42 @@ def split_invite_body(body: bytes, content_type: str | None) -> InviteOffer:
             raise CodecError("invite: multipart body without application/sdp")
         cpim_part = parts.find(cpim.CONTENT_TYPE)
         first = None if cpim_part is None else cpim_part.body
+        list_part = parts.find(resource_lists.CONTENT_TYPE)
+        recipients = None if list_part is None else list_part.body
         sdp_bytes = sdp_part.body
     elif ctype.media_type == sdp.CONTENT_TYPE:
         sdp_bytes = body
     else:
         raise UnsupportedContent(f"invite: unsupported body type {ctype.media_type}")
     desc = sdp.parse(sdp_bytes)
-    return InviteOffer(desc, sdp.msrp_media(desc), first)
+    return InviteOffer(desc, sdp.msrp_media(desc), first, recipients)
 
 
 # --- outgoing CPIM -----------------------------------------------------------------------
 
 
-def _party(profile: rcs.Profile, uri: str) -> cpim.NameAddr:
-    return cpim.NameAddr(rcs.cpim_party(profile, uri))
+def _party(profile: rcs.Profile, uri: str, group: bool = False) -> cpim.NameAddr:
+    return cpim.NameAddr(uri if group else rcs.cpim_party(profile, uri))
 
 
-def chat_message(profile: rcs.Profile, message: OutgoingMessage) -> bytes:
-    """The CPIM envelope of a chat message (mapping §1.0.4)."""
+def recipient_list(invitees: Iterable[tuple[str, str | None]]) -> bytes:
+    """The ``recipient-list`` body of a group INVITE: one ``copyControl="to"`` entry per
+    (address, display name) (RFC 5366 §4, RFC 5364; docs/group-chat.md contract 1)."""
+    entries = tuple(
+        resource_lists.Entry(uri, name, resource_lists.CopyControl.TO) for uri, name in invitees
+    )
+    if not entries:
+        raise CodecError("resource-lists: a recipient list needs at least one entry")
+    doc = resource_lists.ResourceLists((resource_lists.ResourceList(entries),))
+    return resource_lists.serialize(doc)
+
+
+def chat_message(profile: rcs.Profile, message: OutgoingMessage, *, group: bool = False) -> bytes:
+    """The CPIM envelope of a chat message (mapping §1.0.4; real From/To on a group leg)."""
     wanted = tuple(_DISPOSITIONS[d] for d in _DISPOSITION_ORDER if d in message.dispositions)
     envelope = cpim.build_chat_message(
-        sender=_party(profile, message.user),
-        recipient=_party(profile, message.peer),
+        sender=_party(profile, message.user, group),
+        recipient=_party(profile, message.peer, group),
         message_id=message.message_id,
         timestamp=message.date_time,
         body=message.text.encode("utf-8"),
@@ -171,8 +203,14 @@ def chat_message(profile: rcs.Profile, message: OutgoingMessage) -> bytes:
     return cpim.serialize(envelope)
 
 
-def report(profile: rcs.Profile, outgoing: OutgoingReport, now: datetime) -> bytes:
-    """The CPIM-wrapped IMDN for a received message (mapping §1.0.4, §1.0.5)."""
+def report(
+    profile: rcs.Profile, outgoing: OutgoingReport, now: datetime, *, group: bool = False
+) -> bytes:
+    """The CPIM-wrapped IMDN for a received message (mapping §1.0.4, §1.0.5).
+
+    On a group leg From/To are the real URIs: the focus relays the report to the
+    member named in To (RFC 5438 §7.1.1.3).
+    """
     notification, status = _REPORTS[outgoing.kind]
     doc = imdn.build_imdn(
         message_id=outgoing.message_id,
@@ -181,8 +219,8 @@ def report(profile: rcs.Profile, outgoing: OutgoingReport, now: datetime) -> byt
         status=status,
     )
     envelope = cpim.build_imdn_message(
-        sender=_party(profile, outgoing.user),
-        recipient=_party(profile, outgoing.peer),
+        sender=_party(profile, outgoing.user, group),
+        recipient=_party(profile, outgoing.peer, group),
         message_id="r" + secrets.token_hex(12),
         timestamp=now,
         imdn_xml=imdn.serialize(doc),
@@ -202,12 +240,13 @@ def composing(state: Composing) -> bytes:
 
 
 def wrapped_composing(
-    profile: rcs.Profile, user: str, peer: str, body: bytes, now: datetime
+    profile: rcs.Profile, user: str, peer: str, body: bytes, now: datetime, *, group: bool = False
 ) -> bytes:
-    """isComposing inside CPIM, for peers that list it only as a wrapped type."""
+    """isComposing inside CPIM, for peers that list it only as a wrapped type (and on
+    every group leg, with the real From: the focus relays it to the members)."""
     envelope = cpim.build_iscomposing_message(
-        sender=_party(profile, user),
-        recipient=_party(profile, peer),
+        sender=_party(profile, user, group),
+        recipient=_party(profile, peer, group),
         timestamp=now,
         iscomposing_xml=body,
     )
@@ -265,29 +304,7 @@ def decode(content_type: str | None, body: bytes, *, sender: UserUri, fallback_i
     """
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if media == cpim.CONTENT_TYPE:
-        envelope = cpim.parse(body)
-        inner = envelope.media_type
-        if inner == cpim.IMDN_CONTENT_TYPE:
-            doc = imdn.parse(envelope.body)
-            return ReceivedReport(MessageId(doc.message_id), _report_kind(doc))
-        if inner == iscomposing.CONTENT_TYPE:
-            return _composing(envelope.body)
-        if inner is None or inner.startswith("text/"):
-            wanted = frozenset(
-                _FROM_CPIM[d] for d in envelope.requested_dispositions() if d in _FROM_CPIM
-            )
-            name = envelope.sender.display_name if envelope.sender is not None else None
-            return IncomingMessage(
-                message_id=MessageId(envelope.message_id or fallback_id),
-                sender=sender,
-                text=_text(envelope.body, envelope.content_type),
-                date_time=envelope.datetime,
-                dispositions=wanted,
-                sender_name=name,
-                content_type=inner or "text/plain",
-                route=envelope.imdn_record_route,
-            )
-        raise UnsupportedContent(f"chat: unsupported CPIM payload {inner}")
+        return _decode_cpim(cpim.parse(body), sender, fallback_id)
     if media == iscomposing.CONTENT_TYPE:
         return _composing(body)
     if media == "text/plain":
@@ -295,3 +312,50 @@ def decode(content_type: str | None, body: bytes, *, sender: UserUri, fallback_i
             message_id=MessageId(fallback_id), sender=sender, text=_text(body, content_type)
         )
     raise UnsupportedContent(f"chat: unsupported content type {media or '(none)'}")
+
+
+def decode_group(
+    content_type: str | None, body: bytes, *, focus: UserUri, fallback_id: str
+) -> tuple[UserUri, Decoded]:
+    """Decodes a body received on a group leg: (its sender, what it is).
+
+    The sender is the CPIM From, normalized (docs/group-chat.md contract 4: the
+    focus relays the envelope unchanged); ``focus`` when the body is not CPIM or
+    its From is missing, anonymous or no user URI. Raises CodecError.
+    """
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media != cpim.CONTENT_TYPE:
+        return focus, decode(content_type, body, sender=focus, fallback_id=fallback_id)
+    envelope = cpim.parse(body)
+    sender = focus
+    if envelope.sender is not None and envelope.sender.uri != rcs.ANONYMOUS_URI:
+        try:
+            sender = UserUri(rcs.normalize_user(envelope.sender.uri))
+        except ValueError:
+            sender = focus
+    return sender, _decode_cpim(envelope, sender, fallback_id)
+
+
+def _decode_cpim(envelope: cpim.CPIMMessage, sender: UserUri, fallback_id: str) -> Decoded:
+    inner = envelope.media_type
+    if inner == cpim.IMDN_CONTENT_TYPE:
+        doc = imdn.parse(envelope.body)
+        return ReceivedReport(MessageId(doc.message_id), _report_kind(doc))
+    if inner == iscomposing.CONTENT_TYPE:
+        return _composing(envelope.body)
+    if inner is None or inner.startswith("text/"):
+        wanted = frozenset(
+            _FROM_CPIM[d] for d in envelope.requested_dispositions() if d in _FROM_CPIM
+        )
+        name = envelope.sender.display_name if envelope.sender is not None else None
+        return IncomingMessage(
+            message_id=MessageId(envelope.message_id or fallback_id),
+            sender=sender,
+            text=_text(envelope.body, envelope.content_type),
+            date_time=envelope.datetime,
+            dispositions=wanted,
+            sender_name=name,
+            content_type=inner or "text/plain",
+            route=envelope.imdn_record_route,
+        )
+    raise UnsupportedContent(f"chat: unsupported CPIM payload {inner}")

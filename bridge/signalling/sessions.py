@@ -1,6 +1,8 @@
 """INVITE legs of the signalling adapter: outgoing sessions, incoming invitations (R3-R6, N1).
 
-See ``bridge.signalling.adapter`` for the wire behaviour.
+See ``bridge.signalling.adapter`` for the wire behaviour. Group legs (a dialog
+with a conference focus, R10-R12, N2) run through the same INVITE code; what
+is theirs lives in ``bridge.signalling.groups`` (``self.groups``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from bridge.chat.model import LegId
 from bridge.chat.ports import (
     EventRejected,
+    IncomingGroupInvitation,
     IncomingInvitation,
     IncomingMessage,
     OutgoingMessage,
@@ -24,6 +27,7 @@ from bridge.chat.ports import (
 from bridge.ids import UserUri
 from bridge.signalling import payload
 from bridge.signalling.base import SignallingBase, asserted_sender, fallback_message_id, status_of
+from bridge.signalling.groups import REQUIRE, GroupLegs
 from bridge.signalling.legs import Leg, LegState
 from sip import cpim, rcs, sdp
 from sip.errors import CodecError, MSRPError, SIPError
@@ -37,7 +41,6 @@ CANCEL_GRACE = 32.0
 _INVITE_ACCEPT = "application/sdp, multipart/mixed"
 
 _REFUSALS: dict[rcs.InviteKind, tuple[int, str]] = {
-    rcs.InviteKind.GROUP: (403, "Group chat invitations are not supported"),
     rcs.InviteKind.SF_NOTIFICATIONS: (403, "Store-and-forward sessions are not supported"),
     rcs.InviteKind.FILE_TRANSFER: (488, "File transfer is not supported"),
 }
@@ -45,6 +48,10 @@ _REFUSALS: dict[rcs.InviteKind, tuple[int, str]] = {
 
 class SessionLegs(SignallingBase):
     """Outgoing INVITEs and incoming invitations, each one leg."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.groups = GroupLegs(self)
 
     async def start_session(
         self,
@@ -66,7 +73,11 @@ class SessionLegs(SignallingBase):
         self._spawn(self._run_outgoing(record, subject, first))
 
     async def _run_outgoing(
-        self, leg: Leg, subject: str | None, first: OutgoingMessage | None
+        self,
+        leg: Leg,
+        subject: str | None,
+        first: OutgoingMessage | None,
+        recipients: bytes | None = None,
     ) -> None:
         try:
             leg.msrp = await self.msrp.create_session(accept_types=payload.ACCEPT_TYPES)
@@ -78,9 +89,11 @@ class SessionLegs(SignallingBase):
             return
         offer = payload.offer(self.msrp.advertised_host, self.msrp.port, leg.msrp.path_attribute)
         cpim_first = payload.chat_message(self.profile, first) if first is not None else None
-        body, content_type = payload.invite_body(offer, cpim_first)
+        body, content_type = payload.invite_body(offer, cpim_first, recipients)
         assert leg.chat_ids is not None
         headers = list(rcs.session_headers(self.profile, leg.chat_ids))
+        if recipients is not None:
+            headers.append(("Require", REQUIRE))  # RFC 5366 §4
         if subject:
             headers.append(("Subject", subject))
         try:
@@ -115,6 +128,10 @@ class SessionLegs(SignallingBase):
         session = leg.call.session
         assert session is not None
         leg.session = session
+        if leg.group and not self.groups.answered(leg, response.contacts):
+            await session.bye()
+            self._failed(leg, 0, "the focus's 2xx has no Contact")
+            return
         session.on_request("MESSAGE", partial(self._on_dialog_message, leg))
         session.on_ended = partial(self._on_session_ended, leg)
         try:
@@ -213,6 +230,17 @@ class SessionLegs(SignallingBase):
             log.info("x INVITE %s from %s: %s", request.call_id, peer, refusal[1])
             invite.respond(*refusal)
             return
+        if kind is rcs.InviteKind.GROUP:
+            if not offer.media.accepts(cpim.CONTENT_TYPE):
+                invite.respond(488, "message/cpim not offered")
+                return
+            try:
+                leg, group_event = self.groups.invitation(invite, offer, user)
+            except CodecError as exc:
+                invite.respond(400, str(exc)[:120])
+                return
+            await self._offer(leg, invite, group_event)
+            return
         if kind is rcs.InviteKind.SF_PUSH:
             try:
                 peer = UserUri(rcs.normalize_user(request.get("Referred-By") or ""))
@@ -231,6 +259,24 @@ class SessionLegs(SignallingBase):
             }
         )
         first = self._first_message(offer, peer, request)
+        invitation = IncomingInvitation(
+            leg=leg.id,
+            user=user,
+            peer=peer,
+            peer_name=request.from_.display_name,
+            subject=request.get("Subject"),
+            first_message=first,
+            ids=leg.dialog_ids(),
+        )
+        await self._offer(leg, invite, invitation)
+
+    async def _offer(
+        self,
+        leg: Leg,
+        invite: IncomingInvite,
+        invitation: IncomingInvitation | IncomingGroupInvitation,
+    ) -> None:
+        """Ring and hand the invitation to the service (it may accept or refuse at once)."""
         self._legs[leg.id] = leg
         previous = invite.tx.on_cancel
 
@@ -241,15 +287,6 @@ class SessionLegs(SignallingBase):
 
         invite.tx.on_cancel = cancelled
         invite.ring(180)
-        invitation = IncomingInvitation(
-            leg=leg.id,
-            user=user,
-            peer=peer,
-            peer_name=request.from_.display_name,
-            subject=request.get("Subject"),
-            first_message=first,
-            ids=leg.dialog_ids(),
-        )
         leg.draining = True  # later events of this leg wait for the invitation
         try:
             assert self._sink is not None, "no chat service bound"

@@ -4,6 +4,9 @@ Usage (``bridge.app.serve``)::
 
     side = await start_signalling(settings)    # stacks listening, adapter attached
                                                # (SIP stack from build_sip_stack(settings))
+    side = await start_signalling(settings, focus_factory=make_focus)
+                                               # + a conference focus: make_focus(sip, msrp)
+                                               # -> Focus (the Protocol below)
     install_chat(app, side.signalling)         # rest.chat_service: binds the chat service
     ...
     await side.close()                         # BYE live legs, close MSRP, stop SIP
@@ -13,19 +16,33 @@ request the bridge sends goes to its own SIP listener on loopback (over TCP
 when it listens on TCP), so a request for a user the bridge serves comes back
 to it over real SIP, and the media flows over real MSRP between its own
 sessions: two REST users of one bridge can chat with no IMS core at all.
+
+Routing (docs/group-chat.md "Parts"): one SIP stack serves the participant
+adapter and, when there is one, the bridge's own conference focus. The stack
+takes one handler per method, so a :class:`Router` sits in front: an
+out-of-dialog INVITE, SUBSCRIBE or REFER whose Request-URI the focus
+:meth:`Focus.owns` (the factory URI, its conference URIs) goes to the focus,
+everything else to the adapter (INVITE, MESSAGE) or is answered 480 as the
+stack would with no handler. In-dialog requests never reach the router: the
+stack hands them to the dialog's own usage.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from bridge.config import Settings
 from bridge.signalling.adapter import SipSignalling
 from sip import rcs
+from sip.message import Request
 from sip.msrp import MSRPStack, RelayConfig
 from sip.stack import SipStack
 from sip.uri import parse_uri
+from sip.usage import Handler, IncomingInvite, IncomingRefer, IncomingRequest, IncomingSubscribe
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +53,89 @@ a peer that died without closing TCP then fails the probe's transaction, the
 connection closes and its sessions end (SessionEnded)."""
 
 
+class Focus(Protocol):
+    """What the router needs of a conference focus (the bridge's own, ``bridge.focus``)."""
+
+    def owns(self, request: Request) -> bool:
+        """True when ``request``'s Request-URI is the focus's factory or one of its conferences."""
+        ...
+
+    async def on_invite(self, invite: IncomingInvite) -> None:
+        """An INVITE to the factory (create) or to a conference URI (join)."""
+        ...
+
+    async def on_subscribe(self, subscribe: IncomingSubscribe) -> None:
+        """An out-of-dialog SUBSCRIBE ``Event: conference``."""
+        ...
+
+    async def on_refer(self, refer: IncomingRefer) -> None:
+        """An out-of-dialog REFER to a conference URI."""
+        ...
+
+
+FocusFactory = Callable[[SipStack, MSRPStack], Focus]
+Owns = Callable[[Request], bool]
+
+
+class Router:
+    """Out-of-dialog requests of one SIP stack, by method and by who owns the Request-URI."""
+
+    def __init__(self, sip: SipStack) -> None:
+        self.sip = sip
+        self._routes: dict[str, list[tuple[Owns, Handler]]] = {}
+        self._defaults: dict[str, Handler] = {}
+
+    def route(self, method: str, owns: Owns, handler: Handler) -> None:
+        """Send ``method`` requests for which ``owns(request)`` holds to ``handler`` (first
+        route that matches wins, in the order given)."""
+        method = method.upper()
+        self._routes.setdefault(method, []).append((owns, handler))
+        self._install(method)
+
+    def default(self, method: str, handler: Handler) -> None:
+        """The handler of ``method`` requests no route owns (the participant adapter)."""
+        method = method.upper()
+        self._defaults[method] = handler
+        self._install(method)
+
+    def handler_for(self, request: Request) -> Handler | None:
+        """The handler ``request`` goes to (None: answered 480)."""
+        for owns, handler in self._routes.get(request.method, ()):
+            if owns(request):
+                return handler
+        return self._defaults.get(request.method)
+
+    def _install(self, method: str) -> None:
+        self.sip.on_request(method, self._dispatch)
+
+    async def _dispatch(self, incoming: IncomingRequest) -> None:
+        handler = self.handler_for(incoming.request)
+        if handler is None:
+            incoming.respond(480, "Temporarily Unavailable")
+            return
+        result = handler(incoming)
+        if inspect.isawaitable(result):
+            await result
+
+
 @dataclass
 class SignallingSide:
-    """The running SIP and MSRP stacks and the adapter over them."""
+    """The running SIP and MSRP stacks, the router and the adapter (and focus) over them."""
 
     sip: SipStack
     msrp: MSRPStack
     signalling: SipSignalling
+    router: Router | None = None
+    focus: Focus | None = field(default=None)
 
     async def close(self) -> None:
-        """End the live legs, then close MSRP and SIP."""
+        """End the live legs (and the focus's conferences), then close MSRP and SIP."""
         await self.signalling.close()
+        closer = getattr(self.focus, "close", None)
+        if closer is not None:
+            outcome = closer()
+            if inspect.isawaitable(outcome):
+                await outcome
         await self.msrp.close()
         await self.sip.stop()
 
@@ -77,8 +166,14 @@ def loopback_proxy(sip: SipStack) -> str:
     return f"sip:{host}:{sip.port};transport={transport}"
 
 
-async def start_signalling(settings: Settings) -> SignallingSide:
-    """Start SIP and MSRP per ``settings`` and attach the 1-1 chat adapter to them."""
+async def start_signalling(
+    settings: Settings, focus_factory: FocusFactory | None = None
+) -> SignallingSide:
+    """Start SIP and MSRP per ``settings`` and attach the chat adapter to them.
+
+    With ``focus_factory`` the focus it builds over the same stacks gets the
+    INVITE, SUBSCRIBE and REFER requests it owns (module docstring: routing).
+    """
     profile = profile_of(settings)
     sip = build_sip_stack(settings)
     addresses = await sip.start()
@@ -99,7 +194,13 @@ async def start_signalling(settings: Settings) -> SignallingSide:
     signalling = SipSignalling(
         sip, msrp, profile=profile, invite_timeout=settings.chat_invite_timeout
     )
-    signalling.attach()
+    router = Router(sip)
+    focus = focus_factory(sip, msrp) if focus_factory is not None else None
+    if focus is not None:
+        router.route("INVITE", focus.owns, focus.on_invite)
+        router.route("SUBSCRIBE", focus.owns, focus.on_subscribe)
+        router.route("REFER", focus.owns, focus.on_refer)
+    signalling.attach(router.default)
     log.info(
         "SIP on %s, MSRP on %s:%d%s, profile %s",
         ", ".join(f"{t}:{h}:{p}" for t, h, p in addresses),
@@ -108,4 +209,4 @@ async def start_signalling(settings: Settings) -> SignallingSide:
         f" via relay {settings.msrp_relay}" if relay else "",
         profile.value,
     )
-    return SignallingSide(sip, msrp, signalling)
+    return SignallingSide(sip, msrp, signalling, router, focus)

@@ -1,0 +1,199 @@
+"""The conference-event subscription of one group leg (RFC 4575, RFC 6665; mapping N12).
+
+Public API::
+
+    watch = ConferenceWatch(sip_stack, user, report=cb, spawn=adapter_spawn)
+    leg.watch = watch         # the adapter starts it once the leg is up:
+    watch.start(conference)   # SUBSCRIBE Event: conference at the conference URI
+    watch.stop(unsubscribe=True)
+    cb(participants, full)    # the changed members, the user's own entry left out
+
+Why it looks like this
+----------------------
+docs/group-chat.md (wire contract 3): the focus answers the SUBSCRIBE, NOTIFYs
+the full state, then partial documents whose ``version`` grows by one per
+NOTIFY. ``sip.conference_view.ConferenceView`` folds them and says what
+changed; a version gap (or a partial document before any full one) asks for a
+resync, which here is a new subscription (the first NOTIFY of a subscription
+carries the full state, RFC 4575 §4.4). The subscription refreshes itself
+(``sip.subscription.ClientSubscription``); when it ends (a failed refresh, a
+``terminated`` NOTIFY) the watch subscribes again, except after
+``reason=noresource`` (RFC 6665 §4.1.3: the conference is gone; its BYE follows,
+contract 9). A refused SUBSCRIBE is logged and retried with a doubling backoff
+(``RETRY_FIRST`` to ``RETRY_MAX`` seconds): the leg stays up (mapping N15).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from bridge.chat.model import Participant, ParticipantStatus
+from bridge.ids import UserUri
+from sip import conference, rcs
+from sip.conference_view import ConferenceView, participant_status
+from sip.errors import CodecError, ProtocolError
+from sip.message import Request
+from sip.stack import SipStack
+from sip.subscription import ClientSubscription
+
+log = logging.getLogger(__name__)
+
+EVENT = "conference"
+ACCEPT = conference.CONTENT_TYPE
+EXPIRES = 600
+"""Seconds asked for in each SUBSCRIBE (the stack refreshes before they run out)."""
+RETRY_FIRST = 1.0
+RETRY_MAX = 60.0
+UNSUBSCRIBE_WAIT = 2.0
+"""Seconds ``stop(unsubscribe=True)`` waits for the final NOTIFY."""
+CHAIRMAN = "chairman"
+
+Report = Callable[[tuple[Participant, ...], bool], None]
+Spawn = Callable[[Coroutine[Any, Any, object]], None]
+
+
+def _key(entity: str) -> str:
+    try:
+        return rcs.normalize_user(entity)
+    except ValueError:
+        return entity
+
+
+def participant_of(user: conference.User) -> Participant | None:
+    """The REST participant a conference-info ``<user>`` stands for (mapping §1.0.8)."""
+    status = participant_status(user)
+    if status is None or user.entity is None:
+        return None
+    return Participant(
+        address=UserUri(_key(user.entity)),
+        status=ParticipantStatus(status.value),
+        name=user.display_text,
+        is_originator=CHAIRMAN in user.roles,
+    )
+
+
+class ConferenceWatch:
+    """Subscribes to one conference for one user and reports member changes."""
+
+    def __init__(self, sip: SipStack, user: UserUri, *, report: Report, spawn: Spawn) -> None:
+        self.sip = sip
+        self.user = user
+        self.report = report
+        self.spawn = spawn
+        self.view = ConferenceView(normalize=_key)
+        self.conference: str | None = None
+        self.subscription: ClientSubscription | None = None
+        self.stopped = False
+        self.subscribes = 0
+        """SUBSCRIBEs that got a 2xx (tests, diagnostics)."""
+        self._resync = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, conference_uri: str) -> None:
+        """Subscribe at ``conference_uri`` in the background (once)."""
+        if self._task is not None or self.stopped:
+            return
+        self.conference = conference_uri
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def stop(self, unsubscribe: bool) -> None:
+        """Stop the subscription loop; with ``unsubscribe`` send Expires: 0 (RFC 6665 §4.1.2.3)."""
+        if self.stopped:
+            return
+        self.stopped = True
+        if self._task is not None:
+            self._task.cancel()
+        sub, self.subscription = self.subscription, None
+        if sub is None:
+            return
+        if unsubscribe and not sub.terminated.is_set():
+            self.spawn(self._unsubscribe(sub))
+        else:
+            sub.close()
+
+    @staticmethod
+    async def _unsubscribe(sub: ClientSubscription) -> None:
+        try:
+            await sub.unsubscribe(notify_timeout=UNSUBSCRIBE_WAIT)
+        except ProtocolError as exc:
+            log.info("x un-SUBSCRIBE failed: %s", exc)
+        finally:
+            sub.close()
+
+    async def _run(self) -> None:
+        assert self.conference is not None
+        delay = RETRY_FIRST
+        while not self.stopped:
+            self._resync.clear()
+            try:
+                sub = await self.sip.subscribe(
+                    self.conference,
+                    EVENT,
+                    sender=str(self.user),
+                    accept=ACCEPT,
+                    expires=EXPIRES,
+                    on_notify=self._on_notify,
+                )
+            except ProtocolError as exc:
+                log.warning(
+                    "x SUBSCRIBE %s for %s failed (%s): retry in %.0f s",
+                    self.conference,
+                    self.user,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+                continue
+            delay = RETRY_FIRST
+            self.subscribes += 1
+            self.subscription = sub
+            await self._until_over(sub)
+            if self.stopped:
+                return
+            self.subscription = None
+            self.view = self.view.reset()
+            if sub.terminated.is_set() and sub.reason == "noresource":
+                log.info("- conference %s is gone: no new SUBSCRIBE", self.conference)
+                return
+            if not sub.terminated.is_set():
+                self.spawn(self._unsubscribe(sub))  # resync: this one is replaced
+            log.info("- conference %s: subscribing again (%s)", self.conference, sub.reason)
+
+    async def _until_over(self, sub: ClientSubscription) -> None:
+        ended = asyncio.ensure_future(sub.terminated.wait())
+        resync = asyncio.ensure_future(self._resync.wait())
+        try:
+            await asyncio.wait((ended, resync), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+            resync.cancel()
+
+    def _on_notify(self, request: Request) -> None:
+        if self.stopped or not request.body:
+            return
+        try:
+            doc = conference.parse(request.body)
+        except CodecError as exc:
+            log.warning("x conference NOTIFY for %s dropped: %s", self.user, exc)
+            return
+        view, update = self.view.apply(doc)
+        if update.resync_needed:
+            log.info("x conference %s: version gap at %s, resync", self.conference, doc.version)
+            self._resync.set()
+            return
+        if not update.applied:
+            return
+        self.view = view
+        changed = []
+        for change in update.changes:
+            if change.user.yourown or change.entity == self.user:
+                continue
+            participant = participant_of(change.user)
+            if participant is not None:
+                changed.append(participant)
+        if changed:
+            self.report(tuple(changed), doc.state is conference.ElementState.FULL)
