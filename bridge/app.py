@@ -1,6 +1,7 @@
 """Composition root: builds the store, the SIP stack and the REST app, and runs them."""
 
-# Start-up order: store (migrated) -> SIP/MSRP listeners -> REST app with the chat
+# Start-up order: store (migrated) -> SIP/MSRP listeners (and the conference focus over
+# them, with its restart recovery) -> REST app with the chat
 # service -> REST listener. Everything started is registered on one AsyncExitStack,
 # so a failure at any step (a port in use, a ConfigError from make_app) releases
 # what was already running, and shutdown runs in the reverse order.
@@ -24,10 +25,14 @@ from contextlib import AsyncExitStack
 from aiohttp import web
 
 from bridge.config import Settings
-from bridge.signalling.wiring import start_signalling
+from bridge.focus import ConferenceFocus, build_focus
+from bridge.signalling.wiring import profile_of, start_signalling
 from rest.app import make_app
 from rest.chat_service import install_chat
+from sip.msrp import MSRPStack
+from sip.stack import SipStack
 from state.db import Database
+from state.focus_store import SQLConferenceStore
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +52,26 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         version = await database.migrate()
         log.info("store %s at schema version %d", database.url.render_as_string(), version)
 
-        side = await start_signalling(settings)  # SIP (UDP+TCP) and MSRP listeners
+        focus_factory = None
+        if settings.focus_enabled:
+
+            def focus_factory(sip: SipStack, msrp: MSRPStack) -> ConferenceFocus:
+                return build_focus(
+                    sip,
+                    msrp,
+                    factory_uri=settings.conference_factory_uri,
+                    profile=profile_of(settings),
+                    store=SQLConferenceStore(database),
+                    max_size=settings.chat_group_max_size,
+                    invite_timeout=settings.chat_invite_timeout,
+                )
+
+        # SIP (UDP+TCP) and MSRP listeners; the focus, if any, gets the requests it owns
+        side = await start_signalling(settings, focus_factory)
         running.push_async_callback(side.close)
+        if isinstance(side.focus, ConferenceFocus):
+            await side.focus.start()  # ends the conferences a crashed run left live
+            log.info("conference focus at %s", settings.conference_factory_uri)
         for transport, host, port in side.sip.addresses:
             log.info("SIP listening on %s %s:%d", transport, host, port)
         log.info("SIP outbound proxy %s", side.sip.outbound_proxy)

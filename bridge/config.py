@@ -138,7 +138,11 @@ class Settings(BaseSettings):
     profile: SignallingProfile = SignallingProfile.CPM
     """SIP header set toward the IMS core: CPM (RCS UP) or SIMPLE-IM (RCS 5.x)."""
     conference_factory_uri: str = "sip:conference-factory@ims.test"
-    """Conference factory of the IMS core (group chat)."""
+    """Conference factory URI of group chats: the IMS core's, or the bridge's own focus."""
+    focus_enabled: bool = True
+    """Host conferences: the bridge's own focus answers INVITEs to the factory URI's user part
+    (and to its ``conf-…`` URIs) that reach the bridge (docs/group-chat.md). On the embedded
+    default every group goes there; behind an IMS core only what the core routes here."""
 
     # --- chat (1-1; issue 4, bridge.chat) ----------------------------------------
     chat_ringing_timeout: float = Field(60.0, gt=0)
