@@ -402,7 +402,7 @@ class BatchedChatTransaction:
     async def participants(self, session_id: str) -> list[Participant]:
         """The database's rows (after the batch's pending writes), then this unit's own."""
         rows = await self._store.read(lambda s: participants(s, session_id), True)
-        found = {p.address: p for p in rows}
+        found: dict[str, Participant] = {p.address: p for p in rows}
         for address, (p, _now) in self._participants.get(session_id, {}).items():
             found[address] = p
         return sorted(found.values(), key=lambda p: (not p.is_originator, p.address))
