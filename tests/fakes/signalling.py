@@ -285,6 +285,10 @@ class LoopbackSignalling(FakeSignalling):
         self.conf_of[leg] = conf
         self.owner[leg] = user
         self.emit(SessionAccepted(leg, conference=conf.uri))
+        for invitee in invitees:  # the whole list first: each invitation carries it
+            conf.members[invitee.address] = Member(
+                invitee.address, None, ParticipantStatus.INVITED, invitee.name
+            )
         for invitee in invitees:
             self._dial_out(conf, invitee, user)
         others = tuple(m.entry() for m in conf.members.values() if m.user != user)
