@@ -159,6 +159,8 @@ class Settings(BaseSettings):
     """Days sent and received messages (and ended sessions) stay readable and correlatable."""
     chat_max_text_bytes: int = Field(8192, ge=1)
     """Largest chat message text (UTF-8 bytes) accepted from the app (400 above)."""
+    chat_group_max_size: int = Field(100, ge=2)
+    """Most members of a group chat, the creator included (403 POL0003 above)."""
 
     # --- operations -----------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

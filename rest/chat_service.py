@@ -2,8 +2,15 @@
 
 Converts the pydantic models of the route table into the frozen dataclasses of
 ``bridge.chat.model`` and back (STYLE.md §1), so pydantic never reaches the
-state machines. Group chat (R9-R15) and promote (R8) are not built yet: they
-answer 501 SVC0001, as the route table does without a service.
+state machines. Group chat (R9-R15) and promote (R8) call
+``ChatService.groups`` (``bridge.chat.groups.GroupChat``).
+
+Group input rules (oma-chat-api.md §9): a participant list naming an address
+twice → 400 SVC0002; one holding only the creator (or, for promote, only the
+two 1-1 members) → 400 SVC0004; more members than ``chat_group_max_size``, the
+creator included → 403 POL0003; the creator's own entry in the list only
+carries its name (``originatorName`` wins); ``originatorAddress`` other than
+the caller → 400 SVC0002.
 
 Wiring (the lead / H8, in ``bridge.app.serve`` after ``make_app``)::
 
@@ -29,14 +36,17 @@ from datetime import datetime
 
 from aiohttp import web
 
-from bridge.chat import one2one
+from bridge.chat import group, one2one
 from bridge.chat.core import utcnow
 from bridge.chat.model import (
     ChatSession,
     Composing,
     ComposingState,
+    Invitee,
+    NewGroup,
     NewSession,
     OutgoingText,
+    Participant,
     RestStatus,
     StoredMessage,
 )
@@ -48,7 +58,7 @@ from bridge.ids import UserUri
 from bridge.ports import Notifier
 from rest.app import DATABASE, SERVER_ROOT, SETTINGS
 from rest.delivery import DeliveryService
-from rest.errors import OMAFault, invalid_input
+from rest.errors import OMAFault, invalid_input, no_valid_address
 from rest.handlers.channels import NOTIFIER
 from rest.handlers.chat import CHAT_SERVICE, ChatTarget, Created
 from rest.models import (
@@ -144,8 +154,49 @@ def message_view(msg: StoredMessage) -> ChatMessage:
     )
 
 
+def participant_view(p: Participant) -> ParticipantInformation:
+    """``participantInformation`` of a member (resourceURL added by the handler)."""
+    return ParticipantInformation(
+        address=p.address,
+        name=p.name,
+        is_originator=p.is_originator or None,
+        status=ParticipantStatus(p.status.value),
+    )
+
+
+def group_view(cs: ChatSession, people: Sequence[Participant]) -> GroupChatSessionInformation:
+    """``groupChatSessionInformation`` of ``cs`` (status = the caller's own participation)."""
+    originator = next((p for p in people if p.is_originator), None)
+    return GroupChatSessionInformation(
+        subject=cs.subject,
+        participant=[participant_view(p) for p in people],
+        originator_address=None if originator is None else originator.address,
+        originator_name=cs.originator_name if originator is None else originator.name,
+        status=ParticipantStatus(group.REST_STATUS[group.GroupState(cs.state)].value),
+        client_correlator=cs.client_correlator,
+    )
+
+
+def _invitees(
+    part: str, people: Sequence[ParticipantInformation], members: Sequence[UserUri]
+) -> tuple[tuple[Invitee, ...], dict[UserUri, str | None]]:
+    """The invitees (``members`` left out) and the names given to ``members``; 400 on repeats."""
+    seen: set[UserUri] = set()
+    invitees: list[Invitee] = []
+    names: dict[UserUri, str | None] = {}
+    for p in people:
+        if p.address in seen:
+            raise invalid_input(f"{part}.address", f"{p.address} is listed twice")
+        seen.add(p.address)
+        if p.address in members:
+            names[p.address] = p.name
+            continue
+        invitees.append(Invitee(p.address, p.name))
+    return tuple(invitees), names
+
+
 class RestChatService:
-    """``rest.handlers.chat.ChatService`` for 1-1 chat (groups: 501 until built)."""
+    """``rest.handlers.chat.ChatService``: 1-1 chat, promote and group chat."""
 
     def __init__(self, service: ChatService, settings: Settings) -> None:
         self.service = service
@@ -197,8 +248,7 @@ class RestChatService:
         return target.other
 
     async def send_message(self, target: ChatTarget, message: ChatMessage) -> Created[ChatMessage]:
-        """R6: a chat message; 400 SVC0002 above ``chat_max_text_bytes``."""
-        other = self._one(target)
+        """R6/R14: a chat message; 400 SVC0002 above ``chat_max_text_bytes``."""
         size = len(message.text.encode("utf-8"))
         if size > self.settings.chat_max_text_bytes:
             raise invalid_input(
@@ -210,28 +260,45 @@ class RestChatService:
             reports=frozenset(RestStatus(r.value) for r in message.reports),
             client_correlator=message.client_correlator,
         )
+        if target.is_group:
+            msg, created = await self.service.groups.send_message(
+                target.user, target.session_id, text
+            )
+            return Created(message_view(msg), msg.id, created)
+        other = self._one(target)
         msg, created = await self.service.send_message(target.user, other, target.session_id, text)
         return Created(message_view(msg), msg.id, created)
 
     async def send_composing(self, target: ChatTarget, composing: IsComposing) -> None:
-        """R6: isComposing."""
-        other = self._one(target)
+        """R6/R14: isComposing."""
         state = Composing(
             state=ComposingState(composing.state.value),
             last_active=composing.last_active,
             content_type=composing.content_type,
             refresh=composing.refresh,
         )
+        if target.is_group:
+            await self.service.groups.send_composing(target.user, target.session_id, state)
+            return
+        other = self._one(target)
         await self.service.send_composing(target.user, other, target.session_id, state)
 
     async def get_message(self, target: ChatTarget, message_id: str) -> ChatMessage:
-        """R7b GET."""
+        """R7b/R15b GET."""
+        if target.is_group:
+            msg = await self.service.groups.get_message(target.user, target.session_id, message_id)
+            return message_view(msg)
         other = self._one(target)
         msg = await self.service.get_message(target.user, other, target.session_id, message_id)
         return message_view(msg)
 
     async def get_message_status(self, target: ChatTarget, message_id: str) -> MessageStatusReport:
-        """R7 GET."""
+        """R7/R15 GET."""
+        if target.is_group:
+            status = await self.service.groups.get_message_status(
+                target.user, target.session_id, message_id
+            )
+            return MessageStatusReport(status=MessageStatus(status.value))
         other = self._one(target)
         status = await self.service.get_message_status(
             target.user, other, target.session_id, message_id
@@ -241,62 +308,102 @@ class RestChatService:
     async def report_message(
         self, target: ChatTarget, message_id: str, status: MessageStatus
     ) -> None:
-        """R7 PUT Delivered/Displayed."""
+        """R7/R15 PUT Delivered/Displayed."""
+        if target.is_group:
+            await self.service.groups.report_message(
+                target.user, target.session_id, message_id, RestStatus(status.value)
+            )
+            return
         other = self._one(target)
         await self.service.report_message(
             target.user, other, target.session_id, message_id, RestStatus(status.value)
         )
 
-    # --- not built yet: promote and group chat --------------------------------------------
+    # --- promote and group chat (R8-R13) ---------------------------------------------
+
+    def _check_size(self, count: int, part: str) -> None:
+        if count > self.settings.chat_group_max_size:
+            raise OMAFault(403, "POL0003", [part])
 
     async def extend_session(
         self, user: UserUri, other: UserUri, session_id: str, params: ExtensionParameters
     ) -> Created[GroupChatSessionInformation]:
-        """R8: 501 until group chat exists."""
-        raise _not_yet()
+        """R8: a new group with ``other`` and the new participants; the 1-1 ends."""
+        part = f"{params.ROOT}.participant"
+        invitees, _ = _invitees(part, params.participant, [user, other])
+        if not invitees:
+            raise no_valid_address(part)
+        self._check_size(len(invitees) + 2, part)
+        new = NewGroup(invitees, params.subject, params.client_correlator)
+        cs, created = await self.service.groups.promote(user, other, session_id, new)
+        return await self._created_group(user, cs, created)
+
+    async def _created_group(
+        self, user: UserUri, cs: ChatSession, created: bool
+    ) -> Created[GroupChatSessionInformation]:
+        cs, people = await self.service.groups.get(user, cs.id)
+        return Created(group_view(cs, people), cs.id, created)
 
     async def create_group(
         self, user: UserUri, info: GroupChatSessionInformation
     ) -> Created[GroupChatSessionInformation]:
-        """R9: 501 until group chat exists."""
-        raise _not_yet()
+        """R9: invite the participants to a new group chat."""
+        part = f"{info.ROOT}.participant"
+        if info.originator_address not in (None, user):
+            raise invalid_input(f"{info.ROOT}.originatorAddress", "must be the userId of the URL")
+        invitees, names = _invitees(part, info.participant, [user])
+        if not invitees:
+            raise no_valid_address(part)
+        self._check_size(len(invitees) + 1, part)
+        name = info.originator_name if info.originator_name is not None else names.get(user)
+        new = NewGroup(invitees, info.subject, info.client_correlator, name)
+        cs, created = await self.service.groups.create(user, new)
+        return await self._created_group(user, cs, created)
 
     async def get_group(self, user: UserUri, session_id: str) -> GroupChatSessionInformation:
-        """R10: 501 until group chat exists."""
-        raise _not_yet()
+        """R10 GET."""
+        cs, people = await self.service.groups.get(user, session_id)
+        return group_view(cs, people)
 
     async def leave_group(self, user: UserUri, session_id: str) -> None:
-        """R10 DELETE: 501 until group chat exists."""
-        raise _not_yet()
+        """R10 DELETE: decline or leave."""
+        await self.service.groups.leave(user, session_id)
 
     async def list_participants(self, user: UserUri, session_id: str) -> ParticipantList:
-        """R11: 501 until group chat exists."""
-        raise _not_yet()
+        """R11 GET."""
+        _cs, people = await self.service.groups.get(user, session_id)
+        return ParticipantList(participant=[participant_view(p) for p in people])
 
     async def add_participants(
         self, user: UserUri, session_id: str, participants: Sequence[ParticipantInformation]
     ) -> Created[ParticipantList]:
-        """R11 POST: 501 until group chat exists."""
-        raise _not_yet()
+        """R11 POST: REFER the new members (see ``bridge.chat.groups``: who is skipped)."""
+        part = f"{ParticipantList.ROOT}.participant"
+        invitees, _ = _invitees(part, participants, [])
+        added = await self.service.groups.add(user, session_id, invitees)
+        plist = ParticipantList(participant=[participant_view(p) for p in added])
+        return Created(plist, session_id, True)
 
     async def get_participant(
         self, user: UserUri, session_id: str, participant: UserUri
     ) -> ParticipantInformation:
-        """R12: 501 until group chat exists."""
-        raise _not_yet()
+        """R12 GET."""
+        _cs, p = await self.service.groups.participant(user, session_id, participant)
+        return participant_view(p)
 
     async def remove_participant(
         self, user: UserUri, session_id: str, participant: UserUri
     ) -> None:
-        """R12 DELETE: 501 until group chat exists."""
-        raise _not_yet()
+        """R12 DELETE: own address → decline/leave; another → remove (creator only)."""
+        await self.service.groups.remove(user, session_id, participant)
 
     async def get_participant_status(
         self, user: UserUri, session_id: str, participant: UserUri
     ) -> ParticipantSessionStatus:
-        """R13: 501 until group chat exists."""
-        raise _not_yet()
+        """R13 GET."""
+        _cs, p = await self.service.groups.participant(user, session_id, participant)
+        return ParticipantSessionStatus(status=ParticipantStatus(p.status.value))
 
     async def accept_group(self, user: UserUri, session_id: str) -> None:
-        """R13 PUT: 501 until group chat exists."""
-        raise _not_yet()
+        """R13 PUT Connected on one's own address."""
+        await self.service.groups.accept(user, session_id)

@@ -1,4 +1,4 @@
-"""ORM models of 1-1 chat: sessions and messages (sip-msrp-mapping.md §3.2).
+"""ORM models of chat: sessions, messages and group participants (sip-msrp-mapping.md §3.2).
 
 ``chat_sessions`` maps each user's REST sessionId to its signalling leg and
 the SIP/MSRP identifiers of that leg (Call-ID, tags, Contribution-ID,
@@ -10,6 +10,8 @@ The schema is created by ``state/migrations/m0020_chat_sessions_messages.py``;
 ``m0022_chat_session_dialogs.py`` adds the RFC 3261 §12 dialog state of each
 session's leg (local and remote name-addr, remote target, route set, local
 CSeq, UAC or UAS), which restart recovery needs to send a BYE.
+``m0027_group_participants.py`` adds ``chat_participants``: the members of each
+user's group session (kind ``group``), keyed by (session, address).
 """
 
 from __future__ import annotations
@@ -137,3 +139,18 @@ class ChatMessageRow(Base):
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class ChatParticipantRow(Base):
+    """One member of one user's group chat session (migration 27)."""
+
+    __tablename__ = "chat_participants"
+
+    session_id: Mapped[str] = mapped_column(
+        sa.String(ID_LEN), sa.ForeignKey("chat_sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    address: Mapped[str] = mapped_column(sa.String(USER_URI_LEN), primary_key=True)
+    name: Mapped[str | None] = mapped_column(sa.Text)
+    status: Mapped[str] = mapped_column(sa.String(16))
+    is_originator: Mapped[bool] = mapped_column(sa.Boolean)
+    updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))

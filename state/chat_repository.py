@@ -29,6 +29,8 @@ from bridge.chat.model import (
     Direction,
     Disposition,
     LegId,
+    Participant,
+    ParticipantStatus,
     RestStatus,
     SessionKind,
     StoredMessage,
@@ -37,11 +39,18 @@ from bridge.ids import ChatSessionId, MessageId, SubscriptionId, UserUri
 from bridge.ports import JSONObject, Notification
 from bridge.subscriptions import Subscription
 from state import outbox, repository
-from state.chat_models import UNSENT_SQL, UNSENT_STATUSES, ChatMessageRow, ChatSessionRow
+from state.chat_models import (
+    UNSENT_SQL,
+    UNSENT_STATUSES,
+    ChatMessageRow,
+    ChatParticipantRow,
+    ChatSessionRow,
+)
 from state.db import aware
 
 _S = ChatSessionRow
 _M = ChatMessageRow
+_P = ChatParticipantRow
 
 
 def _join(values: Iterable[str]) -> str:
@@ -360,13 +369,71 @@ async def messages_in_states(
 
 
 async def purge_expired(session: AsyncSession, *, now: datetime, ended_before: datetime) -> int:
-    """Delete messages past their retention and sessions ended before ``ended_before``."""
+    """Delete messages past their retention and sessions ended before ``ended_before``.
+
+    The participants of those sessions go with them (not counted).
+    """
     result = await session.execute(sa.delete(_M).where(_M.expires_at <= now))
     count = getattr(result, "rowcount", 0) or 0
+    ended = sa.select(_S.id).where(_S.ended_at.is_not(None), _S.ended_at <= ended_before)
+    await session.execute(sa.delete(_P).where(_P.session_id.in_(ended)))
     result = await session.execute(
         sa.delete(_S).where(_S.ended_at.is_not(None), _S.ended_at <= ended_before)
     )
     return int(count) + int(getattr(result, "rowcount", 0) or 0)
+
+
+# --- group participants ---------------------------------------------------------------
+
+
+def _to_participant(row: ChatParticipantRow) -> Participant:
+    return Participant(
+        address=UserUri(row.address),
+        status=ParticipantStatus(row.status),
+        name=row.name,
+        is_originator=row.is_originator,
+    )
+
+
+async def participants(session: AsyncSession, session_id: str) -> list[Participant]:
+    """The members of group session ``session_id``: the originator first, then by address."""
+    rows = await session.scalars(
+        sa.select(_P)
+        .where(_P.session_id == session_id)
+        .order_by(_P.is_originator.desc(), _P.address)
+    )
+    return [_to_participant(r) for r in rows]
+
+
+async def save_participants(
+    session: AsyncSession, session_id: str, people: Iterable[Participant], now: datetime
+) -> None:
+    """Insert or update (by address) members of group session ``session_id``."""
+    wanted = {p.address: p for p in people}
+    if not wanted:
+        return
+    known = set(
+        await session.scalars(
+            sa.select(_P.address).where(_P.session_id == session_id, _P.address.in_(list(wanted)))
+        )
+    )
+    for address, p in wanted.items():
+        values = {
+            "name": p.name,
+            "status": p.status.value,
+            "is_originator": p.is_originator,
+            "updated_at": now,
+        }
+        if address in known:
+            await session.execute(
+                sa.update(_P)
+                .where(_P.session_id == session_id, _P.address == address)
+                .values(**values)
+            )
+        else:
+            await session.execute(
+                sa.insert(_P).values(session_id=session_id, address=address, **values)
+            )
 
 
 # --- the direct ChatTransaction (one database transaction per unit) ----------------
@@ -451,6 +518,14 @@ class SQLChatTransaction:
 
     async def purge_expired(self, *, now: datetime, ended_before: datetime) -> int:
         return await purge_expired(self.session, now=now, ended_before=ended_before)
+
+    async def participants(self, session_id: str) -> list[Participant]:
+        return await participants(self.session, session_id)
+
+    async def save_participants(
+        self, session_id: str, people: Iterable[Participant], now: datetime
+    ) -> None:
+        await save_participants(self.session, session_id, people, now)
 
     async def active_subscriptions(self, user: UserUri, now: datetime) -> list[Subscription]:
         return await repository.active_subscriptions(self.session, user, now)

@@ -23,7 +23,14 @@ from typing import Any, TypeVar, cast
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from bridge.chat.model import ChatSession, Direction, SessionKind, StoredMessage, evolve
+from bridge.chat.model import (
+    ChatSession,
+    Direction,
+    Participant,
+    SessionKind,
+    StoredMessage,
+    evolve,
+)
 from bridge.chat.ports import ChatTransaction
 from bridge.errors import Conflict, StoreError
 from bridge.ids import ChatSessionId, SubscriptionId, UserUri
@@ -38,6 +45,7 @@ from state.chat_repository import (
     detached_messages,
     message_by_correlator,
     messages_in_states,
+    participants,
     purge_expired,
     session_by_correlator,
     session_by_id,
@@ -45,7 +53,7 @@ from state.chat_repository import (
     session_messages,
     sessions_in_states,
 )
-from state.chat_writes import _MT, _ST, _MessageWrite, _Writes
+from state.chat_writes import _MT, _ST, _MessageWrite, _ParticipantWrites, _Writes
 from state.db import Database
 from state.writer import InThreadSession, SQLiteWriter, Step, run_now
 
@@ -196,6 +204,7 @@ class BatchedChatTransaction:
         self._new_sessions: set[str] = set()
         self._messages: dict[int, _MessageWrite] = {}
         self._keys: dict[MessageKey, int] = {}
+        self._participants: _ParticipantWrites = {}
         self._notes: list[dict[str, Any]] = []
         self.notifications: list[Notification] = []
         """The notifications enqueued by this unit, filled in when its batch is written."""
@@ -388,6 +397,23 @@ class BatchedChatTransaction:
         self._store.memory.messages.clear()
         return count
 
+    # group participants
+
+    async def participants(self, session_id: str) -> list[Participant]:
+        """The database's rows (after the batch's pending writes), then this unit's own."""
+        rows = await self._store.read(lambda s: participants(s, session_id), True)
+        found: dict[str, Participant] = {p.address: p for p in rows}
+        for address, (p, _now) in self._participants.get(session_id, {}).items():
+            found[address] = p
+        return sorted(found.values(), key=lambda p: (not p.is_originator, p.address))
+
+    async def save_participants(
+        self, session_id: str, people: Iterable[Participant], now: datetime
+    ) -> None:
+        mine = self._participants.setdefault(session_id, {})
+        for p in people:
+            mine[p.address] = (p, now)
+
     # notifications
 
     async def active_subscriptions(self, user: UserUri, now: datetime) -> list[Subscription]:
@@ -518,6 +544,7 @@ class SQLChatStore:
         self._closed = False
         self._pending_sessions: dict[str, tuple[ChatSession, bool]] = {}
         self._pending_messages: dict[int, _MessageWrite] = {}
+        self._pending_participants: _ParticipantWrites = {}
         self._pending_notes: list[tuple[BatchedChatTransaction, dict[str, Any]]] = []
         self._subscriptions: dict[UserUri, tuple[datetime, list[Subscription]]] = {}
         """Subscriptions read, per user, with the time they were read at."""
@@ -580,29 +607,41 @@ class SQLChatStore:
         return self._seq
 
     def _pending(self) -> bool:
-        return bool(self._pending_sessions or self._pending_messages or self._pending_notes)
+        return bool(
+            self._pending_sessions
+            or self._pending_messages
+            or self._pending_participants
+            or self._pending_notes
+        )
 
     def _take_pending(
         self,
     ) -> tuple[
         dict[str, tuple[ChatSession, bool]],
         dict[int, _MessageWrite],
+        _ParticipantWrites,
         list[tuple[BatchedChatTransaction, dict[str, Any]]],
     ]:
-        taken = (self._pending_sessions, self._pending_messages, self._pending_notes)
-        self._pending_sessions, self._pending_messages, self._pending_notes = {}, {}, []
+        taken = (
+            self._pending_sessions,
+            self._pending_messages,
+            self._pending_participants,
+            self._pending_notes,
+        )
+        self._pending_sessions, self._pending_messages = {}, {}
+        self._pending_participants, self._pending_notes = {}, []
         return taken
 
     def _writing(self) -> tuple[Step[list[Notification]], list[BatchedChatTransaction]]:
         """The pending writes as one writer-thread step, and the unit of each notification."""
-        sessions, messages, notes = self._take_pending()
+        sessions, messages, people, notes = self._take_pending()
         owners = [tx for tx, _ in notes]
 
         def step(conn: sa.Connection, db: InThreadSession) -> list[Notification]:
-            if not (sessions or messages or notes):
+            if not (sessions or messages or people or notes):
                 return []
             assert self._writes is not None
-            return self._writes.write(conn, db, sessions, messages, [n for _, n in notes])
+            return self._writes.write(conn, db, sessions, messages, [n for _, n in notes], people)
 
         return step, owners
 
@@ -707,6 +746,8 @@ class SQLChatStore:
                 write = replace(write, expires_at=before_m.expires_at)
             self._pending_messages[seq] = write
             self.memory.put_message(write.msg)
+        for sid, people in tx._participants.items():
+            self._pending_participants.setdefault(sid, {}).update(people)
         self._pending_notes.extend((tx, note) for note in tx._notes)
 
     async def _commit(self, batch: _Batch) -> None:

@@ -13,13 +13,17 @@ from datetime import datetime
 from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from bridge.chat.model import ChatSession, StoredMessage
+from bridge.chat.model import ChatSession, Participant, StoredMessage
 from bridge.ports import Notification
 from state import outbox
 from state.chat_models import ChatMessageRow, ChatSessionRow
-from state.chat_repository import _join, _session_values
-from state.writer import InThreadSession
+from state.chat_repository import _join, _session_values, save_participants
+from state.writer import InThreadSession, run_now
+
+_ParticipantWrites = dict[str, dict[str, tuple[Participant, datetime]]]
+"""Buffered participant upserts: session id → address → (participant, updated_at)."""
 
 _ST = cast(sa.Table, ChatSessionRow.__table__)
 _MT = cast(sa.Table, ChatMessageRow.__table__)
@@ -126,8 +130,13 @@ class _Writes:
         sessions: dict[str, tuple[ChatSession, bool]],
         messages: dict[int, _MessageWrite],
         notes: list[dict[str, Any]],
+        people: _ParticipantWrites | None = None,
     ) -> list[Notification]:
-        """Send buffered writes into the open transaction; the notifications stored."""
+        """Send buffered writes into the open transaction; the notifications stored.
+
+        Group participants (rare next to messages) go through the repository's
+        own upsert, after the sessions they belong to.
+        """
         new_s = [{"id": cs.id, **_session_values(cs)} for cs, new in sessions.values() if new]
         old_s = [{"id": cs.id, **_session_values(cs)} for cs, new in sessions.values() if not new]
         new_m = [
@@ -154,6 +163,10 @@ class _Writes:
             if rows:
                 statement.run(conn, rows)
                 self.statements += 1
+        for sid, entries in (people or {}).items():
+            for p, now in entries.values():
+                run_now(save_participants(cast(AsyncSession, db), sid, [p], now))
+                self.statements += 2
         raw = conn.connection.dbapi_connection
         assert raw is not None
         self.statements += len(notes)

@@ -8,7 +8,7 @@ state and its notifications become durable together (DECISIONS.md
 Exactly one method changes a session's state (:meth:`ChatCore.transition`)
 and one a message's status (:meth:`ChatCore.outgoing_transition`,
 :meth:`ChatCore.incoming_transition`): each checks the machine's table
-(``one2one``, ``adhoc``, ``delivery``), logs ``- OLD -> NEW``, persists, and
+(``one2one``, ``adhoc``, ``group``, ``delivery``), logs ``- OLD -> NEW``, persists, and
 runs the on-enter effects inside the unit (notifications, timers, failing the
 unsent messages of a finished confirmed session). Wire effects (INVITE, BYE,
 MSRP SEND) run after the commit, in the callers.
@@ -16,7 +16,7 @@ MSRP SEND) run after the commit, in the callers.
 Locking: callers take the ``KeyedLocks`` key of the session or message before
 they open a unit, never inside one (a SQLite writer waiting for a lock held by
 a task that waits for the writer would stall until the busy timeout). Keys:
-``s:<id>`` confirmed session, ``a:<user>|<peer>`` implicit session of a pair,
+``s:<id>`` confirmed or group session, ``a:<user>|<peer>`` implicit session of a pair,
 ``m:<user>|<messageId>`` one message's status.
 """
 
@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
-from bridge.chat import adhoc, delivery, notifications, one2one
+from bridge.chat import adhoc, delivery, group, notifications, one2one
 from bridge.chat.delivery import IncomingEvent, IncomingStatus, OutgoingEvent, OutgoingStatus
 from bridge.chat.locks import KeyedLocks
 from bridge.chat.model import (
@@ -60,7 +60,7 @@ from bridge.subscriptions import Subscription
 log = logging.getLogger(__name__)
 
 Builder = Callable[[Subscription], tuple[str, Body]]
-AnyEvent = one2one.SessionEvent | adhoc.AdhocEvent
+AnyEvent = one2one.SessionEvent | adhoc.AdhocEvent | group.GroupEvent
 
 
 def utcnow() -> datetime:
@@ -94,6 +94,8 @@ def is_terminal(cs: ChatSession) -> bool:
     """True once the session is over."""
     if cs.kind is SessionKind.ADHOC:
         return adhoc.AdhocState(cs.state) not in adhoc.LIVE
+    if cs.kind is SessionKind.GROUP:
+        return group.GroupState(cs.state) in group.TERMINAL
     return one2one.SessionState(cs.state) in one2one.TERMINAL
 
 
@@ -226,6 +228,11 @@ class ChatCore:
             old_a = adhoc.AdhocState(cs.state)
             new_value = adhoc.next_state(old_a, event).value
             terminal = new_value not in {s.value for s in adhoc.LIVE}
+        elif cs.kind is SessionKind.GROUP:
+            assert isinstance(event, group.GroupEvent)
+            new_g = group.next_state(group.GroupState(cs.state), event)
+            new_value = new_g.value
+            terminal = new_g in group.TERMINAL
         else:
             assert isinstance(event, one2one.SessionEvent)
             old_c = one2one.SessionState(cs.state)
@@ -255,16 +262,18 @@ class ChatCore:
                 self.disarm(prefix + cs.id)
             if cs.leg is not None:
                 self._legs.pop(cs.leg, None)
-        if cs.kind is SessionKind.CONFIRMED:
-            assert isinstance(event, one2one.SessionEvent)
+        if cs.kind is not SessionKind.ADHOC:
             if terminal:  # message failures first, then the event (as GSMA servers order them)
                 for msg in await work.tx.session_messages(
                     cs.id, Direction.OUTGOING, [s.value for s in delivery.UNSENT]
                 ):
                     await self.outgoing_transition(work, msg, OutgoingEvent.SEND_ERROR)
-            kind = one2one.event_for(
-                cs.direction is Direction.OUTGOING, one2one.SessionState(new_value), event
-            )
+            outgoing = cs.direction is Direction.OUTGOING
+            if isinstance(event, group.GroupEvent):  # the group machine's own table
+                kind = group.event_for(outgoing, group.GroupState(cs.state), event)
+            else:
+                assert isinstance(event, one2one.SessionEvent)
+                kind = one2one.event_for(outgoing, one2one.SessionState(new_value), event)
             if kind is not None:
                 await work.notify(
                     cs.user, lambda sub: notifications.session_event(self.urls, sub, updated, kind)

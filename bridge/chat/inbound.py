@@ -1,6 +1,7 @@
 """What the signalling side reports, applied to chat state (sip-msrp-mapping.md §1.2, §2).
 
-:meth:`ChatInbound.handle_event` is the sink of ``bridge.chat.ports``:
+:meth:`ChatInbound.handle_one2one` handles the 1-1 events of ``bridge.chat.ports``
+(``bridge.chat.events.SignallingRouter`` hands them over; group legs go elsewhere):
 
 * invitation (N1): no active subscription taking invitations (neither flag)
   → :class:`EventRejected` 480; any
@@ -74,8 +75,8 @@ Coro = Callable[[], Coroutine[Any, Any, None]]
 class ChatInbound(ChatCore):
     """The inbound event sink and the delivery listener of the chat service."""
 
-    async def handle_event(self, event: SignallingEvent) -> None:
-        """Apply one signalling event; raises ``EventRejected`` to refuse its request."""
+    async def handle_one2one(self, event: SignallingEvent) -> None:
+        """Apply one 1-1 signalling event; raises ``EventRejected`` to refuse its request."""
         match event:
             case IncomingInvitation():
                 await self._invitation(event)

@@ -245,6 +245,7 @@ class NewGroup:
     invitees: tuple[Invitee, ...]
     subject: str | None = None
     client_correlator: str | None = None
+    originator_name: str | None = None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,12 @@ Choices written down here:
   GET or DELETE = decline) and ``ParticipantSessionStatus`` (to PUT
   ``Connected`` = accept) and carries the invitee's ``sessionId``.
 * chatMessageStatusNotification links the sent message (``ChatMessage``).
+* Group chat (oma-chat-api.md §5.5, §6.6) uses the same builders: a message
+  whose ``rest_session`` is a group id (``g-…``) is linked under
+  ``…/group/{sessionId}/messages/{messageId}`` and its ``senderAddress`` is
+  the real sender (the stored ``peer`` of a received group message); a group
+  session's events link ``GroupChatSessionInformation``. The group-only
+  notifications are in ``bridge.chat.group_notifications``.
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ from bridge.chat.model import (
     ChatSession,
     Composing,
     RestStatus,
+    SessionKind,
     StoredMessage,
+    is_group_id,
 )
 from bridge.ids import UserUri
 from bridge.subscriptions import Subscription
@@ -71,19 +79,29 @@ def session_url(urls: ChatUrls, user: UserUri, peer: UserUri, rest_session: str)
     return urls.chat(user, "oneToOne", peer, rest_session)
 
 
+def group_url(urls: ChatUrls, user: UserUri, session_id: str, *tail: str) -> str:
+    """The group session resource (R10), or one below it (R11-R15)."""
+    return urls.chat(user, "group", session_id, *tail)
+
+
 def message_url(urls: ChatUrls, msg: StoredMessage, *tail: str) -> str:
-    """The message resource (R7b), or one below it (``status``: R7)."""
+    """The message resource (R7b, R15b), or one below it (``status``: R7, R15)."""
+    if is_group_id(msg.rest_session):
+        return group_url(urls, msg.user, msg.rest_session, "messages", msg.id, *tail)
     return urls.chat(msg.user, "oneToOne", msg.peer, msg.rest_session, "messages", msg.id, *tail)
 
 
 def session_event(
     urls: ChatUrls, sub: Subscription, cs: ChatSession, event: ChatEventType
 ) -> tuple[str, Body]:
-    """chatEventNotification for ``cs`` (§5.1)."""
+    """chatEventNotification for ``cs`` (§5.1; a group: rel GroupChatSessionInformation)."""
     body = _start(sub)
-    body["link"] = [
-        _link("ChatSessionInformation", session_url(urls, cs.user, cs.peer, cs.rest_id))
-    ]
+    if cs.kind is SessionKind.GROUP:
+        body["link"] = [_link("GroupChatSessionInformation", group_url(urls, cs.user, cs.id))]
+    else:
+        body["link"] = [
+            _link("ChatSessionInformation", session_url(urls, cs.user, cs.peer, cs.rest_id))
+        ]
     body["eventType"] = event.value
     body["sessionId"] = cs.rest_id
     return CHAT_EVENT, body
@@ -135,7 +153,9 @@ def composing(
 ) -> tuple[str, Body]:
     """chatMessageNotification carrying an isComposing indication (§5.3, §6.5)."""
     body = _start(sub)
-    if rest_session != ADHOC:
+    if is_group_id(rest_session):
+        body["link"] = [_link("GroupChatSessionInformation", group_url(urls, user, rest_session))]
+    elif rest_session != ADHOC:
         body["link"] = [
             _link("ChatSessionInformation", session_url(urls, user, peer, rest_session))
         ]

@@ -512,6 +512,16 @@ class ChatTransaction(Protocol):
         """Delete messages past retention and sessions ended before ``ended_before``."""
         ...
 
+    async def participants(self, session_id: str) -> list[Participant]:
+        """The members of group session ``session_id`` (originator first, then by address)."""
+        ...
+
+    async def save_participants(
+        self, session_id: str, people: Iterable[Participant], now: datetime
+    ) -> None:
+        """Insert or update, by address, members of group session ``session_id``."""
+        ...
+
     async def active_subscriptions(self, user: UserUri, now: datetime) -> list[Subscription]:
         """The subscriptions receiving ``user``'s notifications."""
         ...

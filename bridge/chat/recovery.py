@@ -8,6 +8,10 @@ were stored):
 * confirmed sessions: INVITING → ``Failed``, RINGING → ``SessionCancelled``,
   ACCEPTING/CONNECTED → ``SessionEnded`` (the RESTART event of ``one2one``);
   their unacknowledged messages → ``Failed``;
+* group sessions (``bridge.chat.group``): INVITED → ``SessionCancelled``,
+  JOINING → ``Failed``, ACCEPTING/CONNECTED → ``SessionEnded`` (RESTART);
+  their unacknowledged messages → ``Failed``; an established group leg gets
+  a BYE like a 1-1 dialog (the focus then reports the member departed);
 * implicit sessions are closed without notification; their unacknowledged
   messages, and pager messages without an answer, are queued again and sent
   on a new implicit session (or by pager), once: the peer deduplicates on
@@ -56,7 +60,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from bridge.chat import adhoc, delivery, one2one
+from bridge.chat import adhoc, delivery, group, one2one
 from bridge.chat.delivery import IncomingEvent, IncomingStatus, OutgoingEvent
 from bridge.chat.model import (
     ADHOC,
@@ -122,6 +126,11 @@ def dialog_established(cs: ChatSession) -> bool:
         return state is adhoc.AdhocState.CONNECTED or (
             state is adhoc.AdhocState.CONNECTING and cs.direction is Direction.INCOMING
         )
+    if cs.kind is SessionKind.GROUP:
+        return group.GroupState(cs.state) in (
+            group.GroupState.ACCEPTING,
+            group.GroupState.CONNECTED,
+        )
     return one2one.SessionState(cs.state) in (
         one2one.SessionState.ACCEPTING,
         one2one.SessionState.CONNECTED,
@@ -147,6 +156,12 @@ async def recover(
             if dialog_established(cs):
                 stale.append(cs)
             await service.transition(work, cs, one2one.SessionEvent.RESTART, reason="restart")
+            closed += 1
+        live = [s.value for s in group.LIVE]
+        for cs in await work.tx.sessions_in_states(SessionKind.GROUP, live):
+            if dialog_established(cs):
+                stale.append(cs)
+            await service.transition(work, cs, group.GroupEvent.RESTART, reason="restart")
             closed += 1
         live = [s.value for s in adhoc.LIVE]
         for cs in await work.tx.sessions_in_states(SessionKind.ADHOC, live):

@@ -29,10 +29,13 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 from bridge.chat import adhoc, delivery, one2one, recovery
 from bridge.chat.core import confirmed_key, is_connected, is_terminal, pair_key, session_key
 from bridge.chat.delivery import IncomingEvent, IncomingStatus, OutgoingEvent, OutgoingStatus
+from bridge.chat.events import SignallingRouter
+from bridge.chat.groups import GroupChat
 from bridge.chat.inbound import DECLINE, ChatInbound, Coro
 from bridge.chat.model import (
     ADHOC,
@@ -50,7 +53,7 @@ from bridge.chat.model import (
     new_message_id,
     new_session_id,
 )
-from bridge.chat.ports import ChatTransaction, SessionFailed, SignallingError
+from bridge.chat.ports import ChatTransaction, SessionFailed, SignallingError, SignallingEvent
 from bridge.errors import Conflict, NotFound
 from bridge.ids import ChatSessionId, MessageId, UserUri
 
@@ -64,7 +67,21 @@ PURGE_INTERVAL = 3600.0
 
 
 class ChatService(ChatInbound):
-    """1-1 chat: REST use cases, signalling events, delivery listener, recovery."""
+    """1-1 chat: REST use cases, signalling events, delivery listener, recovery.
+
+    Group chat is a part of its own, composed here: :attr:`groups` (the use
+    cases, ``bridge.chat.groups``) and :attr:`events` (the event router that
+    :meth:`handle_event` hands every signalling event to).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.groups = GroupChat(self, self)
+        self.events = SignallingRouter(self, self.handle_one2one, self.groups)
+
+    async def handle_event(self, event: SignallingEvent) -> None:
+        """The ``SignallingEvents`` sink: route ``event`` (``bridge.chat.events``)."""
+        await self.events.handle_event(event)
 
     # --- lifetime ---------------------------------------------------------------------
 

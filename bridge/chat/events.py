@@ -1,0 +1,71 @@
+"""The signalling event sink: routes each event to the 1-1 or the group side (mapping §1.2).
+
+:class:`SignallingRouter` is what ``SignallingPort.bind`` receives (through
+``ChatService.handle_event``). It routes by event type and, for the events of
+a leg, by the kind of the leg's session: group legs to
+``bridge.chat.groups.GroupChat``, everything else to the 1-1 handler
+(``ChatInbound.handle_one2one``). Send results and reports always go to the
+1-1 side: a group message's status machine is the 1-1 one, found by user and
+message id whatever leg the report came on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from bridge.chat.core import ChatCore
+from bridge.chat.groups import GroupChat
+from bridge.chat.model import SessionKind
+from bridge.chat.ports import (
+    ComposingReceived,
+    IncomingGroupInvitation,
+    MessageReceived,
+    ParticipantsChanged,
+    SessionAccepted,
+    SessionCancelled,
+    SessionEnded,
+    SessionFailed,
+    SignallingEvent,
+)
+
+Handler = Callable[[SignallingEvent], Awaitable[None]]
+
+
+class SignallingRouter:
+    """``SignallingEvents``: one entry point, two sides (module docstring)."""
+
+    def __init__(self, core: ChatCore, one2one: Handler, groups: GroupChat) -> None:
+        self.core = core
+        self.one2one = one2one
+        self.groups = groups
+
+    async def handle_event(self, event: SignallingEvent) -> None:
+        """Apply one event; raises ``EventRejected`` to refuse its request."""
+        match event:
+            case IncomingGroupInvitation():
+                await self.groups.invitation(event)
+                return
+            case ParticipantsChanged():
+                await self.groups.participants_changed(event)
+                return
+            case (
+                SessionAccepted()
+                | SessionFailed()
+                | SessionEnded()
+                | SessionCancelled()
+                | MessageReceived()
+                | ComposingReceived()
+            ) if event.leg is not None:
+                cs = await self.core.leg_session(event.leg)
+                if cs is not None and cs.kind is SessionKind.GROUP:
+                    match event:
+                        case SessionAccepted():
+                            await self.groups.accepted(event, cs)
+                        case SessionFailed() | SessionEnded() | SessionCancelled():
+                            await self.groups.ended(event, cs)
+                        case MessageReceived():
+                            await self.groups.message(event, cs)
+                        case ComposingReceived():
+                            await self.groups.composing(event, cs)
+                    return
+        await self.one2one(event)
