@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -64,12 +64,12 @@ class Focus(Protocol):
         """An INVITE to the factory (create) or to a conference URI (join)."""
         ...
 
-    async def on_subscribe(self, subscribe: IncomingSubscribe) -> None:
-        """An out-of-dialog SUBSCRIBE ``Event: conference``."""
+    def on_subscribe(self, subscribe: IncomingSubscribe) -> Awaitable[None] | None:
+        """An out-of-dialog SUBSCRIBE ``Event: conference`` (answered before it returns)."""
         ...
 
-    async def on_refer(self, refer: IncomingRefer) -> None:
-        """An out-of-dialog REFER to a conference URI."""
+    def on_refer(self, refer: IncomingRefer) -> Awaitable[None] | None:
+        """An out-of-dialog REFER to a conference URI (answered before it returns)."""
         ...
 
 
