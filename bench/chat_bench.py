@@ -240,20 +240,34 @@ async def open_bench(
     cpu: int | None = None,
 ) -> Bench:
     """Start ``chat-bridge serve`` with Kamailio as its IMS core and wait for /health."""
+    settings = {
+        "CHAT_BRIDGE_SIP_PORT": str(tb.as_port),
+        "CHAT_BRIDGE_SIP_OUTBOUND_PROXY": f"sip:127.0.0.1:{tb.sip_port};transport=tcp",
+    }
+    return await start_bridge(workdir, apps, {**settings, **(extra or {})}, cpu)
+
+
+async def start_bridge(
+    workdir: Path, apps: Apps, settings: dict[str, str], cpu: int | None = None
+) -> Bench:
+    """Start ``chat-bridge serve`` on ``workdir/bench.db`` with ``settings``; wait for /health.
+
+    Without ``CHAT_BRIDGE_SIP_PORT`` / ``CHAT_BRIDGE_SIP_OUTBOUND_PROXY`` in ``settings`` the
+    bridge runs on its embedded default (SIP loops back to its own listener, README.md).
+    """
     port = free_port_block(size=2, start=31000)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_BRIDGE_")}
     env.update(
         CHAT_BRIDGE_DATABASE_URL=f"sqlite+aiosqlite:///{workdir / 'bench.db'}",
         CHAT_BRIDGE_HTTP_PORT=str(port),
         CHAT_BRIDGE_SERVER_ROOT=f"http://127.0.0.1:{port}",
-        CHAT_BRIDGE_SIP_PORT=str(tb.as_port),
-        CHAT_BRIDGE_SIP_OUTBOUND_PROXY=f"sip:127.0.0.1:{tb.sip_port};transport=tcp",
+        CHAT_BRIDGE_SIP_PORT=str(port + 1),
         CHAT_BRIDGE_CHAT_INVITE_TIMEOUT="20",
         CHAT_BRIDGE_NOTIFICATION_BACKOFF_INITIAL="0.05",
         CHAT_BRIDGE_NOTIFICATION_BACKOFF_MAX="0.5",
         CHAT_BRIDGE_LOG_LEVEL="WARNING",
     )
-    env.update(extra or {})
+    env.update(settings)
     with (workdir / "bridge.log").open("ab") as out:
         proc = subprocess.Popen([str(BRIDGE), "serve"], env=env, stdout=out, stderr=out)
     if cpu is not None:  # before the bridge starts its threads: they inherit it
