@@ -39,6 +39,7 @@ from bridge.chat.model import (
     DialogIds,
     Direction,
     LegId,
+    ParticipantStatus,
     ReportKind,
     SessionKind,
     StoredMessage,
@@ -262,6 +263,8 @@ class ChatCore:
                 self.disarm(prefix + cs.id)
             if cs.leg is not None:
                 self._legs.pop(cs.leg, None)
+        if terminal and cs.kind is SessionKind.GROUP:
+            await self._freeze_members(work, cs)
         if cs.kind is not SessionKind.ADHOC:
             if terminal:  # message failures first, then the event (as GSMA servers order them)
                 for msg in await work.tx.session_messages(
@@ -279,6 +282,19 @@ class ChatCore:
                     cs.user, lambda sub: notifications.session_event(self.urls, sub, updated, kind)
                 )
         return updated
+
+    @staticmethod
+    async def _freeze_members(work: Unit, cs: ChatSession) -> None:
+        """An ended group session lists nobody as Invited or Connected any more: the user
+        no longer hears the conference, so what it last heard is closed as Disconnected
+        (a GET after the end, or after a restart, never shows stale live members)."""
+        live = (ParticipantStatus.INVITED, ParticipantStatus.CONNECTED)
+        people = await work.tx.participants(cs.id)
+        closed = [
+            replace(p, status=ParticipantStatus.DISCONNECTED) for p in people if p.status in live
+        ]
+        if closed:
+            await work.tx.save_participants(cs.id, closed, work.now)
 
     # --- the one place a message changes status -----------------------------------------
 

@@ -502,7 +502,7 @@ class GroupChat:
                 await work.notify(
                     cs.user,
                     lambda sub: group_notifications.group_invitation(
-                        core.urls, sub, cs, inv.inviter, listed
+                        core.urls, sub, cs, inv.inviter, [*listed, own]
                     ),
                 )
             core.arm("ring:" + cs.id, core.settings.chat_ringing_timeout, self._ring_out(cs))
