@@ -31,11 +31,14 @@ def _split(body: bytes, content_type: str | None) -> sdp.MSRPMedia:
     return sdp.msrp_media(sdp.parse(body))
 
 
-async def start_stack() -> SipStack:
+async def start_stack(*, port: int = 0, outbound_proxy: str | None = None) -> SipStack:
     """A started SipStack on 127.0.0.1 (UDP+TCP, one port); retried when the TCP bind on
-    the port UDP got loses a race with another socket (port 0)."""
+    the port UDP got loses a race with another socket (port 0). ``outbound_proxy``: send
+    every request there (a Kamailio test bed, tests/testbed)."""
     for attempt in range(5):
-        stack = SipStack(port=0, contact_params=rcs.feature_tags(PROFILE))
+        stack = SipStack(
+            port=port, outbound_proxy=outbound_proxy, contact_params=rcs.feature_tags(PROFILE)
+        )
         try:
             await stack.start()
         except OSError:
@@ -49,8 +52,9 @@ async def start_stack() -> SipStack:
 class Participant:
     """One user with its own SIP and MSRP stacks on 127.0.0.1."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, outbound_proxy: str | None = None) -> None:
         self.name = name
+        self.outbound_proxy = outbound_proxy
         self.sip = SipStack(port=0, contact_params=rcs.feature_tags(PROFILE))
         self.msrp: MSRPStack | None = None
         self.uri = ""
@@ -62,13 +66,15 @@ class Participant:
         self.received: list[MessageReceived] = []
         self.notifies: list[conference.ConferenceInfo] = []
         self.view = ConferenceView(normalize=rcs.normalize_user)
+        self.history: list[dict[str, ParticipantStatus | None]] = []
+        """``statuses()`` after each NOTIFY with a body, in arrival order."""
         self.subscription: ClientSubscription | None = None
         self.byes: list[str] = []
         self.bye_reasons: list[str] = []
         self._changed = asyncio.Event()
 
     async def start(self) -> Participant:
-        self.sip = await start_stack()
+        self.sip = await start_stack(outbound_proxy=self.outbound_proxy)
         self.msrp = MSRPStack("127.0.0.1", 0)
         await self.msrp.start()
         self.uri = f"sip:{self.name}@127.0.0.1:{self.sip.port}"
@@ -260,6 +266,7 @@ class Participant:
             self.notifies.append(doc)
             self.view, update = self.view.apply(doc)
             assert update.applied, (doc.version, update)
+            self.history.append(self.statuses())
         self._poke()
 
     async def refer(self, target: str, *, bye: bool = False) -> Response:
