@@ -16,7 +16,8 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 
 from bridge.focus import wire
-from bridge.focus.conference import GONE, Conference, FocusContext
+from bridge.focus.conference import Conference
+from bridge.focus.dialout import GONE, FocusContext
 from bridge.focus.members import Member
 from bridge.focus.store import ConferenceStore, MemberRecord
 from sip import rcs
