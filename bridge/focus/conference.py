@@ -27,6 +27,7 @@ from sip import rcs
 from sip.conference import ConferenceDescription, ConferenceState
 from sip.conference import User as ConfUser
 from sip.errors import CodecError
+from sip.message import Request
 from sip.msrp import MessageReceived, MSRPSession
 from sip.subscription import ServerSubscription
 from sip.usage import Handler, IncomingRequest, InviteSession
@@ -177,7 +178,7 @@ class Conference:
         self.apply(leg, MemberEvent.LEAVE)
 
     def _on_refer(self, leg: Leg, incoming: IncomingRequest) -> None:
-        status = self.refer(leg.member, incoming.request.get("Refer-To") or "")
+        status = self.refer(leg.member, incoming.request)
         if status != 202:
             incoming.respond(status)
             return
@@ -186,23 +187,44 @@ class Conference:
         else:
             incoming.respond(202)  # RFC 3515 §2.4.5: the focus sends no sipfrag NOTIFY yet
 
-    def refer(self, referrer: Member, refer_to: str) -> int:
-        """Adds (``Refer-To: <uri>``) or removes (``;method=BYE``) a member; the SIP status."""
+    def refer(self, referrer: Member, request: Request) -> int:
+        """Adds (``Refer-To: <uri>``) or removes (``;method=BYE``) members (docs items 6, 7);
+        ``Refer-To: <cid:…>`` names a resource list of several (RFC 5368). The SIP status:
+        400 unreadable, 403 (referrer not connected, a removal not by the chairman, or the
+        additions would pass the size limit: then nothing changes), 404 (the one member to
+        remove is not in the conference), else 202."""
         try:
-            target, is_bye = wire.parse_refer_to(refer_to)
+            values = wire.refer_targets(
+                request.get("Refer-To") or "",
+                request.body,
+                request.get("Content-Type"),
+                request.get("Content-ID"),
+            )
+            targets = [wire.parse_refer_to(value) for value in values]
         except (CodecError, ValueError):
+            return 400
+        if not targets:
             return 400
         if referrer.status is not MemberStatus.CONNECTED:
             return 403
-        if not is_bye:
-            ok = self.invite(target, None, referred_by=referrer.uri)
-            return 202 if ok else 403
-        if referrer.key != self.creator:
+        removals = [target for target, is_bye in targets if is_bye]
+        if removals and referrer.key != self.creator:
             return 403
-        leg = self.legs.get(wire.key_of(target))
-        if leg is None or not leg.member.active:
+        boot = [g for g in map(self.legs.get, map(wire.key_of, removals)) if g and g.member.active]
+        if len(targets) == 1 and removals and not boot:
             return 404
-        self._boot(leg)
+        adds: dict[str, str] = {}
+        for target, is_bye in targets:
+            leg = self.legs.get(wire.key_of(target))
+            if not is_bye and (leg is None or not leg.member.active):
+                adds.setdefault(wire.key_of(target), target)
+        active = sum(1 for g in self.legs.values() if g.member.active)
+        if active - len(boot) + len(adds) > self.ctx.max_size:
+            return 403
+        for target in adds.values():  # before the removals: they may leave nobody active
+            self.invite(target, None, referred_by=referrer.uri, check=False)
+        for leg in boot:
+            self._boot(leg)
         return 202
 
     def _boot(self, leg: Leg) -> None:

@@ -58,7 +58,8 @@ class Participant:
         self.sip = SipStack(port=0, contact_params=rcs.feature_tags(PROFILE))
         self.msrp: MSRPStack | None = None
         self.uri = ""
-        self.policy = "accept"  # or a final status to answer dial-outs with (603, 486)
+        self.policy = "accept"  # "ring" (180, never answers), or a final status (603, 486)
+        self.cancelled: list[Request] = []
         self.invites: list[Request] = []
         self.session: InviteSession | None = None
         self.media: MSRPSession | None = None
@@ -139,7 +140,7 @@ class Participant:
         invitees: list[str],
         subject: str = "Lunch",
         *,
-        require: bool = True,
+        require: bool | str = True,
         with_list: bool = True,
     ) -> Response:
         self.media = await self._media()
@@ -161,7 +162,8 @@ class Participant:
         ids = rcs.new_chat_ids(PROFILE)
         headers = [*rcs.session_headers(PROFILE, ids), ("Subject", subject)]
         if require:
-            headers.append(("Require", "recipient-list-invite"))
+            tags = "recipient-list-invite" if require is True else str(require)
+            headers.append(("Require", tags))
         call = self.sip.invite(
             factory,
             sender=self.uri,
@@ -185,6 +187,12 @@ class Participant:
     async def _on_invite(self, incoming: IncomingInvite) -> None:
         self.invites.append(incoming.request)
         self._poke()
+        if self.policy == "ring":
+            incoming.ring()
+            await incoming.cancelled.wait()  # the transaction layer answered 487
+            self.cancelled.append(incoming.request)
+            self._poke()
+            return
         if self.policy != "accept":
             incoming.reject(int(self.policy))
             return
@@ -273,6 +281,33 @@ class Participant:
         assert self.session is not None
         refer_to = f"<{target};method=BYE>" if bye else target
         return await self.session.refer(refer_to)
+
+    async def refer_list(self, targets: list[str], *, in_dialog: bool = True) -> Response:
+        """One REFER naming several members (RFC 5368): ``Refer-To: <cid:…>`` and a
+        resource-lists body with that Content-ID; ``;method=BYE`` in a target removes it."""
+        cid = f"list-{secrets.token_hex(4)}@127.0.0.1"
+        entries = tuple(resource_lists.Entry(t) for t in targets)
+        doc = resource_lists.ResourceLists((resource_lists.ResourceList(entries),))
+        headers = [
+            ("Refer-To", f"<cid:{cid}>"),
+            ("Referred-By", f"<{self.uri}>"),
+            ("Refer-Sub", "false"),
+            ("Require", "multiple-refer, norefersub"),
+            ("Content-Disposition", "recipient-list"),
+            ("Content-ID", f"<{cid}>"),
+        ]
+        body = resource_lists.serialize(doc)
+        if in_dialog:
+            assert self.session is not None
+            return await self.session.request("REFER", headers, body, resource_lists.CONTENT_TYPE)
+        return await self.sip.send_request(
+            "REFER",
+            self.conference_target,
+            sender=self.uri,
+            headers=headers,
+            body=body,
+            content_type=resource_lists.CONTENT_TYPE,
+        )
 
     async def leave(self) -> None:
         assert self.session is not None
