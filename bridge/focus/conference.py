@@ -2,8 +2,10 @@
 and its end (docs/group-chat.md "Wire contract", items 1-9; RFC 4579, RFC 4575, RFC 5366).
 
 The Conference owns its member table (``bridge.focus.members``), one ``Leg`` per member
-(the INVITE dialog and the MSRP session), a ``ConferenceNotifier`` and a ``Relay``. Every
-status change goes through ``_apply``: the member's machine moves, the store gets the new
+(the INVITE dialog and the MSRP session), a ``ConferenceNotifier`` and a ``Relay``; the
+dial-out of a member and the MSRP bind live in ``bridge.focus.dialout``, which calls back
+``apply``, ``hook``, ``handlers``, ``on_msrp`` and ``spawn``.
+Every status change goes through ``apply``: the member's machine moves, the store gets the new
 row, subscribers get a partial NOTIFY, and the end rule is checked (item 9: no member
 connected and none being invited).
 """
@@ -13,72 +15,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
-from datetime import datetime
 from functools import partial
 
-from bridge.focus import wire
+from bridge.focus import dialout, wire
+from bridge.focus.dialout import BOOTED, GONE, FocusContext, Leg, dialog_record
 from bridge.focus.members import Member, MemberEvent, MemberStatus
 from bridge.focus.notifier import ConferenceNotifier
 from bridge.focus.relay import Relay, route
-from bridge.focus.store import ConferenceRecord, ConferenceStore, DialogRecord, MemberRecord
+from bridge.focus.store import ConferenceRecord, MemberRecord
 from sip import rcs
 from sip.conference import ConferenceDescription, ConferenceState
 from sip.conference import User as ConfUser
-from sip.dialog import Dialog
-from sip.errors import CodecError, MSRPError, ProtocolError, SIPError
-from sip.msrp import MessageReceived, MSRPSession, MSRPStack
-from sip.stack import SipStack
+from sip.errors import CodecError
+from sip.message import Request
+from sip.msrp import MessageReceived, MSRPSession
 from sip.subscription import ServerSubscription
-from sip.usage import Handler, IncomingRequest, InviteSession, OutgoingInvite
+from sip.usage import Handler, IncomingRequest, InviteSession
 
 log = logging.getLogger(__name__)
 
-GONE = 'SIP;cause=410;text="Gone"'
-"""The Reason of the focus's BYEs when a conference ends (docs/group-chat.md item 9)."""
-BOOTED = 'SIP;cause=200;text="Call completed"'
-"""The Reason of the BYE to a removed member (docs/group-chat.md item 7)."""
 BYE_GRACE = 2.0
-
-
-@dataclass
-class FocusContext:
-    """What every conference of one focus shares."""
-
-    sip: SipStack
-    msrp: MSRPStack
-    profile: rcs.Profile
-    store: ConferenceStore
-    clock: Callable[[], datetime]
-    max_size: int
-    invite_timeout: float
-    bind_timeout: float
-
-
-@dataclass
-class Leg:
-    """A member's SIP/MSRP side: the INVITE dialog and the MSRP session."""
-
-    member: Member
-    session: InviteSession | None = None
-    msrp: MSRPSession | None = None
-    call: OutgoingInvite | None = None
-    subscription: ServerSubscription | None = field(default=None, repr=False)
-
-
-def dialog_record(dialog: Dialog) -> DialogRecord:
-    """What the store keeps of a dialog to BYE it after a restart (RFC 3261 §12.2.1.1)."""
-    return DialogRecord(
-        call_id=dialog.id.call_id,
-        local_tag=dialog.id.local_tag,
-        remote_tag=dialog.id.remote_tag,
-        local_uri=f"<{dialog.local.uri}>",
-        remote_uri=f"<{dialog.remote.uri}>",
-        remote_target=str(dialog.remote_target),
-        route_set=tuple(dialog.route_set),
-        local_cseq=dialog.local_cseq,
-        is_uac=dialog.is_uac,
-    )
 
 
 class Conference:
@@ -125,7 +81,7 @@ class Conference:
             tuple(leg.member.user() for leg in self.legs.values()),
         )
 
-    def _apply(self, leg: Leg, event: MemberEvent, *, cause: int | None = None) -> None:
+    def apply(self, leg: Leg, event: MemberEvent, *, cause: int | None = None) -> None:
         """The one place a member's status changes; then persist, notify, maybe end."""
         member = leg.member
         member.handle(event, cause=cause)
@@ -140,7 +96,7 @@ class Conference:
     def _check_end(self) -> None:
         if self.ended or any(leg.member.active for leg in self.legs.values()):
             return
-        self._spawn(self.end("no member left"))
+        self.spawn(self.end("no member left"))
 
     # -- create (item 1) --------------------------------------------------------------------
 
@@ -157,7 +113,7 @@ class Conference:
         self.creator = creator.key
         leg = Leg(creator, session=session, msrp=msrp)
         self.legs[creator.key] = leg
-        self._hook(leg)
+        self.hook(leg)
         await self._write(
             self.ctx.store.save_conference(
                 ConferenceRecord(
@@ -172,8 +128,8 @@ class Conference:
         )
         for uri, name in invitees:
             self.invite(uri, name, referred_by=creator.uri, check=False)
-        self._apply(leg, MemberEvent.CONNECT)
-        self._spawn(self._bind(leg, active, remote_path))
+        self.apply(leg, MemberEvent.CONNECT)
+        self.spawn(dialout.bind(self, leg, active, remote_path))
 
     # -- dial-out (items 2 and 6) -----------------------------------------------------------
 
@@ -195,116 +151,34 @@ class Conference:
         else:
             leg.member.referred_by = referred_by
             leg.session = leg.msrp = leg.call = None
-            self._apply(leg, MemberEvent.INVITE)
-        self._spawn(self._dial_out(leg))
+            self.apply(leg, MemberEvent.INVITE)
+        self.spawn(dialout.dial_out(self, leg))
         return True
-
-    async def _dial_out(self, leg: Leg) -> None:
-        ctx, member = self.ctx, leg.member
-        try:
-            leg.msrp = await ctx.msrp.create_session(accept_types=wire.ACCEPT_TYPES)
-        except (MSRPError, OSError) as exc:
-            self._fail(leg, 500, f"MSRP: {exc}")
-            return
-        sdp_body = wire.offer(ctx.msrp.advertised_host, ctx.msrp.port, leg.msrp.path_attribute)
-        others = [
-            (g.member.uri, g.member.display_name) for g in self.legs.values() if g.member.active
-        ]
-        body, content_type = wire.dialout_body(sdp_body, wire.participant_list(others))
-        headers = [
-            *rcs.session_headers(ctx.profile, self.ids),
-            ("Referred-By", f"<{member.referred_by}>"),
-        ]
-        if self.subject:
-            headers.append(("Subject", self.subject))
-        sender = f'"{self.subject}" <{self.uri}>' if self.subject else f"<{self.uri}>"
-        call = leg.call = ctx.sip.invite(
-            member.uri,
-            sender=sender,
-            body=body,
-            content_type=content_type,
-            headers=headers,
-            contact=self.contact,
-            handlers=self._handlers(leg),
-        )
-        try:
-            response = await asyncio.wait_for(call.response(), ctx.invite_timeout)
-        except TimeoutError:
-            self._spawn(call.cancel())
-            self._fail(leg, 408, "no answer")
-            return
-        except (SIPError, ProtocolError) as exc:
-            self._fail(leg, getattr(exc, "status", 500) or 500, str(exc))
-            return
-        if member.status is not MemberStatus.DIALING_OUT or self.ended:
-            if call.session is not None:
-                await call.session.bye([("Reason", GONE if self.ended else BOOTED)])
-            await self._close_msrp(leg)
-            return
-        if not response.is_success:
-            if response.status == 603:
-                await self._close_msrp(leg)
-                self._apply(leg, MemberEvent.DECLINE)
-            else:
-                self._fail(leg, response.status, response.reason)
-            return
-        session = call.session
-        assert session is not None
-        leg.session = session
-        self._hook(leg)
-        try:
-            answered = wire.parse_offer(response.body, response.get("Content-Type"))
-            active = wire.offerer_active(answered.media)
-        except CodecError as exc:
-            await session.bye()
-            self._fail(leg, 488, f"unusable SDP answer: {exc}")
-            return
-        self._apply(leg, MemberEvent.CONNECT)
-        await self._bind(leg, active, " ".join(answered.media.path))
-
-    def _fail(self, leg: Leg, cause: int, why: str) -> None:
-        log.info("x dial-out of %s in %s failed: %d %s", leg.member.key, self.uri, cause, why)
-        self._spawn(self._close_msrp(leg))
-        if leg.member.status in (MemberStatus.DIALING_OUT, MemberStatus.CONNECTED):
-            self._apply(leg, MemberEvent.FAIL, cause=cause)
-
-    async def _bind(self, leg: Leg, active: bool, remote_path: str) -> None:
-        assert leg.msrp is not None
-        leg.msrp.on_event = partial(self._on_msrp, leg)
-        try:
-            await leg.msrp.start(remote_path, active, timeout=self.ctx.bind_timeout)
-        except (MSRPError, OSError, ValueError) as exc:
-            if leg.member.status is MemberStatus.CONNECTED:
-                if leg.session is not None:
-                    self._spawn(leg.session.bye())
-                self._fail(leg, 500, f"MSRP bind: {exc}")
-
-    async def _close_msrp(self, leg: Leg) -> None:
-        if leg.msrp is not None:
-            await leg.msrp.close()
 
     # -- in-dialog requests (items 3, 6, 7, 8) ----------------------------------------------
 
-    def _handlers(self, leg: Leg) -> dict[str, Handler]:
+    def handlers(self, leg: Leg) -> dict[str, Handler]:
+        """The in-dialog request handlers of a member's INVITE dialog (REFER, SUBSCRIBE)."""
         return {
             "REFER": partial(self._on_refer, leg),
             "SUBSCRIBE": partial(self._on_dialog_subscribe, leg),
         }
 
-    def _hook(self, leg: Leg) -> None:
+    def hook(self, leg: Leg) -> None:
+        """Puts the handlers and the end callback on the leg's (now established) dialog."""
         assert leg.session is not None
-        for method, handler in self._handlers(leg).items():
+        for method, handler in self.handlers(leg).items():
             leg.session.on_request(method, handler)
         leg.session.on_ended = partial(self._on_ended, leg)
 
     def _on_ended(self, leg: Leg, session: InviteSession) -> None:
         if leg.session is not session or leg.member.status is not MemberStatus.CONNECTED:
             return
-        self._spawn(self._close_msrp(leg))
-        self._apply(leg, MemberEvent.LEAVE)
+        self.spawn(leg.close_msrp())
+        self.apply(leg, MemberEvent.LEAVE)
 
     def _on_refer(self, leg: Leg, incoming: IncomingRequest) -> None:
-        status = self.refer(leg.member, incoming.request.get("Refer-To") or "")
+        status = self.refer(leg.member, incoming.request)
         if status != 202:
             incoming.respond(status)
             return
@@ -313,34 +187,55 @@ class Conference:
         else:
             incoming.respond(202)  # RFC 3515 §2.4.5: the focus sends no sipfrag NOTIFY yet
 
-    def refer(self, referrer: Member, refer_to: str) -> int:
-        """Adds (``Refer-To: <uri>``) or removes (``;method=BYE``) a member; the SIP status."""
+    def refer(self, referrer: Member, request: Request) -> int:
+        """Adds (``Refer-To: <uri>``) or removes (``;method=BYE``) members (docs items 6, 7);
+        ``Refer-To: <cid:…>`` names a resource list of several (RFC 5368). The SIP status:
+        400 unreadable, 403 (referrer not connected, a removal not by the chairman, or the
+        additions would pass the size limit: then nothing changes), 404 (the one member to
+        remove is not in the conference), else 202."""
         try:
-            target, is_bye = wire.parse_refer_to(refer_to)
+            values = wire.refer_targets(
+                request.get("Refer-To") or "",
+                request.body,
+                request.get("Content-Type"),
+                request.get("Content-ID"),
+            )
+            targets = [wire.parse_refer_to(value) for value in values]
         except (CodecError, ValueError):
+            return 400
+        if not targets:
             return 400
         if referrer.status is not MemberStatus.CONNECTED:
             return 403
-        if not is_bye:
-            ok = self.invite(target, None, referred_by=referrer.uri)
-            return 202 if ok else 403
-        if referrer.key != self.creator:
+        removals = [target for target, is_bye in targets if is_bye]
+        if removals and referrer.key != self.creator:
             return 403
-        leg = self.legs.get(wire.key_of(target))
-        if leg is None or not leg.member.active:
+        boot = [g for g in map(self.legs.get, map(wire.key_of, removals)) if g and g.member.active]
+        if len(targets) == 1 and removals and not boot:
             return 404
-        self._boot(leg)
+        adds: dict[str, str] = {}
+        for target, is_bye in targets:
+            leg = self.legs.get(wire.key_of(target))
+            if not is_bye and (leg is None or not leg.member.active):
+                adds.setdefault(wire.key_of(target), target)
+        active = sum(1 for g in self.legs.values() if g.member.active)
+        if active - len(boot) + len(adds) > self.ctx.max_size:
+            return 403
+        for target in adds.values():  # before the removals: they may leave nobody active
+            self.invite(target, None, referred_by=referrer.uri, check=False)
+        for leg in boot:
+            self._boot(leg)
         return 202
 
     def _boot(self, leg: Leg) -> None:
         session, call = leg.session, leg.call
         was_connected = leg.member.status is MemberStatus.CONNECTED
-        self._apply(leg, MemberEvent.BOOT)
+        self.apply(leg, MemberEvent.BOOT)
         if was_connected and session is not None:
-            self._spawn(session.bye([("Reason", BOOTED)]))
+            self.spawn(session.bye([("Reason", BOOTED)]))
         elif call is not None:
-            self._spawn(call.cancel())
-        self._spawn(self._close_msrp(leg))
+            self.spawn(call.cancel())
+        self.spawn(leg.close_msrp())
 
     def _on_dialog_subscribe(self, leg: Leg, incoming: IncomingRequest) -> None:
         """SUBSCRIBE inside the member's INVITE dialog (RFC 6665 §4.5.2, docs item 3)."""
@@ -368,7 +263,8 @@ class Conference:
 
     # -- messages (items 4, 5) --------------------------------------------------------------
 
-    def _on_msrp(self, leg: Leg, event: object) -> None:
+    def on_msrp(self, leg: Leg, event: object) -> None:
+        """A member's MSRP event: CPIM messages are relayed (items 4, 5), the rest dropped."""
         if not isinstance(event, MessageReceived) or self.ended:
             return
         if event.content_type.split(";", 1)[0].strip().lower() != "message/cpim":
@@ -389,7 +285,7 @@ class Conference:
             for g in targets
             if g.msrp is not None and g.member.status is MemberStatus.CONNECTED
         ]
-        self._spawn(self.relay.fan_out(routed.body, sessions))
+        self.spawn(self.relay.fan_out(routed.body, sessions))
 
     # -- end (item 9) -----------------------------------------------------------------------
 
@@ -432,7 +328,7 @@ class Conference:
             cause=member.cause,
             dialog=None if member.dialog is None else dialog_record(member.dialog),
         )
-        self._spawn(self._write(self.ctx.store.save_member(self.uri, record)))
+        self.spawn(self._write(self.ctx.store.save_member(self.uri, record)))
 
     async def _write(self, op: Coroutine[object, object, None]) -> None:
         async with self._writes:  # one at a time, in order
@@ -441,7 +337,9 @@ class Conference:
             except Exception:
                 log.exception("x focus store write for %s failed", self.uri)
 
-    def _spawn(self, coro: Coroutine[object, object, object]) -> None:
+    def spawn(self, coro: Coroutine[object, object, object]) -> None:
+        """Runs ``coro`` as this conference's background work (``drain`` waits, ``end`` cancels)."""
+
         async def run() -> None:
             await coro
 

@@ -16,7 +16,8 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 
 from bridge.focus import wire
-from bridge.focus.conference import GONE, Conference, FocusContext
+from bridge.focus.conference import Conference
+from bridge.focus.dialout import GONE, FocusContext
 from bridge.focus.members import Member
 from bridge.focus.store import ConferenceStore, MemberRecord
 from sip import rcs
@@ -123,6 +124,8 @@ class ConferenceFocus:
         except CodecError as exc:
             incoming.respond(400, f"Bad body: {exc}")
             return
+        # Require: recipient-list-invite is not checked: the stack answers 420 for tags we
+        # lack (RFC 3261 §8.2.2.3) and the list part says what the tag would (docs item 1)
         if offer.entries is None:
             incoming.respond(400, "Missing recipient-list")
             return
@@ -214,7 +217,7 @@ class ConferenceFocus:
         if referrer is None:
             incoming.respond(403)
             return
-        status = conf.refer(referrer, incoming.refer_to)
+        status = conf.refer(referrer, request)
         if status != 202:
             incoming.respond(status)
             return

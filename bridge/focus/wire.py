@@ -8,6 +8,8 @@
 * ``focus_contact``: ``<conference URI>;isfocus`` plus the profile's feature tags
   (RFC 4579 §3.1; docs/group-chat.md item 1).
 * ``parse_refer_to``: the target of a REFER and whether it asks for a BYE (RFC 4579 §5.5).
+* ``refer_targets``: the Refer-To of a REFER, or the entries of the resource list a
+  ``Refer-To: <cid:…>`` names (multiple-refer, RFC 5368; cid URLs, RFC 2392).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from sip import imdn, iscomposing, multipart, rcs, resource_lists, sdp
 from sip.errors import CodecError
@@ -163,3 +166,40 @@ def parse_refer_to(value: str) -> tuple[str, bool]:
     is_bye = any(p.strip().lower() == "method=bye" for p in params.split(";"))
     kept = [p for p in params.split(";") if p and not p.strip().lower().startswith("method=")]
     return ";".join([head, *kept]), is_bye
+
+
+def _content_id(value: str | None) -> str:
+    return (value or "").strip().strip("<>").strip()
+
+
+def refer_targets(
+    refer_to: str, body: bytes, content_type: str | None, content_id: str | None
+) -> list[str]:
+    """The Refer-To values a REFER carries: its own, or with ``Refer-To: <cid:…>`` one per
+    entry of the ``application/resource-lists+xml`` body (part) whose Content-ID the cid URL
+    names (RFC 5368; cid URLs, RFC 2392 §2); an entry's URI may carry ``method=BYE``."""
+    raw = refer_to.strip()
+    if "<" in raw and ">" in raw:
+        raw = raw[raw.index("<") + 1 : raw.rindex(">")]
+    if not raw.lower().startswith("cid:"):
+        return [refer_to]
+    cid = unquote(raw[4:]).strip()
+    ctype = multipart.parse_content_type(content_type or "")
+    listed: bytes | None = None
+    if ctype.media_type == resource_lists.CONTENT_TYPE:
+        if _content_id(content_id) in ("", cid):
+            listed = body
+    elif ctype.media_type == multipart.CONTENT_TYPE:
+        for part in multipart.parse(body, content_type or "").parts:
+            part_type = part.content_type
+            part_id = multipart.header_value(part.headers, "Content-ID")
+            if (
+                part_type is not None
+                and part_type.media_type == resource_lists.CONTENT_TYPE
+                and _content_id(part_id) == cid
+            ):
+                listed = part.body
+                break
+    if listed is None:
+        raise CodecError(f"refer: no resource list with Content-ID {cid!r}")
+    return [entry.uri for entry in resource_lists.parse(listed).entries()]

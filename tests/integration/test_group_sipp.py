@@ -1,6 +1,6 @@
 """The bridge as a group-chat participant through Kamailio, against a focus played by SIPp.
 
-SIPp (tests/sipp/uas-conf-participant.xml) sits at the test bed's conference
+SIPp (tests/sipp/uas-conf-focus-refer.xml) sits at the test bed's conference
 factory address (KTB_CONF_URI): Kamailio routes ``sip:conference-factory@ims.test``
 there and forwards the conference URI from its ``isfocus`` Contact as is. The
 test drives the signalling adapter directly (the group use cases of bridge/chat
@@ -95,7 +95,7 @@ async def test_participant_against_a_sipp_focus(tmp_path: Path, kamailio: Testbe
     workdir = tmp_path / "focus"
     sipp = await runner.start(
         runner.command(
-            "uas-conf-participant.xml",
+            "uas-conf-focus-refer.xml",
             "-key",
             "msrp_port",
             str(peer.port),

@@ -31,11 +31,14 @@ def _split(body: bytes, content_type: str | None) -> sdp.MSRPMedia:
     return sdp.msrp_media(sdp.parse(body))
 
 
-async def start_stack() -> SipStack:
+async def start_stack(*, port: int = 0, outbound_proxy: str | None = None) -> SipStack:
     """A started SipStack on 127.0.0.1 (UDP+TCP, one port); retried when the TCP bind on
-    the port UDP got loses a race with another socket (port 0)."""
+    the port UDP got loses a race with another socket (port 0). ``outbound_proxy``: send
+    every request there (a Kamailio test bed, tests/testbed)."""
     for attempt in range(5):
-        stack = SipStack(port=0, contact_params=rcs.feature_tags(PROFILE))
+        stack = SipStack(
+            port=port, outbound_proxy=outbound_proxy, contact_params=rcs.feature_tags(PROFILE)
+        )
         try:
             await stack.start()
         except OSError:
@@ -49,12 +52,14 @@ async def start_stack() -> SipStack:
 class Participant:
     """One user with its own SIP and MSRP stacks on 127.0.0.1."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, outbound_proxy: str | None = None) -> None:
         self.name = name
+        self.outbound_proxy = outbound_proxy
         self.sip = SipStack(port=0, contact_params=rcs.feature_tags(PROFILE))
         self.msrp: MSRPStack | None = None
         self.uri = ""
-        self.policy = "accept"  # or a final status to answer dial-outs with (603, 486)
+        self.policy = "accept"  # "ring" (180, never answers), or a final status (603, 486)
+        self.cancelled: list[Request] = []
         self.invites: list[Request] = []
         self.session: InviteSession | None = None
         self.media: MSRPSession | None = None
@@ -62,13 +67,15 @@ class Participant:
         self.received: list[MessageReceived] = []
         self.notifies: list[conference.ConferenceInfo] = []
         self.view = ConferenceView(normalize=rcs.normalize_user)
+        self.history: list[dict[str, ParticipantStatus | None]] = []
+        """``statuses()`` after each NOTIFY with a body, in arrival order."""
         self.subscription: ClientSubscription | None = None
         self.byes: list[str] = []
         self.bye_reasons: list[str] = []
         self._changed = asyncio.Event()
 
     async def start(self) -> Participant:
-        self.sip = await start_stack()
+        self.sip = await start_stack(outbound_proxy=self.outbound_proxy)
         self.msrp = MSRPStack("127.0.0.1", 0)
         await self.msrp.start()
         self.uri = f"sip:{self.name}@127.0.0.1:{self.sip.port}"
@@ -133,7 +140,7 @@ class Participant:
         invitees: list[str],
         subject: str = "Lunch",
         *,
-        require: bool = True,
+        require: bool | str = True,
         with_list: bool = True,
     ) -> Response:
         self.media = await self._media()
@@ -155,7 +162,8 @@ class Participant:
         ids = rcs.new_chat_ids(PROFILE)
         headers = [*rcs.session_headers(PROFILE, ids), ("Subject", subject)]
         if require:
-            headers.append(("Require", "recipient-list-invite"))
+            tags = "recipient-list-invite" if require is True else str(require)
+            headers.append(("Require", tags))
         call = self.sip.invite(
             factory,
             sender=self.uri,
@@ -179,6 +187,12 @@ class Participant:
     async def _on_invite(self, incoming: IncomingInvite) -> None:
         self.invites.append(incoming.request)
         self._poke()
+        if self.policy == "ring":
+            incoming.ring()
+            await incoming.cancelled.wait()  # the transaction layer answered 487
+            self.cancelled.append(incoming.request)
+            self._poke()
+            return
         if self.policy != "accept":
             incoming.reject(int(self.policy))
             return
@@ -260,12 +274,40 @@ class Participant:
             self.notifies.append(doc)
             self.view, update = self.view.apply(doc)
             assert update.applied, (doc.version, update)
+            self.history.append(self.statuses())
         self._poke()
 
     async def refer(self, target: str, *, bye: bool = False) -> Response:
         assert self.session is not None
         refer_to = f"<{target};method=BYE>" if bye else target
         return await self.session.refer(refer_to)
+
+    async def refer_list(self, targets: list[str], *, in_dialog: bool = True) -> Response:
+        """One REFER naming several members (RFC 5368): ``Refer-To: <cid:…>`` and a
+        resource-lists body with that Content-ID; ``;method=BYE`` in a target removes it."""
+        cid = f"list-{secrets.token_hex(4)}@127.0.0.1"
+        entries = tuple(resource_lists.Entry(t) for t in targets)
+        doc = resource_lists.ResourceLists((resource_lists.ResourceList(entries),))
+        headers = [
+            ("Refer-To", f"<cid:{cid}>"),
+            ("Referred-By", f"<{self.uri}>"),
+            ("Refer-Sub", "false"),
+            ("Require", "multiple-refer, norefersub"),
+            ("Content-Disposition", "recipient-list"),
+            ("Content-ID", f"<{cid}>"),
+        ]
+        body = resource_lists.serialize(doc)
+        if in_dialog:
+            assert self.session is not None
+            return await self.session.request("REFER", headers, body, resource_lists.CONTENT_TYPE)
+        return await self.sip.send_request(
+            "REFER",
+            self.conference_target,
+            sender=self.uri,
+            headers=headers,
+            body=body,
+            content_type=resource_lists.CONTENT_TYPE,
+        )
 
     async def leave(self) -> None:
         assert self.session is not None

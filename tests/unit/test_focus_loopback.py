@@ -259,6 +259,8 @@ async def test_close_byes_members_with_410(bed: Bed) -> None:
         ([], {}, 400),
         (["sip:a@h", "sip:b@h", "sip:c@h", "sip:d@h", "sip:e@h"], {}, 403),
         (["sip:a@h"], {"with_list": False, "require": False}, 400),
+        (["sip:a@h"], {"with_list": False}, 400),
+        (["sip:a@h"], {"require": "recipient-list-invite, x-unknown"}, 420),
     ],
 )
 async def test_bad_create(
@@ -272,7 +274,37 @@ async def test_bad_create(
     assert response.status == status
     if status == 403:
         assert response.reason == "Too many participants"
+    if status == 420:  # RFC 3261 §8.2.2.3: the tags we do not support, never ours
+        assert response.get("Unsupported") == "x-unknown"
     assert bed.focus.conferences == {}
+
+
+async def test_create_without_require_but_with_a_list_is_taken(bed: Bed) -> None:
+    # docs/group-chat.md item 1: the body says what the option tag would (RFC 3261 §21.4.15)
+    alice, bob = bed.people["alice"], bed.people["bob"]
+    response = await alice.create(bed.factory, [bob.uri], require=False)
+    assert response.status == 200
+    await bob.wait(lambda: bob.session is not None and bob.media is not None)
+    assert bob.invites[0].get("Referred-By") == f"<{alice.uri}>"
+
+
+async def test_dial_out_timeout_cancels_and_fails_the_member(bed: Bed) -> None:
+    bed.focus.ctx.invite_timeout = 0.5
+    carol = bed.people["carol"]
+    carol.policy = "ring"  # 180, then never answers
+    alice = await create(bed, "bob", "carol")
+    await alice.subscribe()
+    await carol.wait(lambda: carol.cancelled != [])  # the focus CANCELled its INVITE
+    assert carol.cancelled[0].call_id == carol.invites[0].call_id
+    await alice.wait(lambda: alice.statuses().get(key(carol)) is PS.FAILED)
+    (endpoint,) = alice.view.users[key(carol)].endpoints
+    assert endpoint.disconnection_method is conference.DisconnectionMethod.FAILED
+    assert endpoint.disconnection_info is not None
+    assert endpoint.disconnection_info.reason == "SIP;cause=408"
+    member = bed.conf().member(carol.uri)
+    assert member is not None and member.cause == 408
+    assert alice.statuses().get(key(bed.people["bob"])) is PS.CONNECTED
+    assert not bed.conf().ended
 
 
 async def test_duplicate_entries_collapse(bed: Bed) -> None:
