@@ -13,6 +13,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from bridge.focus.store import ConferenceRecord, DialogRecord, MemberRecord
 from state.db import Base, Database, aware
+from state.outbox import write_session
 
 
 class FocusConferenceRow(Base):
@@ -95,7 +96,7 @@ class SQLConferenceStore:
         self.db = db
 
     async def save_conference(self, conference: ConferenceRecord) -> None:
-        async with self.db.sessions.begin() as session:
+        async with write_session(self.db) as session:
             session.add(
                 FocusConferenceRow(
                     uri=conference.uri,
@@ -108,31 +109,32 @@ class SQLConferenceStore:
                 )
             )
 
-    async def save_member(self, conference_uri: str, member: MemberRecord) -> None:
-        d = member.dialog
-        async with self.db.sessions.begin() as session:
-            await session.merge(
-                FocusMemberRow(
-                    conference_uri=conference_uri,
-                    user_uri=member.uri,
-                    status=member.status,
-                    display_name=member.display_name,
-                    chairman=member.chairman,
-                    cause=member.cause,
-                    call_id=None if d is None else d.call_id,
-                    local_tag=None if d is None else d.local_tag,
-                    remote_tag=None if d is None else d.remote_tag,
-                    local_uri=None if d is None else d.local_uri,
-                    remote_uri=None if d is None else d.remote_uri,
-                    remote_target=None if d is None else d.remote_target,
-                    route_set=None if d is None else list(d.route_set),
-                    local_cseq=None if d is None else d.local_cseq,
-                    dialog_uac=None if d is None else d.is_uac,
+    async def save_members(self, conference_uri: str, members: list[MemberRecord]) -> None:
+        async with write_session(self.db) as session:
+            for member in members:
+                d = member.dialog
+                await session.merge(
+                    FocusMemberRow(
+                        conference_uri=conference_uri,
+                        user_uri=member.uri,
+                        status=member.status,
+                        display_name=member.display_name,
+                        chairman=member.chairman,
+                        cause=member.cause,
+                        call_id=None if d is None else d.call_id,
+                        local_tag=None if d is None else d.local_tag,
+                        remote_tag=None if d is None else d.remote_tag,
+                        local_uri=None if d is None else d.local_uri,
+                        remote_uri=None if d is None else d.remote_uri,
+                        remote_target=None if d is None else d.remote_target,
+                        route_set=None if d is None else list(d.route_set),
+                        local_cseq=None if d is None else d.local_cseq,
+                        dialog_uac=None if d is None else d.is_uac,
+                    )
                 )
-            )
 
     async def end_conference(self, conference_uri: str, ended_at: datetime) -> None:
-        async with self.db.sessions.begin() as session:
+        async with write_session(self.db) as session:
             await session.execute(
                 sa.update(FocusConferenceRow)
                 .where(FocusConferenceRow.uri == conference_uri)

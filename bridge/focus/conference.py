@@ -63,6 +63,8 @@ class Conference:
         self._on_end = on_end
         self._tasks: set[asyncio.Task[None]] = set()
         self._writes = asyncio.Lock()
+        self._dirty: dict[str, MemberRecord] = {}
+        self._flush_due = False
 
     # -- members ----------------------------------------------------------------------------
 
@@ -320,7 +322,9 @@ class Conference:
     # -- plumbing ---------------------------------------------------------------------------
 
     def _persist_member(self, member: Member) -> None:
-        record = MemberRecord(
+        """Queue the member's row; the changes of a burst (a group of 100 joining) share
+        one transaction, written in order behind the conference's earlier writes."""
+        self._dirty[member.uri] = MemberRecord(
             uri=member.uri,
             status=member.status.value,
             display_name=member.display_name,
@@ -328,7 +332,15 @@ class Conference:
             cause=member.cause,
             dialog=None if member.dialog is None else dialog_record(member.dialog),
         )
-        self.spawn(self._write(self.ctx.store.save_member(self.uri, record)))
+        if not self._flush_due:
+            self._flush_due = True
+            self.spawn(self._write(self._flush()))
+
+    async def _flush(self) -> None:
+        self._flush_due = False
+        batch, self._dirty = list(self._dirty.values()), {}
+        if batch:
+            await self.ctx.store.save_members(self.uri, batch)
 
     async def _write(self, op: Coroutine[object, object, None]) -> None:
         async with self._writes:  # one at a time, in order

@@ -67,8 +67,8 @@ class ConferenceStore(Protocol):
     async def save_conference(self, conference: ConferenceRecord) -> None:
         """Inserts a new live conference."""
 
-    async def save_member(self, conference_uri: str, member: MemberRecord) -> None:
-        """Inserts or replaces one member of a conference."""
+    async def save_members(self, conference_uri: str, members: list[MemberRecord]) -> None:
+        """Inserts or replaces members of a conference, in one transaction."""
 
     async def end_conference(self, conference_uri: str, ended_at: datetime) -> None:
         """Marks a conference ended."""
@@ -90,9 +90,11 @@ class MemoryConferenceStore:
         self.conferences[conference.uri] = conference
         self.members.setdefault(conference.uri, {})
 
-    async def save_member(self, conference_uri: str, member: MemberRecord) -> None:
+    async def save_members(self, conference_uri: str, members: list[MemberRecord]) -> None:
         self.writes += 1
-        self.members.setdefault(conference_uri, {})[member.uri] = member
+        known = self.members.setdefault(conference_uri, {})
+        for member in members:
+            known[member.uri] = member
 
     async def end_conference(self, conference_uri: str, ended_at: datetime) -> None:
         self.writes += 1

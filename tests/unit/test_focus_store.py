@@ -41,11 +41,11 @@ async def test_store_contract(store: ConferenceStore) -> None:
     dialog = DialogRecord(
         "cid", "lt", "rt", "<sip:conf-1@h>", "<sip:b@h>", "sip:b@h:5", ("<sip:p;lr>",), 7, True
     )
-    await store.save_member(conf.uri, MemberRecord("sip:b@h", "dialing-out"))
-    await store.save_member(
-        conf.uri, MemberRecord("sip:b@h", "connected", "Bob", False, None, dialog)
+    await store.save_members(conf.uri, [MemberRecord("sip:b@h", "dialing-out")])
+    await store.save_members(
+        conf.uri, [MemberRecord("sip:b@h", "connected", "Bob", False, None, dialog)]
     )
-    await store.save_member(conf.uri, MemberRecord("sip:a@h", "connected", None, True))
+    await store.save_members(conf.uri, [MemberRecord("sip:a@h", "connected", None, True)])
     await store.end_conference("sip:conf-2@h", T0)
     live = await store.live_conferences()
     assert [c.uri for c, _ in live] == [conf.uri]
