@@ -1,6 +1,6 @@
 """The 1-1 chat core in-process: messages/s, store work per message, latency, session memory.
 
-No HTTP and no SIP: the chat service (``bridge.chat.service``) runs over
+No HTTP and no SIP: the chat service (``bridge.chat.assembly.build_chat``) runs over
 ``tests.fakes.signalling.LoopbackSignalling`` (A's MSRP SEND becomes B's
 received message in memory) with the real SQLite file store
 (``state.chat_store.SQLChatStore``) and a notifier that records what is
@@ -55,9 +55,9 @@ from sqlalchemy import Engine, event
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bridge.chat.assembly import ChatBridge, build_chat  # noqa: E402
 from bridge.chat.core import utcnow  # noqa: E402
 from bridge.chat.model import NewSession, OutgoingText, RestStatus  # noqa: E402
-from bridge.chat.service import ChatService  # noqa: E402
 from bridge.config import Settings  # noqa: E402
 from bridge.ids import UserUri  # noqa: E402
 from bridge.ports import Notification  # noqa: E402
@@ -168,7 +168,7 @@ def pct(values: list[float], p: float) -> float:
 @dataclass
 class Bench:
     database: Database
-    service: ChatService
+    chat: ChatBridge
     notifier: AppNotifier
     sip: LoopbackSignalling
     counter: Counter
@@ -191,18 +191,18 @@ class Bench:
         """A confirmed session A→B, accepted by B and connected; A's sessionId."""
         invited = asyncio.get_running_loop().create_future()
         self.notifier.invitations[b] = invited
-        cs, _ = await self.service.create_session(a, b, NewSession(subject="bench"))
+        cs, _ = await self.chat.confirmed.create_session(a, b, NewSession(subject="bench"))
         b_id = await asyncio.wait_for(invited, 30)
         del self.notifier.invitations[b]
         connected = self.notifier.accepted[cs.id] = asyncio.get_running_loop().create_future()
-        await self.service.accept_session(b, a, b_id)
+        await self.chat.confirmed.accept_session(b, a, b_id)
         await asyncio.wait_for(connected, 30)  # A's chatEventNotification Accepted
         del self.notifier.accepted[cs.id]
         return cs.id
 
     async def send(self, a: UserUri, b: UserUri, sid: str, i: int) -> tuple[str, float]:
         t0 = time.perf_counter()
-        msg, _ = await self.service.send_message(
+        msg, _ = await self.chat.messages.send_message(
             a, b, sid, OutgoingText(f"hello {i}", frozenset({RestStatus.DELIVERED}))
         )
         return msg.id, time.perf_counter() - t0
@@ -220,7 +220,7 @@ async def make_bench(path: Path) -> Bench:
     notifier = AppNotifier(database)
     sip = LoopbackSignalling()
     store = SQLChatStore(database)
-    service = ChatService(
+    chat = build_chat(
         settings=settings,
         store=store,
         notifier=notifier,
@@ -228,9 +228,8 @@ async def make_bench(path: Path) -> Bench:
         urls=ServerRoot(ROOT),
         clock=utcnow,
     )
-    sip.bind(service)
-    await service.start()
-    return Bench(database, service, notifier, sip, count_sql(database, store))
+    await chat.start()
+    return Bench(database, chat, notifier, sip, count_sql(database, store))
 
 
 def report_store(label: str, counter: Counter, messages: int) -> None:
@@ -328,7 +327,7 @@ async def memory(bench: Bench, sessions: int, batch: int = 50) -> None:
     for start in range(0, sessions, batch):
         chunk = ends[start : start + batch]
         await asyncio.gather(*(bench.open_pair(a, b) for a, b in chunk))
-    await bench.sip.settle(bench.service)
+    await bench.sip.settle(bench.chat.core)
     elapsed = time.perf_counter() - t0
     gc.collect()
     held = tracemalloc.get_traced_memory()[0] - base
@@ -348,7 +347,7 @@ async def main(args: argparse.Namespace) -> None:
             if args.sessions:
                 await memory(bench, args.sessions)
         finally:
-            await bench.service.stop()
+            await bench.chat.stop()
             await bench.database.close()
 
 

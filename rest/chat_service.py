@@ -1,9 +1,10 @@
-"""The REST adapter of 1-1 chat: ``rest.handlers.chat.ChatService`` over ``bridge.chat``.
+"""The REST adapter of chat: ``rest.handlers.chat.ChatService`` over ``bridge.chat``.
 
 Converts the pydantic models of the route table into the frozen dataclasses of
 ``bridge.chat.model`` and back (STYLE.md §1), so pydantic never reaches the
-state machines. Group chat (R9-R15) and promote (R8) call
-``ChatService.groups`` (``bridge.chat.groups.GroupChat``).
+state machines. It calls the parts of the assembled ``bridge.chat.assembly.ChatBridge``:
+confirmed 1-1 sessions (R3-R5) ``chat.confirmed``, 1-1 messages (R6-R7b, ``adhoc``
+included) ``chat.messages``, group chat (R9-R15) and promote (R8) ``chat.groups``.
 
 Group input rules (oma-chat-api.md §9): a participant list naming an address
 twice → 400 SVC0002; one holding only the creator (or, for promote, only the
@@ -20,10 +21,11 @@ Wiring (the lead / H8, in ``bridge.app.serve`` after ``make_app``)::
     chat = install_chat(app, signalling)   # signalling: bridge.chat.ports.SignallingPort
 
 :func:`install_chat` builds the service with :func:`build_chat_service`
-(store = ``state.chat_store.SQLChatStore``, notifier = ``app[NOTIFIER]``,
-URLs = ``app[SERVER_ROOT]``), binds it as the signalling port's event sink,
-plugs the adapter into ``rest.handlers.chat.CHAT_SERVICE``, keeps the domain
-service in :data:`CHAT_BRIDGE`, and adds a ``cleanup_ctx`` that runs restart
+(``bridge.chat.assembly.build_chat`` with store = ``state.chat_store.SQLChatStore``,
+notifier = ``app[NOTIFIER]``, URLs = ``app[SERVER_ROOT]``; it binds the event
+router as the signalling port's sink), plugs the adapter into
+``rest.handlers.chat.CHAT_SERVICE``, keeps the assembled service in
+:data:`CHAT_BRIDGE`, and adds a ``cleanup_ctx`` that runs restart
 recovery and registers the delivery listener on start (after the notifier
 started) and stops timers on shutdown (before the notifier stops).
 """
@@ -37,6 +39,7 @@ from datetime import datetime
 from aiohttp import web
 
 from bridge.chat import group, one2one
+from bridge.chat.assembly import ChatBridge, build_chat
 from bridge.chat.core import utcnow
 from bridge.chat.model import (
     ChatSession,
@@ -52,7 +55,6 @@ from bridge.chat.model import (
 )
 from bridge.chat.notifications import ChatUrls
 from bridge.chat.ports import SignallingPort
-from bridge.chat.service import ChatService
 from bridge.config import Settings
 from bridge.ids import UserUri
 from bridge.ports import Notifier
@@ -80,8 +82,8 @@ from state.db import Database
 
 log = logging.getLogger(__name__)
 
-CHAT_BRIDGE: web.AppKey[ChatService] = web.AppKey("chat_bridge")
-"""The domain chat service (the signalling event sink), for the SIP side and tests."""
+CHAT_BRIDGE: web.AppKey[ChatBridge] = web.AppKey("chat_bridge")
+"""The assembled chat service (its router is the signalling event sink), for tests."""
 
 
 def build_chat_service(
@@ -92,9 +94,9 @@ def build_chat_service(
     urls: ChatUrls,
     *,
     clock: Callable[[], datetime] = utcnow,
-) -> ChatService:
-    """The 1-1 chat service over the SQL store, bound as ``signalling``'s event sink."""
-    service = ChatService(
+) -> ChatBridge:
+    """The chat service over the SQL store, its router bound as ``signalling``'s event sink."""
+    return build_chat(
         settings=settings,
         store=SQLChatStore(
             database,
@@ -106,25 +108,23 @@ def build_chat_service(
         urls=urls,
         clock=clock,
     )
-    signalling.bind(service)
-    return service
 
 
-def install_chat(app: web.Application, signalling: SignallingPort) -> ChatService:
+def install_chat(app: web.Application, signalling: SignallingPort) -> ChatBridge:
     """Build the chat service for ``app`` (made by ``make_app``) and plug it in."""
-    service = build_chat_service(
+    chat = build_chat_service(
         app[SETTINGS], app[DATABASE], app[NOTIFIER], signalling, app[SERVER_ROOT]
     )
-    app[CHAT_BRIDGE] = service
-    app[CHAT_SERVICE] = RestChatService(service, app[SETTINGS])
+    app[CHAT_BRIDGE] = chat
+    app[CHAT_SERVICE] = RestChatService(chat, app[SETTINGS])
 
     async def lifetime(_app: web.Application) -> AsyncIterator[None]:
-        await service.start(OutboxBacklog(app[DATABASE]))
+        await chat.start(OutboxBacklog(app[DATABASE]))
         yield
-        await service.stop()
+        await chat.stop()
 
     app.cleanup_ctx.append(lifetime)
-    return service
+    return chat
 
 
 def _not_yet() -> OMAFault:
@@ -198,8 +198,8 @@ def _invitees(
 class RestChatService:
     """``rest.handlers.chat.ChatService``: 1-1 chat, promote and group chat."""
 
-    def __init__(self, service: ChatService, settings: Settings) -> None:
-        self.service = service
+    def __init__(self, chat: ChatBridge, settings: Settings) -> None:
+        self.chat = chat
         self.settings = settings
 
     # --- 1-1 sessions ------------------------------------------------------------------
@@ -214,30 +214,30 @@ class RestChatService:
             t_participant_name=info.t_participant_name,
             client_correlator=info.client_correlator,
         )
-        cs, created = await self.service.create_session(user, other, new)
+        cs, created = await self.chat.confirmed.create_session(user, other, new)
         return Created(session_view(cs), cs.id, created)
 
     async def get_session(
         self, user: UserUri, other: UserUri, session_id: str
     ) -> ChatSessionInformation:
         """R4 GET."""
-        return session_view(await self.service.get_session(user, other, session_id))
+        return session_view(await self.chat.confirmed.get_session(user, other, session_id))
 
     async def end_session(self, user: UserUri, other: UserUri, session_id: str) -> None:
         """R4 DELETE."""
-        await self.service.end_session(user, other, session_id)
+        await self.chat.confirmed.end_session(user, other, session_id)
 
     async def get_session_status(
         self, user: UserUri, other: UserUri, session_id: str
     ) -> ParticipantSessionStatus:
         """R5 GET."""
-        cs = await self.service.get_session(user, other, session_id)
+        cs = await self.chat.confirmed.get_session(user, other, session_id)
         state = one2one.SessionState(cs.state)
         return ParticipantSessionStatus(status=ParticipantStatus(one2one.REST_STATUS[state]))
 
     async def accept_session(self, user: UserUri, other: UserUri, session_id: str) -> None:
         """R5 PUT Connected."""
-        await self.service.accept_session(user, other, session_id)
+        await self.chat.confirmed.accept_session(user, other, session_id)
 
     # --- messages --------------------------------------------------------------------
 
@@ -261,12 +261,12 @@ class RestChatService:
             client_correlator=message.client_correlator,
         )
         if target.is_group:
-            msg, created = await self.service.groups.send_message(
-                target.user, target.session_id, text
-            )
+            msg, created = await self.chat.groups.send_message(target.user, target.session_id, text)
             return Created(message_view(msg), msg.id, created)
         other = self._one(target)
-        msg, created = await self.service.send_message(target.user, other, target.session_id, text)
+        msg, created = await self.chat.messages.send_message(
+            target.user, other, target.session_id, text
+        )
         return Created(message_view(msg), msg.id, created)
 
     async def send_composing(self, target: ChatTarget, composing: IsComposing) -> None:
@@ -278,29 +278,31 @@ class RestChatService:
             refresh=composing.refresh,
         )
         if target.is_group:
-            await self.service.groups.send_composing(target.user, target.session_id, state)
+            await self.chat.groups.send_composing(target.user, target.session_id, state)
             return
         other = self._one(target)
-        await self.service.send_composing(target.user, other, target.session_id, state)
+        await self.chat.messages.send_composing(target.user, other, target.session_id, state)
 
     async def get_message(self, target: ChatTarget, message_id: str) -> ChatMessage:
         """R7b/R15b GET."""
         if target.is_group:
-            msg = await self.service.groups.get_message(target.user, target.session_id, message_id)
+            msg = await self.chat.groups.get_message(target.user, target.session_id, message_id)
             return message_view(msg)
         other = self._one(target)
-        msg = await self.service.get_message(target.user, other, target.session_id, message_id)
+        msg = await self.chat.messages.get_message(
+            target.user, other, target.session_id, message_id
+        )
         return message_view(msg)
 
     async def get_message_status(self, target: ChatTarget, message_id: str) -> MessageStatusReport:
         """R7/R15 GET."""
         if target.is_group:
-            status = await self.service.groups.get_message_status(
+            status = await self.chat.groups.get_message_status(
                 target.user, target.session_id, message_id
             )
             return MessageStatusReport(status=MessageStatus(status.value))
         other = self._one(target)
-        status = await self.service.get_message_status(
+        status = await self.chat.messages.get_message_status(
             target.user, other, target.session_id, message_id
         )
         return MessageStatusReport(status=MessageStatus(status.value))
@@ -310,12 +312,12 @@ class RestChatService:
     ) -> None:
         """R7/R15 PUT Delivered/Displayed."""
         if target.is_group:
-            await self.service.groups.report_message(
+            await self.chat.groups.report_message(
                 target.user, target.session_id, message_id, RestStatus(status.value)
             )
             return
         other = self._one(target)
-        await self.service.report_message(
+        await self.chat.messages.report_message(
             target.user, other, target.session_id, message_id, RestStatus(status.value)
         )
 
@@ -335,13 +337,13 @@ class RestChatService:
             raise no_valid_address(part)
         self._check_size(len(invitees) + 2, part)
         new = NewGroup(invitees, params.subject, params.client_correlator)
-        cs, created = await self.service.groups.promote(user, other, session_id, new)
+        cs, created = await self.chat.groups.promote(user, other, session_id, new)
         return await self._created_group(user, cs, created)
 
     async def _created_group(
         self, user: UserUri, cs: ChatSession, created: bool
     ) -> Created[GroupChatSessionInformation]:
-        cs, people = await self.service.groups.get(user, cs.id)
+        cs, people = await self.chat.groups.get(user, cs.id)
         return Created(group_view(cs, people), cs.id, created)
 
     async def create_group(
@@ -357,21 +359,21 @@ class RestChatService:
         self._check_size(len(invitees) + 1, part)
         name = info.originator_name if info.originator_name is not None else names.get(user)
         new = NewGroup(invitees, info.subject, info.client_correlator, name)
-        cs, created = await self.service.groups.create(user, new)
+        cs, created = await self.chat.groups.create(user, new)
         return await self._created_group(user, cs, created)
 
     async def get_group(self, user: UserUri, session_id: str) -> GroupChatSessionInformation:
         """R10 GET."""
-        cs, people = await self.service.groups.get(user, session_id)
+        cs, people = await self.chat.groups.get(user, session_id)
         return group_view(cs, people)
 
     async def leave_group(self, user: UserUri, session_id: str) -> None:
         """R10 DELETE: decline or leave."""
-        await self.service.groups.leave(user, session_id)
+        await self.chat.groups.leave(user, session_id)
 
     async def list_participants(self, user: UserUri, session_id: str) -> ParticipantList:
         """R11 GET."""
-        _cs, people = await self.service.groups.get(user, session_id)
+        _cs, people = await self.chat.groups.get(user, session_id)
         return ParticipantList(participant=[participant_view(p) for p in people])
 
     async def add_participants(
@@ -380,7 +382,7 @@ class RestChatService:
         """R11 POST: REFER the new members (see ``bridge.chat.groups``: who is skipped)."""
         part = f"{ParticipantList.ROOT}.participant"
         invitees, _ = _invitees(part, participants, [])
-        added = await self.service.groups.add(user, session_id, invitees)
+        added = await self.chat.groups.add(user, session_id, invitees)
         plist = ParticipantList(participant=[participant_view(p) for p in added])
         return Created(plist, session_id, True)
 
@@ -388,22 +390,22 @@ class RestChatService:
         self, user: UserUri, session_id: str, participant: UserUri
     ) -> ParticipantInformation:
         """R12 GET."""
-        _cs, p = await self.service.groups.participant(user, session_id, participant)
+        _cs, p = await self.chat.groups.participant(user, session_id, participant)
         return participant_view(p)
 
     async def remove_participant(
         self, user: UserUri, session_id: str, participant: UserUri
     ) -> None:
         """R12 DELETE: own address → decline/leave; another → remove (creator only)."""
-        await self.service.groups.remove(user, session_id, participant)
+        await self.chat.groups.remove(user, session_id, participant)
 
     async def get_participant_status(
         self, user: UserUri, session_id: str, participant: UserUri
     ) -> ParticipantSessionStatus:
         """R13 GET."""
-        _cs, p = await self.service.groups.participant(user, session_id, participant)
+        _cs, p = await self.chat.groups.participant(user, session_id, participant)
         return ParticipantSessionStatus(status=ParticipantStatus(p.status.value))
 
     async def accept_group(self, user: UserUri, session_id: str) -> None:
         """R13 PUT Connected on one's own address."""
-        await self.service.groups.accept(user, session_id)
+        await self.chat.groups.accept(user, session_id)

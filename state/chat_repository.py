@@ -440,7 +440,7 @@ async def save_participants(
 
 
 class SQLChatTransaction:
-    """``bridge.chat.ports.ChatTransaction`` over one ``AsyncSession``."""
+    """``bridge.chat.store.ChatTransaction`` over one ``AsyncSession``."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session

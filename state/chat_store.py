@@ -1,4 +1,4 @@
-"""The chat store: ``bridge.chat.ports.ChatStore`` over a ``state.db.Database``.
+"""The chat store: ``bridge.chat.store.ChatStore`` over a ``state.db.Database``.
 
 A SQLite file gets the group commit explained below; PostgreSQL and in-memory
 SQLite get the direct path (``state.chat_repository.SQLChatTransaction``).
@@ -31,7 +31,7 @@ from bridge.chat.model import (
     StoredMessage,
     evolve,
 )
-from bridge.chat.ports import ChatTransaction
+from bridge.chat.store import ChatTransaction
 from bridge.errors import Conflict, StoreError
 from bridge.ids import ChatSessionId, SubscriptionId, UserUri
 from bridge.ports import JSONObject, Notification
@@ -192,7 +192,7 @@ class _Memory:
 
 
 class BatchedChatTransaction:
-    """``bridge.chat.ports.ChatTransaction`` of one unit in a group-commit batch.
+    """``bridge.chat.store.ChatTransaction`` of one unit in a group-commit batch.
 
     Writes are buffered here until the unit ends; reads see them first, then
     the store's memory, then the database.
@@ -507,7 +507,7 @@ class _GroupedUnit:
 
 
 class SQLChatStore:
-    """``bridge.chat.ports.ChatStore`` over a ``state.db.Database`` (module comment above).
+    """``bridge.chat.store.ChatStore`` over a ``state.db.Database`` (module comment above).
 
     A SQLite file gets the group-commit store; PostgreSQL and in-memory SQLite
     the direct one. :meth:`close` writes what is pending and stops the

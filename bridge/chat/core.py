@@ -45,16 +45,10 @@ from bridge.chat.model import (
     StoredMessage,
 )
 from bridge.chat.notifications import Body, ChatUrls
-from bridge.chat.ports import (
-    ChatStore,
-    ChatTransaction,
-    OutgoingMessage,
-    OutgoingReport,
-    SignallingError,
-    SignallingPort,
-)
+from bridge.chat.ports import OutgoingMessage, OutgoingReport, SignallingError, SignallingPort
+from bridge.chat.store import ChatStore, ChatTransaction
 from bridge.config import Settings
-from bridge.ids import UserUri
+from bridge.ids import ChatSessionId, UserUri
 from bridge.ports import Notifier
 from bridge.subscriptions import Subscription
 
@@ -177,7 +171,11 @@ class _UnitScope:
 
 
 class ChatCore:
-    """State, timers and dispatch shared by the inbound and REST sides of the chat service."""
+    """State, timers and dispatch shared by every part of the chat service.
+
+    One instance per bridge, built by ``bridge.chat.assembly.build_chat`` and
+    handed to each part's constructor; nothing derives from it.
+    """
 
     def __init__(
         self,
@@ -352,6 +350,11 @@ class ChatCore:
             self._legs[leg] = found
         return found
 
+    async def session_of(self, session_id: ChatSessionId) -> ChatSession | None:
+        """Any session by internal id (tests, diagnostics)."""
+        async with self.unit() as work:
+            return await work.tx.session_by_id(session_id)
+
     # --- wire effects (after commit) ------------------------------------------------------
 
     @staticmethod
@@ -377,6 +380,13 @@ class ChatCore:
                     OutgoingStatus(msg.status), OutgoingEvent.SEND_ERROR
                 ):
                     await self.outgoing_transition(work, msg, OutgoingEvent.SEND_ERROR)
+
+    async def end_leg(self, leg: LegId) -> None:
+        """BYE ``leg`` (close its MSRP), logging a failure instead of raising it."""
+        try:
+            await self.signalling.end_session(leg)
+        except SignallingError as exc:
+            log.warning("x cannot end leg %s: %s", leg, exc)
 
     async def send_on_leg(self, leg: LegId, msgs: list[StoredMessage]) -> None:
         """MSRP SEND each (already SENDING) message on ``leg``, failing those that cannot go."""

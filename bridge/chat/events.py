@@ -1,20 +1,19 @@
 """The signalling event sink: routes each event to the 1-1 or the group side (mapping §1.2).
 
-:class:`SignallingRouter` is what ``SignallingPort.bind`` receives (through
-``ChatService.handle_event``). It routes by event type and, for the events of
-a leg, by the kind of the leg's session: group legs to
-``bridge.chat.groups.GroupChat``, everything else to the 1-1 handler
-(``ChatInbound.handle_one2one``). Send results and reports always go to the
+:class:`SignallingRouter` is what ``SignallingPort.bind`` receives
+(``bridge.chat.assembly.build_chat`` builds and binds it). It routes by event
+type and, for the events of a leg, by the kind of the leg's session: group
+legs to ``bridge.chat.group_inbound.GroupInbound``, everything else to
+``bridge.chat.inbound.OneToOneInbound``. Send results and reports always go to the
 1-1 side: a group message's status machine is the 1-1 one, found by user and
 message id whatever leg the report came on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from bridge.chat.core import ChatCore
-from bridge.chat.groups import GroupChat
+from bridge.chat.group_inbound import GroupInbound
+from bridge.chat.inbound import OneToOneInbound
 from bridge.chat.model import SessionKind
 from bridge.chat.ports import (
     ComposingReceived,
@@ -28,13 +27,11 @@ from bridge.chat.ports import (
     SignallingEvent,
 )
 
-Handler = Callable[[SignallingEvent], Awaitable[None]]
-
 
 class SignallingRouter:
     """``SignallingEvents``: one entry point, two sides (module docstring)."""
 
-    def __init__(self, core: ChatCore, one2one: Handler, groups: GroupChat) -> None:
+    def __init__(self, core: ChatCore, one2one: OneToOneInbound, groups: GroupInbound) -> None:
         self.core = core
         self.one2one = one2one
         self.groups = groups
@@ -68,4 +65,4 @@ class SignallingRouter:
                         case ComposingReceived():
                             await self.groups.composing(event, cs)
                     return
-        await self.one2one(event)
+        await self.one2one.handle(event)

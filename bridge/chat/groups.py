@@ -1,9 +1,12 @@
-"""The group chat use cases and the group side of the inbound events (oma-chat-api.md §6.6, §6.7).
+"""The group chat use cases (oma-chat-api.md §6.6, §6.7; docs/group-chat.md).
 
-:class:`GroupChat` is composed with the shared runtime (a ``ChatCore``: units,
-transitions, locks, timers, sending) rather than derived from it; the REST
-adapter calls its operations and ``bridge.chat.events.SignallingRouter``
-hands it the events of group legs. One user's group session is a
+:class:`GroupChat` serves the REST operations on group sessions over the
+shared runtime (``bridge.chat.core.ChatCore``: units, transitions, locks,
+timers, sending); promotion ends the 1-1 session through
+``bridge.chat.confirmed.ConfirmedChat``; reports on received messages go
+through ``bridge.chat.messages.Messages``. The events of group legs are
+``bridge.chat.group_inbound.GroupInbound``. Both are built by
+``bridge.chat.assembly.build_chat``. One user's group session is a
 ``ChatSession`` of kind GROUP (machine: ``bridge.chat.group``); its members
 are ``Participant`` rows; its messages are ordinary ``StoredMessage`` rows
 with ``rest_session`` = the group sessionId, whose status machine, reports
@@ -40,9 +43,8 @@ Choices written down here:
   session closes when idle.
 * Messages: queued while JOINING/ACCEPTING and sent on MEDIA_UP; 409 once
   the participation is over or before the invitation is accepted.
-  isComposing is dropped unless connected. A received group message is
-  stored with ``peer`` = its real sender, so reports go back to the sender
-  through the focus (RFC 5438 §7.1.1.3).
+  isComposing is dropped unless connected. Received messages:
+  ``bridge.chat.group_inbound``.
 """
 
 from __future__ import annotations
@@ -50,13 +52,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any
 
-from bridge.chat import delivery, group, group_notifications, notifications
-from bridge.chat.core import ChatCore, confirmed_key, is_connected, is_terminal, message_key
-from bridge.chat.delivery import IncomingEvent, IncomingStatus, OutgoingEvent, OutgoingStatus
+from bridge.chat import group
+from bridge.chat.confirmed import ConfirmedChat
+from bridge.chat.core import ChatCore, confirmed_key, is_connected, is_terminal
+from bridge.chat.delivery import OutgoingStatus
 from bridge.chat.group import GroupEvent as V
 from bridge.chat.group import GroupState as G
+from bridge.chat.messages import Messages, report_event, rest_status
 from bridge.chat.model import (
     ChatSession,
     Composing,
@@ -71,55 +75,31 @@ from bridge.chat.model import (
     SessionKind,
     StoredMessage,
     dispositions_for,
-    evolve,
     new_group_id,
     new_leg_id,
     new_message_id,
 )
 from bridge.chat.ports import (
-    ComposingReceived,
-    EventRejected,
-    IncomingGroupInvitation,
-    MessageReceived,
-    ParticipantsChanged,
-    SessionAccepted,
-    SessionCancelled,
-    SessionEnded,
-    SessionFailed,
     SignallingError,
+    SignallingPort,
 )
 from bridge.errors import Conflict, NotFound, PolicyViolation
 from bridge.ids import UserUri
 
 log = logging.getLogger(__name__)
 
-NO_SUBSCRIPTION = 480
-"""SIP status for an invitation toward a user nobody listens for (mapping §2.1)."""
-NO_SESSION = 481
-"""Status for traffic on a leg the bridge does not know."""
 Coro = Callable[[], Coroutine[Any, Any, None]]
 LIVE_MEMBER = frozenset({ParticipantStatus.INVITED, ParticipantStatus.CONNECTED})
 """Statuses of a member who counts toward the group size and is not invited again."""
 
 
-class OneToOne(Protocol):
-    """What promotion asks of the 1-1 side (``bridge.chat.service.ChatService``)."""
-
-    async def get_session(self, user: UserUri, other: UserUri, session_id: str) -> ChatSession:
-        """``user``'s confirmed session with ``other`` (NotFound otherwise)."""
-        ...
-
-    async def end_session(self, user: UserUri, other: UserUri, session_id: str) -> None:
-        """End the confirmed session (BYE)."""
-        ...
-
-
 class GroupChat:
-    """Group chat use cases and group-leg events over a shared ``ChatCore``."""
+    """Group chat use cases over a shared ``ChatCore`` (module docstring)."""
 
-    def __init__(self, core: ChatCore, one2one: OneToOne) -> None:
+    def __init__(self, core: ChatCore, confirmed: ConfirmedChat, messages: Messages) -> None:
         self.core = core
-        self.one2one = one2one
+        self.confirmed = confirmed
+        self.messages = messages
 
     # --- reads ---------------------------------------------------------------------
 
@@ -228,7 +208,7 @@ class GroupChat:
                     await self.core.transition(work, current, V.SETUP_FAILED, reason=reason)
             log.info("x group INVITE %s unanswered: cancelling", cs.leg)
             assert cs.leg is not None
-            await self._quietly("cancel_session", cs.leg)
+            await quietly(self.core.signalling, "cancel_session", cs.leg)
 
         return expire
 
@@ -238,7 +218,7 @@ class GroupChat:
         """Extend a 1-1 chat (or ``adhoc``) to a group with ``other`` plus ``new`` (R8)."""
         confirmed = session_id != "adhoc"
         if confirmed:
-            cs = await self.one2one.get_session(user, other, session_id)
+            cs = await self.confirmed.get_session(user, other, session_id)
             if not is_connected(cs):
                 raise Conflict(f"chat session {session_id} is not connected ({cs.state})")
         invitees = [Invitee(other)] + [i for i in new.invitees if i.address not in (user, other)]
@@ -247,7 +227,7 @@ class GroupChat:
             log.info(
                 "- 1-1 session %s of %s promoted to group %s: ending it", session_id, user, grp.id
             )
-            await self.one2one.end_session(user, other, session_id)
+            await self.confirmed.end_session(user, other, session_id)
         return grp, created
 
     # --- own participation (R10 DELETE, R12 DELETE own, R13 PUT) -----------------------------
@@ -279,17 +259,11 @@ class GroupChat:
             assert cs.leg is not None
             if before is G.INVITED:
                 core.disarm("ring:" + cs.id)
-                await self._quietly("reject_session", cs.leg, group.DECLINE)
+                await quietly(core.signalling, "reject_session", cs.leg, group.DECLINE)
             elif before is G.JOINING:
-                await self._quietly("cancel_session", cs.leg)
+                await quietly(core.signalling, "cancel_session", cs.leg)
             else:
-                await self._quietly("leave_group", cs.leg)
-
-    async def _quietly(self, method: str, leg: LegId, *args: int) -> None:
-        try:
-            await getattr(self.core.signalling, method)(leg, *args)
-        except SignallingError as exc:
-            log.warning("x %s on %s failed: %s", method, leg, exc)
+                await quietly(core.signalling, "leave_group", cs.leg)
 
     # --- members (R11 POST, R12 DELETE) ----------------------------------------------------
 
@@ -424,13 +398,7 @@ class GroupChat:
         self, user: UserUri, session_id: str, message_id: str
     ) -> RestStatus:
         """The REST status of a group message (R15 GET); 409 until the next hop acked it."""
-        msg = await self.get_message(user, session_id, message_id)
-        if msg.direction is Direction.INCOMING:
-            return delivery.INCOMING_REST[IncomingStatus(msg.status)]
-        status = delivery.OUTGOING_REST[OutgoingStatus(msg.status)]
-        if status is None:
-            raise Conflict(f"message {message_id} has no status yet (waiting to be sent)")
-        return status
+        return rest_status(await self.get_message(user, session_id, message_id))
 
     async def report_message(
         self, user: UserUri, session_id: str, message_id: str, status: RestStatus
@@ -441,220 +409,12 @@ class GroupChat:
         if msg is None or msg.rest_session != session_id:
             await self.get_message(user, session_id, message_id)  # 404 if unknown
             raise Conflict(f"message {message_id} was sent by {user}: nothing to report")
-        if status is RestStatus.DELIVERED:
-            event = IncomingEvent.NOTIFIED
-        elif status is RestStatus.DISPLAYED:
-            event = IncomingEvent.APP_DISPLAYED
-        else:
-            raise Conflict(f"{status.value} cannot be reported")
-        core = self.core
-        async with core.locks.hold(message_key(user, message_id)):
-            async with core.unit() as work:
-                current = await work.tx.get_message(user, message_id, Direction.INCOMING)
-                assert current is not None
-                current, due = await core.incoming_transition(work, current, event)
-                leg = await core.report_leg(work.tx, current) if due else None
-            if due:
-                await core.send_reports(current, due, leg)
+        await self.messages.mark_received(user, msg.id, report_event(status))
 
-    # --- inbound: the group legs -------------------------------------------------------------
 
-    async def invitation(self, inv: IncomingGroupInvitation) -> None:
-        """A focus invites ``inv.user`` (mapping N2): store, notify, ring; 480 without listener."""
-        core = self.core
-        now = core.clock()
-        async with core.unit() as work:
-            if await work.tx.session_by_leg(inv.leg) is not None:
-                log.warning("x group invitation on known leg %s ignored", inv.leg)
-                return
-            subs = await work.tx.active_subscriptions(inv.user, now)
-        if not subs:  # the 1-1 flags do not apply: any subscription hears group invitations
-            log.info("x group invitation to %s: no subscription (480)", inv.user)
-            raise EventRejected(f"no subscription for {inv.user}", NO_SUBSCRIPTION)
-        cs = ChatSession(
-            id=new_group_id(),
-            user=inv.user,
-            peer=UserUri(inv.conference),
-            kind=SessionKind.GROUP,
-            direction=Direction.INCOMING,
-            state=G.INVITED.value,
-            leg=inv.leg,
-            subject=inv.subject,
-            originator_name=inv.inviter_name,
-            t_participant_name=None,
-            client_correlator=None,
-            created_at=now,
-            updated_at=now,
-            ids=inv.ids,
-        )
-        people = {p.address: p for p in inv.participants if p.address != inv.user}
-        if inv.inviter is not None and inv.inviter not in people:
-            people[inv.inviter] = Participant(
-                inv.inviter, ParticipantStatus.CONNECTED, inv.inviter_name
-            )
-        listed = list(people.values())
-        own = Participant(inv.user, ParticipantStatus.INVITED)
-        log.info("< group invitation %s from %s to %s", inv.leg, inv.conference, inv.user)
-        async with core.locks.hold(confirmed_key(cs.id)):
-            async with core.unit() as work:
-                await work.tx.insert_session(cs)
-                await work.tx.save_participants(cs.id, [*listed, own], work.now)
-                await work.notify(
-                    cs.user,
-                    lambda sub: group_notifications.group_invitation(
-                        core.urls, sub, cs, inv.inviter, [*listed, own]
-                    ),
-                )
-            core.arm("ring:" + cs.id, core.settings.chat_ringing_timeout, self._ring_out(cs))
-
-    def _ring_out(self, cs: ChatSession) -> Coro:
-        async def expire() -> None:
-            async with self.core.locks.hold(confirmed_key(cs.id)):
-                async with self.core.unit() as work:
-                    current = await work.tx.session_by_id(cs.id)
-                    if current is None or current.state != G.INVITED.value:
-                        return
-                    await self.core.transition(work, current, V.RING_TIMEOUT)
-                log.info("x group invitation %s to %s unanswered: 603", cs.leg, cs.user)
-                assert cs.leg is not None
-                await self._quietly("reject_session", cs.leg, group.DECLINE)
-
-        return expire
-
-    async def accepted(self, event: SessionAccepted, found: ChatSession) -> None:
-        """The group leg is up: MEDIA_UP, the conference URI kept as ``peer``, queue flushed."""
-        core = self.core
-        async with core.locks.hold(confirmed_key(found.id)):
-            async with core.unit() as work:
-                cs = await work.tx.session_by_id(found.id)
-                assert cs is not None
-                stale = is_terminal(cs)
-                if not stale:
-                    if not group.accepts(G(cs.state), V.MEDIA_UP):
-                        log.info("x SessionAccepted in group state %s ignored", cs.state)
-                        return
-                    if event.conference:
-                        cs = replace(cs, peer=UserUri(event.conference))
-                    cs = await core.transition(work, cs, V.MEDIA_UP, ids=event.ids)
-                    core.disarm("invite:" + cs.id)
-            assert cs.leg is not None
-            if stale:
-                log.info("x group leg %s answered after the session ended: leaving", event.leg)
-                await self._quietly("leave_group", cs.leg)
-                return
-            async with core.unit() as work:
-                queued = await work.tx.session_messages(
-                    cs.id, Direction.OUTGOING, [OutgoingStatus.QUEUED.value]
-                )
-                sending = [
-                    await core.outgoing_transition(work, m, OutgoingEvent.DISPATCH) for m in queued
-                ]
-            # queued before the focus answered: addressed to the conference URI now
-            await core.send_on_leg(cs.leg, [evolve(m, peer=cs.peer) for m in sending])
-
-    async def ended(
-        self, event: SessionFailed | SessionEnded | SessionCancelled, found: ChatSession
-    ) -> None:
-        """The group leg failed, was ended by the focus, or the invitation was withdrawn."""
-        core = self.core
-        async with core.locks.hold(confirmed_key(found.id)):
-            async with core.unit() as work:
-                cs = await work.tx.session_by_id(found.id)
-                assert cs is not None
-                if is_terminal(cs):
-                    log.info("x %s on finished group %s ignored", type(event).__name__, cs.id)
-                    return
-                state = G(cs.state)
-                if isinstance(event, SessionCancelled):
-                    chosen, reason = V.PEER_CANCEL, "CANCEL"
-                elif isinstance(event, SessionFailed):
-                    chosen = V.SETUP_FAILED
-                    reason = f"{event.status} {event.reason}".strip()
-                else:
-                    chosen = V.SETUP_FAILED if state is G.JOINING else V.PEER_END
-                    reason = event.reason or "BYE"
-                if not group.accepts(state, chosen):
-                    log.warning("x %s in group state %s ignored", type(event).__name__, cs.state)
-                    return
-                await core.transition(work, cs, chosen, reason=reason)
-
-    async def participants_changed(self, event: ParticipantsChanged) -> None:
-        """Members changed (conference NOTIFY, REFER outcome): upsert, notify what changed."""
-        core = self.core
-        found = await core.leg_session(event.leg)
-        if found is None or found.kind is not SessionKind.GROUP:
-            log.info("x participants of unknown group leg %s ignored", event.leg)
-            return
-        async with core.locks.hold(confirmed_key(found.id)):
-            async with core.unit() as work:
-                cs = await work.tx.session_by_id(found.id)
-                if cs is None or is_terminal(cs):
-                    return
-                known = {p.address: p for p in await work.tx.participants(cs.id)}
-                changed: list[Participant] = []
-                for p in event.participants:
-                    if p.address == cs.user:
-                        continue
-                    before = known.get(p.address)
-                    merged = p
-                    if before is not None:  # a focus may omit a name it sent before
-                        merged = replace(
-                            p,
-                            name=p.name if p.name is not None else before.name,
-                            is_originator=p.is_originator or before.is_originator,
-                        )
-                    if merged != before:
-                        changed.append(merged)
-                if not changed:
-                    return
-                await work.tx.save_participants(cs.id, changed, work.now)
-                await work.notify(
-                    cs.user,
-                    lambda sub: group_notifications.participant_status(core.urls, sub, cs, changed),
-                )
-
-    async def message(self, event: MessageReceived, cs: ChatSession) -> None:
-        """A message relayed by the focus: stored under the group id, sender = the real one."""
-        core = self.core
-        incoming = event.message
-        if cs.user != event.user:
-            raise EventRejected(f"no session on leg {event.leg}", NO_SESSION)
-        async with core.locks.hold(message_key(cs.user, incoming.message_id)):
-            async with core.unit() as work:
-                if await work.tx.get_message(cs.user, incoming.message_id, Direction.INCOMING):
-                    log.info("x duplicate group message %s ignored", incoming.message_id)
-                    return
-                stored = await work.tx.insert_message(
-                    StoredMessage(
-                        id=incoming.message_id,
-                        user=cs.user,
-                        peer=incoming.sender,
-                        direction=Direction.INCOMING,
-                        session_id=cs.id,
-                        rest_session=cs.id,
-                        text=incoming.text,
-                        content_type=incoming.content_type,
-                        reports=frozenset(),
-                        dispositions=incoming.dispositions,
-                        status=IncomingStatus.RECEIVED.value,
-                        date_time=incoming.date_time or work.now,
-                        created_at=work.now,
-                        sender_name=incoming.sender_name,
-                        report_route=incoming.route,
-                    ),
-                    expires_at=core.retention(work.now),
-                )
-                await work.notify(
-                    cs.user, lambda sub: notifications.message(core.urls, sub, stored)
-                )
-
-    async def composing(self, event: ComposingReceived, cs: ChatSession) -> None:
-        """A member is typing: chatMessageNotification under the group id."""
-        core = self.core
-        async with core.unit() as work:
-            await work.notify(
-                cs.user,
-                lambda sub: notifications.composing(
-                    core.urls, sub, cs.user, event.peer, cs.id, event.composing, work.now
-                ),
-            )
+async def quietly(signalling: SignallingPort, method: str, leg: LegId, *args: int) -> None:
+    """Call ``signalling.<method>(leg, *args)``, logging a failure instead of raising it."""
+    try:
+        await getattr(signalling, method)(leg, *args)
+    except SignallingError as exc:
+        log.warning("x %s on %s failed: %s", method, leg, exc)

@@ -1,7 +1,11 @@
-"""What the signalling side reports, applied to chat state (sip-msrp-mapping.md §1.2, §2).
+"""The 1-1 side of what the signalling side reports, applied to chat state (mapping §1.2, §2).
 
-:meth:`ChatInbound.handle_one2one` handles the 1-1 events of ``bridge.chat.ports``
-(``bridge.chat.events.SignallingRouter`` hands them over; group legs go elsewhere):
+:meth:`OneToOneInbound.handle` applies the 1-1 events of ``bridge.chat.ports``
+(``bridge.chat.events.SignallingRouter`` hands them over; group legs go to
+``bridge.chat.group_inbound``), over the shared runtime
+(``bridge.chat.core.ChatCore``); implicit sessions are closed and kept alive
+through ``bridge.chat.implicit.AdhocChat``. Built by
+``bridge.chat.assembly.build_chat``.
 
 * invitation (N1): no active subscription taking invitations (neither flag)
   → :class:`EventRejected` 480; any
@@ -17,11 +21,10 @@
 * message / composing (N8, N10, N11): stored (deduplicated on user, imdn id
   and direction) and notified to every active subscription; a pager MESSAGE
   or composing for a user without subscription is rejected 480.
-* report (N9) and send result (N14): the sent message's status machine.
+* report (N9) and send result (N14): the sent message's status machine (for
+  group messages too: it is found by user and message id).
 
-:meth:`ChatInbound.on_delivered` is the ``Notifier`` delivery listener: once a
-chatMessageNotification reached the app, the "delivered" IMDN goes out if the
-sender asked for it (DECISIONS.md "SIP side").
+The "delivered" IMDN on notification delivery is ``bridge.chat.messages.Messages``.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from bridge.chat import adhoc, delivery, notifications, one2one
-from bridge.chat.core import ChatCore, Unit, is_terminal, message_key, pair_key, session_key
-from bridge.chat.delivery import IncomingEvent, IncomingStatus, OutgoingEvent, OutgoingStatus
+from bridge.chat.confirmed import DECLINE
+from bridge.chat.core import ChatCore, Unit, is_terminal, message_key, session_key
+from bridge.chat.delivery import IncomingStatus, OutgoingEvent, OutgoingStatus
+from bridge.chat.implicit import AdhocChat
 from bridge.chat.model import (
     ADHOC,
     ChatSession,
@@ -57,25 +62,26 @@ from bridge.chat.ports import (
     SignallingError,
     SignallingEvent,
 )
-from bridge.ids import MessageId, UserUri
-from bridge.ports import Notification
+from bridge.ids import UserUri
 
 log = logging.getLogger(__name__)
 
 NO_SUBSCRIPTION = 480
 """SIP status for a request toward a user nobody listens for (mapping §2.1)."""
-DECLINE = 486
-"""SIP status of a 1-1 decline and of an unanswered invitation (mapping §0 decision 9)."""
 NO_SESSION = 481
 """Status for traffic on a leg the bridge does not know."""
 
 Coro = Callable[[], Coroutine[Any, Any, None]]
 
 
-class ChatInbound(ChatCore):
-    """The inbound event sink and the delivery listener of the chat service."""
+class OneToOneInbound:
+    """The 1-1 side of the signalling events, over a shared ``ChatCore`` (module docstring)."""
 
-    async def handle_one2one(self, event: SignallingEvent) -> None:
+    def __init__(self, core: ChatCore, adhoc_chat: AdhocChat) -> None:
+        self.core = core
+        self.adhoc = adhoc_chat
+
+    async def handle(self, event: SignallingEvent) -> None:
         """Apply one 1-1 signalling event; raises ``EventRejected`` to refuse its request."""
         match event:
             case IncomingInvitation():
@@ -100,8 +106,8 @@ class ChatInbound(ChatCore):
     # --- sessions --------------------------------------------------------------------------
 
     async def _invitation(self, inv: IncomingInvitation) -> None:
-        now = self.clock()
-        async with self.unit() as work:
+        now = self.core.clock()
+        async with self.core.unit() as work:
             if await work.tx.session_by_leg(inv.leg) is not None:
                 log.warning("x invitation on known leg %s ignored", inv.leg)
                 return
@@ -132,51 +138,55 @@ class ChatInbound(ChatCore):
             ids=inv.ids,
         )
         log.info("< invitation %s from %s to %s (%s)", inv.leg, inv.peer, inv.user, cs.kind.value)
-        async with self.locks.hold(session_key(cs)):
-            async with self.unit() as work:
+        async with self.core.locks.hold(session_key(cs)):
+            async with self.core.unit() as work:
                 await work.tx.insert_session(cs)
                 if confirmed:
                     await work.notify(
                         cs.user,
-                        lambda sub: notifications.invitation(self.urls, sub, cs),
+                        lambda sub: notifications.invitation(self.core.urls, sub, cs),
                         where=lambda sub: sub.confirmed_chat_supported,
                     )
                 if inv.first_message is not None:
                     await self._store_received(work, cs, cs.rest_id, inv.first_message)
             if confirmed:
-                self.arm("ring:" + cs.id, self.settings.chat_ringing_timeout, self._ring_out(cs))
+                self.core.arm(
+                    "ring:" + cs.id, self.core.settings.chat_ringing_timeout, self._ring_out(cs)
+                )
                 return
             try:
-                await self.signalling.accept_session(inv.leg)
+                await self.core.signalling.accept_session(inv.leg)
             except SignallingError as exc:
-                async with self.unit() as work:
-                    await self.transition(work, cs, adhoc.AdhocEvent.SETUP_FAILED, reason=str(exc))
+                async with self.core.unit() as work:
+                    await self.core.transition(
+                        work, cs, adhoc.AdhocEvent.SETUP_FAILED, reason=str(exc)
+                    )
 
     def _ring_out(self, cs: ChatSession) -> Coro:
         async def expire() -> None:
-            async with self.locks.hold(session_key(cs)):
-                async with self.unit() as work:
+            async with self.core.locks.hold(session_key(cs)):
+                async with self.core.unit() as work:
                     current = await work.tx.session_by_id(cs.id)
                     if current is None or current.state != one2one.SessionState.RINGING.value:
                         return
-                    await self.transition(work, current, one2one.SessionEvent.RING_TIMEOUT)
+                    await self.core.transition(work, current, one2one.SessionEvent.RING_TIMEOUT)
                 log.info("x invitation %s to %s unanswered: %d", cs.leg, cs.user, DECLINE)
                 assert cs.leg is not None
                 try:
-                    await self.signalling.reject_session(cs.leg, DECLINE)
+                    await self.core.signalling.reject_session(cs.leg, DECLINE)
                 except SignallingError as exc:
                     log.warning("x cannot reject %s: %s", cs.leg, exc)
 
         return expire
 
     async def _accepted(self, event: SessionAccepted) -> None:
-        found = await self.leg_session(event.leg)
+        found = await self.core.leg_session(event.leg)
         if found is None:
             log.warning("x accepted leg %s is unknown: ending it", event.leg)
-            await self._end_leg(event.leg)
+            await self.core.end_leg(event.leg)
             return
-        async with self.locks.hold(session_key(found)):
-            async with self.unit() as work:
+        async with self.core.locks.hold(session_key(found)):
+            async with self.core.unit() as work:
                 cs = await work.tx.session_by_id(found.id)
                 assert cs is not None
                 stale = is_terminal(cs)
@@ -189,26 +199,20 @@ class ChatInbound(ChatCore):
                         if cs.kind is SessionKind.ADHOC
                         else one2one.SessionEvent.MEDIA_UP
                     )
-                    cs = await self.transition(work, cs, media_up, ids=event.ids)
+                    cs = await self.core.transition(work, cs, media_up, ids=event.ids)
             if stale:
                 log.info("x leg %s answered after the session ended: ending it", event.leg)
-                await self._end_leg(event.leg)
+                await self.core.end_leg(event.leg)
                 return
             if cs.kind is SessionKind.ADHOC:
-                self.touch(cs)
-            await self.flush(cs)
+                self.adhoc.touch(cs)
+            await self.core.flush(cs)
 
     @staticmethod
     def _accepts_media_up(cs: ChatSession) -> bool:
         if cs.kind is SessionKind.ADHOC:
             return adhoc.accepts(adhoc.AdhocState(cs.state), adhoc.AdhocEvent.MEDIA_UP)
         return one2one.accepts(one2one.SessionState(cs.state), one2one.SessionEvent.MEDIA_UP)
-
-    async def _end_leg(self, leg: LegId) -> None:
-        try:
-            await self.signalling.end_session(leg)
-        except SignallingError as exc:
-            log.warning("x cannot end leg %s: %s", leg, exc)
 
     async def _ended(
         self,
@@ -217,13 +221,13 @@ class ChatInbound(ChatCore):
         status: int,
         reason: str,
     ) -> None:
-        found = await self.leg_session(leg)
+        found = await self.core.leg_session(leg)
         if found is None:
             log.info("x %s on unknown leg %s ignored", type(event).__name__, leg)
             return
         fallback: list[StoredMessage] = []
-        async with self.locks.hold(session_key(found)):
-            async with self.unit() as work:
+        async with self.core.locks.hold(session_key(found)):
+            async with self.core.unit() as work:
                 cs = await work.tx.session_by_id(found.id)
                 assert cs is not None
                 if is_terminal(cs):
@@ -231,16 +235,16 @@ class ChatInbound(ChatCore):
                     return
                 text = f"{status} {reason}".strip() if status else reason
                 if cs.kind is SessionKind.ADHOC:
-                    fallback = await self._close_adhoc(work, cs, event, status, text)
+                    fallback = await self.adhoc.close(work, cs, event, status, text)
                 else:
                     c_event = self._confirmed_end_event(cs, event, status)
                     if c_event is None:
                         log.warning("x %s in state %s ignored", type(event).__name__, cs.state)
                         return
-                    await self.transition(work, cs, c_event, reason=text)
+                    await self.core.transition(work, cs, c_event, reason=text)
         if fallback:
             log.info("- %d adhoc messages to %s fall back to pager", len(fallback), found.peer)
-            await self.send_by_pager(fallback)
+            await self.core.send_by_pager(fallback)
 
     @staticmethod
     def _confirmed_end_event(
@@ -259,53 +263,16 @@ class ChatInbound(ChatCore):
                 chosen = one2one.SessionEvent.SETUP_FAILED
         return chosen if one2one.accepts(state, chosen) else None
 
-    async def _close_adhoc(
-        self,
-        work: Unit,
-        cs: ChatSession,
-        event: SessionFailed | SessionEnded | SessionCancelled,
-        status: int,
-        reason: str,
-    ) -> list[StoredMessage]:
-        """Close an implicit session; return the messages to send by pager instead."""
-        a_event = (
-            adhoc.AdhocEvent.SETUP_FAILED
-            if isinstance(event, SessionFailed)
-            else adhoc.AdhocEvent.PEER_END
-        )
-        await self.transition(work, cs, a_event, reason=reason)
-        unsent = await work.tx.session_messages(
-            cs.id, Direction.OUTGOING, [s.value for s in delivery.UNSENT]
-        )
-        pager = (
-            isinstance(event, SessionFailed)
-            and status in adhoc.PAGER_FALLBACK_STATUSES
-            and self.settings.chat_pager_fallback
-            and cs.direction is Direction.OUTGOING
-        )
-        moved: list[StoredMessage] = []
-        for msg in unsent:
-            if not pager:
-                await self.outgoing_transition(work, msg, OutgoingEvent.SEND_ERROR)
-                continue
-            if msg.status == OutgoingStatus.QUEUED.value:
-                msg = await self.outgoing_transition(work, msg, OutgoingEvent.DISPATCH, detach=True)
-            else:
-                msg = await self.outgoing_transition(work, msg, OutgoingEvent.REQUEUE, detach=True)
-                msg = await self.outgoing_transition(work, msg, OutgoingEvent.DISPATCH)
-            moved.append(msg)
-        return moved
-
     # --- messages ----------------------------------------------------------------------
 
     async def _message(self, leg: LegId | None, user: UserUri, incoming: IncomingMessage) -> None:
         cs: ChatSession | None = None
         if leg is not None:
-            cs = await self.leg_session(leg)
+            cs = await self.core.leg_session(leg)
             if cs is None or cs.user != user:
                 raise EventRejected(f"no session on leg {leg}", NO_SESSION)
-        async with self.locks.hold(message_key(user, incoming.message_id)):
-            async with self.unit() as work:
+        async with self.core.locks.hold(message_key(user, incoming.message_id)):
+            async with self.core.unit() as work:
                 if cs is None:
                     if not await work.active_subscriptions(user):
                         raise EventRejected(f"no subscription for {user}", NO_SUBSCRIPTION)
@@ -313,7 +280,7 @@ class ChatInbound(ChatCore):
                 else:
                     await self._store_received(work, cs, cs.rest_id, incoming)
         if cs is not None and cs.kind is SessionKind.ADHOC:
-            self.touch(cs)
+            self.adhoc.touch(cs)
 
     async def _store_received(
         self,
@@ -346,33 +313,41 @@ class ChatInbound(ChatCore):
             sender_name=incoming.sender_name,
             report_route=incoming.route,
         )
-        stored = await work.tx.insert_message(msg, expires_at=self.retention(work.now))
+        stored = await work.tx.insert_message(msg, expires_at=self.core.retention(work.now))
         log.debug("< message %s from %s to %s", stored.id, stored.peer, owner)
-        count = await work.notify(owner, lambda sub: notifications.message(self.urls, sub, stored))
+        count = await work.notify(
+            owner, lambda sub: notifications.message(self.core.urls, sub, stored)
+        )
         if not count:
             log.warning("x message %s for %s: no subscription to notify", stored.id, owner)
         return stored
 
     async def _composing(self, event: ComposingReceived) -> None:
         rest_session = ADHOC
-        cs = None if event.leg is None else await self.leg_session(event.leg)
+        cs = None if event.leg is None else await self.core.leg_session(event.leg)
         if cs is not None:
             rest_session = cs.rest_id
             if cs.kind is SessionKind.ADHOC:
-                self.touch(cs)
-        async with self.unit() as work:
+                self.adhoc.touch(cs)
+        async with self.core.unit() as work:
             count = await work.notify(
                 event.user,
                 lambda sub: notifications.composing(
-                    self.urls, sub, event.user, event.peer, rest_session, event.composing, work.now
+                    self.core.urls,
+                    sub,
+                    event.user,
+                    event.peer,
+                    rest_session,
+                    event.composing,
+                    work.now,
                 ),
             )
         if not count and event.leg is None:
             raise EventRejected(f"no subscription for {event.user}", NO_SUBSCRIPTION)
 
     async def _report(self, event: ReportReceived) -> None:
-        async with self.locks.hold(message_key(event.user, event.message_id)):
-            async with self.unit() as work:
+        async with self.core.locks.hold(message_key(event.user, event.message_id)):
+            async with self.core.unit() as work:
                 msg = await work.tx.get_message(event.user, event.message_id, Direction.OUTGOING)
                 if msg is None:
                     log.warning(
@@ -383,12 +358,12 @@ class ChatInbound(ChatCore):
                     )
                     return
                 log.debug("< %s report for %s of %s", event.kind.value, msg.id, msg.user)
-                await self.outgoing_transition(work, msg, delivery.REPORT_EVENTS[event.kind])
+                await self.core.outgoing_transition(work, msg, delivery.REPORT_EVENTS[event.kind])
 
     async def _send_result(self, event: MessageSendResult) -> None:
         result = OutgoingEvent.SEND_OK if event.ok else OutgoingEvent.SEND_ERROR
-        async with self.locks.hold(message_key(event.user, event.message_id)):
-            async with self.unit() as work:
+        async with self.core.locks.hold(message_key(event.user, event.message_id)):
+            async with self.core.unit() as work:
                 msg = await work.tx.get_message(event.user, event.message_id, Direction.OUTGOING)
                 if msg is None:
                     log.warning("x send result for unknown message %s", event.message_id)
@@ -399,52 +374,4 @@ class ChatInbound(ChatCore):
                     return
                 if not event.ok:
                     log.warning("x message %s: %d %s", msg.id, event.status, event.reason)
-                await self.outgoing_transition(work, msg, result)
-
-    # --- the delivery listener ---------------------------------------------------------------
-
-    async def on_delivered(self, n: Notification) -> None:
-        """Notifier listener: a chatMessageNotification reached the app → "delivered" IMDN."""
-        if n.root != notifications.CHAT_MESSAGE or "chatMessage" not in n.body:
-            return
-        message_id = n.body.get("messageId")
-        if isinstance(message_id, str):
-            await self.mark_received(n.user, MessageId(message_id), IncomingEvent.NOTIFIED)
-
-    async def mark_received(
-        self, user: UserUri, message_id: MessageId, event: IncomingEvent
-    ) -> StoredMessage | None:
-        """Apply ``event`` to a received message and send the IMDNs it makes due."""
-        async with self.locks.hold(message_key(user, message_id)):
-            async with self.unit() as work:
-                msg = await work.tx.get_message(user, message_id, Direction.INCOMING)
-                if msg is None:
-                    return None
-                msg, due = await self.incoming_transition(work, msg, event)
-                leg = await self.report_leg(work.tx, msg) if due else None
-            if due:
-                await self.send_reports(msg, due, leg)
-        return msg
-
-    # --- implicit sessions ---------------------------------------------------------------------
-
-    def touch(self, cs: ChatSession) -> None:
-        """Restart the idle timer of an implicit session (mapping §1.3)."""
-        self.arm("idle:" + cs.id, self.settings.chat_idle_timeout, self._idle_out(cs))
-
-    def _idle_out(self, cs: ChatSession) -> Coro:
-        async def expire() -> None:
-            async with self.locks.hold(pair_key(cs.user, cs.peer)):
-                async with self.unit() as work:
-                    current = await work.tx.session_by_id(cs.id)
-                    if current is None or current.state != adhoc.AdhocState.CONNECTED.value:
-                        return
-                    await self.transition(work, current, adhoc.AdhocEvent.IDLE)
-                    unsent = [s.value for s in delivery.UNSENT]
-                    for msg in await work.tx.session_messages(cs.id, Direction.OUTGOING, unsent):
-                        await self.outgoing_transition(work, msg, OutgoingEvent.SEND_ERROR)
-                assert cs.leg is not None
-                log.info("- implicit session %s to %s idle: closing", cs.id, cs.peer)
-                await self._end_leg(cs.leg)
-
-        return expire
+                await self.core.outgoing_transition(work, msg, result)

@@ -14,7 +14,7 @@ copy (its own sessionId) with ``direction`` telling which side it is::
                   │ PEER_CANCEL, RESTART ▶ CANCELLED
                ACCEPTING: SETUP_FAILED ▶ FAILED; APP_END/PEER_END/RESTART ▶ ENDED
 
-What each transition emits (``bridge.chat.service`` runs the effects):
+What each transition emits (``ChatCore.transition`` runs the effects):
 
 * to the originator: MEDIA_UP → ``Accepted``; PEER_DECLINED → ``Declined``;
   SETUP_FAILED/RESTART while inviting → ``Failed``; PEER_END/RESTART when

@@ -1,4 +1,8 @@
-"""Restart recovery of 1-1 chat (issue 4 item 4; sip-msrp-mapping.md §3, §1.2 N6).
+"""Restart recovery of chat (issue 4 item 4; sip-msrp-mapping.md §3, §1.2 N6).
+
+``bridge.chat.assembly.ChatBridge.start`` runs :func:`recover` with the shared
+runtime (``ChatCore``), the implicit sessions' part (``AdhocChat``: requeued
+messages) and ``Messages`` (owed reports).
 
 The SIP dialogs and MSRP connections of the previous run died with its
 process, so nothing that was live can be resumed; it is reported instead, in
@@ -32,7 +36,7 @@ not finished before the crash is not known (its To tag was never stored) and
 gets no BYE.
 
 Owed "delivered" reports: the IMDN goes out when the chatMessageNotification
-reaches the app (``ChatInbound.on_delivered``). The notification outbox deletes
+reaches the app (``bridge.chat.messages.Messages.on_delivered``). The notification outbox deletes
 a delivered row a few milliseconds after the 2xx, while the listener runs
 beside it; a crash in between leaves the message RECEIVED with no row left,
 and no listener will ever run for it. :func:`send_owed_reports` finds those
@@ -75,7 +79,9 @@ from bridge.chat.ports import SignallingError
 from bridge.ids import MessageId, UserUri
 
 if TYPE_CHECKING:
-    from bridge.chat.service import ChatService
+    from bridge.chat.core import ChatCore
+    from bridge.chat.implicit import AdhocChat
+    from bridge.chat.messages import Messages
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +144,10 @@ def dialog_established(cs: ChatSession) -> bool:
 
 
 async def recover(
-    service: ChatService, backlog: NotificationBacklog | None = None
+    core: ChatCore,
+    adhoc_chat: AdhocChat,
+    messages: Messages,
+    backlog: NotificationBacklog | None = None,
 ) -> RecoveryReport:
     """Close what the previous run left live, fail or requeue its unsent messages.
 
@@ -148,34 +157,34 @@ async def recover(
     closed = failed = 0
     pairs: dict[tuple[UserUri, UserUri], int] = {}
     stale: list[ChatSession] = []
-    async with service.unit() as work:
-        retention = timedelta(days=service.settings.chat_message_retention_days)
+    async with core.unit() as work:
+        retention = timedelta(days=core.settings.chat_message_retention_days)
         purged = await work.tx.purge_expired(now=work.now, ended_before=work.now - retention)
         live = [s.value for s in one2one.LIVE]
         for cs in await work.tx.sessions_in_states(SessionKind.CONFIRMED, live):
             if dialog_established(cs):
                 stale.append(cs)
-            await service.transition(work, cs, one2one.SessionEvent.RESTART, reason="restart")
+            await core.transition(work, cs, one2one.SessionEvent.RESTART, reason="restart")
             closed += 1
         live = [s.value for s in group.LIVE]
         for cs in await work.tx.sessions_in_states(SessionKind.GROUP, live):
             if dialog_established(cs):
                 stale.append(cs)
-            await service.transition(work, cs, group.GroupEvent.RESTART, reason="restart")
+            await core.transition(work, cs, group.GroupEvent.RESTART, reason="restart")
             closed += 1
         live = [s.value for s in adhoc.LIVE]
         for cs in await work.tx.sessions_in_states(SessionKind.ADHOC, live):
             if dialog_established(cs):
                 stale.append(cs)
-            await service.transition(work, cs, adhoc.AdhocEvent.RESTART, reason="restart")
+            await core.transition(work, cs, adhoc.AdhocEvent.RESTART, reason="restart")
             closed += 1
         unsent = [s.value for s in delivery.UNSENT]
         for msg in await work.tx.messages_in_states(Direction.OUTGOING, unsent):
             if msg.rest_session != ADHOC:
-                await service.outgoing_transition(work, msg, OutgoingEvent.SEND_ERROR)
+                await core.outgoing_transition(work, msg, OutgoingEvent.SEND_ERROR)
                 failed += 1
                 continue
-            await service.outgoing_transition(work, msg, OutgoingEvent.REQUEUE, detach=True)
+            await core.outgoing_transition(work, msg, OutgoingEvent.REQUEUE, detach=True)
             pairs[(msg.user, msg.peer)] = pairs.get((msg.user, msg.peer), 0) + 1
     report = RecoveryReport(closed, failed, sum(pairs.values()), purged, len(stale))
     if closed or failed or pairs or purged:
@@ -189,20 +198,20 @@ async def recover(
             report.purged,
         )
     for user, peer in pairs:
-        await service.pump_adhoc(user, peer)
+        await adhoc_chat.pump(user, peer)
     if stale:
-        service.spawn(_end_stale_quietly(service, stale), "restart-bye")
+        core.spawn(_end_stale_quietly(core, stale), "restart-bye")
     if backlog is not None:
-        service.spawn(_owed_reports_quietly(service, backlog), "restart-imdn")
+        core.spawn(_owed_reports_quietly(messages, backlog), "restart-imdn")
     return report
 
 
-async def end_stale_dialogs(service: ChatService, sessions: list[ChatSession]) -> dict[str, int]:
+async def end_stale_dialogs(core: ChatCore, sessions: list[ChatSession]) -> dict[str, int]:
     """BYE the dialogs of ``sessions`` (ended by :func:`recover`); session id → final status.
 
     A dialog that cannot be rebuilt is logged and left out.
     """
-    port = service.signalling
+    port = core.signalling
     if not isinstance(port, StaleDialogs):
         log.warning("x %d dialogs of the previous run: signalling cannot end them", len(sessions))
         return {}
@@ -239,16 +248,16 @@ async def end_stale_dialogs(service: ChatService, sessions: list[ChatSession]) -
     return results
 
 
-async def _end_stale_quietly(service: ChatService, sessions: list[ChatSession]) -> None:
-    results = await end_stale_dialogs(service, sessions)
+async def _end_stale_quietly(core: ChatCore, sessions: list[ChatSession]) -> None:
+    results = await end_stale_dialogs(core, sessions)
     answered = sum(1 for status in results.values() if 200 <= status < 300)
     log.info("- chat recovery: %d of %d dialogs ended with a 2xx", answered, len(sessions))
 
 
-async def owed_reports(service: ChatService, backlog: NotificationBacklog) -> list[StoredMessage]:
+async def owed_reports(core: ChatCore, backlog: NotificationBacklog) -> list[StoredMessage]:
     """The received messages whose "delivered" IMDN a crash left owed (module docstring)."""
-    async with service.unit() as work:
-        cutoff = work.now - timedelta(seconds=service.settings.notification_max_age)
+    async with core.unit() as work:
+        cutoff = work.now - timedelta(seconds=core.settings.notification_max_age)
         received = await work.tx.messages_in_states(
             Direction.INCOMING, [IncomingStatus.RECEIVED.value]
         )
@@ -265,17 +274,17 @@ async def owed_reports(service: ChatService, backlog: NotificationBacklog) -> li
     return [m for m in candidates if (m.user, m.id) not in queued]
 
 
-async def send_owed_reports(service: ChatService, backlog: NotificationBacklog) -> int:
+async def send_owed_reports(messages: Messages, backlog: NotificationBacklog) -> int:
     """Mark the owed messages delivered and send their IMDNs; return how many."""
-    owed = await owed_reports(service, backlog)
+    owed = await owed_reports(messages.core, backlog)
     for msg in owed:
         log.info("- message %s of %s: delivered IMDN owed since the restart", msg.id, msg.user)
-        await service.mark_received(msg.user, msg.id, IncomingEvent.NOTIFIED)
+        await messages.mark_received(msg.user, msg.id, IncomingEvent.NOTIFIED)
     return len(owed)
 
 
-async def _owed_reports_quietly(service: ChatService, backlog: NotificationBacklog) -> None:
-    await asyncio.sleep(0)  # let ChatService.start register the delivery listener first
-    count = await send_owed_reports(service, backlog)
+async def _owed_reports_quietly(messages: Messages, backlog: NotificationBacklog) -> None:
+    await asyncio.sleep(0)  # let ChatBridge.start register the delivery listener first
+    count = await send_owed_reports(messages, backlog)
     if count:
         log.info("- chat recovery: %d delivered IMDNs sent that the previous run owed", count)

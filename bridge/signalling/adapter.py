@@ -4,7 +4,7 @@ Public API::
 
     signalling = SipSignalling(sip_stack, msrp_stack, profile=rcs.Profile.CPM)
     signalling.attach()            # installs the INVITE and MESSAGE handlers on the stack
-    signalling.bind(chat_service)  # done by build_chat_service
+    signalling.bind(chat.events)   # done by bridge.chat.assembly.build_chat
     ...                            # the SignallingPort methods (bridge/chat/ports.py)
     await signalling.close()       # BYE every live leg (bounded), stop background tasks
 

@@ -113,7 +113,7 @@ class SignallingBase:
         self._closing = False
 
     def bind(self, sink: SignallingEvents) -> None:
-        """Set the receiver of every inbound event (``build_chat_service`` calls it)."""
+        """Set the receiver of every inbound event (``bridge.chat.assembly.build_chat``)."""
         self._sink = sink
 
     @property

@@ -1,4 +1,4 @@
-"""A world for chat service tests: one ChatService over SQLite, a recording notifier, fake SIP."""
+"""A chat test world: the assembled chat over SQLite, a recording notifier, fake SIP."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bridge.chat.assembly import ChatBridge, build_chat
 from bridge.chat.core import utcnow
-from bridge.chat.service import ChatService
 from bridge.config import Settings
 from bridge.ids import UserUri
 from bridge.ports import Notification
@@ -39,11 +39,11 @@ def chat_settings(**overrides: Any) -> Settings:
 
 @dataclass
 class World:
-    """One chat service with its store, a recording notifier and a signalling fake."""
+    """The chat service (``build_chat``) with its store, a recording notifier and a fake."""
 
     db: Database
     settings: Settings
-    service: ChatService
+    chat: ChatBridge
     notifier: RecordingNotifier
     sip: FakeSignalling
 
@@ -62,7 +62,7 @@ class World:
         return sub
 
     async def settle(self) -> None:
-        await self.sip.settle(self.service)
+        await self.sip.settle(self.chat.core)
 
     def notes(self, user: UserUri, root: str | None = None) -> list[dict[str, Any]]:
         """The bodies woken for ``user`` (validated against the REST models)."""
@@ -79,7 +79,7 @@ async def make_world(db: Database, sip: FakeSignalling | None = None, **override
     settings = chat_settings(**overrides)
     notifier = RecordingNotifier(db)
     fake = sip or FakeSignalling()
-    service = ChatService(
+    chat = build_chat(
         settings=settings,
         store=SQLChatStore(db),
         notifier=notifier,
@@ -87,6 +87,5 @@ async def make_world(db: Database, sip: FakeSignalling | None = None, **override
         urls=ServerRoot(ROOT),
         clock=utcnow,
     )
-    fake.bind(service)
-    await service.start()
-    return World(db, settings, service, notifier, fake)
+    await chat.start()
+    return World(db, settings, chat, notifier, fake)

@@ -100,15 +100,15 @@ class FakeSignalling:
     async def on_rejected(self, event: SignallingEvent, status: int) -> None:
         """What the SIP side does with a refused request (nothing here)."""
 
-    async def settle(self, service: Any = None, rounds: int = 50) -> None:
-        """Wait until no event task (and no service background task) is running."""
+    async def settle(self, core: Any = None, rounds: int = 50) -> None:
+        """Wait until no event task (and no ``ChatCore`` background task) is running."""
         for _ in range(rounds):
             await asyncio.sleep(0)
             if self._tasks:
                 await asyncio.gather(*list(self._tasks))
                 continue
-            if service is not None and service._tasks:
-                await service.drain()
+            if core is not None and core._tasks:
+                await core.drain()
                 continue
             await asyncio.sleep(0)
             if not self._tasks:

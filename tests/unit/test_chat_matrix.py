@@ -48,7 +48,7 @@ async def db(tmp_path):
 async def reach(w: World, target: str):
     """A session of the right side in state ``target``; returns (user, peer, session)."""
     if target.startswith("out-"):
-        cs, _ = await w.service.create_session(A, B, NewSession())
+        cs, _ = await w.chat.confirmed.create_session(A, B, NewSession())
         assert cs.leg is not None
         user, peer, leg = A, B, cs.leg
         steps: dict[str, list[SignallingEvent]] = {
@@ -59,27 +59,27 @@ async def reach(w: World, target: str):
             "out-ended": [SessionAccepted(leg), SessionEnded(leg)],
         }
         if target == "out-cancelled":
-            await w.service.end_session(A, B, cs.id)
+            await w.chat.confirmed.end_session(A, B, cs.id)
         for event in steps.get(target, []):
-            await w.service.handle_event(event)
+            await w.chat.events.handle_event(event)
     else:
         leg = LegId(f"in-{target}")
-        await w.service.handle_event(IncomingInvitation(leg, B, A))
+        await w.chat.events.handle_event(IncomingInvitation(leg, B, A))
         note = w.notifier.of(B, "chatSessionInvitationNotification")[-1]
         sid = str(note.body["sessionId"])
         user, peer = B, A
         if target in ("in-accepting", "in-connected", "in-failed"):
-            await w.service.accept_session(B, A, sid)
+            await w.chat.confirmed.accept_session(B, A, sid)
         if target == "in-connected":
-            await w.service.handle_event(SessionAccepted(leg))
+            await w.chat.events.handle_event(SessionAccepted(leg))
         if target == "in-failed":
-            await w.service.handle_event(SessionFailed(leg, 0, "MSRP"))
+            await w.chat.events.handle_event(SessionFailed(leg, 0, "MSRP"))
         if target == "in-declined":
-            await w.service.end_session(B, A, sid)
+            await w.chat.confirmed.end_session(B, A, sid)
         if target == "in-cancelled":
-            await w.service.handle_event(SessionCancelled(leg))
-        cs = await w.service.get_session(B, A, sid)
-    cs = await w.service.get_session(user, peer, cs.id)
+            await w.chat.events.handle_event(SessionCancelled(leg))
+        cs = await w.chat.confirmed.get_session(B, A, sid)
+    cs = await w.chat.confirmed.get_session(user, peer, cs.id)
     expected = target.split("-", 1)[1]
     assert cs.state == expected, (target, cs.state)
     return user, peer, cs
@@ -118,10 +118,10 @@ async def test_rest_operation(db: Database, target: str, op: str) -> None:
         user, peer, cs = await reach(w, target)
         state = S(cs.state)
         call: Callable[[], Awaitable[object]] = {
-            "end": lambda: w.service.end_session(user, peer, cs.id),
-            "accept": lambda: w.service.accept_session(user, peer, cs.id),
-            "send": lambda: w.service.send_message(user, peer, cs.id, OutgoingText("x")),
-            "compose": lambda: w.service.send_composing(
+            "end": lambda: w.chat.confirmed.end_session(user, peer, cs.id),
+            "accept": lambda: w.chat.confirmed.accept_session(user, peer, cs.id),
+            "send": lambda: w.chat.messages.send_message(user, peer, cs.id, OutgoingText("x")),
+            "compose": lambda: w.chat.messages.send_composing(
                 user, peer, cs.id, Composing(ComposingState.ACTIVE)
             ),
         }[op]
@@ -137,13 +137,13 @@ async def test_rest_operation(db: Database, target: str, op: str) -> None:
         else:
             with pytest.raises(Conflict):
                 await call()
-        after = S((await w.service.get_session(user, peer, cs.id)).state)
+        after = S((await w.chat.confirmed.get_session(user, peer, cs.id)).state)
         if event is not None and allowed:
             assert after is one2one.next_state(state, event)
         else:
             assert after is state
     finally:
-        await w.service.stop()
+        await w.chat.stop()
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -166,12 +166,12 @@ async def test_signalling_event(db: Database, target: str, kind: str) -> None:
             ),
             "composing": ComposingReceived(leg, user, peer, Composing(ComposingState.IDLE)),
         }[kind]
-        await w.service.handle_event(event)  # never raises
-        after = await w.service.get_session(user, peer, cs.id)
+        await w.chat.events.handle_event(event)  # never raises
+        after = await w.chat.confirmed.get_session(user, peer, cs.id)
         if S(cs.state) in one2one.TERMINAL:
             assert after.state == cs.state
     finally:
-        await w.service.stop()
+        await w.chat.stop()
 
 
 ADHOC_TARGETS = ["out-connecting", "out-connected", "out-closed", "in-connecting", "in-connected"]
@@ -180,18 +180,18 @@ ADHOC_TARGETS = ["out-connecting", "out-connected", "out-closed", "in-connecting
 async def reach_adhoc(w: World, target: str) -> LegId:
     """An implicit session between A (user) and B in ``target``; returns its leg."""
     if target.startswith("out-"):
-        await w.service.send_message(A, B, "adhoc", OutgoingText("first"))
+        await w.chat.messages.send_message(A, B, "adhoc", OutgoingText("first"))
         leg = LegId(w.sip.named("start_session")[-1].args[0])
     else:
         leg = LegId("in-adhoc")
-        await w.service.handle_event(IncomingInvitation(leg, A, B))
+        await w.chat.events.handle_event(IncomingInvitation(leg, A, B))
     if target.endswith(("connected", "closed")):
-        await w.service.handle_event(SessionAccepted(leg))
+        await w.chat.events.handle_event(SessionAccepted(leg))
     if target.endswith("closed"):
-        await w.service.handle_event(SessionEnded(leg))
-    session = await w.service.leg_session(leg)
+        await w.chat.events.handle_event(SessionEnded(leg))
+    session = await w.chat.core.leg_session(leg)
     assert session is not None
-    assert (await w.service.session_of(session.id)).state == target.split("-")[1]  # type: ignore[union-attr]
+    assert (await w.chat.core.session_of(session.id)).state == target.split("-")[1]  # type: ignore[union-attr]
     return leg
 
 
@@ -205,10 +205,10 @@ async def test_adhoc_matrix(db: Database, target: str, kind: str) -> None:
         await w.subscribe(A, confirmed=False, adhoc=True)
         leg = await reach_adhoc(w, target)
         if kind == "send":
-            msg, _ = await w.service.send_message(A, B, "adhoc", OutgoingText("x"))
-            await w.service.get_message(A, B, "adhoc", msg.id)
+            msg, _ = await w.chat.messages.send_message(A, B, "adhoc", OutgoingText("x"))
+            await w.chat.messages.get_message(A, B, "adhoc", msg.id)
         elif kind == "compose":
-            await w.service.send_composing(A, B, "adhoc", Composing(ComposingState.ACTIVE))
+            await w.chat.messages.send_composing(A, B, "adhoc", Composing(ComposingState.ACTIVE))
         else:
             event: SignallingEvent = {  # type: ignore[assignment]
                 "accepted": SessionAccepted(leg),
@@ -218,7 +218,7 @@ async def test_adhoc_matrix(db: Database, target: str, kind: str) -> None:
                 "cancelled": SessionCancelled(leg),
                 "message": MessageReceived(leg, A, IncomingMessage(MessageId("my"), B, "m")),
             }[kind]
-            await w.service.handle_event(event)  # never raises
+            await w.chat.events.handle_event(event)  # never raises
         await w.settle()
     finally:
-        await w.service.stop()
+        await w.chat.stop()

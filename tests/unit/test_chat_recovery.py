@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from bridge.chat import recovery
+from bridge.chat.assembly import build_chat
 from bridge.chat.core import utcnow
 from bridge.chat.model import (
     ADHOC,
@@ -34,7 +35,6 @@ from bridge.chat.ports import (
     SessionAccepted,
     SignallingError,
 )
-from bridge.chat.service import ChatService
 from bridge.ids import MessageId, UserUri
 from rest.uris import ServerRoot
 from state import outbox
@@ -80,7 +80,7 @@ async def world(
     settings = chat_settings(**overrides)
     notifier = RecordingNotifier(db)
     fake = sip or ByeSignalling()
-    service = ChatService(
+    chat = build_chat(
         settings=settings,
         store=SQLChatStore(db),
         notifier=notifier,
@@ -88,9 +88,8 @@ async def world(
         urls=ServerRoot(ROOT),
         clock=utcnow,
     )
-    fake.bind(service)
-    report = await service.start(backlog)
-    return World(db, settings, service, notifier, fake), report
+    report = await chat.start(backlog)
+    return World(db, settings, chat, notifier, fake), report
 
 
 @pytest.fixture
@@ -118,9 +117,9 @@ def dialog(call_id: str, *, uac: bool, cseq: int | None = 1) -> DialogIds:
 
 
 async def up_outgoing(w: World, peer: UserUri, call_id: str) -> ChatSession:
-    cs, _ = await w.service.create_session(A, peer, recovery_session())
-    await w.service.handle_event(SessionAccepted(cs.leg, dialog(call_id, uac=True)))  # type: ignore[arg-type]
-    return await w.service.get_session(A, peer, cs.id)
+    cs, _ = await w.chat.confirmed.create_session(A, peer, recovery_session())
+    await w.chat.events.handle_event(SessionAccepted(cs.leg, dialog(call_id, uac=True)))  # type: ignore[arg-type]
+    return await w.chat.confirmed.get_session(A, peer, cs.id)
 
 
 def recovery_session() -> Any:
@@ -130,11 +129,11 @@ def recovery_session() -> Any:
 
 
 async def invited(w: World, leg: str, call_id: str, user: UserUri = B) -> ChatSession:
-    await w.service.handle_event(
+    await w.chat.events.handle_event(
         IncomingInvitation(LegId(leg), user, A, ids=dialog(call_id, uac=False, cseq=None))
     )
     note = w.notes(user, INVITE)[-1]
-    return await w.service.get_session(user, A, note["sessionId"])
+    return await w.chat.confirmed.get_session(user, A, note["sessionId"])
 
 
 async def test_restart_byes_every_established_dialog_and_reports_the_end(db) -> None:
@@ -143,18 +142,20 @@ async def test_restart_byes_every_established_dialog_and_reports_the_end(db) -> 
         await w.subscribe(user, adhoc=True)
     connected = await up_outgoing(w, B, "c-out")  # UAC, connected
     accepting = await invited(w, "in-acc", "c-acc")  # UAS, accepted, MSRP not bound yet
-    await w.service.accept_session(B, A, accepting.id)
+    await w.chat.confirmed.accept_session(B, A, accepting.id)
     ringing = await invited(w, "in-ring", "c-ring", user=C)  # no 200 sent: no dialog
-    inviting, _ = await w.service.create_session(A, D, recovery_session())  # no answer yet
+    inviting, _ = await w.chat.confirmed.create_session(A, D, recovery_session())  # no answer yet
     # an implicit session we opened (UAC) and one we answered (UAS, auto-accepted)
-    await w.service.send_message(A, C, ADHOC, text("adhoc out"))
+    await w.chat.messages.send_message(A, C, ADHOC, text("adhoc out"))
     (start,) = [c for c in w.sip.named("start_session") if c.args[2] == C]
-    await w.service.handle_event(SessionAccepted(start.args[0], dialog("c-adhoc-out", uac=True)))
+    await w.chat.events.handle_event(
+        SessionAccepted(start.args[0], dialog("c-adhoc-out", uac=True))
+    )
     await w.subscribe(E, confirmed=False, adhoc=True)
-    await w.service.handle_event(
+    await w.chat.events.handle_event(
         IncomingInvitation(LegId("in-adhoc"), E, B, ids=dialog("c-adhoc-in", uac=False, cseq=None))
     )
-    await w.service.stop()  # killed: nothing on the wire was closed
+    await w.chat.stop()  # killed: nothing on the wire was closed
 
     again, report = await world(db)
     try:
@@ -176,14 +177,14 @@ async def test_restart_byes_every_established_dialog_and_reports_the_end(db) -> 
             (C, A, ringing, "cancelled"),
             (A, D, inviting, "failed"),
         ):
-            now = await again.service.get_session(user, peer, cs.id)
+            now = await again.chat.confirmed.get_session(user, peer, cs.id)
             assert now.state == state and now.end_reason == "restart"
             assert now.ids.call_id == cs.ids.call_id  # correlation ids kept (mapping §3.1)
-        assert (await again.service.get_session(A, B, connected.id)).ids.contribution_id == (
+        assert (await again.chat.confirmed.get_session(A, B, connected.id)).ids.contribution_id == (
             "contrib-c-out"
         )
     finally:
-        await again.service.stop()
+        await again.chat.stop()
 
 
 async def test_bye_failures_are_logged_and_never_block_start(db, caplog) -> None:
@@ -191,7 +192,7 @@ async def test_bye_failures_are_logged_and_never_block_start(db, caplog) -> None
     await w.subscribe(A)
     for call_id in ("c-ok", "c-481", "c-408", "c-broken"):
         await up_outgoing(w, UserUri(f"tel:+1555000{len(call_id)}{call_id[-1]}"), call_id)
-    await w.service.stop()
+    await w.chat.stop()
 
     sip = ByeSignalling()
     sip.gate = asyncio.Event()  # the network is slow: no BYE is answered yet
@@ -213,14 +214,14 @@ async def test_bye_failures_are_logged_and_never_block_start(db, caplog) -> None
         assert "no BYE for session" in logged and "bad state" in logged
         assert "1 of 4 dialogs ended with a 2xx" in logged
     finally:
-        await again.service.stop()
+        await again.chat.stop()
 
 
 async def test_signalling_without_stale_dialogs_only_logs(db, caplog) -> None:
     w, _ = await world(db)
     await w.subscribe(A)
     await up_outgoing(w, B, "c-1")
-    await w.service.stop()
+    await w.chat.stop()
     again, report = await world(db, FakeSignalling())
     try:
         await again.settle()
@@ -228,7 +229,7 @@ async def test_signalling_without_stale_dialogs_only_logs(db, caplog) -> None:
         assert "signalling cannot end them" in caplog.text
         assert [n["eventType"] for n in again.notes(A, EVENT)] == ["SessionEnded"]
     finally:
-        await again.service.stop()
+        await again.chat.stop()
 
 
 async def test_at_most_bye_concurrency_byes_are_in_flight(db) -> None:
@@ -237,7 +238,7 @@ async def test_at_most_bye_concurrency_byes_are_in_flight(db) -> None:
     total = recovery.BYE_CONCURRENCY + 4
     for n in range(total):
         await up_outgoing(w, UserUri(f"tel:+1555777{n:04d}"), f"c-{n}")
-    await w.service.stop()
+    await w.chat.stop()
 
     sip = ByeSignalling()
     sip.gate = asyncio.Event()
@@ -255,7 +256,7 @@ async def test_at_most_bye_concurrency_byes_are_in_flight(db) -> None:
         await again.settle()
         assert len({ids.call_id for ids in sip.byes}) == total
     finally:
-        await again.service.stop()
+        await again.chat.stop()
 
 
 @pytest.mark.parametrize(
@@ -313,7 +314,7 @@ async def forget_notification(db: Database, user: UserUri, message_id: str) -> N
 async def received(
     w: World, mid: str, *dispositions: Disposition, leg: LegId | None = None
 ) -> None:
-    await w.service.handle_event(MessageReceived(leg, B, incoming(mid, *dispositions)))
+    await w.chat.events.handle_event(MessageReceived(leg, B, incoming(mid, *dispositions)))
 
 
 async def test_owed_delivered_reports_go_by_pager_after_restart(db) -> None:
@@ -328,7 +329,7 @@ async def test_owed_delivered_reports_go_by_pager_after_restart(db) -> None:
     assert [c.args[1].message_id for c in w.sip.named("send_report")] == ["done"]
     for mid in ("owed", "not-asked", "done"):
         await forget_notification(db, B, mid)
-    await w.service.stop()
+    await w.chat.stop()
 
     again, _ = await world(db, backlog=OutboxBacklog(db))
     try:
@@ -342,9 +343,11 @@ async def test_owed_delivered_reports_go_by_pager_after_restart(db) -> None:
             A,
             ReportKind.DELIVERED,
         )
-        msg = await again.service.get_message(B, A, ADHOC, "owed")
+        msg = await again.chat.messages.get_message(B, A, ADHOC, "owed")
         assert msg.status == "delivered"
-        assert (await again.service.get_message(B, A, ADHOC, "still-queued")).status == "received"
+        assert (
+            await again.chat.messages.get_message(B, A, ADHOC, "still-queued")
+        ).status == "received"
         # the queued one is reported when its notification is delivered, as before
         async with db.sessions() as s:
             pending = await outbox.pending_for(s, done.subscription_id)
@@ -355,7 +358,7 @@ async def test_owed_delivered_reports_go_by_pager_after_restart(db) -> None:
             "still-queued",
         ]
     finally:
-        await again.service.stop()
+        await again.chat.stop()
 
 
 async def test_no_owed_report_for_a_user_nobody_listens_for(db) -> None:
@@ -363,21 +366,21 @@ async def test_no_owed_report_for_a_user_nobody_listens_for(db) -> None:
     await w.subscribe(B)
     await w.subscribe(C)
     await received(w, "listened", Disposition.POSITIVE_DELIVERY)
-    await w.service.handle_event(
+    await w.chat.events.handle_event(
         MessageReceived(None, C, incoming("unsubscribed", Disposition.POSITIVE_DELIVERY))
     )
     for user, mid in ((B, "listened"), (C, "unsubscribed")):
         await forget_notification(db, user, mid)
     async with db.sessions.begin() as s:  # C's app went away (its rows went with it)
         await s.execute(sa.text("DELETE FROM chat_subscriptions WHERE user_uri = :u"), {"u": C})
-    await w.service.stop()
+    await w.chat.stop()
 
     again, _ = await world(db, backlog=OutboxBacklog(db))
     try:
         await again.settle()
         assert [c.args[1].message_id for c in again.sip.named("send_report")] == ["listened"]
     finally:
-        await again.service.stop()
+        await again.chat.stop()
 
 
 async def test_no_owed_report_past_the_notification_max_age(db) -> None:
@@ -385,7 +388,7 @@ async def test_no_owed_report_past_the_notification_max_age(db) -> None:
     await w.subscribe(B)
     await received(w, "old", Disposition.POSITIVE_DELIVERY)
     await forget_notification(db, B, "old")
-    await w.service.stop()
+    await w.chat.stop()
     await asyncio.sleep(0.05)
 
     # past notification_max_age the row may have been dropped undelivered: no claim it arrived
@@ -393,9 +396,9 @@ async def test_no_owed_report_past_the_notification_max_age(db) -> None:
     try:
         await again.settle()
         assert again.sip.named("send_report") == []
-        assert (await again.service.get_message(B, A, ADHOC, "old")).status == "received"
+        assert (await again.chat.messages.get_message(B, A, ADHOC, "old")).status == "received"
     finally:
-        await again.service.stop()
+        await again.chat.stop()
 
 
 async def test_outbox_backlog_reads_queued_message_notifications(db) -> None:
@@ -403,8 +406,8 @@ async def test_outbox_backlog_reads_queued_message_notifications(db) -> None:
     await w.subscribe(B)
     await w.subscribe(C)
     await received(w, "b1", Disposition.POSITIVE_DELIVERY)
-    await w.service.handle_event(MessageReceived(None, C, incoming("c1")))
-    await w.service.stop()
+    await w.chat.events.handle_event(MessageReceived(None, C, incoming("c1")))
+    await w.chat.stop()
     backlog = OutboxBacklog(db)
     assert await backlog.queued_message_notifications([B, C, A]) == {
         (B, MessageId("b1")),

@@ -46,12 +46,12 @@ class Bridge(ChatApi):
         self.sip = sip
 
     @property
-    def service(self):
+    def chat(self):
         return self.client.app[CHAT_BRIDGE]
 
     async def settle(self) -> None:
         """Runs the loopback signalling's pending work (what real SIP/MSRP would do)."""
-        await self.sip.settle(self.service)
+        await self.sip.settle(self.chat.core)
 
 
 @pytest.fixture

@@ -58,7 +58,7 @@ class Bridge(ChatApi):
         self.sip = sip
 
     async def settle(self) -> None:
-        await self.sip.settle(self.client.app[CHAT_BRIDGE])
+        await self.sip.settle(self.client.app[CHAT_BRIDGE].core)
 
     async def fault(self, method: str, path: str, body: Any, status: int) -> tuple[str, list[str]]:
         doc = await self.call(method, path, body, status)
