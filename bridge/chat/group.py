@@ -1,4 +1,4 @@
-"""The group chat participation machine (oma-chat-api.md §6.6, sip-msrp-mapping.md R10-R17, N2).
+"""The group chat participation machine (OMA REST Chat v1.0 R9-R13; docs/group-chat.md).
 
 Each member holds its own group session (its own ``g-…`` sessionId) whose
 state is the *user's own participation*: the group leg toward the focus
@@ -18,7 +18,7 @@ What each transition emits (``ChatCore.transition`` runs it) as a
 chatEventNotification (link rel ``GroupChatSessionInformation``):
 
 * creator: MEDIA_UP → ``Successful``; SETUP_FAILED/RESTART while JOINING →
-  ``Failed`` (oma-chat-api.md §6.6).
+  ``Failed`` (docs/group-chat.md "REST behaviour").
 * invitee: RING_TIMEOUT, PEER_CANCEL, RESTART while INVITED →
   ``SessionCancelled`` (the invitation no longer stands); SETUP_FAILED after
   its accept → ``Failed``.

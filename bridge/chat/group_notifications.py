@@ -1,4 +1,4 @@
-"""The group-only notification bodies (oma-chat-api.md §5.5; docs/group-chat.md "REST behaviour").
+"""The group-only notification bodies (OMA REST Chat v1.0; docs/group-chat.md "REST behaviour").
 
 Builders return ``(root, body)`` like ``bridge.chat.notifications``:
 

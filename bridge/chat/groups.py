@@ -1,4 +1,4 @@
-"""The group chat use cases (oma-chat-api.md §6.6, §6.7; docs/group-chat.md).
+"""The group chat use cases (OMA REST Chat v1.0 R8-R15; docs/group-chat.md).
 
 :class:`GroupChat` serves the REST operations on group sessions over the
 shared runtime (``bridge.chat.core.ChatCore``: units, transitions, locks,
