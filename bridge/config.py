@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     """``channelLifetime`` granted when the app asks for none (seconds)."""
     channel_max_lifetime: int = Field(86400, gt=0)
     """Longest ``channelLifetime`` granted (seconds)."""
+    channel_min_lifetime: int = Field(300, gt=0)
+    """Shortest ``channelLifetime`` granted (seconds): a shorter request is raised to it, so a
+    channel outlives the app's first polls."""
     channel_max_notifications: int = Field(100, gt=0)
     """Most notifications one long poll answers with (caps ``maxNotifications``)."""
     # notification delivery worker (rest.delivery)
@@ -179,6 +182,12 @@ class Settings(BaseSettings):
         if v and not v.startswith(("http://", "https://")):
             raise ValueError("server_root must start with http:// or https://")
         return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _channel_lifetimes(self) -> Settings:
+        if self.channel_min_lifetime > self.channel_max_lifetime:
+            raise ValueError("channel_min_lifetime must not exceed channel_max_lifetime")
+        return self
 
     @model_validator(mode="after")
     def _default_root(self) -> Settings:

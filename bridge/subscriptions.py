@@ -31,8 +31,8 @@ class NotificationFormat(str, enum.Enum):
     JSON = "JSON"
 
 
-SUPPORTED_FORMATS = (NotificationFormat.JSON,)
-"""Formats the notifier can produce today (XML follows with the XML codec)."""
+SUPPORTED_FORMATS = (NotificationFormat.JSON, NotificationFormat.XML)
+"""Formats the notifier produces (``rest.delivery``; XML per docs/rest-formats.md)."""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ On input the server-set elements (``channelURL``, ``callbackURL``,
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -43,6 +43,7 @@ class LongPollingData(OMAModel):
 class NotificationChannel(OMAModel):
     """Root ``notificationChannel``: a create request, or the resource as answered."""
 
+    ROOT: ClassVar[str] = CHANNEL_ROOT
     client_correlator: str | None = Field(default=None, max_length=256)
     application_tag: str | None = Field(default=None, max_length=256)
     channel_type: Literal["LongPolling"]
@@ -56,5 +57,6 @@ class NotificationChannel(OMAModel):
 class NotificationChannelList(OMAModel):
     """Root ``notificationChannelList``: every live channel of a user."""
 
+    ROOT: ClassVar[str] = CHANNEL_LIST_ROOT
     notification_channel: list[NotificationChannel]
     resource_url: str = Field(alias="resourceURL")

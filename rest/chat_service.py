@@ -127,8 +127,9 @@ def install_chat(app: web.Application, signalling: SignallingPort) -> ChatBridge
     return chat
 
 
-def _not_yet() -> OMAFault:
-    return OMAFault(501, "SVC0001", ["chat is not available yet on this bridge"])
+def _not_one_to_one() -> OMAFault:
+    # a group target reached a 1-1 only operation: a routing bug, not a client error
+    return OMAFault(500, "SVC0001", ["internal error: a 1-1 operation on a group chat"])
 
 
 def session_view(cs: ChatSession) -> ChatSessionInformation:
@@ -244,7 +245,7 @@ class RestChatService:
     @staticmethod
     def _one(target: ChatTarget) -> UserUri:
         if target.other is None:
-            raise _not_yet()
+            raise _not_one_to_one()
         return target.other
 
     async def send_message(self, target: ChatTarget, message: ChatMessage) -> Created[ChatMessage]:

@@ -3,20 +3,23 @@
 Callback delivery (DECISIONS.md "Notification delivery", oma-chat-api.md §5)
 ---------------------------------------------------------------------------
 One HTTP POST per notification, body ``{root: body}``, to ``notify_url``; any
-2xx means delivered. A scheduler task makes *passes* when woken (a publish or
-wake, a lane finishing), when the next backoff ends, and at least every
-``notification_poll_interval`` seconds, so rows written by another process or
-instance are found too. One pass is one write transaction: it deletes the rows
-delivered since the last pass, then claims a batch of up to ``batch_size``
-rows from the head of each of up to ``notification_concurrency`` due lanes
-(one lane per subscription; ``state.outbox.claim_lanes``). Each batch runs as
-a *lane task* that POSTs its rows one after the other over one shared
-keep-alive HTTP client, without touching the store while they succeed. On a
-failure it records the attempt and hands the rest of the batch back, and the
-scheduler returns to that lane when its backoff ends. That keeps order per
-subscription, lets one failing receiver block only its own subscriptions, and
-costs one transaction per batch rather than two per notification. A lane
-whose claims would run out during a slow batch extends them first.
+2xx means delivered. The body is JSON, or XML (``rest.xmlbody``,
+docs/rest-formats.md) when the subscription's ``notificationFormat`` is ``XML``
+(looked up once per subscription and remembered). A scheduler task makes
+*passes* when woken (a publish or wake, a lane finishing), when the next
+backoff ends, and at least every ``notification_poll_interval`` seconds, so
+rows written by another process or instance are found too. One pass is one
+write transaction: it deletes the rows delivered since the last pass, then
+claims a batch of up to ``batch_size`` rows from the head of each of up to
+``notification_concurrency`` due lanes (one lane per subscription;
+``state.outbox.claim_lanes``). Each batch runs as a *lane task* that POSTs its
+rows one after the other over one shared keep-alive HTTP client, without
+touching the store while they succeed. On a failure it records the attempt and
+hands the rest of the batch back, and the scheduler returns to that lane when
+its backoff ends. That keeps order per subscription, lets one failing receiver
+block only its own subscriptions, and costs one transaction per batch rather
+than two per notification. A lane whose claims would run out during a slow
+batch extends them first.
 
 Rows delivered (or handed out by a long poll) are not deleted one by one:
 they join a list that the next transaction of this worker deletes (a pass, a
@@ -79,8 +82,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bridge.config import Settings
 from bridge.ids import SubscriptionId, UserUri
 from bridge.ports import DeliveryListener, JSONObject, Notification
+from bridge.subscriptions import NotificationFormat
+from rest import xmlbody
 from rest.http_client import NotifyClient, NotifyError
-from state import channels, outbox
+from state import channels, outbox, repository
 from state.db import Database
 from state.writer import SQLiteWriter
 
@@ -100,6 +105,11 @@ SETTLE_DELAY = 0.02
 INLINE_MEMORY = 10_000
 """Inline-claimed row ids remembered until their wake comes (cleared past this)."""
 _POST_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+_XML_POST_HEADERS = {"Content-Type": "application/xml", "Accept": "application/xml"}
+POLL_EXPIRY_MARGIN = 1.0
+"""Seconds before its channel expires by which a long poll has answered (never under it)."""
+FORMAT_CACHE_SIZE = 65536
+"""Subscriptions whose ``notificationFormat`` the delivery worker remembers."""
 
 
 def backoff_delay(
@@ -183,6 +193,8 @@ class DeliveryService:
         """Rows a chat store batch claimed and dispatched itself (:meth:`wake` skips them)."""
         self._stopping = False
         self._next_sweep = 0.0
+        self._formats: dict[str, NotificationFormat] = {}
+        """``notificationFormat`` of the subscriptions seen (:meth:`_load_format`)."""
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncSession]:
@@ -682,15 +694,33 @@ class DeliveryService:
     async def _post(self, n: Notification) -> str | None:
         """POST one notification; None on 2xx, else a short error text."""
         assert self._http is not None, "DeliveryService.start() not called"
-        data = n.encoded or json.dumps(n.document()).encode()
+        fmt = self._formats.get(n.subscription_id)
+        if fmt is None:
+            fmt = await self._load_format(n.subscription_id)
+        if fmt is NotificationFormat.XML:
+            data = xmlbody.render(n.root, dict(n.body))
+            headers = _XML_POST_HEADERS
+        else:
+            data = n.encoded or json.dumps(n.document()).encode()
+            headers = _POST_HEADERS
         try:
-            status = await self._http.post(n.notify_url, data, _POST_HEADERS)
+            status = await self._http.post(n.notify_url, data, headers)
         except (NotifyError, ValueError) as exc:
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if 200 <= status < 300:
             log.debug("> notification %d %s to %s: %d", n.id, n.root, n.notify_url, status)
             return None
         return f"HTTP {status}"
+
+    async def _load_format(self, subscription_id: SubscriptionId) -> NotificationFormat:
+        """The subscription's ``notificationFormat`` (JSON if it is gone), remembered."""
+        async with self.database.sessions() as session:
+            fmt = await repository.subscription_format(session, subscription_id)
+        fmt = fmt or NotificationFormat.JSON
+        if len(self._formats) >= FORMAT_CACHE_SIZE:
+            self._formats.clear()
+        self._formats[subscription_id] = fmt  # immutable: a subscription has no update
+        return fmt
 
     def _is_dead_channel_url(self, url: str) -> bool:
         # A live channel's callbackURL never reaches the callback path (enqueue routes it).
@@ -814,7 +844,8 @@ class DeliveryService:
                 checked = True  # the caller has just found it alive
                 if items:
                     return items
-                left = min(deadline - loop.time(), (channel.expires_at - now).total_seconds())
+                to_expiry = (channel.expires_at - now).total_seconds() - POLL_EXPIRY_MARGIN
+                left = min(deadline - loop.time(), to_expiry)
                 if left <= 0:
                     return [] if channel.expires_at > self.clock() else None
                 try:

@@ -1,9 +1,11 @@
 """OMA faults (oma-chat-api.md §9) and the one middleware that renders them.
 
-Every 4xx/5xx answer carries ``{"requestError": {"serviceException"|"policyException":
-{"messageId", "text", "variables"}}}``. Handlers raise :class:`OMAFault` (or a
-``bridge.errors`` class, mapped in :data:`BRIDGE_ERROR_MAP`); aiohttp's own HTTP
-errors (unknown route, wrong verb, oversize body) are turned into faults here too.
+Every 4xx/5xx answer carries ``{"requestError":
+{"serviceException"|"policyException": {"messageId", "text", "variables"}}}``,
+in XML (``common:requestError``, docs/rest-formats.md) when the request's
+``Accept`` chose XML. Handlers raise :class:`OMAFault` (or a ``bridge.errors``
+class, mapped in :data:`BRIDGE_ERROR_MAP`); aiohttp's own HTTP errors (unknown
+route, wrong verb, oversize body) are turned into faults here too.
 """
 
 from __future__ import annotations
@@ -17,8 +19,13 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from bridge import errors as berr
+from rest import xmlbody
 
 log = logging.getLogger(__name__)
+
+FORMAT_KEY = web.RequestKey("oma_response_format", str)
+"""Request slot set by ``rest.body.negotiation_middleware`` to ``application/xml`` when the
+client prefers XML (absent: JSON)."""
 
 SERVICE = "serviceException"
 POLICY = "policyException"
@@ -73,8 +80,16 @@ class OMAFault(Exception):
             }
         }
 
-    def response(self) -> web.Response:
-        """The aiohttp response carrying this fault."""
+    def response(self, xml: bool = False) -> web.Response:
+        """The aiohttp response carrying this fault (JSON, or XML when ``xml``)."""
+        if xml:
+            ((root, content),) = self.body().items()
+            return web.Response(
+                status=self.status,
+                body=xmlbody.render(root, content),
+                content_type=xmlbody.XML,
+                headers=self.headers,
+            )
         return web.Response(
             status=self.status,
             body=json.dumps(self.body()).encode(),
@@ -168,10 +183,10 @@ def fault_from_validation(exc: ValidationError, root: str) -> OMAFault:
 _HTTP_STATUS_FAULTS: dict[int, tuple[str, str]] = {
     400: ("SVC0001", "bad request"),
     404: ("SVC0001", "resource not found"),
-    406: ("SVC0001", "not acceptable: only application/json can be produced"),
+    406: ("SVC0001", "not acceptable: only application/json or application/xml can be produced"),
     411: ("SVC0001", "length required"),
     413: ("SVC0001", "request entity too large"),
-    415: ("SVC0001", "unsupported media type: send application/json"),
+    415: ("SVC0001", "unsupported media type: send application/json or application/xml"),
 }
 
 _KEPT_HEADERS = {"Allow", "Retry-After", "WWW-Authenticate"}
@@ -181,18 +196,19 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def fault_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every error on the way out into an OMA fault response."""
+    """Turn every error on the way out into an OMA fault response (in the negotiated format)."""
     try:
         return await handler(request)
     except OMAFault as fault:
-        return fault.response()
+        return fault.response(_xml(request))
     except berr.BridgeError as exc:
         log.debug("x %s %s: %s", request.method, request.path, exc)
-        return fault_from_bridge_error(exc).response()
+        return fault_from_bridge_error(exc).response(_xml(request))
     except web.HTTPMethodNotAllowed as exc:
-        return method_not_allowed(request.method, sorted(exc.allowed_methods)).response()
+        refused = method_not_allowed(request.method, sorted(exc.allowed_methods))
+        return refused.response(_xml(request))
     except web.HTTPRequestEntityTooLarge:
-        return OMAFault(413, "SVC0001", ["request entity too large"]).response()
+        return OMAFault(413, "SVC0001", ["request entity too large"]).response(_xml(request))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -200,7 +216,11 @@ async def fault_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status == 404:
             detail = f"resource not found: {request.path}"
         keep = {k: v for k, v in exc.headers.items() if k in _KEPT_HEADERS}
-        return OMAFault(exc.status, message_id, [detail], headers=keep).response()
+        return OMAFault(exc.status, message_id, [detail], headers=keep).response(_xml(request))
     except Exception:
         log.exception("x unhandled error on %s %s", request.method, request.path)
-        return OMAFault(500, "SVC0001", ["internal server error"]).response()
+        return OMAFault(500, "SVC0001", ["internal server error"]).response(_xml(request))
+
+
+def _xml(request: web.Request) -> bool:
+    return request.get(FORMAT_KEY) == xmlbody.XML

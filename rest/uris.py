@@ -10,8 +10,9 @@ stand for the caller's own user and are resolved by ``rest.auth``.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 
 from bridge.ids import UserUri
 
@@ -94,6 +95,28 @@ def quote_segment(text: str) -> str:
     return _quote_cached(text)  # user URIs repeat: each is encoded once
 
 
+@dataclass(frozen=True)
+class ChannelPath:
+    """What a URL inside the bridge's own Notification Channel space designates.
+
+    ``user`` is None when the ``{userId}`` segment is not a user URI;
+    ``channel_id`` is None (and ``callback`` False) for the channel list;
+    ``callback`` is True only for ``…/channels/{channelId}/callback`` exactly.
+    """
+
+    user: UserUri | None
+    channel_id: str | None
+    callback: bool
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(scheme: str, host: str | None, port: int | None) -> tuple[str, str, int | None]:
+    scheme = scheme.lower()
+    return scheme, (host or "").lower(), port if port is not None else _DEFAULT_PORTS.get(scheme)
+
+
 class ServerRoot:
     """Builds the absolute URLs of every resource from ``{serverRoot}``."""
 
@@ -113,6 +136,46 @@ class ServerRoot:
     def channels(self, user: str, *segments: str) -> str:
         """``{serverRoot}/notificationchannel/v1/{user}/channels/{segments…}``."""
         return self._join("notificationchannel", self.CHANNEL_VERSION, user, "channels", *segments)
+
+    def channel_path(self, url: str) -> ChannelPath | None:
+        """What ``url`` designates in ``{serverRoot}/notificationchannel/``, or None if outside.
+
+        Every equivalent spelling designates the same thing (DECISIONS.md "REST
+        surface"): scheme and host in any case, the default port written or
+        not, each path segment percent-encoded or not (either hex case), and
+        the user compared by :func:`canonical_user` (``tel:+1…`` = ``+1…``).
+        """
+        try:
+            parts = urlsplit(url.strip())
+            root = urlsplit(self.root)
+            if _origin(parts.scheme, parts.hostname, parts.port) != _origin(
+                root.scheme, root.hostname, root.port
+            ):
+                return None
+        except ValueError:  # a bad port
+            return None
+        prefix = [unquote(s) for s in root.path.split("/") if s]
+        segments = [unquote(s) for s in parts.path.split("/")][1:]
+        if segments[: len(prefix)] != prefix:
+            return None
+        rest = segments[len(prefix) :]
+        if not rest or rest[0] != "notificationchannel":
+            return None
+        if len(rest) < 3:
+            return ChannelPath(None, None, False)
+        try:
+            user: UserUri | None = canonical_user(rest[2])
+        except InvalidUserUri:
+            user = None
+        channel_id = rest[4] if len(rest) > 4 and rest[3] == "channels" and rest[4] else None
+        callback = (
+            channel_id is not None
+            and rest[1] == self.CHANNEL_VERSION
+            and rest[5:] == ["callback"]
+            and not parts.query
+            and not parts.fragment
+        )
+        return ChannelPath(user, channel_id, callback)
 
     @property
     def path_prefix(self) -> str:

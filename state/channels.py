@@ -194,15 +194,20 @@ async def expire_channels(session: AsyncSession, *, now: datetime) -> list[Chann
 async def _remove_channel(session: AsyncSession, channel: Channel) -> None:
     await session.execute(sa.delete(_O).where(_O.channel_id == channel.id))
     await session.execute(sa.delete(_C).where(_C.id == channel.id))
-    dropped = await _delete_subscriptions(session, channel.callback_url)
+    dropped = await _delete_subscriptions(session, channel)
     log.info("- channel %s of %s removed (%d subscriptions)", channel.id, channel.user, dropped)
 
 
-async def _delete_subscriptions(session: AsyncSession, url: str) -> int:
+async def _delete_subscriptions(session: AsyncSession, channel: Channel) -> int:
     # The subscriptions table belongs to the REST core (state.repository).
     from state.repository import delete_subscriptions_by_notify_url
 
-    return await delete_subscriptions_by_notify_url(session, url)
+    return await delete_subscriptions_by_notify_url(
+        session,
+        channel.callback_url,
+        user=channel.user,
+        path_suffix=f"/channels/{channel.id}/callback",
+    )
 
 
 async def claim_channel_items(

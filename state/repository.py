@@ -121,6 +121,14 @@ async def get_subscription(
     return None if row is None else _to_subscription(row)
 
 
+async def subscription_format(
+    session: AsyncSession, subscription_id: str
+) -> NotificationFormat | None:
+    """The ``notificationFormat`` of a stored subscription (live or not), or None if unknown."""
+    value = await session.scalar(sa.select(_T.notification_format).where(_T.id == subscription_id))
+    return None if value is None else NotificationFormat(value)
+
+
 async def list_subscriptions(
     session: AsyncSession, user: UserUri, now: datetime
 ) -> list[Subscription]:
@@ -156,9 +164,20 @@ async def delete_expired_subscriptions(session: AsyncSession, now: datetime) -> 
     return _rowcount(result)
 
 
-async def delete_subscriptions_by_notify_url(session: AsyncSession, url: str) -> int:
-    """Remove every subscription notifying ``url`` (a deleted channel); return how many."""
-    result = await session.execute(sa.delete(_T).where(_T.notify_url == url))
+async def delete_subscriptions_by_notify_url(
+    session: AsyncSession, url: str, *, user: str | None = None, path_suffix: str | None = None
+) -> int:
+    """Remove every subscription notifying ``url`` (a deleted channel); return how many.
+
+    With ``user`` and ``path_suffix`` (``/channels/{channelId}/callback``), that
+    user's subscriptions whose notifyURL ends so go too: a callbackURL stored in
+    another spelling by a bridge before notifyURLs were canonicalized at
+    subscription time (channel ids are unique and hold no LIKE wildcard).
+    """
+    match: sa.ColumnElement[bool] = _T.notify_url == url
+    if user is not None and path_suffix is not None:
+        match = sa.or_(match, sa.and_(_T.user_uri == user, _T.notify_url.endswith(path_suffix)))
+    result = await session.execute(sa.delete(_T).where(match))
     return _rowcount(result)
 
 

@@ -19,9 +19,13 @@ path                                       verb    answer
 =========================================  ======  ==========================================
 
 Other verbs on these paths answer 405 with ``Allow``; an unknown, deleted or
-expired channel answers 404. ``channelLifetime`` is granted as asked, capped at
-``channel_max_lifetime`` (``channel_default_lifetime`` when absent) and read
-back as the seconds left; ``maxNotifications`` likewise, capped at
+expired channel answers 404. ``channelLifetime`` is granted as asked within
+``channel_min_lifetime`` and ``channel_max_lifetime`` (``channel_default_lifetime``
+when absent; :func:`grant_lifetime`): the create answer carries the granted
+seconds, later reads the seconds left. A long poll never outlives its channel:
+it answers (``[]`` if nothing is queued) at the latest
+``rest.delivery.POLL_EXPIRY_MARGIN`` seconds before the channel expires, and
+the next poll gets 404; ``maxNotifications`` likewise, capped at
 ``channel_max_notifications``. A user holds at most
 :data:`MAX_CHANNELS_PER_USER` live channels (403 POL0001 beyond).
 
@@ -38,10 +42,12 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from bridge.config import Settings
 from bridge.ports import Notifier
+from rest import xmlbody
 from rest.app import DATABASE, SERVER_ROOT, SETTINGS
 from rest.auth import acting_user
-from rest.body import JSON, json_response, parse_body
+from rest.body import JSON, parse_body, respond
 from rest.channel_models import (
     CHANNEL_LIST_ROOT,
     CHANNEL_ROOT,
@@ -52,8 +58,9 @@ from rest.channel_models import (
     NotificationChannelList,
 )
 from rest.delivery import DeliveryService
-from rest.errors import forbidden, invalid_input, not_found
+from rest.errors import FORMAT_KEY, forbidden, invalid_input, not_found
 from rest.uris import ServerRoot
+from rest.xmlbody import XML
 from state import channels, outbox
 
 NOTIFIER: web.AppKey[Notifier] = web.AppKey("notifier")
@@ -67,6 +74,12 @@ log = logging.getLogger(__name__)
 
 MAX_CHANNELS_PER_USER = 50
 """Live channels one user may hold; one more is refused with 403 POL0001."""
+
+
+def grant_lifetime(asked: int | None, settings: Settings) -> int:
+    """The ``channelLifetime`` granted: ``asked`` (or the default) within the configured bounds."""
+    wanted = asked or settings.channel_default_lifetime
+    return max(settings.channel_min_lifetime, min(wanted, settings.channel_max_lifetime))
 
 
 def _render(root: ServerRoot, channel: channels.Channel, seconds_left: int) -> NotificationChannel:
@@ -90,11 +103,9 @@ async def create_channel(request: web.Request) -> web.Response:
     user = acting_user(request)
     settings = request.app[SETTINGS]
     root = request.app[SERVER_ROOT]
-    body = await parse_body(request, NotificationChannel, CHANNEL_ROOT)
+    body = await parse_body(request, NotificationChannel, CHANNEL_ROOT, form=True)
     assert body is not None
-    lifetime = min(
-        body.channel_lifetime or settings.channel_default_lifetime, settings.channel_max_lifetime
-    )
+    lifetime = grant_lifetime(body.channel_lifetime, settings)
     asked = body.channel_data.max_notifications if body.channel_data else None
     max_notifications = min(
         asked or settings.channel_max_notifications, settings.channel_max_notifications
@@ -121,8 +132,12 @@ async def create_channel(request: web.Request) -> web.Response:
         channel, created = await channels.create_channel(session, new, now=now)
     answer = _render(root, channel, channel.remaining(now))
     location = answer.resource_url or ""
-    return json_response(
-        CHANNEL_ROOT, answer, status=201 if created else 200, headers={"Location": location}
+    return respond(
+        request,
+        CHANNEL_ROOT,
+        answer,
+        status=201 if created else 200,
+        headers={"Location": location},
     )
 
 
@@ -137,7 +152,7 @@ async def list_channels(request: web.Request) -> web.Response:
         notification_channel=[_render(root, c, c.remaining(now)) for c in found],
         resource_url=root.channels(user),
     )
-    return json_response(CHANNEL_LIST_ROOT, answer)
+    return respond(request, CHANNEL_LIST_ROOT, answer)
 
 
 async def _live_channel(request: web.Request) -> channels.Channel:
@@ -155,7 +170,7 @@ async def read_channel(request: web.Request) -> web.Response:
     """``GET .../channels/{channelId}``: one channel (§10)."""
     channel = await _live_channel(request)
     answer = _render(request.app[SERVER_ROOT], channel, channel.remaining(outbox.utcnow()))
-    return json_response(CHANNEL_ROOT, answer)
+    return respond(request, CHANNEL_ROOT, answer)
 
 
 async def delete_channel(request: web.Request) -> web.Response:
@@ -185,14 +200,22 @@ async def long_poll(request: web.Request) -> web.StreamResponse:
     hung up before gets them again on its next poll (at least once).
     """
     data = await request.read()
-    if data.strip():
+    if data.strip():  # ignored, but it must be well-formed
         try:
-            json.loads(data)
+            if xmlbody.is_xml(request.content_type):
+                xmlbody.parse_xml(data)
+            else:
+                json.loads(data)
+        except xmlbody.XMLBodyError as exc:
+            raise invalid_input("body", str(exc)) from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise invalid_input("body", f"malformed JSON: {exc}") from exc
     channel = await _live_channel(request)
     delivery = request.app[DELIVERY]
-    response = web.Response(content_type=JSON, headers={"Cache-Control": "no-store"})
+    xml = request.get(FORMAT_KEY) == XML
+    response = web.Response(
+        content_type=XML if xml else JSON, headers={"Cache-Control": "no-store"}
+    )
     try:
         async with delivery.hand_out(
             channel,
@@ -201,8 +224,11 @@ async def long_poll(request: web.Request) -> web.StreamResponse:
         ) as items:
             if items is None:
                 raise not_found(request.path)
-            payload = {NOTIFICATION_LIST_ROOT: [n.document() for n in items]}
-            response.body = json.dumps(payload).encode()
+            documents = [n.document() for n in items]
+            if xml:
+                response.body = xmlbody.render(NOTIFICATION_LIST_ROOT, documents)
+            else:
+                response.body = json.dumps({NOTIFICATION_LIST_ROOT: documents}).encode()
             await response.prepare(request)
             await response.write_eof()
     except ConnectionResetError:

@@ -30,7 +30,12 @@ Every handler first validates the path users and the body with the models
 from ``{serverRoot}`` here, never from the service. Until a service is plugged
 in (issue 4), nothing pretends to work: a resource under a ``{sessionId}``
 cannot exist (404) and the creation endpoints (new 1-1 or group session, adhoc
-message, adhoc extend) answer 501 SVC0001 "chat is not available".
+message, adhoc extend) answer 501 SVC0001 "no chat service is configured on
+this bridge" (only an application built without ``rest.chat_service.install_chat``,
+as in unit tests of the REST layer alone).
+
+Bodies are JSON or XML; the creating POSTs (R3, R6, R8, R9, R11, R14) also
+take ``application/x-www-form-urlencoded`` (docs/rest-formats.md).
 
 The service raises ``bridge.errors`` (``NotFound`` → 404, ``Conflict`` → 409,
 ``PolicyViolation`` → 403, ``Unavailable`` → 503), rendered by the fault
@@ -50,7 +55,7 @@ from aiohttp import web
 from bridge.ids import UserUri
 from rest import auth
 from rest.app import SERVER_ROOT
-from rest.body import OMAModel, json_response, parse_body, parse_body_choice
+from rest.body import OMAModel, parse_body, parse_body_choice, respond
 from rest.errors import OMAFault, invalid_enum, invalid_input, no_valid_address, not_found
 from rest.models import (
     ChatMessage,
@@ -196,7 +201,7 @@ def _service(request: web.Request) -> ChatService | None:
 
 
 def _unavailable() -> OMAFault:
-    return OMAFault(501, "SVC0001", ["chat is not available yet on this bridge"])
+    return OMAFault(501, "SVC0001", ["no chat service is configured on this bridge"])
 
 
 def _path_user(request: web.Request, name: str) -> UserUri:
@@ -221,8 +226,8 @@ def _created(
     request: web.Request, root_name: str, body: OMAModel, url: str, created: bool
 ) -> web.Response:
     if created:
-        return json_response(root_name, body, status=201, headers={"Location": url})
-    return json_response(root_name, body)
+        return respond(request, root_name, body, status=201, headers={"Location": url})
+    return respond(request, root_name, body)
 
 
 def _one_to_one(request: web.Request) -> tuple[UserUri, UserUri]:
@@ -280,7 +285,7 @@ REPORTABLE = (MessageStatus.DELIVERED, MessageStatus.DISPLAYED)
 async def create_session(request: web.Request) -> web.Response:
     """R3 POST: invite ``otherUserId`` to a confirmed 1-1 session."""
     user, other = _one_to_one(request)
-    info = await parse_body(request, ChatSessionInformation, ChatSessionInformation.ROOT)
+    info = await parse_body(request, ChatSessionInformation, ChatSessionInformation.ROOT, form=True)
     assert info is not None
     if info.originator_address not in (None, user):
         raise invalid_input(f"{info.ROOT}.originatorAddress", "must be the userId of the URL")
@@ -309,7 +314,7 @@ async def read_session(request: web.Request) -> web.Response:
     assert target.other is not None
     info = await service.get_session(target.user, target.other, target.session_id)
     url = _target_url(_root(request), target)
-    return json_response(info.ROOT, info.model_copy(update={"resource_url": url}))
+    return respond(request, info.ROOT, info.model_copy(update={"resource_url": url}))
 
 
 async def delete_session(request: web.Request) -> web.Response:
@@ -332,7 +337,7 @@ async def read_session_status(request: web.Request) -> web.Response:
     assert target.other is not None
     status = await service.get_session_status(target.user, target.other, target.session_id)
     url = _target_url(_root(request), target, "status")
-    return json_response(status.ROOT, status.model_copy(update={"resource_url": url}))
+    return respond(request, status.ROOT, status.model_copy(update={"resource_url": url}))
 
 
 async def update_session_status(request: web.Request) -> web.Response:
@@ -352,7 +357,7 @@ async def update_session_status(request: web.Request) -> web.Response:
 async def extend_session(request: web.Request) -> web.Response:
     """R8 POST: promote the 1-1 chat to a group chat; 201 + the new group."""
     target = _target(request, group=False)
-    params = await parse_body(request, ExtensionParameters, ExtensionParameters.ROOT)
+    params = await parse_body(request, ExtensionParameters, ExtensionParameters.ROOT, form=True)
     assert params is not None and target.other is not None
     service = _service(request)
     if service is None:
@@ -374,7 +379,7 @@ def _messages(group: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
         """R6/R14 POST: a ``chatMessage`` (201 + resourceReference) or ``isComposing`` (204)."""
         target = _target(request, group)
         body = await parse_body_choice(
-            request, {ChatMessage.ROOT: ChatMessage, IsComposing.ROOT: IsComposing}
+            request, {ChatMessage.ROOT: ChatMessage, IsComposing.ROOT: IsComposing}, form=True
         )
         service = _service(request)
         if service is None:
@@ -403,7 +408,7 @@ def _message(group: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
             raise not_found(request.path)
         message = await service.get_message(target, message_id)
         url = _target_url(_root(request), target, "messages", message_id)
-        return json_response(message.ROOT, message.model_copy(update={"resource_url": url}))
+        return respond(request, message.ROOT, message.model_copy(update={"resource_url": url}))
 
     return read
 
@@ -418,7 +423,7 @@ def _message_status(group: bool) -> dict[str, Callable[[web.Request], Awaitable[
             raise not_found(request.path)
         report = await service.get_message_status(target, message_id)
         url = _target_url(_root(request), target, "messages", message_id, "status")
-        return json_response(report.ROOT, report.model_copy(update={"resource_url": url}))
+        return respond(request, report.ROOT, report.model_copy(update={"resource_url": url}))
 
     async def update(request: web.Request) -> web.Response:
         """R7/R15 PUT: send a Delivered or Displayed report for a received message."""
@@ -443,7 +448,9 @@ def _message_status(group: bool) -> dict[str, Callable[[web.Request], Awaitable[
 async def create_group(request: web.Request) -> web.Response:
     """R9 POST: start a group chat; 201 + Location + ``groupChatSessionInformation``."""
     user = auth.acting_user(request)
-    info = await parse_body(request, GroupChatSessionInformation, GroupChatSessionInformation.ROOT)
+    info = await parse_body(
+        request, GroupChatSessionInformation, GroupChatSessionInformation.ROOT, form=True
+    )
     assert info is not None
     if info.status is not None:
         raise invalid_input(f"{info.ROOT}.status", "set by the server")
@@ -471,7 +478,7 @@ async def read_group(request: web.Request) -> web.Response:
     service, user, session_id = _group_service(request)
     info = await service.get_group(user, session_id)
     body = _group_view(_root(request), user, session_id, info)
-    return json_response(body.ROOT, body)
+    return respond(request, body.ROOT, body)
 
 
 async def delete_group(request: web.Request) -> web.Response:
@@ -492,7 +499,7 @@ async def list_participants(request: web.Request) -> web.Response:
             "resource_url": root.chat(user, "group", session_id, "participants"),
         }
     )
-    return json_response(body.ROOT, body)
+    return respond(request, body.ROOT, body)
 
 
 async def add_participants(request: web.Request) -> web.Response:
@@ -505,6 +512,7 @@ async def add_participants(request: web.Request) -> web.Response:
             ParticipantInformation.ROOT: ParticipantInformation,
             ParticipantList.ROOT: ParticipantList,
         },
+        form=True,
     )
     if isinstance(body, ParticipantInformation):
         people: list[ParticipantInformation] = [body]
@@ -529,7 +537,7 @@ async def read_participant(request: web.Request) -> web.Response:
     service, user, session_id = _group_service(request)
     info = await service.get_participant(user, session_id, participant)
     (body,) = _with_participant_urls(_root(request), user, session_id, [info])
-    return json_response(body.ROOT, body)
+    return respond(request, body.ROOT, body)
 
 
 async def delete_participant(request: web.Request) -> web.Response:
@@ -546,7 +554,7 @@ async def read_participant_status(request: web.Request) -> web.Response:
     service, user, session_id = _group_service(request)
     status = await service.get_participant_status(user, session_id, participant)
     url = _root(request).chat(user, "group", session_id, "participants", participant, "status")
-    return json_response(status.ROOT, status.model_copy(update={"resource_url": url}))
+    return respond(request, status.ROOT, status.model_copy(update={"resource_url": url}))
 
 
 async def update_participant_status(request: web.Request) -> web.Response:

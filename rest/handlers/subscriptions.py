@@ -7,8 +7,17 @@ granted by ``bridge.subscriptions.grant_duration`` (settings default and
 maximum): the create answer carries the granted seconds, later reads the
 seconds remaining; an unlimited subscription carries no ``duration``. An
 expired subscription 404s at once and is removed by the sweeper task
-(``cleanup_ctx``). Notifications are JSON only for now: ``notificationFormat``
-XML is refused (400 SVC0003) and the stored format is echoed as ``JSON``.
+(``cleanup_ctx``). ``notificationFormat`` ``XML`` has notifications POSTed in
+XML (``rest.delivery``); absent, it is ``JSON``.
+
+A ``notifyURL`` inside the bridge's own Notification Channel space
+(``{serverRoot}/notificationchannel/``) must be the ``callbackURL`` of a live
+channel of the same user, in any equivalent spelling
+(``rest.uris.ServerRoot.channel_path``); it is stored, and echoed, as that
+channel's ``callbackURL`` exactly, so notifications queue into the channel and
+deleting the channel removes the subscription. Any other URL in that space is
+refused with 400 SVC0002 saying why (no live channel of that id; another
+user's channel; not a callbackURL).
 ``confirmedChatSupported`` defaults to true, ``adhocChatSupported`` to false.
 """
 
@@ -16,13 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
 
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.config import Settings
+from bridge.ids import UserUri
 from bridge.subscriptions import (
     SUPPORTED_FORMATS,
     NewSubscription,
@@ -33,8 +45,8 @@ from bridge.subscriptions import (
 )
 from rest import auth
 from rest.app import DATABASE, SERVER_ROOT, SETTINGS
-from rest.body import json_response, parse_body
-from rest.errors import OMAFault, invalid_enum, not_found
+from rest.body import parse_body, respond
+from rest.errors import OMAFault, invalid_enum, invalid_input, not_found
 from rest.handlers.channels import DELIVERY
 from rest.models import (
     CHAT_NOTIFICATION_SUBSCRIPTION,
@@ -44,7 +56,7 @@ from rest.models import (
     ChatSubscriptionList,
 )
 from rest.uris import ServerRoot
-from state import outbox
+from state import channels, outbox
 from state import repository as repo
 from state.db import Database
 
@@ -79,10 +91,46 @@ def subscription_view(
     )
 
 
+NOTIFY_URL_PART = f"{CHAT_NOTIFICATION_SUBSCRIPTION}.callbackReference.notifyURL"
+
+
+async def _channel_notify_url(
+    request: web.Request, session: AsyncSession, user: UserUri, url: str, now: datetime
+) -> str:
+    """``url``, or the exact ``callbackURL`` of the live channel of ``user`` it designates.
+
+    400 SVC0002 for a URL in the bridge's channel space that is no live
+    channel's callbackURL of ``user`` (it would silently drop every notification).
+    """
+    target = request.app[SERVER_ROOT].channel_path(url)
+    if target is None:
+        return url
+    if not target.callback or target.user is None or target.channel_id is None:
+        raise invalid_input(
+            NOTIFY_URL_PART,
+            "a URL in this bridge's notification channel space must be a channel's callbackURL",
+        )
+    if target.user != user:
+        raise invalid_input(
+            NOTIFY_URL_PART,
+            f"is the callbackURL of a notification channel of another user ({target.user})",
+        )
+    channel = await channels.get_channel(session, user, target.channel_id, now=now)
+    if channel is None:
+        raise invalid_input(
+            NOTIFY_URL_PART,
+            f"names no live notification channel of {user} ({target.channel_id}):"
+            " create the channel first and use its callbackURL",
+        )
+    return channel.callback_url
+
+
 async def create_subscription(request: web.Request) -> web.Response:
     """``POST {userId}/subscriptions``: 201 + Location, or 200 on a correlator replay."""
     user = auth.acting_user(request)
-    body = await parse_body(request, ChatNotificationSubscription, CHAT_NOTIFICATION_SUBSCRIPTION)
+    body = await parse_body(
+        request, ChatNotificationSubscription, CHAT_NOTIFICATION_SUBSCRIPTION, form=True
+    )
     assert body is not None
     settings: Settings = request.app[SETTINGS]
     fmt = body.callback_reference.notification_format or NotificationFormat.JSON
@@ -110,6 +158,9 @@ async def create_subscription(request: web.Request) -> web.Response:
     now = utcnow()
     db: Database = request.app[DATABASE]
     async with outbox.write_session(db) as session:
+        notify_url = await _channel_notify_url(request, session, user, new.notify_url, now)
+        if notify_url != new.notify_url:
+            new = dataclasses.replace(new, notify_url=notify_url)
         if body.client_correlator is None or not await repo.find_subscription_by_correlator(
             session, user, body.client_correlator, now
         ):
@@ -120,10 +171,11 @@ async def create_subscription(request: web.Request) -> web.Response:
     view = subscription_view(sub, root, now, created=created)
     if not created:
         log.debug("- subscription %s replayed for correlator %r", sub.id, sub.client_correlator)
-        return json_response(CHAT_NOTIFICATION_SUBSCRIPTION, view)
+        return respond(request, CHAT_NOTIFICATION_SUBSCRIPTION, view)
     log.info("- subscription %s created for %s", sub.id, user)
     assert view.resource_url is not None
-    return json_response(
+    return respond(
+        request,
         CHAT_NOTIFICATION_SUBSCRIPTION,
         view,
         status=201,
@@ -142,7 +194,7 @@ async def list_subscriptions(request: web.Request) -> web.Response:
         chat_notification_subscription=[subscription_view(s, root, now) for s in subs],
         resource_url=root.chat(user, "subscriptions"),
     )
-    return json_response(CHAT_SUBSCRIPTION_LIST, body)
+    return respond(request, CHAT_SUBSCRIPTION_LIST, body)
 
 
 async def read_subscription(request: web.Request) -> web.Response:
@@ -154,7 +206,7 @@ async def read_subscription(request: web.Request) -> web.Response:
     if sub is None:
         raise not_found(request.path)
     view = subscription_view(sub, request.app[SERVER_ROOT], now)
-    return json_response(CHAT_NOTIFICATION_SUBSCRIPTION, view)
+    return respond(request, CHAT_NOTIFICATION_SUBSCRIPTION, view)
 
 
 async def delete_subscription(request: web.Request) -> web.Response:

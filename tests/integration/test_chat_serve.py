@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -224,3 +225,159 @@ async def test_kill_9_mid_conversation_through_kamailio(
                 break
             await asyncio.sleep(0.05)
         assert "after restart" in texts, serve.log.read_text()[-3000:]
+
+
+# --- XML and form-encoded bodies (issue 9; docs/rest-formats.md) ---------------------
+
+XML = "application/xml"
+XML_HEADERS = {"Content-Type": XML, "Accept": XML}
+
+
+async def xml_call(
+    serve: Serve,
+    method: str,
+    path: str,
+    body: bytes | str | io.BytesIO | None,
+    status: int,
+    **headers: str,
+) -> bytes:
+    """A request answered in XML (JSON is never sent nor accepted here)."""
+    sent = {**XML_HEADERS, **headers}
+    async with aiohttp.ClientSession() as http:
+        async with http.request(method, serve.root + path, data=body, headers=sent) as resp:
+            data = await resp.read()
+            assert resp.status == status, f"{method} {path}: {resp.status} {data!r}"
+            if data:
+                assert resp.content_type == XML, resp.content_type
+            return data
+
+
+def chat_xml(root: str, inner: str) -> bytes:
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?><chat:{root} xmlns:chat='
+        f'"urn:oma:xml:rest:netapi:chat:1">{inner}</chat:{root}>'
+    ).encode()
+
+
+async def xml_poll(serve: Serve, channel_url: str, root: str, wanted: int = 1) -> list[Any]:
+    """Long-poll the channel in XML until ``wanted`` notifications ``root`` arrived."""
+    from rest.models import NOTIFICATION_MODELS
+    from rest.xmlbody import element_data, parse_xml, split_tag
+
+    found: list[Any] = []
+    for _ in range(40):
+        data = await xml_call(serve, "POST", serve.local(channel_url), None, 200)
+        element = parse_xml(data)
+        assert split_tag(element.tag) == (
+            "urn:oma:xml:rest:netapi:notificationchannel:1",
+            "notificationList",
+        )
+        for item in element:
+            ns, name = split_tag(item.tag)
+            assert ns == "urn:oma:xml:rest:netapi:chat:1"
+            model = NOTIFICATION_MODELS[name]
+            if name == root:
+                found.append(model.model_validate(element_data(item, model)))
+        if len(found) >= wanted:
+            return found
+    raise AssertionError(f"{len(found)} of {wanted} {root}\n{serve.log.read_text()[-3000:]}")
+
+
+async def test_embedded_default_in_xml_and_form_encoding(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """A on a long-poll channel, B on an XML callback: subscribe, chat, reports in XML only;
+    the message is sent form-encoded."""
+    from rest import channel_models as cm
+    from rest import models
+    from rest.xmlbody import parse_model
+
+    with serving(tmp_path, receiver) as serve:
+        await serve.start()
+        nc = (
+            b'<nc:notificationChannel xmlns:nc="urn:oma:xml:rest:netapi:notificationchannel:1">'
+            b"<channelType>LongPolling</channelType><channelLifetime>1</channelLifetime>"
+            b'<channelData xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
+            b' xsi:type="nc:LongPollingData"><maxNotifications>10</maxNotifications>'
+            b"</channelData></nc:notificationChannel>"
+        )
+        data = await xml_call(serve, "POST", f"/notificationchannel/v1/{q(A)}/channels", nc, 201)
+        channel = parse_model(data, cm.NotificationChannel)
+        assert isinstance(channel, cm.NotificationChannel)
+        assert channel.channel_lifetime is not None and channel.channel_lifetime >= 180
+        assert channel.channel_data is not None and channel.channel_data.channel_url
+        poll_url = channel.channel_data.channel_url
+        # A subscribes with the channel's callbackURL, spelled decoded
+        assert channel.callback_url is not None
+        decoded = channel.callback_url.replace("%3A", ":").replace("%2B", "+")
+        for user, url in ((A, decoded), (B, receiver.url(f"/{B}"))):
+            body = chat_xml(
+                "chatNotificationSubscription",
+                f"<callbackReference><notifyURL>{url}</notifyURL>"
+                "<notificationFormat>XML</notificationFormat></callbackReference>",
+            )
+            data = await xml_call(serve, "POST", f"/chat/v1/{q(user)}/subscriptions", body, 201)
+            sub = parse_model(data, models.ChatNotificationSubscription)
+            assert isinstance(sub, models.ChatNotificationSubscription)
+            assert sub.callback_reference.notification_format == models.NotificationFormat.XML
+            if user == A:
+                assert sub.callback_reference.notify_url == channel.callback_url
+
+        session_body = chat_xml("chatSessionInformation", "<subject>xml</subject>")
+        data = await xml_call(serve, "POST", f"/chat/v1/{q(A)}/oneToOne/{q(B)}", session_body, 201)
+        created = parse_model(data, models.ChatSessionInformation)
+        assert isinstance(created, models.ChatSessionInformation) and created.resource_url
+        a_session = serve.local(created.resource_url)
+
+        # B's invitation arrives as an XML POST (the receiver decodes it for the test)
+        (invite,) = await serve.notes(B, "chatSessionInvitationNotification")
+        assert receiver.received[-1].content_type == XML
+        links = {link["rel"]: serve.local(link["href"]) for link in invite["link"]}
+        accept = chat_xml("participantSessionStatus", "<status>Connected</status>")
+        await xml_call(serve, "PUT", links["ParticipantSessionStatus"], accept, 204)
+        (accepted,) = await xml_poll(serve, poll_url, "chatEventNotification")
+        assert accepted.event_type == models.EventType.ACCEPTED
+
+        # the message goes form-encoded; the answer is XML
+        data = await xml_call(
+            serve,
+            "POST",
+            a_session + "/messages",
+            "text=form+%26+xml&reportRequest=Delivered&reportRequest=Displayed",
+            201,
+            **{"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        ref = parse_model(data, models.ResourceReference)
+        assert isinstance(ref, models.ResourceReference)
+        (msg,) = await serve.notes(B, "chatMessageNotification")
+        assert msg["chatMessage"]["text"] == "form & xml" and msg["senderAddress"] == A
+        b_status = serve.local(
+            next(link["href"] for link in msg["link"] if link["rel"] == "MessageStatusReport")
+        )
+        displayed = chat_xml("messageStatusReport", "<status>Displayed</status>")
+        await xml_call(serve, "PUT", b_status, displayed, 204)
+        reports = await xml_poll(serve, poll_url, "chatMessageStatusNotification", 2)
+        assert [r.status.value for r in reports] == ["Delivered", "Displayed"]
+        data = await xml_call(serve, "GET", serve.local(ref.resource_url), None, 200)
+        report = parse_model(data, models.MessageStatusReport)
+        assert isinstance(report, models.MessageStatusReport)
+        assert report.status == models.MessageStatus.DISPLAYED
+
+        # hostile XML: refused with an OMA fault, the process unharmed
+        laughs = (
+            b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
+            b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+            b'<chat:chatMessage xmlns:chat="urn:oma:xml:rest:netapi:chat:1"><text>&b;</text>'
+            b"</chat:chatMessage>"
+        )
+        for hostile, status in (
+            (laughs, 400),
+            (b"<a>" * 2000 + b"</a>" * 2000, 400),
+            (b"<a>" + b"x" * (10 * 1024 * 1024) + b"</a>", 413),
+        ):
+            data = await xml_call(
+                serve, "POST", a_session + "/messages", io.BytesIO(hostile), status
+            )
+            assert b"<common:requestError" in data
+        await xml_call(serve, "DELETE", a_session, None, 204)
+        assert serve.proc is not None and serve.proc.poll() is None

@@ -46,6 +46,7 @@ async def client(db, aiohttp_client) -> Client:
         str(db.url),
         server_root=SERVER_ROOT,
         channel_default_lifetime=600,
+        channel_min_lifetime=1,  # the expiry tests need a short-lived channel
         channel_max_lifetime=3600,
         channel_max_notifications=5,
         channel_poll_timeout=0.4,
@@ -100,7 +101,7 @@ async def test_create_answers_the_full_channel(client) -> None:
         {
             "applicationTag": "myApp",
             "channelData": {"maxNotifications": "3", "type": "nc:LongPollingData"},
-            "channelLifetime": "120",
+            "channelLifetime": "1200",
             "channelType": "LongPolling",
             "clientCorrelator": "c-1",
         },
@@ -109,7 +110,7 @@ async def test_create_answers_the_full_channel(client) -> None:
     assert ch["clientCorrelator"] == "c-1"
     assert ch["channelData"]["type"] == "nc:LongPollingData"
     assert ch["channelData"]["maxNotifications"] == 3  # quoted in, native out
-    assert ch["channelLifetime"] == 120
+    assert ch["channelLifetime"] == 1200
     base = SERVER_ROOT + ALICE_PATH + "/"
     for url in (ch["resourceURL"], ch["callbackURL"], ch["channelData"]["channelURL"]):
         assert url.startswith(base) and "15551230001" in url
@@ -356,15 +357,25 @@ async def test_expired_channels_404_and_are_swept(client, db) -> None:
         assert await channels.expire_channels(s, now=outbox.utcnow() + timedelta(days=1)) == []
 
 
-async def test_expiry_ends_a_waiting_poll_with_404(db, aiohttp_client) -> None:
-    # a poll timeout longer than the channel's life: the poll ends at the expiry
-    settings = fast_settings(str(db.url), server_root=SERVER_ROOT, channel_poll_timeout=10.0)
+async def test_a_channel_never_expires_under_an_open_poll(db, aiohttp_client) -> None:
+    # a poll timeout longer than the channel's life: the poll answers [] while the
+    # channel is still alive (POLL_EXPIRY_MARGIN before its expiry); the next poll 404s
+    settings = fast_settings(
+        str(db.url), server_root=SERVER_ROOT, channel_poll_timeout=10.0, channel_min_lifetime=2
+    )
     client = await aiohttp_client(make_app(settings, db))
-    ch = await create(client, {"channelType": "LongPolling", "channelLifetime": 1})
+    ch = await create(client, {"channelType": "LongPolling", "channelLifetime": 2})
+    assert ch["channelLifetime"] == 2
     loop = asyncio.get_running_loop()
     started = loop.time()
     status, doc = await asyncio.wait_for(poll(client, ch), 5)
-    assert status == 404 and loop.time() - started < 3
+    assert status == 200 and doc == {"notificationList": []}
+    assert loop.time() - started < 2
+    resource = "/exampleAPI" + path_of(ch["resourceURL"])
+    assert (await client.get(resource)).status == 200  # answered before the expiry
+    await asyncio.sleep(max(0.0, started + 2.1 - loop.time()))
+    status, doc = await asyncio.wait_for(poll(client, ch), 5)
+    assert status == 404
     assert_fault(doc, "SVC0001")
 
 

@@ -220,7 +220,8 @@ async def test_without_service_creation_is_501(client, path, body) -> None:
     resp = await client.post(path, json=body)
     assert resp.status == 501
     message_id, variables = fault(await resp.json())
-    assert message_id == "SVC0001" and "not available" in variables[0]
+    assert message_id == "SVC0001" and "no chat service is configured" in variables[0]
+    assert "not available yet" not in variables[0]
 
 
 @pytest.mark.parametrize(
