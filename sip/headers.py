@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from sip.errors import CodecError
+from sip.limits import read_uint
 from sip.uri import EMPTY_PARAMS, URI, Params, format_host, parse_params, parse_uri
 
 __all__ = [
@@ -323,7 +324,7 @@ class Via:
     def rport(self) -> int | None:
         """The ``rport`` value when filled in (RFC 3581); see ``wants_rport`` for the flag."""
         value = self.params.get("rport")
-        return int(value) if value is not None and value.isdigit() else None
+        return None if value is None else read_uint(value, 5)
 
     @property
     def wants_rport(self) -> bool:
@@ -339,7 +340,7 @@ class Via:
     def ttl(self) -> int | None:
         """The ``ttl`` parameter."""
         value = self.params.get("ttl")
-        return int(value) if value is not None and value.isdigit() else None
+        return None if value is None else read_uint(value, 3)
 
     @property
     def sent_by(self) -> tuple[str, int]:
@@ -403,9 +404,9 @@ def parse_via(text: str) -> Via:
         raise CodecError(f"invalid Via sent-by: {text!r}")
     port: int | None = None
     if port_text is not None:
-        if not port_text.isdigit() or not port_text.isascii() or int(port_text) > 65535:
+        port = read_uint(port_text, 5)
+        if port is None or port > 65535:
             raise CodecError(f"invalid Via port: {text!r}")
-        port = int(port_text)
     params = parse_params(param_text) if param_text else EMPTY_PARAMS
     return Via(
         transport=parts[2],

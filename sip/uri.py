@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from sip.errors import CodecError
+from sip.limits import read_uint
 
 __all__ = [
     "AbsoluteURI",
@@ -320,9 +321,9 @@ def _parse_sip(scheme: str, rest: str, text: str) -> SipURI:
             raise CodecError(f"invalid SIP URI host: {text!r}")
     port: int | None = None
     if has_port:
-        if not port_text.isdigit() or not port_text.isascii() or int(port_text) > 65535:
+        port = read_uint(port_text, 5)
+        if port is None or port > 65535:
             raise CodecError(f"invalid SIP URI port: {text!r}")
-        port = int(port_text)
     params = parse_params(param_text) if semi else EMPTY_PARAMS
     headers: tuple[tuple[str, str], ...] = ()
     if qmark:

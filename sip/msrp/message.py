@@ -26,6 +26,7 @@ from functools import lru_cache
 from typing import NewType
 
 from sip.errors import CodecError
+from sip.limits import read_uint
 from sip.msrp.uri import MSRPURI, parse_path, serialize_path
 
 TransactionId = NewType("TransactionId", str)
@@ -179,8 +180,8 @@ def _validate(key: str, name: str, value: str) -> None:
     elif key == "message-id":
         if IDENT.fullmatch(value) is None:
             raise CodecError(f"invalid Message-ID: {value!r}")
-    elif not value.isdigit() or len(value) > 10:
-        raise CodecError(f"invalid {name}: {value!r}")
+    elif read_uint(value, 10) is None:
+        raise CodecError(f"invalid {name}: {value[:80]!r}")
 
 
 @dataclass(frozen=True, slots=True)
