@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from functools import lru_cache
 
 from sip.errors import CodecError
-from sip.limits import read_uint
+from sip.limits import read_uint, short_cache
 
 __all__ = [
     "AbsoluteURI",
@@ -270,7 +269,7 @@ URI = SipURI | TelURI | AbsoluteURI
 _TEL_NUMBER = re.compile(r"(\+[0-9\-.()]*[0-9][0-9\-.()]*|[0-9A-Fa-f*#\-.()]+)\Z")
 
 
-@lru_cache(maxsize=4096)
+@short_cache(4096)
 def parse_uri(text: str) -> URI:
     """Parses a URI (RFC 3261 §19.1.1, §25.1; RFC 3966 §3). Raises ``CodecError``."""
     scheme, colon, rest = text.partition(":")
