@@ -85,6 +85,8 @@ class NameAddr:
 ANONYMOUS = NameAddr(ANONYMOUS_URI)
 
 _UNQUOTE = re.compile(r"\\(.)")
+_QUOTED = re.compile(r'"((?:[^"\\]++|\\.)*+)"')
+"""A quoted display name; possessive, so it never backtracks."""
 _NS = re.compile(r"\s*([^\s<]*)\s*<([^<>]*)>\s*")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
@@ -107,20 +109,11 @@ def _split_name_addr(text: str) -> tuple[str | None, str | None, str] | None:
     quoted: str | None = None
     plain: str | None = None
     if text.startswith('"'):
-        i, n = 1, len(text)
-        while i < n:
-            c = text[i]
-            if c == '"':
-                break
-            if c == "\\":
-                if i + 1 >= n or text[i + 1] == "\n":
-                    return None
-                i += 1
-            i += 1
-        else:
+        match = _QUOTED.match(text)
+        if match is None:
             return None
-        quoted = text[1:i]
-        rest = text[i + 1 :].lstrip()
+        quoted = match.group(1)
+        rest = text[match.end() :].lstrip()
     else:
         lt = text.find("<")
         if lt < 0 or '"' in text[:lt]:
