@@ -30,9 +30,9 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass, replace
-from functools import lru_cache
 
 from sip.errors import CodecError
+from sip.limits import read_uint, short_cache
 from sip.uri import EMPTY_PARAMS, URI, Params, format_host, parse_params, parse_uri
 
 __all__ = [
@@ -138,14 +138,14 @@ LIST_HEADERS = frozenset(
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 
 
-@lru_cache(maxsize=512)
+@short_cache(512)
 def header_key(name: str) -> str:
     """The canonical lower-case long form of a header name (compact forms expanded)."""
     low = name.strip().lower()
     return COMPACT_FORMS.get(low, low)
 
 
-@lru_cache(maxsize=512)
+@short_cache(512)
 def canonical_name(name: str) -> str:
     """The usual display form of a header name: ``'v'`` -> ``'Via'``, ``'cseq'`` -> ``'CSeq'``."""
     key = header_key(name)
@@ -238,7 +238,7 @@ class NameAddr:
         return f"<{self.uri}>{self.params}"
 
 
-@lru_cache(maxsize=4096)
+@short_cache(4096)
 def parse_name_addr(text: str) -> NameAddr:
     """Parses a name-addr or addr-spec with header parameters. Raises ``CodecError``."""
     text = text.strip()
@@ -323,7 +323,7 @@ class Via:
     def rport(self) -> int | None:
         """The ``rport`` value when filled in (RFC 3581); see ``wants_rport`` for the flag."""
         value = self.params.get("rport")
-        return int(value) if value is not None and value.isdigit() else None
+        return None if value is None else read_uint(value, 5)
 
     @property
     def wants_rport(self) -> bool:
@@ -339,7 +339,7 @@ class Via:
     def ttl(self) -> int | None:
         """The ``ttl`` parameter."""
         value = self.params.get("ttl")
-        return int(value) if value is not None and value.isdigit() else None
+        return None if value is None else read_uint(value, 3)
 
     @property
     def sent_by(self) -> tuple[str, int]:
@@ -364,7 +364,7 @@ _VIA_FAST = re.compile(
 )
 
 
-@lru_cache(maxsize=4096)
+@short_cache(4096)
 def parse_via(text: str) -> Via:
     """Parses one Via value (not a comma list). Raises ``CodecError``."""
     text = text.strip()
@@ -403,9 +403,9 @@ def parse_via(text: str) -> Via:
         raise CodecError(f"invalid Via sent-by: {text!r}")
     port: int | None = None
     if port_text is not None:
-        if not port_text.isdigit() or not port_text.isascii() or int(port_text) > 65535:
+        port = read_uint(port_text, 5)
+        if port is None or port > 65535:
             raise CodecError(f"invalid Via port: {text!r}")
-        port = int(port_text)
     params = parse_params(param_text) if param_text else EMPTY_PARAMS
     return Via(
         transport=parts[2],
@@ -445,7 +445,7 @@ class CSeq:
         return f"{self.seq} {self.method}"
 
 
-@lru_cache(maxsize=4096)
+@short_cache(4096)
 def parse_cseq(text: str) -> CSeq:
     """Parses a CSeq value (sequence < 2**31, method token). Raises ``CodecError``."""
     parts = text.split()

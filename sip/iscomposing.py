@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sip.errors import CodecError
+from sip.limits import read_uint
 from sip.xmlutil import (
     XMLNode,
     child,
@@ -81,9 +82,9 @@ def parse(data: bytes) -> IsComposing:
     refresh: int | None = None
     if refresh_elem is not None:
         text = token_of(refresh_elem)
-        if not text.isascii() or not text.isdigit() or int(text) == 0:
-            raise CodecError(f"iscomposing: refresh is not a positive integer: {text!r}")
-        refresh = int(text)
+        refresh = read_uint(text)
+        if not refresh:
+            raise CodecError(f"iscomposing: refresh is not a positive integer: {text[:40]!r}")
     return IsComposing(
         state=state,
         last_active=None

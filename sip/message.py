@@ -30,7 +30,8 @@ Every failure is ``sip.errors.CodecError`` with one of these messages (``{}`` = 
     conflicting Content-Length headers      body shorter than Content-Length
     missing mandatory header: {}            CSeq method does not match request method
     SIP header section too large            Content-Length exceeds limit
-    Content-Length missing on a stream
+    Content-Length missing on a stream      too many header fields
+    duplicate header: {}
   plus the messages of ``sip.uri`` and ``sip.headers`` for Request-URI, Via, CSeq, From, To.
 
 Design notes
@@ -44,7 +45,15 @@ Datagram bodies (RFC 3261 §18.3): no Content-Length means "the rest"; a smaller
 truncates; a bigger one is an error. On a stream Content-Length frames the message and is
 mandatory; CRLFs between messages are keep-alives (RFC 5626 §4.4.1: CRLFCRLF ping, CRLF pong).
 ``validate`` (default) checks what every later layer relies on: Via, From, To, Call-ID,
-CSeq present and parseable and, for a request, the CSeq method equal to the method.
+CSeq present, each of the last four once (RFC 3261 §7.3.1: not list headers), parseable
+and, for a request, the CSeq method equal to the method.
+
+Limits (hostile input, each refused with ``CodecError``): a header section of at most
+``MAX_HEADER_SIZE`` bytes (a datagram; ``StreamParser(max_header_size=)`` on a stream),
+``MAX_HEADER_FIELDS`` fields, Content-Length of at most 10 digits; every step is linear in
+the input (folded lines are joined once). On a stream, a message whose framing is sound
+but whose contents are not (bad start line, bad header) is returned as ``BadMessage`` and
+the stream carries on, so one peer's bad request does not close a shared connection.
 """
 
 from __future__ import annotations
@@ -76,6 +85,7 @@ __all__ = [
     "KeepAlive",
     "Message",
     "REASON_PHRASES",
+    "BadMessage",
     "Request",
     "Response",
     "StreamParser",
@@ -88,6 +98,11 @@ __all__ = [
 SIP_VERSION = "SIP/2.0"
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _MANDATORY = ("via", "from", "to", "call-id", "cseq")
+_SINGLE = ("from", "to", "call-id", "cseq")
+MAX_HEADER_SIZE = 65536
+"""Largest header section of a datagram (a stream's is ``StreamParser.max_header_size``)."""
+MAX_HEADER_FIELDS = 256
+"""Most header fields in one message."""
 
 REASON_PHRASES: dict[int, str] = {
     100: "Trying",
@@ -435,9 +450,10 @@ def serialize(msg: Message) -> bytes:
 
 
 _Fields: TypeAlias = list[tuple[str, str, str]]
+_Head: TypeAlias = tuple[bool, list[str], _Fields]
 
 
-def _parse_head(head: bytes) -> tuple[bool, list[str], _Fields]:
+def _parse_head(head: bytes) -> _Head:
     """Splits the header section into the start line parts and (key, name, value) fields."""
     try:
         text = head.decode("utf-8")
@@ -457,14 +473,16 @@ def _parse_head(head: bytes) -> tuple[bool, list[str], _Fields]:
         parts = start.split(" ")
         if len(parts) != 3 or not parts[0] or not _TOKEN.match(parts[0]):
             raise CodecError(f"invalid start line: {start!r}")
+    if len(lines) > MAX_HEADER_FIELDS + 1:
+        raise CodecError("too many header fields")
     fields: list[tuple[str, str, str]] = []
+    folded: dict[int, list[str]] = {}  # continuation lines by field, joined once at the end
     for line in lines[1:]:
         if line[:1] in (" ", "\t"):
             if not fields:
                 raise CodecError(f"invalid header line: {line!r}")
-            key, name, value = fields[-1]
             stripped = line.strip()
-            fields[-1] = (key, name, f"{value} {stripped}" if value else stripped)
+            folded.setdefault(len(fields) - 1, [fields[-1][2]]).append(stripped)
             continue
         name, colon, value = line.partition(":")
         if not colon:
@@ -473,6 +491,10 @@ def _parse_head(head: bytes) -> tuple[bool, list[str], _Fields]:
         if not _TOKEN.match(name):
             raise CodecError(f"invalid header name: {name!r}")
         fields.append((header_key(name), name, value.strip(" \t")))
+    for index, pieces in folded.items():
+        key, name, _ = fields[index]
+        first = next((i for i, piece in enumerate(pieces) if piece), len(pieces))
+        fields[index] = (key, name, " ".join(pieces[first:]))
     return is_response, parts, fields
 
 
@@ -508,10 +530,13 @@ def _build(is_response: bool, parts: list[str], fields: _Fields, body: bytes) ->
 
 def _validate(msg: Message) -> None:
     """RFC 3261 §8.2.2 / §8.1.3.3 minimum: the fields the transaction layer relies on."""
-    keys = {item[0] for item in msg.headers.items}
+    keys = [item[0] for item in msg.headers.items]
     for key in _MANDATORY:
         if key not in keys:
             raise CodecError(f"missing mandatory header: {_DISPLAY[key]}")
+    for key in _SINGLE:
+        if keys.count(key) > 1:
+            raise CodecError(f"duplicate header: {_DISPLAY[key]}")
     msg.top_via  # noqa: B018 - parses
     cseq = msg.cseq
     msg.from_  # noqa: B018
@@ -533,6 +558,8 @@ def parse_message(data: bytes, *, validate: bool = True) -> Message:
     end = data.find(b"\r\n\r\n", start)
     if end < 0:
         raise CodecError("no end of headers")
+    if end - start > MAX_HEADER_SIZE:
+        raise CodecError("SIP header section too large")
     is_response, parts, fields = _parse_head(data[start:end])
     body = data[end + 4 :]
     length = _content_length(fields)
@@ -546,11 +573,34 @@ def parse_message(data: bytes, *, validate: bool = True) -> Message:
     return msg
 
 
+@dataclass(frozen=True, slots=True)
+class BadMessage:
+    """A stream message that was framed (its Content-Length read) but did not parse:
+    ``data`` is the whole message, to answer 400 from (RFC 3261 §21.4.1)."""
+
+    data: bytes
+    error: CodecError
+
+
+def _framing_length(head: bytes) -> int | None:
+    """Content-Length of a header section that did not parse, when it is unambiguous."""
+    found: int | None = None
+    for line in head.split(b"\r\n")[1:]:
+        name, colon, value = line.partition(b":")
+        if colon and name.strip().lower() in (b"content-length", b"l"):
+            value = value.strip()
+            if not value.isdigit() or len(value) > 10 or found not in (None, int(value)):
+                return None
+            found = int(value)
+    return found
+
+
 class StreamParser:
     """Frames messages on a TCP/TLS byte stream by Content-Length (RFC 3261 §18.3), sans-I/O.
 
-    ``feed`` returns complete messages and keep-alives in order; after it raised
-    ``CodecError`` the stream is unusable and the connection must be closed.
+    ``feed`` returns complete messages, keep-alives and ``BadMessage`` (framed but not
+    parseable: the stream goes on) in order; after it raised ``CodecError`` (the framing
+    itself is lost) the stream is unusable and the connection must be closed.
     """
 
     __slots__ = ("_buf", "_scan", "_pending", "max_header_size", "max_body_size", "validate")
@@ -564,7 +614,7 @@ class StreamParser:
     ) -> None:
         self._buf = bytearray()
         self._scan = 0
-        self._pending: tuple[bool, list[str], _Fields, int, int] | None = None
+        self._pending: tuple[bytes, _Head | CodecError, int, int] | None = None
         self.max_header_size = max_header_size
         self.max_body_size = max_body_size
         self.validate = validate
@@ -574,11 +624,11 @@ class StreamParser:
         """Bytes received but not yet returned as a message."""
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[Message | KeepAlive]:
+    def feed(self, data: bytes) -> list[Message | KeepAlive | BadMessage]:
         """Adds received bytes; returns the messages and keep-alives now complete."""
         buf = self._buf
         buf += data
-        events: list[Message | KeepAlive] = []
+        events: list[Message | KeepAlive | BadMessage] = []
         while buf:
             if self._pending is None:
                 if buf[0] == 0x0D:  # CR: keep-alive or the start of one
@@ -601,23 +651,37 @@ class StreamParser:
                     break
                 if end > self.max_header_size:
                     raise CodecError("SIP header section too large")
-                is_response, parts, fields = _parse_head(bytes(buf[:end]))
-                length = _content_length(fields)
+                raw = bytes(buf[:end])
+                head: _Head | CodecError
+                try:
+                    head = _parse_head(raw)
+                    length = _content_length(head[2])
+                except CodecError as exc:
+                    # the message is bad; the stream is not if its length is still clear
+                    head, length = exc, _framing_length(raw)
+                    if length is None:
+                        raise
                 if length is None:
                     raise CodecError("Content-Length missing on a stream")
                 if length > self.max_body_size:
                     raise CodecError("Content-Length exceeds limit")
-                self._pending = (is_response, parts, fields, end + 4, length)
+                self._pending = (raw, head, end + 4, length)
                 self._scan = 0
-            is_response, parts, fields, offset, length = self._pending
+            raw, head, offset, length = self._pending
             if len(buf) < offset + length:
                 break
             body = bytes(buf[offset : offset + length])
             del buf[: offset + length]
             self._pending = None
-            msg = _build(is_response, parts, fields, body)
-            if self.validate:
-                _validate(msg)
+            try:
+                if isinstance(head, CodecError):
+                    raise head
+                msg = _build(head[0], head[1], head[2], body)
+                if self.validate:
+                    _validate(msg)
+            except CodecError as exc:
+                events.append(BadMessage(raw + b"\r\n\r\n" + body, exc))
+                continue
             events.append(msg)
         return events
 
@@ -666,11 +730,13 @@ def make_response(
     out: list[tuple[str, str, str]] = []
     keep_rr = 100 < status < 300
     copied = _COPIED_100 if status == 100 else _COPIED
+    has_to = False
     for item in request.headers.items:
         key = item[0]
         if key in copied or (keep_rr and key == "record-route"):
             out.append(item)
-        elif key == "to":
+        elif key == "to" and not has_to:  # one To, even when the request had more
+            has_to = True
             value = item[2]
             to = parse_name_addr(value)
             if to.tag is None and status != 100:

@@ -30,6 +30,8 @@ from sip.errors import CodecError
 
 CONTENT_TYPE = "multipart/mixed"
 
+MAX_HEADER_LINES = 256
+"""Most lines in one MIME header block (a body part's, or CPIM's through ``sip.cpim``)."""
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BCHARS = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 
@@ -74,7 +76,8 @@ def _parse_content_type(value: str) -> ContentType:
         raise CodecError(f"invalid Content-Type {text!r}")
     params: list[tuple[str, str]] = []
     pos = 0
-    while rest[pos:].strip():
+    last = len(rest.rstrip())  # ``rest[pos:].strip()`` is non-empty while pos < last
+    while pos < last:
         eq = rest.find("=", pos)
         name = rest[pos:eq].strip() if eq >= 0 else ""
         if _TOKEN.fullmatch(name) is None:
@@ -130,19 +133,24 @@ def parse_headers(block: bytes, what: str) -> Headers:
         text = block.decode("utf-8")
     except UnicodeDecodeError:
         raise CodecError(f"{what}: headers are not UTF-8") from None
+    lines = text.split("\n")
+    if len(lines) > MAX_HEADER_LINES:
+        raise CodecError(f"{what}: more than {MAX_HEADER_LINES} header lines")
     headers: list[tuple[str, str]] = []
-    for number, raw in enumerate(text.split("\n"), start=1):
+    folded: dict[int, list[str]] = {}  # continuation lines, joined once at the end
+    for number, raw in enumerate(lines, start=1):
         line = raw[:-1] if raw.endswith("\r") else raw
         if "\r" in line:
             raise CodecError(f"{what}: malformed header line {number}")
         if line[:1] in (" ", "\t") and headers:
-            name, value = headers[-1]
-            headers[-1] = (name, f"{value} {line.strip()}".strip())
+            folded.setdefault(len(headers) - 1, [headers[-1][1]]).append(line.strip())
             continue
         name, colon, value = line.partition(":")
         if not colon or _TOKEN.fullmatch(name.strip()) is None:
             raise CodecError(f"{what}: malformed header line {number}")
         headers.append((name.strip(), value.strip()))
+    for index, pieces in folded.items():
+        headers[index] = (headers[index][0], " ".join(p for p in pieces if p))
     return tuple(headers)
 
 

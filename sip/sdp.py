@@ -31,6 +31,7 @@ import enum
 from dataclasses import dataclass, field, replace
 
 from sip.errors import CodecError
+from sip.limits import read_uint
 
 CONTENT_TYPE = "application/sdp"
 MSRP_PROTOCOLS = ("TCP/MSRP", "TCP/TLS/MSRP")
@@ -38,6 +39,8 @@ DISCARD_PORT = 9
 """Port an active MSRP endpoint advertises (RFC 4145 §4)."""
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+MAX_LINES = 4096
+"""Most lines in one session description (an MSRP offer has about 15)."""
 
 
 class Setup(enum.StrEnum):
@@ -143,9 +146,10 @@ def _first(attributes: tuple[Attribute, ...], name: str) -> str | None:
 
 
 def _parse_int(text: str, what: str) -> int:
-    if not text.isascii() or not text.isdigit():
-        raise CodecError(f"sdp: invalid {what} {text!r}")
-    return int(text)
+    value = read_uint(text)
+    if value is None:
+        raise CodecError(f"sdp: invalid {what} {text[:40]!r}")
+    return value
 
 
 def _parse_connection(value: str) -> Connection:
@@ -179,6 +183,8 @@ def _lines(data: bytes) -> list[tuple[str, str]]:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise CodecError("sdp: body is not UTF-8") from None
+    if text.count("\n") >= MAX_LINES:
+        raise CodecError(f"sdp: more than {MAX_LINES} lines")
     result: list[tuple[str, str]] = []
     for raw in text.split("\n"):
         line = raw[:-1] if raw.endswith("\r") else raw
@@ -208,29 +214,28 @@ def parse(data: bytes) -> SessionDescription:
     emails: list[str] = []
     phones: list[str] = []
     timings: list[Timing] = []
+    repeats: list[list[str]] = []  # r= lines of each t=
+    # each m= section's a=, c= and b= lines are collected in lists and set once at the
+    # end: appending to the tuples line by line was quadratic in the number of lines
     media: list[Media] = []
+    sections: list[tuple[list[Attribute], list[Connection], list[str]]] = []
     for kind, value in lines[1:]:
         if kind == "m":
             media.append(_parse_media(value))
+            sections.append(([], [], []))
         elif media:
-            current = media[-1]
             if kind == "a":
-                current = replace(
-                    current, attributes=current.attributes + (_parse_attribute(value),)
-                )
+                sections[-1][0].append(_parse_attribute(value))
             elif kind == "c":
-                current = replace(
-                    current, connections=current.connections + (_parse_connection(value),)
-                )
+                sections[-1][1].append(_parse_connection(value))
             elif kind == "b":
-                current = replace(current, bandwidths=current.bandwidths + (value,))
+                sections[-1][2].append(value)
             elif kind == "i":
-                current = replace(current, information=value)
+                media[-1] = replace(media[-1], information=value)
             elif kind == "k":
-                current = replace(current, key=value)
+                media[-1] = replace(media[-1], key=value)
             else:
                 raise CodecError(f"sdp: {kind}= line not allowed in a media section")
-            media[-1] = current
         elif kind == "o":
             parts = value.split()
             if len(parts) != 6:
@@ -249,10 +254,11 @@ def parse(data: bytes) -> SessionDescription:
             if len(parts) != 2:
                 raise CodecError(f"sdp: invalid t= line {value!r}")
             timings.append(Timing(_parse_int(parts[0], "time"), _parse_int(parts[1], "time")))
+            repeats.append([])
         elif kind == "r":
             if not timings:
                 raise CodecError("sdp: r= line before any t= line")
-            timings[-1] = replace(timings[-1], repeats=timings[-1].repeats + (value,))
+            repeats[-1].append(value)
         elif kind == "e":
             emails.append(value)
         elif kind == "p":
@@ -274,11 +280,19 @@ def parse(data: bytes) -> SessionDescription:
         phones=tuple(phones),
         connection=connection,
         bandwidths=tuple(s_bw),
-        timings=tuple(timings) or (Timing(),),
+        timings=tuple(
+            replace(t, repeats=tuple(r)) if r else t for t, r in zip(timings, repeats, strict=True)
+        )
+        or (Timing(),),
         zone=single.get("z"),
         key=single.get("k"),
         attributes=tuple(s_attrs),
-        media=tuple(media),
+        media=tuple(
+            replace(m, attributes=tuple(a), connections=tuple(c), bandwidths=tuple(b))
+            if a or c or b
+            else m
+            for m, (a, c, b) in zip(media, sections, strict=True)
+        ),
     )
 
 

@@ -30,6 +30,8 @@ REFER_CONTENT_TYPE = "message/sipfrag;version=2.0"
 SIP_VERSION = "SIP/2.0"
 
 _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+MAX_LINES = 256
+"""Most lines in a fragment's start line and headers (RFC 3515 NOTIFYs carry one)."""
 _STATUS_LINE = re.compile(r"^SIP/(\d+\.\d+) (\d{3}) ?(.*)$")
 _REQUEST_LINE = re.compile(rf"^({_TOKEN}) (\S+) SIP/(\d+\.\d+)$")
 _HEADER = re.compile(rf"^({_TOKEN})[ \t]*:[ \t]*(.*)$")
@@ -123,8 +125,11 @@ def parse(data: bytes) -> SipFrag:
     lines = head.replace("\r\n", "\n").split("\n")
     if lines and lines[-1] == "":
         lines.pop()
+    if len(lines) > MAX_LINES:
+        raise CodecError(f"sipfrag has more than {MAX_LINES} lines")
     start: StatusLine | RequestLine | None = None
     headers: list[tuple[str, str]] = []
+    folded: dict[int, list[str]] = {}  # continuation lines, joined once at the end
     for index, line in enumerate(lines):
         if index == 0 and (m := _STATUS_LINE.match(line)):
             start = StatusLine(int(m.group(2)), m.group(3), f"SIP/{m.group(1)}")
@@ -135,13 +140,14 @@ def parse(data: bytes) -> SipFrag:
         if line[:1] in (" ", "\t"):
             if not headers:
                 raise CodecError("sipfrag continuation line without a header")
-            name, value = headers[-1]
-            headers[-1] = (name, f"{value} {line.strip()}")
+            folded.setdefault(len(headers) - 1, [headers[-1][1]]).append(line.strip())
             continue
         m = _HEADER.match(line)
         if m is None:
             raise CodecError(f"sipfrag line is neither a start line nor a header: {line!r}")
         headers.append((m.group(1), m.group(2).rstrip()))
+    for i, pieces in folded.items():
+        headers[i] = (headers[i][0], " ".join(pieces))
     return SipFrag(start, tuple(headers), body or b"")
 
 

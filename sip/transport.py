@@ -35,8 +35,11 @@ outgoing connections send pings and are closed when the previous one got no pong
 Incoming requests get ``received``/``rport`` stamped on their top Via (RFC 3261 §18.2.1,
 RFC 3581 §4). A datagram that does not parse is dropped with an ``x`` trace; when it is a
 request whose Via, From, To, Call-ID and CSeq parse, a 400 goes back (RFC 3261 §21.4.1).
-Bad stream data closes the connection. Host names are resolved with getaddrinfo only
-(RFC 3263 NAPTR/SRV are not used: the IMS core is configured by address). TLS takes an
+On a stream, a message that is framed but does not parse is answered the same way and
+the connection stays open (it may be shared with the IMS proxy); only data whose framing
+is lost (no Content-Length, oversized header section) closes it. Host names are resolved
+with getaddrinfo only (RFC 3263 NAPTR/SRV are not used: the IMS core is configured by
+address). TLS takes an
 server ``ssl.SSLContext`` in ``listen("tls", ssl=...)`` and ``tls_client`` (default: the
 system trust store) for outgoing connections.
 """
@@ -55,6 +58,7 @@ from typing import cast
 from sip.errors import CodecError, SIPError
 from sip.headers import parse_name_addr, split_list
 from sip.message import (
+    BadMessage,
     KeepAlive,
     Message,
     Request,
@@ -170,6 +174,9 @@ class Connection(asyncio.Protocol):
                 self.write(b"\r\n")
             elif event is KeepAlive.PONG:
                 self.awaiting_pong = False
+            elif isinstance(event, BadMessage):  # answered 400; the connection stays open
+                trace.debug("x %s %s:%s bad message: %s", self.name, *self.peer, event.error)
+                self.layer._reject(event.data, self.source, event.error)
             else:
                 assert not isinstance(event, KeepAlive)
                 self.layer._message_received(event, self.source, self._raw(event))
@@ -537,5 +544,5 @@ def _drop(msg: Message, source: Source) -> None:
 
 
 def _warning(host: str, exc: CodecError) -> str:
-    text = str(exc).replace("\\", "\\\\").replace('"', '\\"')
+    text = str(exc)[:200].replace("\\", "\\\\").replace('"', '\\"')
     return f'399 {format_host(host)} "{text}"'

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from functools import lru_cache
 
 from sip.errors import CodecError
+from sip.limits import read_uint, short_cache
 
 __all__ = [
     "AbsoluteURI",
@@ -269,7 +269,7 @@ URI = SipURI | TelURI | AbsoluteURI
 _TEL_NUMBER = re.compile(r"(\+[0-9\-.()]*[0-9][0-9\-.()]*|[0-9A-Fa-f*#\-.()]+)\Z")
 
 
-@lru_cache(maxsize=4096)
+@short_cache(4096)
 def parse_uri(text: str) -> URI:
     """Parses a URI (RFC 3261 §19.1.1, §25.1; RFC 3966 §3). Raises ``CodecError``."""
     scheme, colon, rest = text.partition(":")
@@ -320,9 +320,9 @@ def _parse_sip(scheme: str, rest: str, text: str) -> SipURI:
             raise CodecError(f"invalid SIP URI host: {text!r}")
     port: int | None = None
     if has_port:
-        if not port_text.isdigit() or not port_text.isascii() or int(port_text) > 65535:
+        port = read_uint(port_text, 5)
+        if port is None or port > 65535:
             raise CodecError(f"invalid SIP URI port: {text!r}")
-        port = int(port_text)
     params = parse_params(param_text) if semi else EMPTY_PARAMS
     headers: tuple[tuple[str, str], ...] = ()
     if qmark:

@@ -13,6 +13,8 @@
 # §9 and Kamailio's relay demand (testbed NOTES §5), with CRLF line ends.
 # Typed headers (Byte-Range, Status, Success/Failure-Report, Expires, Use-Path)
 # are validated in ``parse_message`` so their accessors never fail later.
+# Limits: a header block of at most ``MAX_HEADER_SIZE`` bytes and ``MAX_HEADERS`` lines,
+# numbers of bounded length (a frame may be 4 MiB, its headers need not be).
 # Speed (four frames per chat message): the stream parser hands over the start
 # line it already parsed (``parse_after_start_line``), the header block is decoded
 # once, the usual header names skip the name regex, Byte-Range parses are cached.
@@ -26,6 +28,7 @@ from functools import lru_cache
 from typing import NewType
 
 from sip.errors import CodecError
+from sip.limits import read_uint
 from sip.msrp.uri import MSRPURI, parse_path, serialize_path
 
 TransactionId = NewType("TransactionId", str)
@@ -35,6 +38,10 @@ MSRPMessageId = NewType("MSRPMessageId", str)
 StartLine = tuple[TransactionId, str | None, int | None, str | None]
 """A parsed start line: transaction id, method, status code, reason."""
 
+MAX_HEADER_SIZE = 16384
+"""Largest header block of a frame, in bytes (a chat SEND's is about 200; paths are short)."""
+MAX_HEADERS = 64
+"""Most header lines in a frame."""
 END_LINE_PREFIX = b"-------"
 _END_LINE_TEXT = END_LINE_PREFIX.decode()
 CONTINUATION_FLAGS = frozenset("$+#")
@@ -179,8 +186,8 @@ def _validate(key: str, name: str, value: str) -> None:
     elif key == "message-id":
         if IDENT.fullmatch(value) is None:
             raise CodecError(f"invalid Message-ID: {value!r}")
-    elif not value.isdigit() or len(value) > 10:
-        raise CodecError(f"invalid {name}: {value!r}")
+    elif read_uint(value, 10) is None:
+        raise CodecError(f"invalid {name}: {value[:80]!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,11 +352,15 @@ def parse_after_start_line(
         head = region[:-2]  # a stray empty line before the end-line: no body
     else:
         head = region
+    if len(head) > MAX_HEADER_SIZE:
+        raise CodecError(f"MSRP header block larger than {MAX_HEADER_SIZE} bytes")
     to_path: tuple[MSRPURI, ...] | None = None
     from_path: tuple[MSRPURI, ...] | None = None
     content_type: str | None = None
     headers: list[tuple[str, str]] = []
     lines, complete = _header_lines(head) if head else ([], True)
+    if len(lines) > MAX_HEADERS:
+        raise CodecError(f"more than {MAX_HEADERS} MSRP header lines")
     for text in lines:
         name, colon, value = text.partition(":")
         key = _KNOWN_HEADERS.get(name) if colon else None

@@ -31,6 +31,7 @@ from sip.errors import CodecError
 from sip.msrp.message import (
     CONTINUATION_FLAGS,
     END_LINE_PREFIX,
+    MAX_HEADER_SIZE,
     MSRPMessage,
     StartLine,
     TransactionId,
@@ -65,6 +66,8 @@ def _salvage(
     paths: dict[str, tuple[MSRPURI, ...] | None] = {"to-path": None, "from-path": None}
     failure_report = "yes"
     head = frame.split(b"\r\n\r\n", 1)[0]
+    if len(head) > MAX_HEADER_SIZE:  # too big to read twice: no paths, no report
+        return MalformedFrame(tid, method, err, None, None, "no")
     for raw in head.split(b"\r\n")[1:]:
         name, _, value = raw.decode("utf-8", "replace").partition(":")
         key = name.strip().lower()

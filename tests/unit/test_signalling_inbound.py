@@ -17,6 +17,7 @@ from bridge.config import Settings
 from bridge.signalling import payload
 from bridge.signalling.wiring import SignallingSide, start_signalling
 from sip import sdp
+from sip.message import Response, parse_message
 from sip.msrp import MSRPStack
 from sip.stack import SipStack
 from tests.unit.test_signalling import A, B, Sink
@@ -161,3 +162,49 @@ async def test_msrp_connection_loss_ends_the_session_with_bye(
         await asyncio.wait_for(call.session.ended.wait(), 5)  # the bridge sent BYE
     finally:
         await stack.stop()
+
+
+async def test_hostile_messages_over_one_tcp_connection_get_400() -> None:
+    # issue 13 defects 4 and 5 on the wire: a CPIM body with a 5,000-digit Content-Length
+    # (was 500) and two To headers (was no answer) get 400, and the connection stays open
+    running = await start_signalling(Settings(sip_port=0, sip_transports=["tcp"]))
+    running.signalling.bind(Sink())
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.sip.port)
+
+    def request(
+        call_id: str, body: bytes, to: bytes = b"To: <" + str(B).encode() + b">\r\n"
+    ) -> bytes:
+        return (
+            b"MESSAGE " + str(B).encode() + b" SIP/2.0\r\n"
+            b"Via: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK" + call_id.encode() + b"\r\n"
+            b"From: <"
+            + str(A).encode()
+            + b">;tag=1\r\n"
+            + to
+            + b"Call-ID: "
+            + call_id.encode()
+            + b"\r\nCSeq: 1 MESSAGE\r\n"
+            b"Content-Type: message/cpim\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        )
+
+    async def status() -> tuple[int, str]:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        resp = parse_message(head, validate=False)
+        assert isinstance(resp, Response)
+        length = int(resp.get("Content-Length") or 0)
+        if length:
+            await reader.readexactly(length)
+        return resp.status, resp.call_id
+
+    cpim_body = b"From: <sip:a@b>\r\n\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\nhi"
+    two_to = b"To: <" + str(B).encode() + b">\r\nTo: <sip:b@h;x=\r\n"
+    try:
+        writer.write(request("w1", cpim_body))
+        assert await status() == (400, "w1")
+        writer.write(request("w2", b"hi", to=two_to))
+        assert await status() == (400, "w2")
+        writer.write(request("w3", cpim_body))  # the same connection still answers
+        assert await status() == (400, "w3")
+    finally:
+        writer.close()
+        await running.close()

@@ -22,6 +22,7 @@ from sip.headers import (
     split_list,
 )
 from sip.message import (
+    BadMessage,
     Headers,
     KeepAlive,
     Request,
@@ -394,13 +395,32 @@ def test_stream_partial_crlf_waits() -> None:
         ),
         (b"X" * 100, "SIP header section too large", {"max_header_size": 50}),
         (BASE + b"\r\n", "SIP header section too large", {"max_header_size": 50}),
-        (b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n", "missing mandatory header: Via", {}),
+        (b"bad\r\nContent-Length: 2\r\nl: 3\r\n\r\n", "invalid start line: 'bad'", {}),
+        (b"bad\r\nX: 1\r\n\r\n", "invalid start line: 'bad'", {}),
     ],
 )
 def test_stream_errors(data: bytes, message: str, limits: dict[str, int]) -> None:
     with pytest.raises(CodecError) as info:
         StreamParser(**limits).feed(data)  # type: ignore[arg-type]
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        (b"SIP/2.0 200 OK\r\nContent-Length: 2\r\n\r\nok", "missing mandatory header: Via"),
+        (b"bad\r\nl: 2\r\n\r\nok", "invalid start line: 'bad'"),
+        (b"OPTIONS sip:a SIP/2.0\r\nX\r\nContent-Length: 2\r\n\r\nok", "invalid header line: 'X'"),
+    ],
+)
+def test_stream_bad_message_keeps_the_stream(message: bytes, error: str) -> None:
+    # framed by its Content-Length, a bad message is reported and the next one still parses
+    good = load(CANONICAL[0])
+    parser = StreamParser()
+    events = parser.feed(message + good)
+    assert isinstance(events[0], BadMessage)
+    assert (events[0].data, str(events[0].error)) == (message, error)
+    assert [serialize(m) for m in events[1:]] == [good]  # type: ignore[arg-type]
 
 
 def test_stream_without_validation() -> None:

@@ -362,3 +362,51 @@ async def test_oversized_datagram_and_failing_handler(udp_peer) -> None:
     assert tl.try_send(parse_message(raw_request(5)), Target("udp", "127.0.0.1", peer_port))
     assert await peer.get()
     await tl.close()
+
+
+# --- hostile input (issue 13): a bad message is answered 400, the connection survives ----
+
+TWO_TO = b"To: <sip:b@h>\r\nTo: <sip:b@h;x=\r\n"
+
+
+async def test_two_to_headers_answered_400_over_udp(layer) -> None:
+    tl, inbox = layer
+    peer = UDPPeer()
+    loop = asyncio.get_running_loop()
+    await loop.create_datagram_endpoint(lambda: peer, local_addr=("127.0.0.1", 0))
+    assert peer.transport is not None
+    data = raw_request(5, call_id="u2").replace(b"To: <sip:b@h>\r\n", TWO_TO)
+    peer.transport.sendto(data, ("127.0.0.1", tl.sent_by("udp")[1]))
+    resp = parse_message(await peer.get())
+    assert isinstance(resp, Response) and resp.status == 400
+    assert resp.get_all("To") == ["<sip:b@h>;tag=" + (resp.to_tag or "")]
+    assert "duplicate header: To" in (resp.get("Warning") or "")
+    assert inbox.queue.empty()
+    peer.transport.close()
+
+
+async def test_tcp_bad_message_answered_400_and_connection_kept(layer) -> None:
+    tl, inbox = layer
+    reader, writer = await asyncio.open_connection("127.0.0.1", tl.sent_by("tcp")[1])
+    bad = [
+        raw_request(5, transport="TCP", call_id="b1").replace(b"To: <sip:b@h>\r\n", TWO_TO),
+        raw_request(5, transport="TCP", call_id="b2").replace(
+            b"CSeq: 1 ", b"CSeq: " + b"9" * 5000 + b" "
+        ),
+        # no 400 can be built without a Request-URI or with a header line that does not
+        # parse, but the stream goes on
+        raw_request(5, transport="TCP", call_id="b3").replace(
+            b"MESSAGE sip:b@127.0.0.1", b"MESSAGE sip:b@127.0.0.1:" + b"9" * 5000
+        ),
+        raw_request(5, transport="TCP", call_id="b4", extra="Bad Header: x\r\n"),
+    ]
+    writer.write(b"".join(bad) + raw_request(5, transport="TCP", call_id="ok"))
+    await writer.drain()
+    for call_id in ("b1", "b2"):
+        data = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        resp = parse_message(data, validate=False)  # b2's copied CSeq is still bad
+        assert isinstance(resp, Response) and (resp.status, resp.call_id) == (400, call_id)
+    msg, _ = await inbox.get()
+    assert msg.call_id == "ok" and inbox.queue.empty()
+    writer.close()
+    await writer.wait_closed()
