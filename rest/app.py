@@ -2,8 +2,9 @@
 
 Shared resources live in ``web.AppKey`` slots (below). Each handler module in
 ``rest.handlers`` exposes ``setup(app, prefix)``, which adds its routes under
-``prefix`` (the path part of ``{serverRoot}``) and any ``cleanup_ctx`` it owns. ``rest.openapi`` documents the routes once they are all
-added (``GET /openapi.json``, ``GET /docs``).
+``prefix`` (the path part of ``{serverRoot}``) and any ``cleanup_ctx`` it owns.
+``rest.openapi`` documents the routes once they are all added (``GET /openapi.json``,
+``GET /docs``).
 """
 
 from __future__ import annotations

@@ -618,16 +618,15 @@ def _request_body(op: Operation, schemas: _Schemas) -> dict[str, Any]:
             "content": {JSON: {"schema": {}}, XML: {"schema": {}}},
         }
     docs = [schemas.doc(r, "validation") for r in op.body]
-    xml = [
-        {**schemas.model(BODY_MODELS[r], "validation"), "xml": _xml_object(r)} for r in op.body
-    ]
+    xml = [{**schemas.model(BODY_MODELS[r], "validation"), "xml": _xml_object(r)} for r in op.body]
     content = _content(_choice(docs), _choice(xml))
     if op.form:
         flat = [schemas.model(BODY_MODELS[r], "validation") for r in op.body]
         content[FORM] = {"schema": flat[0] if len(flat) == 1 else {"anyOf": flat}}
     body: dict[str, Any] = {
         "required": not op.body_optional,
-        "description": "one root element: " + " or ".join(op.body)
+        "description": "one root element: "
+        + " or ".join(op.body)
         + (" (form: flat leaf names, docs/rest-formats.md)" if op.form else ""),
         "content": content,
     }
