@@ -3,6 +3,8 @@
 Shared resources live in ``web.AppKey`` slots (below). Each handler module in
 ``rest.handlers`` exposes ``setup(app, prefix)``, which adds its routes under
 ``prefix`` (the path part of ``{serverRoot}``) and any ``cleanup_ctx`` it owns.
+``rest.openapi`` documents the routes once they are all added (``GET /openapi.json``,
+``GET /docs``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ async def health(request: web.Request) -> web.Response:
 
 def make_app(settings: Settings, database: Database) -> web.Application:
     """Build the REST application over an already migrated ``database``."""
-    from rest import auth
+    from rest import auth, openapi
     from rest.handlers import channels, chat, subscriptions
 
     app = web.Application(
@@ -46,4 +48,6 @@ def make_app(settings: Settings, database: Database) -> web.Application:
     prefix = root.path_prefix
     for module in (subscriptions, channels, chat):
         module.setup(app, prefix)
+    openapi.add_routes(app)
+    openapi.publish(app, root.root, app[auth.AUTHENTICATOR].enabled)  # every route is in
     return app

@@ -7,7 +7,8 @@ canonical URIs or ``fnmatch`` patterns matched against the canonical form
 ``acr:auth`` / ``acr:Authorization`` resolve to (oma-chat-api.md §11); when it is
 a pattern, those pseudo users are refused (403).
 
-One middleware runs after routing, for every route except ``/health``
+One middleware runs after routing, for every route except ``/health``,
+``/openapi.json`` and ``/docs``
 (chat, subscriptions and notification channels alike):
 
 * missing or wrong credentials → 401 SVC0001 with ``WWW-Authenticate``;
@@ -43,7 +44,7 @@ from rest.uris import InvalidUserUri, canonical_user, is_acr_auth
 log = logging.getLogger(__name__)
 
 _GLOB = frozenset("*?[")
-PUBLIC_PATHS = frozenset({"/health"})
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs"})
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ from rest.xmlbody import XML
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
+UNNEGOTIATED_PATHS = frozenset({"/openapi.json", "/docs"})
+"""Fixed formats (the OpenAPI document, its HTML page): ``Accept`` is not checked."""
 
 
 class OMAModel(BaseModel):
@@ -211,7 +213,7 @@ def preferred_format(accept: str) -> str | None:
 async def negotiation_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Choose the response format (JSON or XML) from ``Accept``; 406 when neither fits."""
     accept = request.headers.get("Accept", "")
-    if accept:
+    if accept and request.path not in UNNEGOTIATED_PATHS:
         chosen = preferred_format(accept)
         if chosen is None:
             raise OMAFault(406, "SVC0001", [f"cannot produce {accept!r}"])
