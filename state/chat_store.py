@@ -139,6 +139,8 @@ class _Memory:
         self.ended: set[str] = set()
         self.messages: OrderedDict[MessageKey, StoredMessage] = OrderedDict()
         self.message_limit = message_limit
+        self.participants: dict[str, dict[str, Participant]] = {}
+        """Members of live group sessions read once (session id → address → member)."""
 
     def put_session(self, cs: ChatSession) -> None:
         old = self.sessions.get(cs.id)
@@ -158,6 +160,7 @@ class _Memory:
             cs = self.sessions.pop(sid, None)
             if cs is None:
                 continue
+            self.participants.pop(sid, None)
             if cs.leg is not None and self.legs.get(cs.leg) == sid:
                 del self.legs[cs.leg]
             pair = self.pairs.get((cs.user, cs.peer))
@@ -184,6 +187,7 @@ class _Memory:
             self.messages.popitem(last=False)
 
     def clear(self) -> None:
+        self.participants.clear()
         self.sessions.clear()
         self.legs.clear()
         self.pairs.clear()
@@ -400,9 +404,16 @@ class BatchedChatTransaction:
     # group participants
 
     async def participants(self, session_id: str) -> list[Participant]:
-        """The database's rows (after the batch's pending writes), then this unit's own."""
-        rows = await self._store.read(lambda s: participants(s, session_id), True)
-        found: dict[str, Participant] = {p.address: p for p in rows}
+        """The members in memory (else the database's rows after the batch's pending
+        writes, kept in memory while the session is live), then this unit's own."""
+        memory = self._store.memory
+        known = memory.participants.get(session_id)
+        if known is None:
+            rows = await self._store.read(lambda s: participants(s, session_id), True)
+            known = {p.address: p for p in rows}
+            if session_id in memory.sessions and session_id not in memory.ended:
+                memory.participants[session_id] = known
+        found = dict(known)
         for address, (p, _now) in self._participants.get(session_id, {}).items():
             found[address] = p
         return sorted(found.values(), key=lambda p: (not p.is_originator, p.address))
@@ -748,6 +759,9 @@ class SQLChatStore:
             self.memory.put_message(write.msg)
         for sid, people in tx._participants.items():
             self._pending_participants.setdefault(sid, {}).update(people)
+            cached = self.memory.participants.get(sid)
+            if cached is not None:
+                cached.update((address, p) for address, (p, _now) in people.items())
         self._pending_notes.extend((tx, note) for note in tx._notes)
 
     async def _commit(self, batch: _Batch) -> None:

@@ -13,20 +13,20 @@ from datetime import datetime
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.chat.model import ChatSession, Participant, StoredMessage
 from bridge.ports import Notification
 from state import outbox
-from state.chat_models import ChatMessageRow, ChatSessionRow
-from state.chat_repository import _join, _session_values, save_participants
-from state.writer import InThreadSession, run_now
+from state.chat_models import ChatMessageRow, ChatParticipantRow, ChatSessionRow
+from state.chat_repository import _join, _session_values
+from state.writer import InThreadSession
 
 _ParticipantWrites = dict[str, dict[str, tuple[Participant, datetime]]]
 """Buffered participant upserts: session id → address → (participant, updated_at)."""
 
 _ST = cast(sa.Table, ChatSessionRow.__table__)
 _MT = cast(sa.Table, ChatMessageRow.__table__)
+_PT = cast(sa.Table, ChatParticipantRow.__table__)
 
 
 def _message_row(
@@ -89,6 +89,19 @@ class _RawWrite:
         return cls(sql, columns, [c.name for c in columns], dialect)
 
     @classmethod
+    def upsert(cls, table: sa.Table, keys: list[str], dialect: sa.Dialect) -> _RawWrite:
+        """``INSERT … ON CONFLICT (keys) DO UPDATE`` of every other column (SQLite ≥ 3.24)."""
+        columns = list(table.columns)
+        names = ", ".join(c.name for c in columns)
+        marks = ", ".join("?" for _ in columns)
+        sets = ", ".join(f"{c.name} = excluded.{c.name}" for c in columns if c.name not in keys)
+        sql = (
+            f"INSERT INTO {table.name} ({names}) VALUES ({marks})"
+            f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}"
+        )
+        return cls(sql, columns, [c.name for c in columns], dialect)
+
+    @classmethod
     def update(
         cls, table: sa.Table, key: str, dialect: sa.Dialect, only: list[str] | None = None
     ) -> _RawWrite:
@@ -119,6 +132,7 @@ class _Writes:
         self.message_status = _RawWrite.update(
             _MT, "seq", dialect, only=["status", "updated_at", "session_id"]
         )
+        self.participant = _RawWrite.upsert(_PT, ["session_id", "address"], dialect)
         self.enqueue = outbox.SyncEnqueue(dialect)
         self.statements = 0
         """Statements run (the benchmark counts them; SQLAlchemy events do not see them)."""
@@ -134,8 +148,9 @@ class _Writes:
     ) -> list[Notification]:
         """Send buffered writes into the open transaction; the notifications stored.
 
-        Group participants (rare next to messages) go through the repository's
-        own upsert, after the sessions they belong to.
+        Group participants are upserted after the sessions they belong to (their
+        foreign key), one ``executemany`` for the batch: a group of 100 joining sends
+        every member's view of every join, about n² rows.
         """
         new_s = [{"id": cs.id, **_session_values(cs)} for cs, new in sessions.values() if new]
         old_s = [{"id": cs.id, **_session_values(cs)} for cs, new in sessions.values() if not new]
@@ -163,10 +178,21 @@ class _Writes:
             if rows:
                 statement.run(conn, rows)
                 self.statements += 1
-        for sid, entries in (people or {}).items():
-            for p, now in entries.values():
-                run_now(save_participants(cast(AsyncSession, db), sid, [p], now))
-                self.statements += 2
+        members = [
+            {
+                "session_id": sid,
+                "address": p.address,
+                "name": p.name,
+                "status": p.status.value,
+                "is_originator": p.is_originator,
+                "updated_at": now,
+            }
+            for sid, entries in (people or {}).items()
+            for p, now in entries.values()
+        ]
+        if members:
+            self.participant.run(conn, members)
+            self.statements += 1
         raw = conn.connection.dbapi_connection
         assert raw is not None
         self.statements += len(notes)
