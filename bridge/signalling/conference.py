@@ -35,6 +35,7 @@ from bridge.ids import UserUri
 from sip import conference, rcs
 from sip.conference_view import ConferenceView, participant_status
 from sip.errors import CodecError, ProtocolError
+from sip.flag import Flag, wait_any
 from sip.message import Request
 from sip.stack import SipStack
 from sip.subscription import ClientSubscription
@@ -78,6 +79,20 @@ def participant_of(user: conference.User) -> Participant | None:
 class ConferenceWatch:
     """Subscribes to one conference for one user and reports member changes."""
 
+    __slots__ = (
+        "sip",
+        "user",
+        "report",
+        "spawn",
+        "view",
+        "conference",
+        "subscription",
+        "stopped",
+        "subscribes",
+        "_resync",
+        "_task",
+    )
+
     def __init__(self, sip: SipStack, user: UserUri, *, report: Report, spawn: Spawn) -> None:
         self.sip = sip
         self.user = user
@@ -89,7 +104,7 @@ class ConferenceWatch:
         self.stopped = False
         self.subscribes = 0
         """SUBSCRIBEs that got a 2xx (tests, diagnostics)."""
-        self._resync = asyncio.Event()
+        self._resync = Flag()
         self._task: asyncio.Task[None] | None = None
 
     def start(self, conference_uri: str) -> None:
@@ -164,13 +179,7 @@ class ConferenceWatch:
             log.info("- conference %s: subscribing again (%s)", self.conference, sub.reason)
 
     async def _until_over(self, sub: ClientSubscription) -> None:
-        ended = asyncio.ensure_future(sub.terminated.wait())
-        resync = asyncio.ensure_future(self._resync.wait())
-        try:
-            await asyncio.wait((ended, resync), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            ended.cancel()
-            resync.cancel()
+        await wait_any(sub.terminated, self._resync)  # one Future, no task per flag
 
     def _on_notify(self, request: Request) -> None:
         if self.stopped or not request.body:

@@ -94,7 +94,10 @@ class Leg:
         self.outgoing = outgoing
         self.state = LegState.INVITING if outgoing else LegState.RINGING
         self.call: OutgoingInvite | None = None
+        """Our INVITE until its 2xx made ``session`` (then None: it held the request, the
+        responses and the transaction)."""
         self.incoming: IncomingInvite | None = None
+        """Their INVITE until we answered 2xx (then None, like ``offer``)."""
         self.offer: InviteOffer | None = None
         self.session: InviteSession | None = None
         self.msrp: MSRPSession | None = None
