@@ -4,6 +4,8 @@ Public API::
 
     flag = Flag()                 # is_set() / set() / clear() / await wait(), as asyncio.Event
     await wait_any(flag_a, flag_b)  # returns once either is set (one Future, no tasks)
+    waiter = when_any(callback, flag_a, flag_b)   # callback() soon after either is set;
+                                                  # waiter.cancel() stops it (no task either)
 
 Design notes
 ------------
@@ -18,8 +20,9 @@ several flags with one Future instead of one task per flag (``asyncio.wait`` ove
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
-__all__ = ["Flag", "wait_any"]
+__all__ = ["Flag", "wait_any", "when_any"]
 
 
 class Flag:
@@ -76,6 +79,26 @@ class Flag:
             return await fut
         finally:
             self._remove(fut)
+
+
+def when_any(callback: Callable[[], None], *flags: Flag) -> asyncio.Future[bool]:
+    """Calls ``callback`` (from the event loop, soon) once any of ``flags`` is set; cancel
+    the returned Future to stop waiting. Nothing but the Future lives while it waits."""
+    fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    def done(_fut: asyncio.Future[bool]) -> None:
+        for flag in flags:
+            flag._remove(fut)
+        if not fut.cancelled():
+            callback()
+
+    fut.add_done_callback(done)
+    if any(flag.is_set() for flag in flags):
+        fut.set_result(True)
+    else:
+        for flag in flags:
+            flag._add(fut)
+    return fut
 
 
 async def wait_any(*flags: Flag) -> None:

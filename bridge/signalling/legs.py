@@ -107,7 +107,8 @@ class Leg:
         self.cancelled = False
         self.held: list[SignallingEvent] | None = []
         """Inbound MSRP events waiting for SessionAccepted (None once it is out)."""
-        self.events: deque[SignallingEvent] = deque()
+        self.events: deque[SignallingEvent] | None = None
+        """Events waiting for the drain task (a deque only while there are some)."""
         self.draining = False
         self.group = False
         """A group leg: the dialog is with a conference focus (docs/group-chat.md)."""
