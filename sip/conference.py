@@ -111,7 +111,7 @@ class MediaStatus(enum.StrEnum):
     INACTIVE = "inactive"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Execution:
     """An execution-type element: referred, joining-info, disconnection-info (§5.7.1)."""
 
@@ -120,7 +120,7 @@ class Execution:
     by: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Media:
     """An endpoint ``<media>`` element (RFC 4575 §5.7.8)."""
 
@@ -132,7 +132,7 @@ class Media:
     status: MediaStatus | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     """A user's ``<endpoint>`` (RFC 4575 §5.7)."""
 
@@ -148,7 +148,7 @@ class Endpoint:
     media: tuple[Media, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class User:
     """A ``<user>`` (RFC 4575 §5.6); ``yourown`` is the OMA self-entry marker."""
 
@@ -160,7 +160,7 @@ class User:
     yourown: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ConferenceDescription:
     """``<conference-description>`` (RFC 4575 §5.3), the parts chat uses."""
 
@@ -170,7 +170,7 @@ class ConferenceDescription:
     maximum_user_count: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ConferenceState:
     """``<conference-state>`` (RFC 4575 §5.5)."""
 
@@ -179,7 +179,7 @@ class ConferenceState:
     locked: bool | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ConferenceInfo:
     """A ``<conference-info>`` document (RFC 4575 §5.2)."""
 

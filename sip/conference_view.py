@@ -163,7 +163,7 @@ def _identity(entity: str) -> str:
     return entity
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ConferenceView:
     """The current participants of one conference subscription (RFC 4575 §4.6).
 

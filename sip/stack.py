@@ -506,9 +506,7 @@ class SipStack:
         """Forgets a terminated subscription (sip.subscription.DialogChannel)."""
         dialog = subscription.dialog
         if isinstance(subscription, ClientSubscription):
-            self._pending.pop(
-                (subscription.request.call_id, subscription.request.from_tag or ""), None
-            )
+            self._pending.pop((subscription.call_id, subscription.from_tag), None)
         if dialog is not None:
             usage = self._usages.get(dialog.id)
             if isinstance(usage, SubscriptionUsage):
@@ -606,7 +604,7 @@ class SipStack:
     def _notify_creates_dialog(self, tx: ServerTransaction) -> bool:
         req = tx.request
         sub = self._pending.get((req.call_id, req.to_tag or ""))
-        if sub is None or sub.dialog is not None:
+        if sub is None or sub.dialog is not None or sub.request is None:
             return False
         contact = self.contact_for(req.to.uri, tx.source.transport)
         try:

@@ -13,8 +13,11 @@ Public API::
     refer_progress(notify_body) -> SipFrag   the sipfrag of a REFER NOTIFY (RFC 3515 §2.4.5)
 
     ClientSubscription   (returned by SipStack.subscribe / SipStack.refer)
-        .event .state .dialog .expires .notifies (list[Request]) .terminated (asyncio.Event)
-        .reason   await .refresh(expires=None)   await .unsubscribe()   .close()
+        .event .state .dialog .expires .terminated (sip.flag.Flag) .reason .notify_count
+        .notifies (list[Request]: kept only for a subscription without an on_notify callback)
+        .request (the SUBSCRIBE/REFER; None once the dialog exists: .method .call_id .from_tag
+        and .accept stay)   await .wait_notify(timeout)   await .refresh(expires=None)
+        await .unsubscribe()   .close()
         on_notify(request) callback given to SipStack.subscribe: every NOTIFY, in order
     ServerSubscription   (returned by IncomingSubscribe.accept in sip/stack.py)
         .event .state .dialog .expires .terminated
@@ -35,6 +38,9 @@ Public API::
 # previous state; a refresh that fails with 481 or 408 ends it too (§4.1.2.2). A
 # "terminated" NOTIFY with reason deactivated/timeout invites an immediate re-subscribe
 # (§4.1.3) — that decision is the caller's (sip-msrp-mapping.md N12), we only report it.
+# A subscription of a group member lives as long as the group: it keeps only the few
+# values of its SUBSCRIBE it needs later (Call-ID and From tag, method, Accept) and the
+# NOTIFYs only when nobody takes them through on_notify.
 # REFER (RFC 3515 §2.4.4) creates the same kind of subscription with event "refer" and
 # message/sipfrag bodies; with Refer-Sub: false (RFC 4488) there is no subscription at all.
 
@@ -51,6 +57,7 @@ from typing import Protocol
 from sip import sipfrag
 from sip.dialog import Dialog
 from sip.errors import CodecError, ProtocolError, SIPError
+from sip.flag import Flag
 from sip.message import Request, Response
 
 __all__ = [
@@ -291,6 +298,30 @@ NotifyCallback = Callable[[Request], None]
 class ClientSubscription:
     """Our subscription (SUBSCRIBE or REFER) to a notifier (RFC 6665 §4.1, RFC 3515 §2.4.4)."""
 
+    __slots__ = (
+        "channel",
+        "timer_n",
+        "_timer_n",
+        "request",
+        "method",
+        "call_id",
+        "from_tag",
+        "accept",
+        "event",
+        "event_id",
+        "on_notify",
+        "dialog",
+        "expires",
+        "reason",
+        "notifies",
+        "notify_count",
+        "terminated",
+        "machine",
+        "_timer",
+        "_tasks",
+        "_first_notify",
+    )
+
     def __init__(
         self,
         channel: DialogChannel,
@@ -302,7 +333,13 @@ class ClientSubscription:
         self.channel = channel
         self.timer_n = timer_n
         self._timer_n: asyncio.TimerHandle | None = None
-        self.request = request
+        # the SUBSCRIBE/REFER until the dialog exists (a NOTIFY before the 2xx needs it,
+        # RFC 6665 §4.1.2.4); the values kept below are all that later requests use
+        self.request: Request | None = request
+        self.method = request.method
+        self.call_id = request.call_id
+        self.from_tag = request.from_tag or ""
+        self.accept = request.get("Accept")
         self.event = event
         self.event_id = parse_event(event)[1]
         self.on_notify = on_notify
@@ -310,11 +347,12 @@ class ClientSubscription:
         self.expires = 0
         self.reason: str | None = None
         self.notifies: list[Request] = []
-        self.terminated = asyncio.Event()
+        self.notify_count = 0
+        self.terminated = Flag()
         self.machine = StateMachine(SUBSCRIBER_TRANSITIONS, _S.SUBSCRIBING, request.call_id)
         self._timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._first_notify = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] | None = None
+        self._first_notify = Flag()
 
     @property
     def state(self) -> SubscriberState:
@@ -324,10 +362,11 @@ class ClientSubscription:
     def accepted(self, response: Response, dialog: Dialog) -> None:
         """The 2xx to the SUBSCRIBE/REFER arrived (stack side)."""
         self.dialog = dialog
+        self.request = None  # the dialog has what later requests need
         value = response.get("Expires")
         if value is not None and value.isdigit():
             self.expires = int(value)
-        elif self.request.method == "REFER":
+        elif self.method == "REFER":
             self.expires = 60
         self.machine.handle(_E.ACCEPTED)
         self._arm()
@@ -342,10 +381,10 @@ class ClientSubscription:
             self.reason = "timeout"
             self._finish()
 
-    async def wait_notify(self, timeout: float) -> Request:
-        """Waits for the first NOTIFY (RFC 6665 §4.1.2.4 timer N); raises TimeoutError."""
+    async def wait_notify(self, timeout: float) -> None:
+        """Waits for the first NOTIFY (RFC 6665 §4.1.2.4 timer N); raises TimeoutError.
+        The NOTIFY itself went to ``on_notify`` (or is ``notifies[0]`` without one)."""
         await asyncio.wait_for(self._first_notify.wait(), timeout)
-        return self.notifies[0]
 
     def receive_notify(self, request: Request) -> None:
         """Applies a NOTIFY's Subscription-State; raises SubscriptionError or CodecError."""
@@ -359,7 +398,9 @@ class ClientSubscription:
             "terminated": _E.NOTIFY_TERMINATED,
         }.get(sub_state.state, _E.NOTIFY_ACTIVE)  # unknown states count as active (§8.2.3)
         self.machine.handle(event)
-        self.notifies.append(request)
+        self.notify_count += 1
+        if self.on_notify is None:
+            self.notifies.append(request)
         self._first_notify.set()
         if self._timer_n is not None:
             self._timer_n.cancel()
@@ -384,13 +425,15 @@ class ClientSubscription:
         if self.expires <= 0 or self.machine.state in (_S.UNSUBSCRIBING, _S.TERMINATED):
             return
         loop = asyncio.get_running_loop()
-        if self.request.method == "REFER":  # no refresh for REFER: the notifier ends it
+        if self.method == "REFER":  # no refresh for REFER: the notifier ends it
             self._timer = loop.call_later(self.expires, self._expired)
         else:
             self._timer = loop.call_later(refresh_delay(self.expires), self._spawn_refresh)
 
     def _spawn_refresh(self) -> None:
         task = asyncio.get_running_loop().create_task(self._refresh_quietly())
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -433,9 +476,8 @@ class ClientSubscription:
     async def _send_subscribe(self, expires: int) -> Response:
         assert self.dialog is not None
         headers = [("Event", self.event), ("Expires", str(expires))]
-        accept = self.request.get("Accept")
-        if accept is not None:
-            headers.append(("Accept", accept))
+        if self.accept is not None:
+            headers.append(("Accept", self.accept))
         return await self.channel.send_in_dialog(self.dialog, "SUBSCRIBE", headers)
 
     async def unsubscribe(self, notify_timeout: float = 5.0) -> None:
@@ -480,12 +522,26 @@ class ClientSubscription:
         if self.machine.state is not _S.TERMINATED:
             self.machine.state = _S.TERMINATED
         self._finish()
-        for task in list(self._tasks):
+        for task in list(self._tasks or ()):
             task.cancel()
 
 
 class ServerSubscription:
     """A subscription we serve as notifier (RFC 6665 §4.2) or REFER recipient (RFC 3515)."""
+
+    __slots__ = (
+        "channel",
+        "dialog",
+        "event",
+        "expires",
+        "machine",
+        "terminated",
+        "on_refresh",
+        "on_unsubscribe",
+        "_timer",
+        "_deadline",
+        "_tasks",
+    )
 
     def __init__(
         self, channel: DialogChannel, dialog: Dialog, event: str, expires: int, active: bool
@@ -497,12 +553,12 @@ class ServerSubscription:
         self.machine = StateMachine(
             NOTIFIER_TRANSITIONS, _N.ACTIVE if active else _N.PENDING, dialog.id.call_id
         )
-        self.terminated = asyncio.Event()
+        self.terminated = Flag()
         self.on_refresh: Callable[[int], None] | None = None
         self.on_unsubscribe: Callable[[], None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] | None = None
         self._arm()
 
     @property
@@ -526,7 +582,11 @@ class ServerSubscription:
         self._timer = None
         if self.machine.state is _N.TERMINATED:
             return
-        task = asyncio.get_running_loop().create_task(self._final("timeout"))
+        self._track(asyncio.get_running_loop().create_task(self._final("timeout")))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -541,9 +601,7 @@ class ServerSubscription:
         if expires == 0:
             if self.on_unsubscribe is not None:
                 self.on_unsubscribe()
-            task = asyncio.get_running_loop().create_task(self._final("timeout"))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._track(asyncio.get_running_loop().create_task(self._final("timeout")))
             return
         self.machine.handle(_NE.REFRESH)
         self.expires = expires
@@ -606,5 +664,5 @@ class ServerSubscription:
     def close(self) -> None:
         """Forgets the subscription without signalling (stack shutdown)."""
         self._end(_NE.TERMINATE)
-        for task in list(self._tasks):
+        for task in list(self._tasks or ()):
             task.cancel()

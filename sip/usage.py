@@ -4,7 +4,7 @@
 Public API (objects the stack hands to the application; built by sip.stack.SipStack)::
 
     InviteSession (an INVITE dialog, either side)
-      .dialog .local_body .remote_body .ended (asyncio.Event) .end_reason
+      .dialog .local_body .remote_body .ended .confirmed (sip.flag.Flag) .end_reason
       .bye_reason (the Reason header of the peer's BYE, RFC 3326; None without one)
       await .bye(headers=()) ; await .request(method, headers=(), body=b"", content_type=None)
       await .refer(refer_to, headers=(), refer_sub=False) ; await .reinvite(body=None)
@@ -14,7 +14,7 @@ Public API (objects the stack hands to the application; built by sip.stack.SipSt
       await .response() -> Response ; .session -> InviteSession after a 2xx ; await .cancel()
     IncomingRequest.respond(status, ...)   (handlers of SipStack.on_request get one of these)
       IncomingInvite: .ring(180) ; await .accept(body, content_type, handlers=) -> InviteSession ;
-                      .reject(486) ; .cancelled (asyncio.Event)
+                      .reject(486) ; .cancelled (sip.flag.Flag: is_set/set/wait as asyncio.Event)
       IncomingSubscribe: .accept(expires=None, active=True) -> ServerSubscription ; .reject()
       IncomingRefer: .accept() -> ServerSubscription | None ; await .progress(sub, 200, "OK")
 """
@@ -41,6 +41,7 @@ from sip import sipfrag
 from sip.dialog import Dialog, DialogError, DialogEvent, DialogState
 from sip.dialog import retransmit_intervals as _retransmit_intervals
 from sip.errors import SIPError
+from sip.flag import Flag
 from sip.message import Request, Response
 from sip.subscription import ClientSubscription, ServerSubscription, SubscriptionError
 from sip.transaction import ClientTransaction, ServerTransaction
@@ -116,7 +117,7 @@ class IncomingInvite(IncomingRequest):
 
     def __init__(self, stack: SipStack, tx: ServerTransaction) -> None:
         super().__init__(stack, tx)
-        self.cancelled = asyncio.Event()
+        self.cancelled = Flag()
         tx.on_cancel = lambda _tx: self.cancelled.set()
 
     def ring(self, status: int = 180, headers: Iterable[tuple[str, str]] = ()) -> None:
@@ -221,6 +222,7 @@ class IncomingRefer(IncomingRequest):
 class DialogUsage:
     """Something a dialog is used for; receives the in-dialog requests."""
 
+    __slots__ = ()
     dialog: Dialog
 
     def handle_request(self, tx: ServerTransaction) -> None:
@@ -235,6 +237,8 @@ class DialogUsage:
 
 class SubscriptionUsage(DialogUsage):
     """A SUBSCRIBE/REFER dialog: NOTIFYs (subscriber) or SUBSCRIBEs (notifier)."""
+
+    __slots__ = ("stack", "dialog", "client", "server")
 
     def __init__(
         self,
@@ -294,8 +298,8 @@ class InviteSession(DialogUsage):
         self.local_body = local_body
         self.content_type = content_type
         self.remote_body = b""
-        self.ended = asyncio.Event()
-        self.confirmed = asyncio.Event()
+        self.ended = Flag()
+        self.confirmed = Flag()
         self.end_reason = ""
         self.bye_reason: str | None = None
         """The Reason header of the peer's BYE (RFC 3326), when it sent one."""
@@ -362,8 +366,15 @@ class InviteSession(DialogUsage):
     def _send_ack(self, response: Response) -> None:
         if self._ack is None:
             self._ack = self.dialog.create_ack(response.cseq.seq)
+            # 2xx retransmissions reach us while the INVITE client transaction lives
+            # (Timer M = 64*T1, RFC 6026 §8.4); after that the ACK is not needed again
+            loop = asyncio.get_running_loop()
+            loop.call_later(64 * self.stack.timers.t1, self._forget_ack)
         self.stack._spawn(self.stack.layer.send_stateless(self._ack))
         self.confirmed.set()
+
+    def _forget_ack(self) -> None:
+        self._ack = None
 
     # -- requests we send ---------------------------------------------------------------
 
@@ -499,7 +510,7 @@ class OutgoingInvite:
         self.session: InviteSession | None = None
         self.provisional: list[Response] = []
         self._task: asyncio.Task[Response] | None = None
-        self._tx_ready = asyncio.Event()
+        self._tx_ready = Flag()
         self._tx: ClientTransaction | None = None
 
     def _first_2xx_tag(self) -> str | None:

@@ -58,7 +58,7 @@ class FocusContext:
     bind_timeout: float
 
 
-@dataclass
+@dataclass(slots=True)
 class Leg:
     """A member's SIP/MSRP side: the INVITE dialog and the MSRP session."""
 
@@ -66,6 +66,7 @@ class Leg:
     session: InviteSession | None = None
     msrp: MSRPSession | None = None
     call: OutgoingInvite | None = None
+    """The dial-out INVITE until its 2xx made ``session`` (then None)."""
     subscription: ServerSubscription | None = field(default=None, repr=False)
 
     async def close_msrp(self) -> None:
@@ -140,6 +141,7 @@ async def dial_out(conf: Conference, leg: Leg) -> None:
     session = call.session
     assert session is not None
     leg.session = session
+    leg.call = None  # the dialog is up: the INVITE, its answer and transaction can go
     conf.hook(leg)
     try:
         answered = wire.parse_offer(response.body, response.get("Content-Type"))

@@ -84,7 +84,7 @@ ACTIVE = frozenset({_S.DIALING_OUT, _S.CONNECTED})
 """Statuses that keep a conference alive (docs/group-chat.md item 9)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Member:
     """One user of a conference: address, status and (once up) its INVITE dialog."""
 

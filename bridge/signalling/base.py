@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections import deque
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
@@ -157,6 +158,8 @@ class SignallingBase:
 
     def _post(self, leg: Leg, event: SignallingEvent) -> None:
         """Queue ``event`` behind the leg's earlier events (one drain task while non-empty)."""
+        if leg.events is None:
+            leg.events = deque()
         leg.events.append(event)
         if not leg.draining:
             leg.draining = True
@@ -174,6 +177,8 @@ class SignallingBase:
                 await self._deliver(leg.events.popleft())
         finally:
             leg.draining = False
+            if not leg.events:
+                leg.events = None  # an idle leg holds no deque (about 600 bytes)
 
     async def _deliver(self, event: SignallingEvent) -> None:
         if self._closing:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 from bridge.chat.model import Participant, ParticipantStatus
@@ -35,6 +36,7 @@ from bridge.ids import UserUri
 from sip import conference, rcs
 from sip.conference_view import ConferenceView, participant_status
 from sip.errors import CodecError, ProtocolError
+from sip.flag import Flag, when_any
 from sip.message import Request
 from sip.stack import SipStack
 from sip.subscription import ClientSubscription
@@ -78,6 +80,21 @@ def participant_of(user: conference.User) -> Participant | None:
 class ConferenceWatch:
     """Subscribes to one conference for one user and reports member changes."""
 
+    __slots__ = (
+        "sip",
+        "user",
+        "report",
+        "spawn",
+        "view",
+        "conference",
+        "subscription",
+        "stopped",
+        "subscribes",
+        "_resync",
+        "_task",
+        "_wake",
+    )
+
     def __init__(self, sip: SipStack, user: UserUri, *, report: Report, spawn: Spawn) -> None:
         self.sip = sip
         self.user = user
@@ -89,15 +106,18 @@ class ConferenceWatch:
         self.stopped = False
         self.subscribes = 0
         """SUBSCRIBEs that got a 2xx (tests, diagnostics)."""
-        self._resync = asyncio.Event()
+        self._resync = Flag()
         self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Future[bool] | None = None
+        """Set while a subscription runs: calls ``_over`` when it ends or needs a resync
+        (no task waits meanwhile)."""
 
     def start(self, conference_uri: str) -> None:
         """Subscribe at ``conference_uri`` in the background (once)."""
-        if self._task is not None or self.stopped:
+        if self.conference is not None or self.stopped:
             return
         self.conference = conference_uri
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._task = asyncio.get_running_loop().create_task(self._subscribe())
 
     def stop(self, unsubscribe: bool) -> None:
         """Stop the subscription loop; with ``unsubscribe`` send Expires: 0 (RFC 6665 §4.1.2.3)."""
@@ -106,6 +126,9 @@ class ConferenceWatch:
         self.stopped = True
         if self._task is not None:
             self._task.cancel()
+        if self._wake is not None:
+            self._wake.cancel()
+            self._wake = None
         sub, self.subscription = self.subscription, None
         if sub is None:
             return
@@ -123,7 +146,8 @@ class ConferenceWatch:
         finally:
             sub.close()
 
-    async def _run(self) -> None:
+    async def _subscribe(self) -> None:
+        """SUBSCRIBE until one is accepted (doubling backoff), then wait without a task."""
         assert self.conference is not None
         delay = RETRY_FIRST
         while not self.stopped:
@@ -148,29 +172,26 @@ class ConferenceWatch:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
                 continue
-            delay = RETRY_FIRST
             self.subscribes += 1
             self.subscription = sub
-            await self._until_over(sub)
-            if self.stopped:
-                return
-            self.subscription = None
-            self.view = self.view.reset()
-            if sub.terminated.is_set() and sub.reason == "noresource":
-                log.info("- conference %s is gone: no new SUBSCRIBE", self.conference)
-                return
-            if not sub.terminated.is_set():
-                self.spawn(self._unsubscribe(sub))  # resync: this one is replaced
-            log.info("- conference %s: subscribing again (%s)", self.conference, sub.reason)
+            self._wake = when_any(partial(self._over, sub), sub.terminated, self._resync)
+            self._task = None  # done: a finished task is not kept either
+            return
 
-    async def _until_over(self, sub: ClientSubscription) -> None:
-        ended = asyncio.ensure_future(sub.terminated.wait())
-        resync = asyncio.ensure_future(self._resync.wait())
-        try:
-            await asyncio.wait((ended, resync), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            ended.cancel()
-            resync.cancel()
+    def _over(self, sub: ClientSubscription) -> None:
+        """The subscription ended or a version gap asks for a resync: subscribe again."""
+        self._wake = None
+        if self.stopped:
+            return
+        self.subscription = None
+        self.view = self.view.reset()
+        if sub.terminated.is_set() and sub.reason == "noresource":
+            log.info("- conference %s is gone: no new SUBSCRIBE", self.conference)
+            return
+        if not sub.terminated.is_set():
+            self.spawn(self._unsubscribe(sub))  # resync: this one is replaced
+        log.info("- conference %s: subscribing again (%s)", self.conference, sub.reason)
+        self._task = asyncio.get_running_loop().create_task(self._subscribe())
 
     def _on_notify(self, request: Request) -> None:
         if self.stopped or not request.body:

@@ -94,7 +94,10 @@ class Leg:
         self.outgoing = outgoing
         self.state = LegState.INVITING if outgoing else LegState.RINGING
         self.call: OutgoingInvite | None = None
+        """Our INVITE until its 2xx made ``session`` (then None: it held the request, the
+        responses and the transaction)."""
         self.incoming: IncomingInvite | None = None
+        """Their INVITE until we answered 2xx (then None, like ``offer``)."""
         self.offer: InviteOffer | None = None
         self.session: InviteSession | None = None
         self.msrp: MSRPSession | None = None
@@ -104,7 +107,8 @@ class Leg:
         self.cancelled = False
         self.held: list[SignallingEvent] | None = []
         """Inbound MSRP events waiting for SessionAccepted (None once it is out)."""
-        self.events: deque[SignallingEvent] = deque()
+        self.events: deque[SignallingEvent] | None = None
+        """Events waiting for the drain task (a deque only while there are some)."""
         self.draining = False
         self.group = False
         """A group leg: the dialog is with a conference focus (docs/group-chat.md)."""

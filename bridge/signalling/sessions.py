@@ -128,6 +128,7 @@ class SessionLegs(SignallingBase):
         session = leg.call.session
         assert session is not None
         leg.session = session
+        leg.call = None  # the dialog is up: the INVITE, its answer and transaction can go
         if leg.group and not self.groups.answered(leg, response.contacts):
             await session.bye()
             self._failed(leg, 0, "the focus's 2xx has no Contact")
@@ -363,6 +364,9 @@ class SessionLegs(SignallingBase):
                 headers=headers,
             )
             record.session.on_request("MESSAGE", partial(self._on_dialog_message, record))
+            # the dialog is up (the session retransmits its 2xx until the ACK): the INVITE,
+            # its transaction and the parsed offer can go
+            record.incoming = record.offer = None
         except (MSRPError, SIPError, CodecError, OSError) as exc:
             record.move(LegState.ENDED)
             self._forget(record)
@@ -377,10 +381,10 @@ class SessionLegs(SignallingBase):
     async def reject_session(self, leg: LegId, status: int) -> None:
         """Answer an incoming invitation with ``status`` (486 decline, 480, 603 ...)."""
         record = self._legs.get(leg)
-        if record is None or record.incoming is None:
+        if record is None or record.outgoing:
             log.info("x reject of unknown leg %s ignored", leg)
             return
-        if record.state is not LegState.RINGING:
+        if record.state is not LegState.RINGING or record.incoming is None:
             raise SignallingError(f"leg {leg} was answered already", 481)
         record.move(LegState.ENDED)
         self._forget(record)
