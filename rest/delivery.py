@@ -21,6 +21,16 @@ block only its own subscriptions, and costs one transaction per batch rather
 than two per notification. A lane whose claims would run out during a slow
 batch extends them first.
 
+Fairness (docs/notify-policy.md): a lane whose POST is still unanswered after
+``notification_slow_after`` is set aside (it stops holding one of the
+``concurrency`` slots; at most ``notification_slow_lanes`` of them), at most
+``notification_destination_concurrency`` lanes of one destination (``host:port``)
+run at once, and a destination failing ``notification_breaker_failures`` times
+in a row is paused (circuit breaker): the lanes of a paused or full destination
+are skipped by the claims (``busy``) until it frees up. Where POSTs may go at
+all is the notify policy's call (``rest.notify_policy``), checked by the HTTP
+client at each connect; a refused destination's notification is dropped at once.
+
 Rows delivered (or handed out by a long poll) are not deleted one by one:
 they join a list that the next transaction of this worker deletes (a pass, a
 publish), at the latest ``SETTLE_DELAY`` seconds later.
