@@ -122,9 +122,10 @@ class Settings(BaseSettings):
     notification_concurrency: int = Field(32, ge=1)
     """Subscriptions whose callbacks are POSTed at the same time (one request each), not
     counting the lanes set aside as slow (``notification_slow_after``)."""
-    notification_destination_concurrency: int = Field(16, ge=1)
+    notification_destination_concurrency: int | None = Field(None, ge=1)
     """Most subscriptions of one destination (host and port of the notifyURL) POSTed to at
-    the same time: one tenant's receiver holds at most this share (docs/notify-policy.md)."""
+    the same time: one tenant's receiver holds at most this share (docs/notify-policy.md).
+    Unset: half of ``notification_concurrency`` (at least 1)."""
     notification_slow_after: float = Field(1.0, gt=0)
     """Seconds after which a POST still waiting for its answer stops holding one of the
     ``notification_concurrency`` slots: its lane keeps waiting aside, among the slow lanes."""

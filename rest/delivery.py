@@ -81,6 +81,7 @@ import os
 import random
 import secrets
 import socket
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -170,6 +171,8 @@ class _Destination:
     paused_until: float = 0.0
     """Loop time the current pause ends (0: not paused)."""
     timer: asyncio.TimerHandle | None = None
+    queue: deque[tuple[outbox.LaneBatch, float]] = field(default_factory=deque)
+    """Batches claimed while it was at its limit: each starts when one of its lanes ends."""
 
     @property
     def paused(self) -> bool:
@@ -208,7 +211,11 @@ class DeliveryService:
         self.concurrency = settings.notification_concurrency if concurrency is None else concurrency
         self.policy = NotifyPolicy.from_settings(settings) if policy is None else policy
         """Where notifications may be POSTed (docs/notify-policy.md), checked at each connect."""
-        self.destination_concurrency = settings.notification_destination_concurrency
+        self.destination_concurrency = (
+            max(1, self.concurrency // 2)
+            if settings.notification_destination_concurrency is None
+            else settings.notification_destination_concurrency
+        )
         self.slow_after = settings.notification_slow_after
         self.slow_lanes = settings.notification_slow_lanes
         self.batch_size = batch_size
@@ -257,6 +264,8 @@ class DeliveryService:
         self._in_flight: dict[str, float] = {}
         """Lanes with a POST under way, and the loop time it began."""
         self._watchdog: asyncio.TimerHandle | None = None
+        self._queued: set[str] = set()
+        """Lanes whose claimed batch waits in its destination's queue."""
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncSession]:
@@ -443,7 +452,7 @@ class DeliveryService:
             if n.id in self._inline:  # claimed and started by the batch that wrote it
                 self._inline.discard(n.id)
                 continue
-            if n.subscription_id in self._lanes:
+            if n.subscription_id in self._lanes or n.subscription_id in self._queued:
                 self._rewake.add(n.subscription_id)
             else:
                 self._due.add(n.subscription_id)
@@ -467,7 +476,7 @@ class DeliveryService:
 
     def subscription_gone(self, subscription_id: str) -> None:
         """Stop POSTing a deleted subscription's claimed rows (its queue was dropped)."""
-        if subscription_id in self._lanes:
+        if subscription_id in self._lanes or subscription_id in self._queued:
             self._gone.add(subscription_id)
 
     # --- lifetime -------------------------------------------------------------
@@ -527,6 +536,7 @@ class DeliveryService:
         self._blocked.clear()
         self._slow.clear()
         self._in_flight.clear()
+        self._queued.clear()  # their claims were released with the rest
         if self._listener_tasks:
             await asyncio.wait(set(self._listener_tasks), timeout=LISTENER_GRACE)
             for task in list(self._listener_tasks):
@@ -636,8 +646,10 @@ class DeliveryService:
     def _start_lane(self, batch: outbox.LaneBatch, held: float) -> None:
         """Run a claimed batch, unless its destination is paused or at its limit.
 
-        Held back, the batch is handed back and its lane waits, skipped by
-        the claims (:meth:`_busy`), until the destination frees up.
+        At its limit, the batch waits (claimed) in the destination's queue and
+        starts when one of its lanes ends; paused, it is handed back. Either
+        way the destination's lanes are skipped by the claims (:meth:`_busy`)
+        until it frees up.
         """
         sub = batch.subscription_id
         key = self._dest_key(batch.entries[0].notification.notify_url)
@@ -648,12 +660,19 @@ class DeliveryService:
         if len(self._sub_dest) >= FORMAT_CACHE_SIZE:
             self._sub_dest = {s: k for k, d in self._destinations.items() for s in d.subs}
         self._sub_dest[sub] = key
-        if dest.paused or dest.running >= self.destination_concurrency:
+        if dest.paused:
             self._blocked.add(key)
-            holder = asyncio.get_running_loop().create_task(self._hold_back(sub, batch.ids))
-            self._listener_tasks.add(holder)
-            holder.add_done_callback(self._listener_tasks.discard)
+            self._hold_back(sub, batch.ids)
             return
+        if dest.running >= self.destination_concurrency:
+            self._blocked.add(key)
+            dest.queue.append((batch, held))
+            self._queued.add(sub)
+            return
+        self._launch(batch, held, key, dest)
+
+    def _launch(self, batch: outbox.LaneBatch, held: float, key: str, dest: _Destination) -> None:
+        sub = batch.subscription_id
         dest.running += 1
         if dest.running >= self.destination_concurrency:
             self._blocked.add(key)
@@ -661,8 +680,13 @@ class DeliveryService:
         self._lanes[sub] = task
         task.add_done_callback(partial(self._lane_done, sub, len(batch.entries), key))
 
-    async def _hold_back(self, sub: str, ids: Sequence[int]) -> None:
-        """Hand back a batch whose destination cannot take it now; its lane waits."""
+    def _hold_back(self, sub: str, ids: Sequence[int]) -> None:
+        """Hand back (in a task) a batch whose destination is paused; its lane waits."""
+        holder = asyncio.get_running_loop().create_task(self._hand_back(sub, ids))
+        self._listener_tasks.add(holder)
+        holder.add_done_callback(self._listener_tasks.discard)
+
+    async def _hand_back(self, sub: str, ids: Sequence[int]) -> None:
         try:
             await self._release(ids)
         except Exception:  # the claims run out instead
@@ -681,7 +705,12 @@ class DeliveryService:
         dest = self._destinations.get(key)
         if dest is not None:
             dest.running -= 1
-            self._unblock(key, dest)
+            if dest.queue and not self._stopping:  # the next claimed batch of that destination
+                batch, held = dest.queue.popleft()
+                self._queued.discard(batch.subscription_id)
+                self._launch(batch, held, key, dest)
+            else:
+                self._unblock(key, dest)
         again = task.cancelled() or task.exception() is not None or task.result()
         if again or sub in self._rewake or size >= self.batch_size:
             self._rewake.discard(sub)
@@ -768,6 +797,10 @@ class DeliveryService:
         dest.timer = loop.call_at(dest.paused_until, self._resume, key)
         self._blocked.add(key)
         self.stats.paused += 1
+        while dest.queue:  # waiting batches go back to the store
+            batch, _held = dest.queue.popleft()
+            self._queued.discard(batch.subscription_id)
+            self._hold_back(batch.subscription_id, batch.ids)
         log.warning(
             "x notifications to %s paused for %.0f s after %d failures in a row",
             key,
