@@ -266,6 +266,7 @@ async def start_bridge(
         CHAT_BRIDGE_NOTIFICATION_BACKOFF_INITIAL="0.05",
         CHAT_BRIDGE_NOTIFICATION_BACKOFF_MAX="0.5",
         CHAT_BRIDGE_LOG_LEVEL="WARNING",
+        CHAT_BRIDGE_NOTIFY_ALLOW_LOOPBACK="true",  # receivers on 127.0.0.1
     )
     env.update(settings)
     with (workdir / "bridge.log").open("ab") as out:

@@ -216,6 +216,7 @@ async def make_bench(path: Path) -> Bench:
         chat_ringing_timeout=600.0,
         chat_invite_timeout=600.0,
         chat_idle_timeout=600.0,
+        notify_allow_loopback=True,
     )
     notifier = AppNotifier(database)
     sip = LoopbackSignalling()

@@ -384,6 +384,7 @@ async def main(argv: list[str] | None = None) -> int:
             server_root="http://127.0.0.1:0",
             channel_poll_timeout=5.0,
             notification_backoff_initial=0.05,
+            notify_allow_loopback=True,  # the receiver is on 127.0.0.1 (docs/notify-policy.md)
         )
         db = Database(url)
         await db.migrate()

@@ -27,7 +27,7 @@ from aiohttp import web
 from bridge.config import Settings
 from bridge.focus import ConferenceFocus, build_focus
 from bridge.signalling.wiring import profile_of, start_signalling
-from rest.app import make_app
+from rest.app import NOTIFY_POLICY, make_app
 from rest.chat_service import install_chat
 from sip.msrp import MSRPStack
 from sip.stack import SipStack
@@ -82,6 +82,13 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         await runner.setup()
         running.push_async_callback(runner.cleanup)
         await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+        # the notify policy refuses the bridge's own listeners, ports picked as 0 included
+        policy = app[NOTIFY_POLICY]
+        for _transport, host, port in side.sip.addresses:
+            policy.add_listener(host, port)
+        policy.add_listener(settings.msrp_host, side.msrp.port)
+        for address in runner.addresses:
+            policy.add_listener(str(address[0]), int(address[1]))
         log.info(
             "REST API on http://%s:%d, serverRoot %s",
             settings.http_host,

@@ -12,6 +12,7 @@ Nested values come from the environment as JSON, e.g.::
 from __future__ import annotations
 
 import enum
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -119,7 +120,32 @@ class Settings(BaseSettings):
     notification_poll_interval: float = Field(1.0, gt=0)
     """Seconds between two look-ups of the outbox for rows nobody woke us for."""
     notification_concurrency: int = Field(32, ge=1)
-    """Subscriptions whose callbacks are POSTed at the same time (one request each)."""
+    """Subscriptions whose callbacks are POSTed at the same time (one request each), not
+    counting the lanes set aside as slow (``notification_slow_after``)."""
+    notification_destination_concurrency: int | None = Field(None, ge=1)
+    """Most subscriptions of one destination (host and port of the notifyURL) POSTed to at
+    the same time: one tenant's receiver holds at most this share (docs/notify-policy.md).
+    Unset: half of ``notification_concurrency`` (at least 1)."""
+    notification_slow_after: float = Field(1.0, gt=0)
+    """Seconds after which a POST still waiting for its answer stops holding one of the
+    ``notification_concurrency`` slots: its lane keeps waiting aside, among the slow lanes."""
+    notification_slow_lanes: int = Field(256, ge=0)
+    """Most lanes waiting aside on slow receivers at the same time (beyond it a slow lane
+    keeps its slot)."""
+    notification_breaker_failures: int = Field(5, ge=1)
+    """Consecutive failed POSTs (errors, timeouts, non-2xx) to one destination after which
+    it is paused: its lanes are skipped until the pause ends."""
+    notification_breaker_pause: float = Field(10.0, gt=0)
+    """First pause of a failing destination (seconds); doubled while it keeps failing, up to
+    ``notification_backoff_max``."""
+    notify_allow_loopback: bool | None = None
+    """Allow notifyURLs on loopback addresses (127.0.0.0/8, ::1). Unset: allowed only on the
+    local development set-up (a loopback REST listener without credentials)."""
+    notify_allowed_networks: list[str] = Field(default_factory=list)
+    """Addresses and CIDR networks (``10.1.0.0/16``) that notifyURLs may reach although they
+    are private-use, link-local, loopback or otherwise not public (docs/notify-policy.md)."""
+    notify_allowed_hosts: list[str] = Field(default_factory=list)
+    """Host names that notifyURLs may name whatever addresses they resolve to."""
 
     # --- SIP / MSRP -----------------------------------------------------------
     sip_host: str = "127.0.0.1"
@@ -183,6 +209,16 @@ class Settings(BaseSettings):
             raise ValueError("server_root must start with http:// or https://")
         return v.rstrip("/")
 
+    @field_validator("notify_allowed_networks")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"notify_allowed_networks: {exc}") from None
+        return v
+
     @model_validator(mode="after")
     def _channel_lifetimes(self) -> Settings:
         if self.channel_min_lifetime > self.channel_max_lifetime:
@@ -206,6 +242,13 @@ class Settings(BaseSettings):
         return self.http_host in {"127.0.0.1", "::1", "localhost"} or self.http_host.startswith(
             "127."
         )
+
+    @property
+    def notify_loopback_allowed(self) -> bool:
+        """``notify_allow_loopback``, or when unset: a loopback listener without credentials."""
+        if self.notify_allow_loopback is not None:
+            return self.notify_allow_loopback
+        return self.loopback_only and not self.credentials
 
     @classmethod
     def settings_customise_sources(

@@ -14,12 +14,15 @@ from aiohttp import web
 from bridge.config import Settings
 from rest.body import negotiation_middleware
 from rest.errors import fault_middleware
+from rest.notify_policy import NotifyPolicy
 from rest.uris import ServerRoot
 from state.db import Database
 
 SETTINGS = web.AppKey("settings", Settings)
 DATABASE = web.AppKey("database", Database)
 SERVER_ROOT = web.AppKey("server_root", ServerRoot)
+NOTIFY_POLICY = web.AppKey("notify_policy", NotifyPolicy)
+"""Where notifyURLs may point (docs/notify-policy.md); ``bridge.app`` adds the bound ports."""
 
 
 async def health(request: web.Request) -> web.Response:
@@ -43,6 +46,7 @@ def make_app(settings: Settings, database: Database) -> web.Application:
     app[DATABASE] = database
     root = ServerRoot(settings.server_root)
     app[SERVER_ROOT] = root
+    app[NOTIFY_POLICY] = NotifyPolicy.from_settings(settings)
     app.router.add_get("/health", health)
     auth.setup(app, settings)  # before any route module: every resource needs it
     prefix = root.path_prefix

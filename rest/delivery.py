@@ -21,6 +21,16 @@ block only its own subscriptions, and costs one transaction per batch rather
 than two per notification. A lane whose claims would run out during a slow
 batch extends them first.
 
+Fairness (docs/notify-policy.md): a lane whose POST is still unanswered after
+``notification_slow_after`` is set aside (it stops holding one of the
+``concurrency`` slots; at most ``notification_slow_lanes`` of them), at most
+``notification_destination_concurrency`` lanes of one destination (``host:port``)
+run at once, and a destination failing ``notification_breaker_failures`` times
+in a row is paused (circuit breaker): the lanes of a paused or full destination
+are skipped by the claims (``busy``) until it frees up. Where POSTs may go at
+all is the notify policy's call (``rest.notify_policy``), checked by the HTTP
+client at each connect; a refused destination's notification is dropped at once.
+
 Rows delivered (or handed out by a long poll) are not deleted one by one:
 they join a list that the next transaction of this worker deletes (a pass, a
 publish), at the latest ``SETTLE_DELAY`` seconds later.
@@ -71,11 +81,13 @@ import os
 import random
 import secrets
 import socket
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
+from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -84,7 +96,8 @@ from bridge.ids import SubscriptionId, UserUri
 from bridge.ports import DeliveryListener, JSONObject, Notification
 from bridge.subscriptions import NotificationFormat
 from rest import xmlbody
-from rest.http_client import NotifyClient, NotifyError
+from rest.http_client import NotifyClient, NotifyError, NotifyRefused
+from rest.notify_policy import NotifyPolicy
 from state import channels, outbox, repository
 from state.db import Database
 from state.writer import SQLiteWriter
@@ -131,6 +144,39 @@ class DeliveryStats:
     listener_errors: int = 0
     inline_lanes: int = 0
     """Lane batches claimed inside a chat store batch (no scheduler pass)."""
+    refused: int = 0
+    """Notifications dropped because the notify policy refused their destination."""
+    paused: int = 0
+    """Times a destination was paused by its circuit breaker."""
+    slow: int = 0
+    """Lanes set aside as slow (their POST outlasted ``notification_slow_after``)."""
+
+
+class _Refused(str):
+    """The error text of a POST the notify policy refused (the row is dropped, not retried)."""
+
+
+@dataclass
+class _Destination:
+    """Fairness and circuit-breaker state of one notification destination (``host:port``)."""
+
+    running: int = 0
+    """Lane tasks POSTing there now."""
+    subs: set[str] = field(default_factory=set)
+    """Subscriptions seen going there (skipped by claims while it is blocked)."""
+    failures: int = 0
+    """Consecutive failed POSTs."""
+    opens: int = 0
+    """Pauses in a row (each doubles the next)."""
+    paused_until: float = 0.0
+    """Loop time the current pause ends (0: not paused)."""
+    timer: asyncio.TimerHandle | None = None
+    queue: deque[tuple[outbox.LaneBatch, float]] = field(default_factory=deque)
+    """Batches claimed while it was at its limit: each starts when one of its lanes ends."""
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_until > 0.0
 
 
 @dataclass
@@ -154,6 +200,7 @@ class DeliveryService:
         concurrency: int | None = None,
         batch_size: int = BATCH_SIZE,
         clock: Callable[[], datetime] = outbox.utcnow,
+        policy: NotifyPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.database = database
@@ -162,6 +209,15 @@ class DeliveryService:
             settings.notification_poll_interval if poll_interval is None else poll_interval
         )
         self.concurrency = settings.notification_concurrency if concurrency is None else concurrency
+        self.policy = NotifyPolicy.from_settings(settings) if policy is None else policy
+        """Where notifications may be POSTed (docs/notify-policy.md), checked at each connect."""
+        self.destination_concurrency = (
+            max(1, self.concurrency // 2)
+            if settings.notification_destination_concurrency is None
+            else settings.notification_destination_concurrency
+        )
+        self.slow_after = settings.notification_slow_after
+        self.slow_lanes = settings.notification_slow_lanes
         self.batch_size = batch_size
         self.clock = clock
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -195,6 +251,21 @@ class DeliveryService:
         self._next_sweep = 0.0
         self._formats: dict[str, NotificationFormat] = {}
         """``notificationFormat`` of the subscriptions seen (:meth:`_load_format`)."""
+        self._destinations: dict[str, _Destination] = {}
+        """Destinations with running lanes or recent failures (fairness, circuit breaking)."""
+        self._sub_dest: dict[str, str] = {}
+        """Destination of each subscription seen in a running or held-back lane."""
+        self._dest_keys: dict[str, str] = {}
+        """``host:port`` of each notifyURL seen (bounded cache)."""
+        self._blocked: set[str] = set()
+        """Destinations paused or at their concurrency limit: their lanes are not claimed."""
+        self._slow: set[str] = set()
+        """Lanes set aside as slow: they no longer hold one of the ``concurrency`` slots."""
+        self._in_flight: dict[str, float] = {}
+        """Lanes with a POST under way, and the loop time it began."""
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._queued: set[str] = set()
+        """Lanes whose claimed batch waits in its destination's queue."""
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncSession]:
@@ -303,7 +374,7 @@ class DeliveryService:
                     for n in items
                     if n.channel_id is None and n.subscription_id not in self._lanes
                 }
-                free = self.concurrency - len(self._lanes)
+                free = self._free_slots()
                 if direct and lanes and free > 0:
                     if single is not None:
                         alone = await outbox.claim_if_alone(
@@ -317,7 +388,7 @@ class DeliveryService:
                             until=until,
                             lanes=free,
                             per_lane=self.batch_size,
-                            busy=self._lanes.keys(),
+                            busy=self._busy(),
                             only=lanes,
                         )
         except BaseException as exc:
@@ -381,7 +452,7 @@ class DeliveryService:
             if n.id in self._inline:  # claimed and started by the batch that wrote it
                 self._inline.discard(n.id)
                 continue
-            if n.subscription_id in self._lanes:
+            if n.subscription_id in self._lanes or n.subscription_id in self._queued:
                 self._rewake.add(n.subscription_id)
             else:
                 self._due.add(n.subscription_id)
@@ -405,7 +476,7 @@ class DeliveryService:
 
     def subscription_gone(self, subscription_id: str) -> None:
         """Stop POSTing a deleted subscription's claimed rows (its queue was dropped)."""
-        if subscription_id in self._lanes:
+        if subscription_id in self._lanes or subscription_id in self._queued:
             self._gone.add(subscription_id)
 
     # --- lifetime -------------------------------------------------------------
@@ -416,7 +487,8 @@ class DeliveryService:
             return
         self._stopping = False
         self._http = NotifyClient(
-            limit=self.concurrency,
+            limit=max(1, min(self.concurrency + self.slow_lanes, self.destination_concurrency)),
+            policy=self.policy,
             timeout=self.settings.notification_http_timeout,
             keepalive_timeout=30.0,
             user_agent=USER_AGENT,
@@ -453,6 +525,18 @@ class DeliveryService:
         self._lanes.clear()
         self._gone.clear()
         self._rewake.clear()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        for dest in self._destinations.values():
+            if dest.timer is not None:
+                dest.timer.cancel()
+        self._destinations.clear()
+        self._sub_dest.clear()
+        self._blocked.clear()
+        self._slow.clear()
+        self._in_flight.clear()
+        self._queued.clear()  # their claims were released with the rest
         if self._listener_tasks:
             await asyncio.wait(set(self._listener_tasks), timeout=LISTENER_GRACE)
             for task in list(self._listener_tasks):
@@ -525,7 +609,7 @@ class DeliveryService:
         if lanes is not None and not lanes and not self._settled:
             return self.poll_interval  # nothing to delete or claim (a chat batch did it)
         settled, self._settled = self._settled, []
-        free = self.concurrency - len(self._lanes)
+        free = self._free_slots()
         now = self.clock()
         held = asyncio.get_running_loop().time() + self._claim_seconds()
         claimed = outbox.Claimed([], None)
@@ -540,7 +624,7 @@ class DeliveryService:
                         until=now + timedelta(seconds=self._claim_seconds()),
                         lanes=free,
                         per_lane=self.batch_size,
-                        busy=self._lanes.keys(),
+                        busy=self._busy(),
                         only=lanes,
                     )
         except BaseException:
@@ -560,15 +644,73 @@ class DeliveryService:
         return max(0.0, (claimed.next_due - now).total_seconds())
 
     def _start_lane(self, batch: outbox.LaneBatch, held: float) -> None:
-        sub = batch.subscription_id
-        task = asyncio.create_task(self._run_lane(batch, held), name=f"notify-{sub}")
-        self._lanes[sub] = task
-        task.add_done_callback(partial(self._lane_done, sub, len(batch.entries)))
+        """Run a claimed batch, unless its destination is paused or at its limit.
 
-    def _lane_done(self, sub: str, size: int, task: asyncio.Task[bool]) -> None:
+        At its limit, the batch waits (claimed) in the destination's queue and
+        starts when one of its lanes ends; paused, it is handed back. Either
+        way the destination's lanes are skipped by the claims (:meth:`_busy`)
+        until it frees up.
+        """
+        sub = batch.subscription_id
+        key = self._dest_key(batch.entries[0].notification.notify_url)
+        dest = self._destinations.get(key)
+        if dest is None:
+            dest = self._destinations[key] = _Destination()
+        dest.subs.add(sub)
+        if len(self._sub_dest) >= FORMAT_CACHE_SIZE:
+            self._sub_dest = {s: k for k, d in self._destinations.items() for s in d.subs}
+        self._sub_dest[sub] = key
+        if dest.paused:
+            self._blocked.add(key)
+            self._hold_back(sub, batch.ids)
+            return
+        if dest.running >= self.destination_concurrency:
+            self._blocked.add(key)
+            dest.queue.append((batch, held))
+            self._queued.add(sub)
+            return
+        self._launch(batch, held, key, dest)
+
+    def _launch(self, batch: outbox.LaneBatch, held: float, key: str, dest: _Destination) -> None:
+        sub = batch.subscription_id
+        dest.running += 1
+        if dest.running >= self.destination_concurrency:
+            self._blocked.add(key)
+        task = asyncio.create_task(self._run_lane(batch, held, key), name=f"notify-{sub}")
+        self._lanes[sub] = task
+        task.add_done_callback(partial(self._lane_done, sub, len(batch.entries), key))
+
+    def _hold_back(self, sub: str, ids: Sequence[int]) -> None:
+        """Hand back (in a task) a batch whose destination is paused; its lane waits."""
+        holder = asyncio.get_running_loop().create_task(self._hand_back(sub, ids))
+        self._listener_tasks.add(holder)
+        holder.add_done_callback(self._listener_tasks.discard)
+
+    async def _hand_back(self, sub: str, ids: Sequence[int]) -> None:
+        try:
+            await self._release(ids)
+        except Exception:  # the claims run out instead
+            log.warning("x cannot hand back %d held notifications", len(ids), exc_info=True)
+        key = self._sub_dest.get(sub)
+        if key is None or key not in self._blocked:  # freed up meanwhile
+            self._due.add(sub)
+            self._wakeup.set()
+
+    def _lane_done(self, sub: str, size: int, key: str, task: asyncio.Task[bool]) -> None:
         """A lane task ended: look at its lane again only if there may be more to do there."""
         self._lanes.pop(sub, None)
         self._gone.discard(sub)
+        self._slow.discard(sub)
+        self._in_flight.pop(sub, None)
+        dest = self._destinations.get(key)
+        if dest is not None:
+            dest.running -= 1
+            if dest.queue and not self._stopping:  # the next claimed batch of that destination
+                batch, held = dest.queue.popleft()
+                self._queued.discard(batch.subscription_id)
+                self._launch(batch, held, key, dest)
+            else:
+                self._unblock(key, dest)
         again = task.cancelled() or task.exception() is not None or task.result()
         if again or sub in self._rewake or size >= self.batch_size:
             self._rewake.discard(sub)
@@ -578,6 +720,125 @@ class DeliveryService:
             self._wakeup.set()
         else:
             self._settle_soon()
+
+    # --- fairness: slots, destinations, circuit breaking ------------------------
+
+    def _free_slots(self) -> int:
+        """Lane tasks that may start now: slots not held by fast lanes, within the total cap."""
+        running = len(self._lanes)
+        return min(
+            self.concurrency - (running - len(self._slow)),
+            self.concurrency + self.slow_lanes - running,
+        )
+
+    def _busy(self) -> Collection[str]:
+        """Lanes a claim skips: running ones, and those of blocked destinations."""
+        if not self._blocked:
+            return self._lanes.keys()
+        busy = set(self._lanes)
+        for key in self._blocked:
+            dest = self._destinations.get(key)
+            if dest is not None:
+                busy |= dest.subs
+        return busy
+
+    def _held(self, sub: str) -> bool:
+        key = self._sub_dest.get(sub)
+        return key is not None and key in self._blocked
+
+    def _paused(self, key: str) -> bool:
+        dest = self._destinations.get(key)
+        return dest is not None and dest.paused
+
+    def _dest_key(self, url: str) -> str:
+        """``host:port`` of a notifyURL: the unit of fairness and circuit breaking."""
+        key = self._dest_keys.get(url)
+        if key is None:
+            try:
+                parts = urlsplit(url)
+                port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+                key = f"{(parts.hostname or '').lower()}:{port}"
+            except ValueError:
+                key = url
+            if len(self._dest_keys) >= FORMAT_CACHE_SIZE:
+                self._dest_keys.clear()
+            self._dest_keys[url] = key
+        return key
+
+    def _unblock(self, key: str, dest: _Destination) -> None:
+        """Let the lanes of ``key`` be claimed again if it is neither paused nor full."""
+        if dest.paused or dest.running >= self.destination_concurrency:
+            return
+        if key in self._blocked:
+            self._blocked.discard(key)
+            self._due |= dest.subs
+            self._wakeup.set()
+        if dest.running == 0 and dest.failures == 0:  # nothing left to remember
+            del self._destinations[key]
+            for sub in dest.subs:
+                if self._sub_dest.get(sub) == key:
+                    del self._sub_dest[sub]
+
+    def _dest_failed(self, key: str) -> None:
+        """Count a failed POST; pause the destination after too many in a row (circuit open)."""
+        dest = self._destinations.get(key)
+        if dest is None:
+            return
+        dest.failures += 1
+        if dest.paused or dest.failures < self.settings.notification_breaker_failures:
+            return
+        pause = min(
+            self.settings.notification_backoff_max,
+            self.settings.notification_breaker_pause * 2.0**dest.opens,
+        )
+        dest.opens += 1
+        loop = asyncio.get_running_loop()
+        dest.paused_until = loop.time() + pause
+        dest.timer = loop.call_at(dest.paused_until, self._resume, key)
+        self._blocked.add(key)
+        self.stats.paused += 1
+        while dest.queue:  # waiting batches go back to the store
+            batch, _held = dest.queue.popleft()
+            self._queued.discard(batch.subscription_id)
+            self._hold_back(batch.subscription_id, batch.ids)
+        log.warning(
+            "x notifications to %s paused for %.0f s after %d failures in a row",
+            key,
+            pause,
+            dest.failures,
+        )
+
+    def _resume(self, key: str) -> None:
+        """A pause ended: the destination's lanes are tried again (one more failure re-opens)."""
+        dest = self._destinations.get(key)
+        if dest is None:
+            return
+        dest.timer = None
+        dest.paused_until = 0.0
+        log.info("- notifications to %s resumed", key)
+        self._unblock(key, dest)
+
+    def _arm_watchdog(self) -> None:
+        self._watchdog = asyncio.get_running_loop().call_later(
+            max(0.05, self.slow_after / 4), self._watch
+        )
+
+    def _watch(self) -> None:
+        """Set aside the lanes whose POST outlasted ``slow_after``, freeing their slots."""
+        self._watchdog = None
+        if not self._in_flight or self._stopping:
+            return
+        cutoff = asyncio.get_running_loop().time() - self.slow_after
+        freed = False
+        for sub, began in self._in_flight.items():
+            if began <= cutoff and sub not in self._slow and len(self._slow) < self.slow_lanes:
+                self._slow.add(sub)
+                self.stats.slow += 1
+                freed = True
+        if freed:
+            self._full = True
+            self._wakeup.set()
+        self._arm_watchdog()
 
     def _settle_soon(self) -> None:
         """Delete the settled rows soon, with whatever else settles meanwhile."""
@@ -594,7 +855,7 @@ class DeliveryService:
     def _claim_seconds(self) -> float:
         return self.settings.notification_http_timeout + CLAIM_GRACE
 
-    async def _run_lane(self, batch: outbox.LaneBatch, held: float) -> bool:
+    async def _run_lane(self, batch: outbox.LaneBatch, held: float, key: str) -> bool:
         """POST a claimed batch in order until it is done, a row fails, or the lane goes.
 
         Returns True when the lane needs the scheduler again (a failure to
@@ -605,7 +866,7 @@ class DeliveryService:
         loop = asyncio.get_running_loop()
         try:
             for index, entry in enumerate(batch.entries):
-                if self._stopping or sub in self._gone:
+                if self._stopping or sub in self._gone or self._paused(key):
                     await self._release(ids[index:])
                     return True
                 if held - loop.time() < self.settings.notification_http_timeout + 1.0:
@@ -613,7 +874,7 @@ class DeliveryService:
                     if not await self._extend(ids, index):
                         log.warning("x notification lane %s: claims lost, leaving it", sub)
                         return True
-                if not await self._attempt(entry, ids[index + 1 :]):
+                if not await self._attempt(entry, ids[index + 1 :], key):
                     return True
         except asyncio.CancelledError:
             raise
@@ -636,7 +897,7 @@ class DeliveryService:
             async with self._write() as session:
                 await outbox.release(session, ids, owner=self.owner)
 
-    async def _attempt(self, entry: outbox.OutboxEntry, rest: list[int]) -> bool:
+    async def _attempt(self, entry: outbox.OutboxEntry, rest: list[int], key: str) -> bool:
         """POST one claimed row; True once it is settled (delivered or dropped) and may go.
 
         False leaves the row in the outbox, rescheduled after a failure or
@@ -651,21 +912,36 @@ class DeliveryService:
         post = asyncio.create_task(self._post(n))
         self._posts.add(post)
         post.add_done_callback(self._posts.discard)
+        sub = n.subscription_id
+        self._in_flight[sub] = asyncio.get_running_loop().time()
+        if self._watchdog is None:
+            self._arm_watchdog()
         try:
             error = await post
         except asyncio.CancelledError:
+            self._in_flight.pop(sub, None)
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise
             # stop() cancelled the request only: not an attempt, hand the rows back
             await self._release([n.id, *rest])
             return False
+        self._in_flight.pop(sub, None)
         if error is None:
             self.stats.delivered += 1
             self._settled.append(n.id)
             self._notify_listeners(n)
+            dest = self._destinations.get(key)
+            if dest is not None and dest.failures:
+                dest.failures = dest.opens = 0
+            return True
+        if isinstance(error, _Refused):
+            self.stats.refused += 1
+            self._log_drop(n, error)
+            self._settled.append(n.id)
             return True
         self.stats.failed_attempts += 1
+        self._dest_failed(key)
         now = self.clock()
         deadline = n.created_at + timedelta(seconds=self.settings.notification_max_age)
         if now >= deadline:
@@ -705,6 +981,8 @@ class DeliveryService:
             headers = _POST_HEADERS
         try:
             status = await self._http.post(n.notify_url, data, headers)
+        except NotifyRefused as exc:
+            return _Refused(str(exc))
         except (NotifyError, ValueError) as exc:
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if 200 <= status < 300:
@@ -903,7 +1181,7 @@ class _InlineRound:
         for n in made:
             if n.channel_id is None:
                 lanes.setdefault(n.subscription_id, []).append(n)
-        free = svc.concurrency - len(svc._lanes)
+        free = svc._free_slots()
         if not lanes or free <= 0:
             return
         now = svc.clock()
@@ -912,7 +1190,7 @@ class _InlineRound:
         for sub, items in lanes.items():
             if free <= 0:
                 break
-            if sub in svc._lanes or sub in svc._gone:
+            if sub in svc._lanes or sub in svc._gone or svc._held(sub):
                 continue
             ids = [n.id for n in items]
             if await outbox.claim_own_rows(session, sub, ids, owner=svc.owner, until=until):

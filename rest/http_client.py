@@ -39,6 +39,15 @@ so that rare duplicate is preferable to failing every request that meets an
 expired keep-alive connection. A fresh connection, or a response that had
 begun, is never retried.
 
+Where it connects
+-----------------
+With a :class:`~rest.notify_policy.NotifyPolicy` (the delivery worker always
+passes one), a new connection resolves the host, checks every address it
+resolves to, and connects to a checked address itself, so a name that
+resolves elsewhere at connect time (DNS rebinding) is caught; refusals raise
+:class:`NotifyRefused` (docs/notify-policy.md). User-info in a URL is never
+turned into credentials.
+
 Deliberate limits
 -----------------
 Line folding (obs-fold) in a response is refused rather than unfolded, so is
@@ -52,22 +61,25 @@ bounded as a whole (pool wait, connect, TLS handshake, exchange) by
 from __future__ import annotations
 
 import asyncio
-import base64
+import ipaddress
 import logging
 import re
 import ssl
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import cast
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
+
+from rest.notify_policy import Address, NotifyPolicy, PolicyError
 
 __all__ = [
     "USER_AGENT",
     "ClientStats",
     "NotifyClient",
     "NotifyError",
+    "NotifyRefused",
     "Response",
     "ResponseParser",
 ]
@@ -94,6 +106,10 @@ _TARGET_SAFE = "/%:@!$&'()*+,;=-._~?"
 
 class NotifyError(Exception):
     """A POST failed: no connection, timeout, malformed or oversized response, or closed client."""
+
+
+class NotifyRefused(NotifyError):
+    """The notify policy refuses the destination (docs/notify-policy.md): retrying cannot help."""
 
 
 class _StaleConnection(NotifyError):
@@ -372,11 +388,14 @@ class ResponseParser:
 
 @dataclass(frozen=True, slots=True)
 class _Target:
-    """A parsed notify URL: its origin and the request line plus Host (and userinfo auth)."""
+    """A parsed notify URL: its origin and the request line plus Host.
+
+    User-info in the URL is ignored: credentials are never taken from a
+    notifyURL (docs/notify-policy.md; RFC 9110 §4.2.4 deprecates them).
+    """
 
     origin: tuple[str, str, int]  # scheme, host (no brackets, lower case), port
     head: str  # "POST <target> HTTP/1.1\r\nHost: ...\r\n"
-    authorization: str | None  # from userinfo in the URL, unless the caller sends its own
 
 
 def _parse_target(url: str) -> _Target:
@@ -400,18 +419,14 @@ def _parse_target(url: str) -> _Target:
     if parts.query:
         target = f"{target}?{parts.query}"
     target = quote(target, safe=_TARGET_SAFE)  # spaces, controls, non-ASCII: percent-encoded
-    authorization = None
-    if parts.username is not None:
-        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-        authorization = "Basic " + base64.b64encode(credentials.encode()).decode("ascii")
     head = f"POST {target} HTTP/1.1\r\nHost: {authority}\r\n"
-    return _Target((parts.scheme, host, port), head, authorization)
+    return _Target((parts.scheme, host, port), head)
 
 
 def _encode_head(target: _Target, headers: Iterable[tuple[str, str]], agent: str) -> bytes:
     """The POST head up to Content-Length (RFC 9112 §3, §5); ValueError on a bad caller header."""
     lines = [target.head]
-    send_agent = send_auth = True
+    send_agent = True
     for name, value in headers:
         if _STR_TOKEN.fullmatch(name) is None or _STR_BAD_VALUE.search(value) is not None:
             raise ValueError(f"invalid header {name!r}")
@@ -419,12 +434,9 @@ def _encode_head(target: _Target, headers: Iterable[tuple[str, str]], agent: str
         if lower in _OWN_HEADERS:
             raise ValueError(f"header {name!r} is set by the client")
         send_agent = send_agent and lower != "user-agent"
-        send_auth = send_auth and lower != "authorization"
         lines.append(f"{name}: {value}\r\n")
     if send_agent:
         lines.append(f"User-Agent: {agent}\r\n")
-    if send_auth and target.authorization is not None:
-        lines.append(f"Authorization: {target.authorization}\r\n")
     return "".join(lines).encode("latin-1")
 
 
@@ -458,6 +470,14 @@ def _keepalive_hint(response: Response) -> float | None:
 
 
 # --- connections and pools ----------------------------------------------------
+
+
+def _same(conn: _Connection) -> _Connection:
+    return conn
+
+
+def _ip(text: str) -> Address:
+    return ipaddress.ip_address(text.split("%", 1)[0])
 
 
 class _Connection(asyncio.Protocol):
@@ -641,24 +661,73 @@ class _Pool:
         if client.closed:
             raise NotifyError("client closed")
         loop = client._loop()
-        conn = _Connection(loop.create_future(), client._connections)
         host, port = self.origin[1], self.origin[2]
-        try:
-            await loop.create_connection(
-                lambda: conn,
-                host,
-                port,
-                ssl=self.ssl,
-                server_hostname=host if self.ssl is not None else None,
-            )
-        except OSError as exc:  # refused, unreachable, DNS, TLS (ssl.SSLError)
-            raise NotifyError(f"cannot connect to {self.label}: {exc}") from None
+        policy = client.policy
+        if policy is None:
+            conn = _Connection(loop.create_future(), client._connections)
+            try:
+                await loop.create_connection(
+                    lambda: conn,
+                    host,
+                    port,
+                    ssl=self.ssl,
+                    server_hostname=host if self.ssl is not None else None,
+                )
+            except OSError as exc:  # refused, unreachable, DNS, TLS (ssl.SSLError)
+                raise NotifyError(f"cannot connect to {self.label}: {exc}") from None
+        else:
+            conn = await self._connect_checked(policy)
         client.stats.opened += 1
         log.debug("- connection to %s opened", self.label)
         if client.closed:
             conn.abort()
             raise NotifyError("client closed")
         return conn
+
+    async def _connect_checked(self, policy: NotifyPolicy) -> _Connection:
+        """Resolve, check every address, connect to a checked one (docs/notify-policy.md).
+
+        The connection goes to the very address that was checked (no second
+        look-up), so a name that resolves elsewhere the next time (DNS
+        rebinding) cannot slip past. A connection that turns out to reach this
+        host itself is checked again (:meth:`NotifyPolicy.check_connected`).
+        """
+        client = self.client
+        loop = client._loop()
+        host, port = self.origin[1], self.origin[2]
+        try:
+            addresses = await policy.resolve(host, port)
+        except OSError as exc:
+            raise NotifyError(f"cannot resolve {host}: {exc}") from None
+        try:
+            for address in addresses:
+                policy.check_address(host, address, port)
+        except PolicyError as exc:
+            raise NotifyRefused(f"notifyURL refused: {exc}") from None
+        failure: Exception | None = None
+        for address in addresses:
+            conn = _Connection(loop.create_future(), client._connections)
+            try:
+                transport, _ = await loop.create_connection(
+                    partial(_same, conn),
+                    str(address),
+                    port,
+                    ssl=self.ssl,
+                    server_hostname=host if self.ssl is not None else None,
+                )
+            except OSError as exc:  # refused, unreachable, TLS (ssl.SSLError)
+                failure = exc
+                continue
+            try:
+                local = transport.get_extra_info("sockname")
+                peer = transport.get_extra_info("peername")
+                if local and peer:
+                    policy.check_connected(host, _ip(str(local[0])), _ip(str(peer[0])), port)
+            except PolicyError as exc:
+                conn.abort()
+                raise NotifyRefused(f"notifyURL refused: {exc}") from None
+            return conn
+        raise NotifyError(f"cannot connect to {self.label}: {failure}")
 
     def _release(self, conn: _Connection, response: Response, extra: bool) -> None:
         """Keep ``conn`` if the response allows (RFC 9112 §9.3), else close it."""
@@ -762,6 +831,7 @@ class NotifyClient:
         user_agent: str = USER_AGENT,
         max_header_size: int = MAX_HEADER_SIZE,
         max_body_size: int = MAX_BODY_SIZE,
+        policy: NotifyPolicy | None = None,
     ) -> None:
         if limit < 1 or timeout <= 0 or keepalive_timeout < 0:
             raise ValueError("limit >= 1, timeout > 0 and keepalive_timeout >= 0 required")
@@ -773,6 +843,8 @@ class NotifyClient:
         self.max_body_size = max_body_size
         self.stats = ClientStats()
         self.closed = False
+        self.policy = policy
+        """The notifyURL policy checked at each connect (None: connect anywhere)."""
         self._ssl = ssl_context
         self._pools: dict[tuple[str, str, int], _Pool] = {}
         self._connections: set[_Connection] = set()

@@ -32,6 +32,8 @@ def serve_env(db_file: Path, http_port: int, sip_port: int, **settings: str) -> 
         CHAT_BRIDGE_HTTP_PORT=str(http_port),
         CHAT_BRIDGE_SERVER_ROOT=f"http://127.0.0.1:{http_port}",
         CHAT_BRIDGE_SIP_PORT=str(sip_port),
+        # the tests' notification receivers run on 127.0.0.1 (docs/notify-policy.md)
+        CHAT_BRIDGE_NOTIFY_ALLOW_LOOPBACK="true",
     )
     env.update(settings)
     return env

@@ -45,7 +45,7 @@ from aiohttp import web
 from bridge.config import Settings
 from bridge.ports import Notifier
 from rest import xmlbody
-from rest.app import DATABASE, SERVER_ROOT, SETTINGS
+from rest.app import DATABASE, NOTIFY_POLICY, SERVER_ROOT, SETTINGS
 from rest.auth import acting_user
 from rest.body import JSON, parse_body, respond
 from rest.channel_models import (
@@ -250,6 +250,7 @@ def setup(app: web.Application, prefix: str) -> None:
         app[SETTINGS],
         app[DATABASE],
         own_channel_prefix=f"{root.root}/notificationchannel/",
+        policy=app[NOTIFY_POLICY],
     )
     app[DELIVERY] = delivery
     app[NOTIFIER] = delivery

@@ -18,6 +18,11 @@ channel's ``callbackURL`` exactly, so notifications queue into the channel and
 deleting the channel removes the subscription. Any other URL in that space is
 refused with 400 SVC0002 saying why (no live channel of that id; another
 user's channel; not a callbackURL).
+Any other ``notifyURL`` must pass the notify policy (docs/notify-policy.md,
+``rest.notify_policy``): http(s), no user-info, and a host whose every address
+(as resolved now) is a public one, or one the operator allowed, and none of
+the bridge's own listeners; else 400 SVC0002 with the reason. Delivery checks
+the resolved addresses again when it connects.
 ``confirmedChatSupported`` defaults to true, ``adhocChatSupported`` to false.
 """
 
@@ -44,7 +49,7 @@ from bridge.subscriptions import (
     utcnow,
 )
 from rest import auth
-from rest.app import DATABASE, SERVER_ROOT, SETTINGS
+from rest.app import DATABASE, NOTIFY_POLICY, SERVER_ROOT, SETTINGS
 from rest.body import parse_body, respond
 from rest.errors import OMAFault, invalid_enum, invalid_input, not_found
 from rest.handlers.channels import DELIVERY
@@ -55,6 +60,7 @@ from rest.models import (
     ChatNotificationSubscription,
     ChatSubscriptionList,
 )
+from rest.notify_policy import PolicyError
 from rest.uris import ServerRoot
 from state import channels, outbox
 from state import repository as repo
@@ -155,6 +161,11 @@ async def create_subscription(request: web.Request) -> web.Response:
         ),
         adhoc_chat_supported=bool(body.adhoc_chat_supported),
     )
+    if request.app[SERVER_ROOT].channel_path(new.notify_url) is None:
+        try:  # outside the write transaction: it may resolve a host name
+            await request.app[NOTIFY_POLICY].check_resolved(new.notify_url)
+        except PolicyError as exc:
+            raise invalid_input(NOTIFY_URL_PART, str(exc)) from None
     now = utcnow()
     db: Database = request.app[DATABASE]
     async with outbox.write_session(db) as session:

@@ -31,6 +31,7 @@ from sip.msrp.events import (
     SessionStatus,
     StateChanged,
 )
+from sip.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
     from sip.msrp.transport import MSRPStack
@@ -39,6 +40,12 @@ __all__ = ["Link"]
 
 log = logging.getLogger(__name__)
 trace = logging.getLogger("bridge.trace.msrp")
+
+# One line per bad or idle connection would let a flood flood the log too (issue 13):
+# the first few per 10 s, then a count (sip.ratelog); every one is still traced at DEBUG.
+_malformed_log = RateLimitedLog(log, logging.WARNING, "malformed MSRP connections closed")
+_broken_log = RateLimitedLog(log, logging.WARNING, "broken MSRP connections closed")
+_idle_log = RateLimitedLog(log, logging.INFO, "silent MSRP connections closed")
 
 
 class Link(asyncio.Protocol):
@@ -82,7 +89,7 @@ class Link(asyncio.Protocol):
             events = self.engine.receive_data(data, self.stack._loop.time())
         except CodecError as err:
             trace.debug("x %s framing error: %s", self.peer, err)
-            log.warning("MSRP connection %s: %s; closing it", self.peer, err)
+            _malformed_log.log("MSRP connection %s: %s; closing it", self.peer, err)
             self.close()
             return
         self.flush()
@@ -146,7 +153,8 @@ class Link(asyncio.Protocol):
     def _on_silence(self) -> None:
         self._silence = None
         if not self._spoke:
-            log.info(
+            trace.debug("x %s silent for %.0f s", self.peer, self.stack.timeout)
+            _idle_log.log(
                 "MSRP connection %s sent nothing for %.0f s; closing it",
                 self.peer,
                 self.stack.timeout,
@@ -174,7 +182,7 @@ class Link(asyncio.Protocol):
                     fut.set_result(ev)
             elif isinstance(ev, ConnectionBroken):
                 trace.debug("x %s %s", self.peer, ev.reason)
-                log.warning("MSRP connection %s broken: %s", self.peer, ev.reason)
+                _broken_log.log("MSRP connection %s broken: %s", self.peer, ev.reason)
                 self.close()
             elif isinstance(ev, RequestRejected):
                 trace.debug(

@@ -32,6 +32,7 @@ def chat_settings(**overrides: Any) -> Settings:
         "chat_ringing_timeout": 30.0,
         "chat_invite_timeout": 30.0,
         "chat_idle_timeout": 30.0,
+        "notify_allow_loopback": True,  # receivers on 127.0.0.1 (docs/notify-policy.md)
     }
     values.update(overrides)
     return Settings(**values)

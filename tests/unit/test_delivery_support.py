@@ -28,6 +28,7 @@ def fast_settings(db_url: str, **overrides: object) -> Settings:
         "notification_max_age": 60.0,
         "channel_poll_timeout": 0.5,
         "server_root": "http://127.0.0.1:8080",
+        "notify_allow_loopback": True,  # the Receiver runs on 127.0.0.1 (docs/notify-policy.md)
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
