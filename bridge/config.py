@@ -164,6 +164,25 @@ class Settings(BaseSettings):
     """0 picks a free port."""
     msrp_relay: str | None = None
     """``msrp://host:port;tcp`` of an RFC 4976 relay to AUTH with, or none."""
+    sip_message_deadline: float = Field(20.0, gt=0)
+    """Seconds a SIP message may take on a TCP connection once its first byte arrived
+    (slowloris: the connection is closed). The IMS proxy's connections are exempt."""
+    sip_idle_timeout: float = Field(120.0, gt=0)
+    """Seconds after which a SIP TCP connection that carried nothing is closed (not the
+    IMS proxy's, nor our own loopback in the embedded default)."""
+    sip_max_connections: int = Field(2000, ge=0)
+    """Most inbound SIP TCP connections at once (0: no cap); more are refused at once."""
+    sip_max_connections_per_address: int = Field(256, ge=0)
+    """Most inbound SIP TCP connections from one remote address (0: no cap)."""
+    msrp_frame_deadline: float = Field(30.0, gt=0)
+    """Seconds an MSRP frame may take once its first byte arrived (the connection is closed)."""
+    msrp_idle_timeout: float = Field(120.0, gt=0)
+    """Seconds after which an inbound MSRP connection with no session bound and no traffic
+    is closed (one with sessions stays: the MSRP keep-alive probes it)."""
+    msrp_max_connections: int = Field(2000, ge=0)
+    """Most inbound MSRP connections at once (0: no cap); more are refused at once."""
+    msrp_max_connections_per_address: int = Field(256, ge=0)
+    """Most inbound MSRP connections from one remote address (0: no cap)."""
     profile: SignallingProfile = SignallingProfile.CPM
     """SIP header set toward the IMS core: CPM (RCS UP) or SIMPLE-IM (RCS 5.x)."""
     conference_factory_uri: str = "sip:conference-factory@ims.test"

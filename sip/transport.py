@@ -52,9 +52,10 @@ import logging
 import ssl as ssl_module
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import cast
 
+from sip.connlimits import Admission, ConnectionLimits, bound_socket
 from sip.errors import CodecError, SIPError
 from sip.headers import parse_name_addr, split_list
 from sip.message import (
@@ -140,6 +141,9 @@ class Connection(asyncio.Protocol):
         self.closed = asyncio.get_running_loop().create_future()
         self._timer: asyncio.TimerHandle | None = None
         self._ping_timer: asyncio.TimerHandle | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self.exempt = False  # the IMS proxy's or our own: no caps, idle or deadline closing
+        self.admitted = False  # counted by the layer's Admission
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -153,9 +157,16 @@ class Connection(asyncio.Protocol):
         self.peer = (str(peer[0]), int(peer[1]))
         sock = transport.get_extra_info("sockname")
         self.local = (str(sock[0]), int(sock[1]))
+        self.exempt = self.layer._exempt(self)
+        if not self.outgoing and not self.exempt:
+            if not self.layer._admission.admit(self.peer[0]):
+                self.transport.abort()  # over the cap: refused at once (counted, logged)
+                return
+            self.admitted = True
         self.layer._connections[self.key] = self
         trace.debug("- %s connection %s:%s open", self.name, *self.peer)
-        self._arm_idle(self.layer.idle_timeout)
+        if not self.exempt:
+            self._arm_idle(self.layer.idle_timeout)
         if self.outgoing and self.layer.keepalive_interval:
             self._ping_timer = asyncio.get_running_loop().call_later(
                 self.layer.keepalive_interval, self._ping
@@ -169,6 +180,7 @@ class Connection(asyncio.Protocol):
             trace.debug("x %s %s:%s bad stream data: %s", self.name, *self.peer, exc)
             self.close()
             return
+        self._follow_deadline(bool(events))
         for event in events:
             if event is KeepAlive.PING:
                 self.write(b"\r\n")
@@ -196,6 +208,31 @@ class Connection(asyncio.Protocol):
             raise SIPError(503, "Connection closed", local=True)
         self.last_activity = time.monotonic()
         self.transport.write(data)
+
+    def _follow_deadline(self, completed: bool) -> None:
+        """A message must be complete ``message_deadline`` s after its first byte arrived
+        (slowloris; RFC 3261 §18.3 frames it by Content-Length)."""
+        if self.exempt:
+            return
+        if completed and self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if self.parser.buffered and self._deadline is None:
+            delay = self.layer.limits.message_deadline
+            self._deadline = asyncio.get_running_loop().call_later(delay, self._on_deadline)
+        elif not self.parser.buffered and self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _on_deadline(self) -> None:
+        self._deadline = None
+        trace.debug(
+            "x %s connection %s:%s: message incomplete at the deadline, closing",
+            self.name,
+            *self.peer,
+        )
+        self.layer.deadline_closed += 1
+        self.close()
 
     def _arm_idle(self, delay: float) -> None:
         self._timer = asyncio.get_running_loop().call_later(delay, self._check_idle)
@@ -228,9 +265,13 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self._timer, self._ping_timer):
+        for timer in (self._timer, self._ping_timer, self._deadline):
             if timer is not None:
                 timer.cancel()
+        if self.admitted:
+            self.admitted = False
+            self.layer._admission.release(self.peer[0])
+        self.parser = StreamParser(max_body_size=0)  # releases what a broken message held
         if self.layer._connections.get(self.key) is self:
             del self.layer._connections[self.key]
         trace.debug("- %s connection %s:%s closed", self.name, *self.peer)
@@ -248,11 +289,12 @@ class TransportLayer:
         host: str = "127.0.0.1",
         advertised_host: str | None = None,
         outbound_proxy: SipURI | str | None = None,
-        idle_timeout: float = 120.0,
+        idle_timeout: float | None = None,
         keepalive_interval: float | None = None,
         connect_timeout: float = 5.0,
         max_body_size: int = 1 << 20,
         tls_client: ssl_module.SSLContext | None = None,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.on_message: Callable[[Message, Source], None] = on_message or _drop
         self.host = host
@@ -261,7 +303,13 @@ class TransportLayer:
         if proxy is not None and not isinstance(proxy, SipURI):
             raise ValueError("outbound proxy must be a sip: or sips: URI")
         self.outbound_proxy: SipURI | None = proxy
-        self.idle_timeout = idle_timeout
+        limits = limits or ConnectionLimits()
+        if idle_timeout is not None:
+            limits = replace(limits, idle_timeout=idle_timeout)
+        self._admission = Admission("SIP", limits)
+        self._proxy_addresses: set[str] = set()  # the outbound proxy's name, resolved
+        self._own_ports: set[int] = set()  # local ports of the connections we opened
+        self.deadline_closed = 0
         self.keepalive_interval = keepalive_interval
         self.connect_timeout = connect_timeout
         self.max_body_size = max_body_size
@@ -271,6 +319,61 @@ class TransportLayer:
         self.tls_client = tls_client
         self._connections: dict[tuple[str, str, int], Connection] = {}
         self._connecting: dict[tuple[str, str, int], asyncio.Future[Connection]] = {}
+
+    # -- connection hygiene ------------------------------------------------------------------
+
+    @property
+    def limits(self) -> ConnectionLimits:
+        """Deadline, idle timeout and caps of inbound connections (sip.connlimits)."""
+        return self._admission.limits
+
+    @limits.setter
+    def limits(self, limits: ConnectionLimits) -> None:
+        self._admission.limits = limits
+
+    @property
+    def idle_timeout(self) -> float:
+        """Seconds after which an unused connection (not exempt) is closed."""
+        return self._admission.limits.idle_timeout
+
+    @property
+    def refused(self) -> int:
+        """Inbound connections refused over the caps so far."""
+        return self._admission.refused
+
+    def _is_proxy(self, host: str, port: int | None) -> bool:
+        proxy = self.outbound_proxy
+        if proxy is None:
+            return False
+        if host != proxy.host and host not in self._proxy_addresses:
+            return False
+        return port is None or port == (proxy.port or DEFAULT_PORTS.get(proxy.transport, 5060))
+
+    def _proxy_is_self(self) -> bool:
+        """The embedded default: the outbound proxy is our own listener."""
+        proxy = self.outbound_proxy
+        if proxy is None:
+            return False
+        port = proxy.port or DEFAULT_PORTS.get(proxy.transport, 5060)
+        local = {self.host, self.advertised_host, "127.0.0.1", "::1", "localhost"}
+        return port in self._ports.values() and proxy.host in local
+
+    def _exempt(self, conn: Connection) -> bool:
+        """Connections to or from the IMS proxy, and ours to our own listener, are never
+        capped or closed for idleness or slowness: they carry everyone's traffic."""
+        host, port = conn.peer
+        if conn.outgoing:
+            return self._is_proxy(host, port)
+        if port in self._own_ports and (
+            ipaddress.ip_address(host).is_loopback
+            or host
+            in (
+                self.host,
+                self.advertised_host,
+            )
+        ):
+            return True  # our own connection to our listener (embedded default)
+        return not self._proxy_is_self() and self._is_proxy(host, None)
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -460,15 +563,7 @@ class TransportLayer:
             ssl = None
             if target.transport == "tls":
                 ssl = self.tls_client or ssl_module.create_default_context()
-            _, proto = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: Connection(self, target.transport, outgoing=True),
-                    target.host,
-                    target.port,
-                    ssl=ssl,
-                ),
-                self.connect_timeout,
-            )
+            _, proto = await asyncio.wait_for(self._open(target, ssl), self.connect_timeout)
         except (OSError, TimeoutError) as exc:
             error = SIPError(503, f"Cannot connect to {target.host}:{target.port}", local=True)
             future.set_exception(error)
@@ -481,6 +576,30 @@ class TransportLayer:
             del self._connecting[key]
         future.set_result(proto)
         return proto
+
+    async def _open(
+        self, target: Target, ssl: ssl_module.SSLContext | None
+    ) -> tuple[asyncio.BaseTransport, Connection]:
+        """Connects from a port bound first, so that our own listener knows the connection
+        as ours (exempt from caps) the moment it accepts it."""
+        loop = asyncio.get_running_loop()
+        sock = bound_socket(target.host)
+        port = int(sock.getsockname()[1])
+        self._own_ports.add(port)
+        try:
+            await loop.sock_connect(sock, (target.host, target.port))
+            _, proto = await loop.create_connection(
+                lambda: Connection(self, target.transport, outgoing=True),
+                sock=sock,
+                ssl=ssl,
+                server_hostname=target.host if ssl is not None else None,
+            )
+        except BaseException:
+            self._own_ports.discard(port)
+            sock.close()
+            raise
+        proto.closed.add_done_callback(lambda _f: self._own_ports.discard(port))
+        return _, proto
 
     async def send_response(self, response: Response, source: Source | None = None) -> None:
         """Sends a response where RFC 3261 §18.2.2 / RFC 3581 §4 say: the request's
@@ -519,7 +638,10 @@ class TransportLayer:
         transport = uri.transport
         host = uri.param("maddr") or uri.host
         port = uri.port or DEFAULT_PORTS.get(transport, 5060)
-        return Target(transport, await self._resolve_host(host), port)
+        address = await self._resolve_host(host)
+        if uri is self.outbound_proxy:
+            self._proxy_addresses.add(address)
+        return Target(transport, address, port)
 
     async def _resolve_host(self, host: str) -> str:
         try:

@@ -38,6 +38,7 @@ from typing import Protocol
 from bridge.config import Settings
 from bridge.signalling.adapter import SipSignalling
 from sip import rcs
+from sip.connlimits import ConnectionLimits
 from sip.message import Request
 from sip.msrp import MSRPStack, RelayConfig
 from sip.stack import SipStack
@@ -177,6 +178,12 @@ async def start_signalling(
     profile = profile_of(settings)
     sip = build_sip_stack(settings)
     addresses = await sip.start()
+    sip.transport.limits = ConnectionLimits(  # before any connection is accepted
+        message_deadline=settings.sip_message_deadline,
+        idle_timeout=settings.sip_idle_timeout,
+        max_connections=settings.sip_max_connections,
+        max_per_address=settings.sip_max_connections_per_address,
+    )
     if not settings.sip_outbound_proxy:
         proxy = loopback_proxy(sip)
         sip.outbound_proxy = proxy
@@ -184,7 +191,16 @@ async def start_signalling(
         log.info("no IMS core configured: requests loop back to %s (embedded default)", proxy)
     relay = RelayConfig.from_string(settings.msrp_relay) if settings.msrp_relay else None
     msrp = MSRPStack(
-        settings.msrp_host, settings.msrp_port, relay=relay, keepalive_interval=MSRP_KEEPALIVE
+        settings.msrp_host,
+        settings.msrp_port,
+        relay=relay,
+        keepalive_interval=MSRP_KEEPALIVE,
+        limits=ConnectionLimits(
+            message_deadline=settings.msrp_frame_deadline,
+            idle_timeout=settings.msrp_idle_timeout,
+            max_connections=settings.msrp_max_connections,
+            max_per_address=settings.msrp_max_connections_per_address,
+        ),
     )
     try:
         await msrp.start()

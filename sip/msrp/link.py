@@ -64,6 +64,11 @@ class Link(asyncio.Protocol):
         self._heard = True
         self._spoke = False
         self.peer = "?"
+        self._deadline: asyncio.TimerHandle | None = None
+        self._idle: asyncio.TimerHandle | None = None
+        self._last = stack._loop.time()
+        self.exempt = False  # ours (loopback, relay): no caps, deadline or idle closing
+        self.admitted: str | None = None  # the remote host counted by the stack's Admission
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -71,6 +76,15 @@ class Link(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.exempt = self.stack._exempt(self, peer)
+        if self.key is None and not self.exempt:
+            host = str(peer[0]) if peer else "?"
+            if not self.stack._admission.admit(host):
+                self.transport.abort()  # over the cap: refused at once (counted, logged)
+                return
+            self.admitted = host
+            idle = self.stack.limits.idle_timeout
+            self._idle = self.stack._loop.call_later(idle, self._on_idle)
         self.stack._links.add(self)
         self.stack._engines[self.engine] = self
         trace.debug("- %s connected", self.peer)
@@ -85,8 +99,11 @@ class Link(asyncio.Protocol):
         self._heard = self._spoke = True
         if trace.isEnabledFor(logging.DEBUG):
             trace.debug("< %s %d bytes: %r", self.peer, len(data), data[:200])
+        now = self._last = self.stack._loop.time()
+        before = self.engine._parser.buffered
         try:
-            events = self.engine.receive_data(data, self.stack._loop.time())
+            events = self.engine.receive_data(data, now)
+            self._follow_deadline(before + len(data) > self.engine._parser.buffered)
         except CodecError as err:
             trace.debug("x %s framing error: %s", self.peer, err)
             _malformed_log.log("MSRP connection %s: %s; closing it", self.peer, err)
@@ -98,9 +115,12 @@ class Link(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         trace.debug("- %s closed (%s)", self.peer, exc)
-        for handle in (self._timer, self._keepalive, self._silence):
+        for handle in (self._timer, self._keepalive, self._silence, self._deadline, self._idle):
             if handle is not None:
                 handle.cancel()
+        if self.admitted is not None:
+            self.stack._admission.release(self.admitted)
+            self.admitted = None
         self.stack._forget(self)
         for fut in self.auth_waiters.values():
             if not fut.done():
@@ -142,6 +162,38 @@ class Link(asyncio.Protocol):
                 return
             self._timer.cancel()
         self._timer = self.stack._loop.call_at(deadline, self._on_timer)
+
+    def _follow_deadline(self, completed: bool) -> None:
+        """A frame must be complete ``message_deadline`` s after its first byte arrived
+        (RFC 4975 §7: a frame ends with its end-line); slowloris otherwise."""
+        if self.exempt:
+            return
+        buffered = self.engine._parser.buffered
+        if self._deadline is not None and (completed or not buffered):
+            self._deadline.cancel()
+            self._deadline = None
+        if buffered and self._deadline is None:
+            delay = self.stack.limits.message_deadline
+            self._deadline = self.stack._loop.call_later(delay, self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        self._deadline = None
+        trace.debug("x %s frame incomplete at the deadline, closing", self.peer)
+        self.stack.deadline_closed += 1
+        self.close()
+
+    def _on_idle(self) -> None:
+        """Closes an inbound connection no session uses and that carried nothing for
+        ``idle_timeout`` s; one with bound sessions is kept (the MSRP keep-alive probes it)."""
+        self._idle = None
+        idle = self.stack.limits.idle_timeout
+        quiet = self.stack._loop.time() - self._last
+        if quiet >= idle and not self.engine.sessions and not self.auth_waiters:
+            trace.debug("- %s idle, closing", self.peer)
+            self.stack.idle_closed += 1
+            self.close()
+            return
+        self._idle = self.stack._loop.call_later(max(idle - quiet, idle / 10), self._on_idle)
 
     def _on_timer(self) -> None:
         self._timer = None

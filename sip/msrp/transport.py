@@ -22,10 +22,13 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import socket
 from collections.abc import Sequence
 
 from sip.auth import DigestClient
+from sip.connlimits import Admission, ConnectionLimits, bound_socket
 from sip.errors import MSRPError
 from sip.msrp.connection import (
     DEFAULT_CHUNK_SIZE,
@@ -76,6 +79,7 @@ class MSRPStack:
         sessmatch: bool = True,
         keepalive_interval: float | None = None,
         advertised_host: str | None = None,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.host = host
         self.advertised_host = advertised_host or host
@@ -97,6 +101,31 @@ class MSRPStack:
         self._digest = DigestClient()
         self._outbound: dict[tuple[str, int], Link] = {}
         self._connecting: dict[tuple[str, int], asyncio.Future[Link]] = {}
+        self._admission = Admission("MSRP", limits or ConnectionLimits())
+        self._own_ports: set[int] = set()  # local ports of the connections we opened
+        self.deadline_closed = 0
+        self.idle_closed = 0
+
+    @property
+    def limits(self) -> ConnectionLimits:
+        """Frame deadline, idle timeout and caps of inbound connections (sip.connlimits)."""
+        return self._admission.limits
+
+    @property
+    def refused(self) -> int:
+        """Inbound connections refused over the caps so far."""
+        return self._admission.refused
+
+    def _exempt(self, link: Link, peer: tuple[str, int] | None) -> bool:
+        """Our own connections (to the relay, or to our own listener in the embedded
+        default) are never capped nor closed for idleness or slowness."""
+        if link.key is not None:
+            return self.relay is not None and link.key == self.relay.uri.authority
+        if not peer:
+            return False
+        host, port = str(peer[0]), int(peer[1])
+        local = host in (self.host, self.advertised_host) or ipaddress.ip_address(host).is_loopback
+        return port in self._own_ports and local
 
     @property
     def port(self) -> int:
@@ -188,10 +217,7 @@ class MSRPStack:
         fut: asyncio.Future[Link] = self._loop.create_future()
         self._connecting[key] = fut
         try:
-            _t, link = await asyncio.wait_for(
-                self._loop.create_connection(lambda: Link(self, key), key[0], key[1]),
-                self.connect_timeout,
-            )
+            _t, link = await asyncio.wait_for(self._open(key), self.connect_timeout)
         except (OSError, TimeoutError) as err:
             exc = MSRPError(408, f"cannot connect to {key[0]}:{key[1]}: {err}", local=True)
             fut.set_exception(exc)
@@ -202,6 +228,28 @@ class MSRPStack:
         self._outbound[key] = link
         fut.set_result(link)
         return link
+
+    async def _open(self, key: tuple[str, int]) -> tuple[asyncio.BaseTransport, Link]:
+        """Connects from a port bound first, so that our own listener knows the connection
+        as ours the moment it accepts it (embedded default: we talk to ourselves)."""
+        host = key[0]
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            infos = await self._loop.getaddrinfo(host, key[1], type=socket.SOCK_STREAM)
+            host = str(infos[0][4][0])
+        sock = bound_socket(host)
+        port = int(sock.getsockname()[1])
+        self._own_ports.add(port)
+        try:
+            await self._loop.sock_connect(sock, (host, key[1]))
+            transport, link = await self._loop.create_connection(lambda: Link(self, key), sock=sock)
+        except BaseException:
+            self._own_ports.discard(port)
+            sock.close()
+            raise
+        link.closed.add_done_callback(lambda _f: self._own_ports.discard(port))
+        return transport, link
 
     def _release(self, session: MSRPSession, engine: MSRPConnection | None) -> None:
         self._sessions.pop(session.session_id, None)
