@@ -146,7 +146,7 @@ class ParticipantStatus(str, enum.Enum):
     FAILED = "Failed"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Invitee:
     """A user to invite into a group chat (oma-chat-api.md §4.9 address and name)."""
 
@@ -154,7 +154,7 @@ class Invitee:
     name: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Participant:
     """One member of a group chat as a user's session sees it (§4.9, mapping §1.0.8)."""
 
@@ -181,7 +181,7 @@ def dispositions_for(reports: frozenset[RestStatus]) -> frozenset[Disposition]:
     return frozenset(wanted)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DialogIds:
     """The SIP/MSRP identifiers of one leg, kept for correlation (mapping §3.1, §3.2).
 
@@ -248,7 +248,7 @@ class NewGroup:
     originator_name: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChatSession:
     """A stored conversation seen from ``user``'s side: 1-1 (confirmed or implicit) or group.
 
