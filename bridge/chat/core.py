@@ -491,8 +491,10 @@ class ChatCore:
                 self.arm("imdn-taken", REPORT_TAKEN_GRACE, self._forget_taken)
         return taken
 
-    async def _forget_taken(self, grace: float = REPORT_TAKEN_GRACE) -> None:
-        """Forget, in one unit, the owed reports taken at least ``grace`` seconds ago."""
+    async def _forget_taken(self, grace: float | None = None) -> None:
+        """Forget, in one unit, the owed reports taken at least ``grace`` seconds ago
+        (default :data:`REPORT_TAKEN_GRACE`)."""
+        grace = REPORT_TAKEN_GRACE if grace is None else grace
         cutoff = asyncio.get_running_loop().time() - grace
         split = next((i for i, (t, _) in enumerate(self._taken) if t > cutoff), len(self._taken))
         done = [o for _, o in self._taken[:split]]
