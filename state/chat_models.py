@@ -154,3 +154,24 @@ class ChatParticipantRow(Base):
     status: Mapped[str] = mapped_column(sa.String(16))
     is_originator: Mapped[bool] = mapped_column(sa.Boolean)
     updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class ChatOwedReportRow(Base):
+    """One IMDN the bridge decided to send for a received message and not yet saw taken
+    (migration 28; ``bridge.chat.core.ChatCore.send_reports``, ``bridge.chat.recovery``).
+
+    Written in the transaction that moves the message to the status making the
+    report due, deleted once the report was acknowledged (MSRP 200 / SIP 2xx)
+    and a grace period passed; whatever is left at start is sent again.
+    ``claimed_by``/``claimed_until``: the instance resending it after a restart
+    (several instances on PostgreSQL).
+    """
+
+    __tablename__ = "chat_owed_reports"
+
+    user_uri: Mapped[str] = mapped_column(sa.String(USER_URI_LEN), primary_key=True)
+    message_id: Mapped[str] = mapped_column(sa.String(ID_LEN * 2), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    claimed_by: Mapped[str | None] = mapped_column(sa.String(128))
+    claimed_until: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))

@@ -19,8 +19,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
+from typing import cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.chat.model import (
@@ -31,10 +34,12 @@ from bridge.chat.model import (
     LegId,
     Participant,
     ParticipantStatus,
+    ReportKind,
     RestStatus,
     SessionKind,
     StoredMessage,
 )
+from bridge.chat.store import OwedReport
 from bridge.ids import ChatSessionId, MessageId, SubscriptionId, UserUri
 from bridge.ports import JSONObject, Notification
 from bridge.subscriptions import Subscription
@@ -43,6 +48,7 @@ from state.chat_models import (
     UNSENT_SQL,
     UNSENT_STATUSES,
     ChatMessageRow,
+    ChatOwedReportRow,
     ChatParticipantRow,
     ChatSessionRow,
 )
@@ -51,6 +57,7 @@ from state.db import aware
 _S = ChatSessionRow
 _M = ChatMessageRow
 _P = ChatParticipantRow
+_O = cast(sa.Table, ChatOwedReportRow.__table__)
 
 
 def _join(values: Iterable[str]) -> str:
@@ -383,6 +390,67 @@ async def purge_expired(session: AsyncSession, *, now: datetime, ended_before: d
     return int(count) + int(getattr(result, "rowcount", 0) or 0)
 
 
+# --- owed reports (migration 28) -------------------------------------------------------
+
+
+def owed_rows(owed: Iterable[OwedReport], now: datetime) -> list[dict[str, object]]:
+    """``chat_owed_reports`` rows of ``owed``, unclaimed."""
+    return [
+        {
+            "user_uri": o.user,
+            "message_id": o.message_id,
+            "kind": o.kind.value,
+            "created_at": now,
+            "claimed_by": None,
+            "claimed_until": None,
+        }
+        for o in owed
+    ]
+
+
+async def owe_reports(session: AsyncSession, owed: Iterable[OwedReport], now: datetime) -> None:
+    """Record owed IMDNs (one already recorded stays as it is)."""
+    rows = owed_rows(owed, now)
+    if not rows:
+        return
+    insert = (
+        sqlite_insert(_O) if session.get_bind().dialect.name == "sqlite" else postgresql_insert(_O)
+    )
+    await session.execute(insert.on_conflict_do_nothing(), rows)
+
+
+_TAKEN = sa.delete(_O).where(
+    _O.c.user_uri == sa.bindparam("u"),
+    _O.c.message_id == sa.bindparam("m"),
+    _O.c.kind == sa.bindparam("k"),
+)
+
+
+async def reports_taken(session: AsyncSession, taken: Iterable[OwedReport]) -> None:
+    """Forget acknowledged IMDNs."""
+    params = [{"u": o.user, "m": o.message_id, "k": o.kind.value} for o in taken]
+    if params:
+        conn = await session.connection()
+        await conn.execute(_TAKEN, params)
+
+
+async def claim_owed_reports(
+    session: AsyncSession, owner: str, now: datetime, until: datetime
+) -> list[OwedReport]:
+    """Claim every owed IMDN whose claim is free or ran out (one ``UPDATE ... RETURNING``:
+    two instances never both win a row), oldest first."""
+    result = await session.execute(
+        sa.update(_O)
+        .where(sa.or_(_O.c.claimed_until.is_(None), _O.c.claimed_until <= now))
+        .values(claimed_by=owner, claimed_until=until)
+        .returning(_O.c.user_uri, _O.c.message_id, _O.c.kind, _O.c.created_at)
+    )
+    rows = sorted(result.all(), key=lambda r: (aware(r.created_at), r.user_uri, r.message_id))
+    return [
+        OwedReport(UserUri(r.user_uri), MessageId(r.message_id), ReportKind(r.kind)) for r in rows
+    ]
+
+
 # --- group participants ---------------------------------------------------------------
 
 
@@ -518,6 +586,17 @@ class SQLChatTransaction:
 
     async def purge_expired(self, *, now: datetime, ended_before: datetime) -> int:
         return await purge_expired(self.session, now=now, ended_before=ended_before)
+
+    async def owe_reports(self, owed: Iterable[OwedReport], now: datetime) -> None:
+        await owe_reports(self.session, owed, now)
+
+    async def reports_taken(self, taken: Iterable[OwedReport]) -> None:
+        await reports_taken(self.session, taken)
+
+    async def claim_owed_reports(
+        self, owner: str, now: datetime, until: datetime
+    ) -> list[OwedReport]:
+        return await claim_owed_reports(self.session, owner, now, until)
 
     async def participants(self, session_id: str) -> list[Participant]:
         return await participants(self.session, session_id)

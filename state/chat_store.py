@@ -31,7 +31,7 @@ from bridge.chat.model import (
     StoredMessage,
     evolve,
 )
-from bridge.chat.store import ChatTransaction
+from bridge.chat.store import ChatTransaction, OwedReport
 from bridge.errors import Conflict, StoreError
 from bridge.ids import ChatSessionId, SubscriptionId, UserUri
 from bridge.ports import JSONObject, Notification
@@ -42,6 +42,7 @@ from state.chat_repository import (
     SQLChatTransaction,
     _to_message,
     _to_session,
+    claim_owed_reports,
     detached_messages,
     message_by_correlator,
     messages_in_states,
@@ -53,7 +54,14 @@ from state.chat_repository import (
     session_messages,
     sessions_in_states,
 )
-from state.chat_writes import _MT, _ST, _MessageWrite, _ParticipantWrites, _Writes
+from state.chat_writes import (
+    _MT,
+    _ST,
+    _MessageWrite,
+    _OwedWrites,
+    _ParticipantWrites,
+    _Writes,
+)
 from state.db import Database
 from state.writer import InThreadSession, SQLiteWriter, Step, run_now
 
@@ -209,6 +217,7 @@ class BatchedChatTransaction:
         self._messages: dict[int, _MessageWrite] = {}
         self._keys: dict[MessageKey, int] = {}
         self._participants: _ParticipantWrites = {}
+        self._owed: _OwedWrites = {}
         self._notes: list[dict[str, Any]] = []
         self.notifications: list[Notification] = []
         """The notifications enqueued by this unit, filled in when its batch is written."""
@@ -425,6 +434,23 @@ class BatchedChatTransaction:
         for p in people:
             mine[p.address] = (p, now)
 
+    # owed reports (buffered like the rest; the last word on a report wins)
+
+    async def owe_reports(self, owed: Iterable[OwedReport], now: datetime) -> None:
+        for o in owed:
+            self._owed[o] = now
+
+    async def reports_taken(self, taken: Iterable[OwedReport]) -> None:
+        for o in taken:
+            self._owed[o] = None
+
+    async def claim_owed_reports(
+        self, owner: str, now: datetime, until: datetime
+    ) -> list[OwedReport]:
+        mine = {o for o, when in self._owed.items() if when is not None}
+        found = await self._store.read(lambda s: claim_owed_reports(s, owner, now, until), True)
+        return [*found, *(o for o in mine if o not in found)]
+
     # notifications
 
     async def active_subscriptions(self, user: UserUri, now: datetime) -> list[Subscription]:
@@ -556,6 +582,7 @@ class SQLChatStore:
         self._pending_sessions: dict[str, tuple[ChatSession, bool]] = {}
         self._pending_messages: dict[int, _MessageWrite] = {}
         self._pending_participants: _ParticipantWrites = {}
+        self._pending_owed: _OwedWrites = {}
         self._pending_notes: list[tuple[BatchedChatTransaction, dict[str, Any]]] = []
         self._subscriptions: dict[UserUri, tuple[datetime, list[Subscription]]] = {}
         """Subscriptions read, per user, with the time they were read at."""
@@ -622,6 +649,7 @@ class SQLChatStore:
             self._pending_sessions
             or self._pending_messages
             or self._pending_participants
+            or self._pending_owed
             or self._pending_notes
         )
 
@@ -632,27 +660,32 @@ class SQLChatStore:
         dict[int, _MessageWrite],
         _ParticipantWrites,
         list[tuple[BatchedChatTransaction, dict[str, Any]]],
+        _OwedWrites,
     ]:
         taken = (
             self._pending_sessions,
             self._pending_messages,
             self._pending_participants,
             self._pending_notes,
+            self._pending_owed,
         )
         self._pending_sessions, self._pending_messages = {}, {}
         self._pending_participants, self._pending_notes = {}, []
+        self._pending_owed = {}
         return taken
 
     def _writing(self) -> tuple[Step[list[Notification]], list[BatchedChatTransaction]]:
         """The pending writes as one writer-thread step, and the unit of each notification."""
-        sessions, messages, people, notes = self._take_pending()
+        sessions, messages, people, notes, owed = self._take_pending()
         owners = [tx for tx, _ in notes]
 
         def step(conn: sa.Connection, db: InThreadSession) -> list[Notification]:
-            if not (sessions or messages or people or notes):
+            if not (sessions or messages or people or notes or owed):
                 return []
             assert self._writes is not None
-            return self._writes.write(conn, db, sessions, messages, [n for _, n in notes], people)
+            return self._writes.write(
+                conn, db, sessions, messages, [n for _, n in notes], people, owed
+            )
 
         return step, owners
 
@@ -762,6 +795,8 @@ class SQLChatStore:
             cached = self.memory.participants.get(sid)
             if cached is not None:
                 cached.update((address, p) for address, (p, _now) in people.items())
+        if tx._owed:
+            self._pending_owed.update(tx._owed)
         self._pending_notes.extend((tx, note) for note in tx._notes)
 
     async def _commit(self, batch: _Batch) -> None:

@@ -15,18 +15,22 @@ from typing import Any, cast
 import sqlalchemy as sa
 
 from bridge.chat.model import ChatSession, Participant, StoredMessage
+from bridge.chat.store import OwedReport
 from bridge.ports import Notification
 from state import outbox
-from state.chat_models import ChatMessageRow, ChatParticipantRow, ChatSessionRow
-from state.chat_repository import _join, _session_values
+from state.chat_models import ChatMessageRow, ChatOwedReportRow, ChatParticipantRow, ChatSessionRow
+from state.chat_repository import _join, _session_values, owed_rows
 from state.writer import InThreadSession
 
 _ParticipantWrites = dict[str, dict[str, tuple[Participant, datetime]]]
 """Buffered participant upserts: session id → address → (participant, updated_at)."""
+_OwedWrites = dict[OwedReport, datetime | None]
+"""Buffered owed IMDNs: report → when it became owed, or None once it was taken."""
 
 _ST = cast(sa.Table, ChatSessionRow.__table__)
 _MT = cast(sa.Table, ChatMessageRow.__table__)
 _PT = cast(sa.Table, ChatParticipantRow.__table__)
+_OT = cast(sa.Table, ChatOwedReportRow.__table__)
 
 
 def _message_row(
@@ -133,6 +137,14 @@ class _Writes:
             _MT, "seq", dialect, only=["status", "updated_at", "session_id"]
         )
         self.participant = _RawWrite.upsert(_PT, ["session_id", "address"], dialect)
+        self.owe = _RawWrite.insert(_OT, dialect)
+        self.owe.sql = self.owe.sql.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
+        self.taken = _RawWrite(
+            f"DELETE FROM {_OT.name} WHERE user_uri = ? AND message_id = ? AND kind = ?",
+            [_OT.c.user_uri, _OT.c.message_id, _OT.c.kind],
+            ["user_uri", "message_id", "kind"],
+            dialect,
+        )
         self.enqueue = outbox.SyncEnqueue(dialect)
         self.statements = 0
         """Statements run (the benchmark counts them; SQLAlchemy events do not see them)."""
@@ -145,6 +157,7 @@ class _Writes:
         messages: dict[int, _MessageWrite],
         notes: list[dict[str, Any]],
         people: _ParticipantWrites | None = None,
+        owed: _OwedWrites | None = None,
     ) -> list[Notification]:
         """Send buffered writes into the open transaction; the notifications stored.
 
@@ -169,11 +182,26 @@ class _Writes:
             for w in messages.values()
             if w.expires_at is None
         ]
+        owe: list[dict[str, Any]] = []
+        taken: list[dict[str, Any]] = []
+        for report, when in (owed or {}).items():
+            if when is None:
+                taken.append(
+                    {
+                        "user_uri": report.user,
+                        "message_id": report.message_id,
+                        "kind": report.kind.value,
+                    }
+                )
+            else:
+                owe.extend(owed_rows([report], when))
         for statement, rows in (
             (self.new_session, new_s),
             (self.save_session, old_s),
             (self.new_message, new_m),
             (self.message_status, old_m),
+            (self.owe, owe),
+            (self.taken, taken),
         ):
             if rows:
                 statement.run(conn, rows)

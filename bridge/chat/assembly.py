@@ -88,6 +88,7 @@ class ChatBridge:
     async def stop(self) -> None:
         """Stop listening, cancel every timer and background task, close the store."""
         self.core.notifier.remove_listener(self.messages.on_delivered)
+        await self.core.forget_taken_reports()
         await self.core.close()
         await self.core.store.close()
 

@@ -18,6 +18,19 @@ they open a unit, never inside one (a SQLite writer waiting for a lock held by
 a task that waits for the writer would stall until the busy timeout). Keys:
 ``s:<id>`` confirmed or group session, ``a:<user>|<peer>`` implicit session of a pair,
 ``m:<user>|<messageId>`` one message's status.
+
+Owed reports (migration 28; issue 13, defect 9): the IMDNs a received
+message's status change makes due (RFC 5438 §7) are recorded as owed in the
+unit that changes the status (:meth:`ChatCore.incoming_transition`), so a
+crash before they leave cannot lose them: ``bridge.chat.recovery`` sends again
+whatever is still owed at start. An owed report is forgotten once the peer
+took it (MSRP 200 to the SEND, RFC 4975 §7.1; a 2xx to the MESSAGE, RFC 3428
+§7) and :data:`REPORT_TAKEN_GRACE` seconds have passed: an MSRP receiver
+answers 200 before its application has stored the report (ours does: the
+transaction 200 is sent on receipt), so forgetting it at once would lose it
+again when that receiver is this very bridge and it crashes before its own
+commit. A report sent twice is harmless: the receiving side ignores a
+Delivered for a message already Delivered (``delivery.OUTGOING`` no-ops).
 """
 
 from __future__ import annotations
@@ -45,14 +58,23 @@ from bridge.chat.model import (
     StoredMessage,
 )
 from bridge.chat.notifications import Body, ChatUrls
-from bridge.chat.ports import OutgoingMessage, OutgoingReport, SignallingError, SignallingPort
-from bridge.chat.store import ChatStore, ChatTransaction
+from bridge.chat.ports import (
+    OutgoingMessage,
+    OutgoingReport,
+    ReportDelivery,
+    SignallingError,
+    SignallingPort,
+)
+from bridge.chat.store import ChatStore, ChatTransaction, OwedReport
 from bridge.config import Settings
 from bridge.ids import ChatSessionId, UserUri
 from bridge.ports import Notifier
 from bridge.subscriptions import Subscription
 
 log = logging.getLogger(__name__)
+
+REPORT_TAKEN_GRACE = 5.0
+"""Seconds an acknowledged IMDN stays owed before it is forgotten (module docstring)."""
 
 Builder = Callable[[Subscription], tuple[str, Body]]
 AnyEvent = one2one.SessionEvent | adhoc.AdhocEvent | group.GroupEvent
@@ -199,6 +221,9 @@ class ChatCore:
         self._closed = False
         self._legs: dict[LegId, ChatSession] = {}
         """Live legs → their session (identity fields only are read from it: kind, ids, users)."""
+        self._delivery = signalling if isinstance(signalling, ReportDelivery) else None
+        self._taken: list[tuple[float, OwedReport]] = []
+        """Owed reports the peer took, with when (loop time): forgotten after the grace."""
 
     # --- units of work ---------------------------------------------------------------
 
@@ -337,7 +362,10 @@ class ChatCore:
             return msg, []
         log.debug("- received message %s of %s: %s -> %s", msg.id, msg.user, old.name, new.name)
         updated = await work.tx.set_message_status(msg, new.value, now=work.now)
-        return updated, delivery.reports_due(msg.dispositions, old, new)
+        due = delivery.reports_due(msg.dispositions, old, new)
+        if due:  # owed in this unit: a crash after its commit cannot lose them
+            await work.tx.owe_reports([OwedReport(msg.user, msg.id, k) for k in due], work.now)
+        return updated, due
 
     async def leg_session(self, leg: LegId) -> ChatSession | None:
         """The session of ``leg`` (cached while live; its ``state`` may be stale: re-read it)."""
@@ -419,21 +447,64 @@ class ChatCore:
     async def send_reports(
         self, msg: StoredMessage, kinds: list[ReportKind], leg: LegId | None
     ) -> None:
-        """Send the IMDNs ``kinds`` for a received message on ``leg`` (None: SIP MESSAGE)."""
+        """Send the IMDNs ``kinds`` for a received message on ``leg`` (None: SIP MESSAGE).
+
+        With a ``ReportDelivery`` adapter each goes in a task that waits until the
+        peer took it, then forgets it as owed (module docstring).
+        """
         for kind in kinds:
-            report = OutgoingReport(
-                message_id=msg.id,
-                user=msg.user,
-                peer=msg.peer,
-                kind=kind,
-                original_date_time=msg.date_time,
-                route=msg.report_route,
-            )
-            try:
+            if self._delivery is not None:
+                self.spawn(self._deliver_quietly(msg, kind, leg), "imdn")
+            else:
+                await self.deliver_report(msg, kind, leg)
+
+    async def _deliver_quietly(
+        self, msg: StoredMessage, kind: ReportKind, leg: LegId | None
+    ) -> None:
+        await self.deliver_report(msg, kind, leg)
+
+    async def deliver_report(self, msg: StoredMessage, kind: ReportKind, leg: LegId | None) -> bool:
+        """Send one IMDN for a received message; True once taken (then no longer owed)."""
+        report = OutgoingReport(
+            message_id=msg.id,
+            user=msg.user,
+            peer=msg.peer,
+            kind=kind,
+            original_date_time=msg.date_time,
+            route=msg.report_route,
+        )
+        try:
+            if self._delivery is not None:
+                taken = await self._delivery.deliver_report(leg, report)
+            else:  # handed to the stack is all this adapter tells
                 await self.signalling.send_report(leg, report)
-                log.debug("> %s report for %s of %s", kind.value, msg.id, msg.user)
-            except SignallingError as exc:
-                log.warning("x %s report for %s of %s lost: %s", kind.value, msg.id, msg.user, exc)
+                taken = True
+        except SignallingError as exc:
+            log.warning("x %s report for %s of %s lost: %s", kind.value, msg.id, msg.user, exc)
+            return False
+        if taken:
+            log.debug("> %s report for %s of %s", kind.value, msg.id, msg.user)
+            self._taken.append(
+                (asyncio.get_running_loop().time(), OwedReport(msg.user, msg.id, kind))
+            )
+            if "imdn-taken" not in self._timers:
+                self.arm("imdn-taken", REPORT_TAKEN_GRACE, self._forget_taken)
+        return taken
+
+    async def _forget_taken(self, grace: float | None = None) -> None:
+        """Forget, in one unit, the owed reports taken at least ``grace`` seconds ago
+        (default :data:`REPORT_TAKEN_GRACE`)."""
+        grace = REPORT_TAKEN_GRACE if grace is None else grace
+        cutoff = asyncio.get_running_loop().time() - grace
+        split = next((i for i, (t, _) in enumerate(self._taken) if t > cutoff), len(self._taken))
+        done = [o for _, o in self._taken[:split]]
+        del self._taken[:split]
+        if self._taken:
+            wait = self._taken[0][0] - cutoff
+            self.arm("imdn-taken", wait, self._forget_taken)
+        if done:
+            async with self.unit() as work:
+                await work.tx.reports_taken(done)
 
     @staticmethod
     async def report_leg(tx: ChatTransaction, msg: StoredMessage) -> LegId | None:
@@ -487,6 +558,15 @@ class ChatCore:
         """Wait until no background task is running (tests, shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def forget_taken_reports(self) -> None:
+        """Forget every owed report the peer took, grace or not (a clean stop: the grace
+        only covers a crash of this process before its own inbound side stored it)."""
+        self.disarm("imdn-taken")
+        try:
+            await self._forget_taken(grace=0.0)
+        except Exception:  # they stay owed: sent once more at the next start
+            log.warning("x cannot forget %d reports taken", len(self._taken), exc_info=True)
 
     async def close(self) -> None:
         """Stop every timer and background task."""

@@ -17,7 +17,11 @@ Sent messages (``OutgoingStatus``)::
   failure (FAILED → DELIVERED/DISPLAYED): the peer is the authority.
 * REQUEUE (SENDING/QUEUED → QUEUED): an implicit session was lost before the
   MSRP 200 (or the bridge restarted); the message is sent again on a new one
-  (the peer deduplicates on imdn.Message-ID).
+  (the peer deduplicates on imdn.Message-ID). The peer may have had it all
+  along: its delivery report then moves the requeued message on
+  (QUEUED → DELIVERED/DISPLAYED) and it is not sent again. Refusing that report
+  lost it for good (issue 13, defect 9): the peer ignores the resent duplicate
+  and reports nothing more.
 
 Received messages (``IncomingStatus``): RECEIVED → DELIVERED once the
 notification reached the app (or on ``PUT Delivered``) → DISPLAYED on ``PUT
@@ -67,6 +71,8 @@ OUTGOING: dict[tuple[OutgoingStatus, OutgoingEvent], OutgoingStatus] = {
     (O.QUEUED, X.DISPATCH): O.SENDING,
     (O.QUEUED, X.SEND_ERROR): O.FAILED,
     (O.QUEUED, X.REQUEUE): O.QUEUED,
+    (O.QUEUED, X.IMDN_DELIVERED): O.DELIVERED,
+    (O.QUEUED, X.IMDN_DISPLAYED): O.DISPLAYED,
     (O.SENDING, X.SEND_OK): O.SENT,
     (O.SENDING, X.SEND_ERROR): O.FAILED,
     (O.SENDING, X.IMDN_DELIVERED): O.DELIVERED,

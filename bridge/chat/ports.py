@@ -99,7 +99,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from bridge.chat.model import (
     Composing,
@@ -158,6 +158,23 @@ class OutgoingReport:
     original_date_time: datetime
     route: tuple[str, ...] = ()
     """``imdn.IMDN-Record-Route`` values of the original message (top first)."""
+
+
+@runtime_checkable
+class ReportDelivery(Protocol):
+    """An optional part of the signalling port: an IMDN sent and awaited until taken.
+
+    ``ChatCore.send_reports`` uses it when the adapter has it, to forget an
+    owed report (migration 28) only once the peer took it: MSRP 200 for the
+    SEND on ``leg`` (RFC 4975 §7.1), or a 2xx to the SIP MESSAGE (RFC 3428 §7).
+    """
+
+    async def deliver_report(self, leg: LegId | None, report: OutgoingReport) -> bool:
+        """Send like ``send_report``; True once taken, False once lost.
+
+        Raises ``SignallingError`` when the request cannot even be started.
+        """
+        ...
 
 
 class SignallingPort(Protocol):

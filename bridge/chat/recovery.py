@@ -50,15 +50,30 @@ to the IMDN-Record-Route or the sender (mapping §0 decision 5); after a
 restart no session is up, so it is the MESSAGE. It runs in the background too,
 after the delivery listener is registered, so a row delivered meanwhile is
 handled by the listener or here, and the message's status machine makes the
-second one a no-op. Not covered: a crash after the Delivered status was
-committed but before the IMDN left (the store does not record that an IMDN was
-sent); the app's ``PUT Delivered`` is then a no-op too.
+second one a no-op.
+
+Reports owed by the previous run (migration 28, ``bridge.chat.core`` "Owed
+reports"): a status change that makes an IMDN due records it as owed in the
+same transaction, and it stays owed until the peer took it (plus a grace
+period). That covers the crash after the Delivered status was committed but
+before the IMDN left, or before the peer had it stored (issue 13, defect 9:
+about a fifth of the reports of a 500-message burst were lost that way).
+:func:`resend_owed_reports` claims every owed report that no other instance
+holds (``claimed_until`` past; one ``UPDATE ... RETURNING``, so two instances
+restarting on one PostgreSQL database never both send one) and sends it by SIP
+MESSAGE, :data:`RESEND_CONCURRENCY` at a time; a report taken is forgotten, one
+lost stays owed (claimed for :data:`OWED_CLAIM` seconds) for the next start. A
+report whose message is gone (retention) is dropped. It runs in the background
+before the inference above, which records what it finds as owed too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import socket
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
@@ -76,6 +91,7 @@ from bridge.chat.model import (
     StoredMessage,
 )
 from bridge.chat.ports import SignallingError
+from bridge.chat.store import OwedReport
 from bridge.ids import MessageId, UserUri
 
 if TYPE_CHECKING:
@@ -87,6 +103,10 @@ log = logging.getLogger(__name__)
 
 BYE_CONCURRENCY = 16
 """BYEs for the dialogs of the previous run in flight at once."""
+RESEND_CONCURRENCY = 16
+"""Owed IMDNs of the previous run in flight at once."""
+OWED_CLAIM = 30.0
+"""Seconds an instance holds the owed reports it claimed for resending."""
 
 
 @runtime_checkable
@@ -201,8 +221,7 @@ async def recover(
         await adhoc_chat.pump(user, peer)
     if stale:
         core.spawn(_end_stale_quietly(core, stale), "restart-bye")
-    if backlog is not None:
-        core.spawn(_owed_reports_quietly(messages, backlog), "restart-imdn")
+    core.spawn(_owed_reports_quietly(messages, backlog), "restart-imdn")
     return report
 
 
@@ -283,8 +302,47 @@ async def send_owed_reports(messages: Messages, backlog: NotificationBacklog) ->
     return len(owed)
 
 
-async def _owed_reports_quietly(messages: Messages, backlog: NotificationBacklog) -> None:
+async def resend_owed_reports(core: ChatCore, owner: str | None = None) -> tuple[int, int]:
+    """Send again the IMDNs still owed (module docstring); (sent, taken by the peer)."""
+    owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    found: list[tuple[StoredMessage, OwedReport]] = []
+    async with core.unit() as work:
+        until = work.now + timedelta(seconds=OWED_CLAIM)
+        owed = await work.tx.claim_owed_reports(owner, work.now, until)
+        gone: list[OwedReport] = []
+        for o in owed:
+            msg = await work.tx.get_message(o.user, o.message_id, Direction.INCOMING)
+            if msg is None:
+                gone.append(o)
+            else:
+                found.append((msg, o))
+        if gone:
+            await work.tx.reports_taken(gone)
+    gate = asyncio.Semaphore(RESEND_CONCURRENCY)
+
+    async def one(msg: StoredMessage, o: OwedReport) -> bool:
+        async with gate:
+            log.info(
+                "- message %s of %s: %s IMDN owed since the restart",
+                o.message_id,
+                o.user,
+                o.kind.value,
+            )
+            return await core.deliver_report(msg, o.kind, None)
+
+    taken = await asyncio.gather(*(one(msg, o) for msg, o in found))
+    return len(found), sum(taken)
+
+
+async def _owed_reports_quietly(messages: Messages, backlog: NotificationBacklog | None) -> None:
     await asyncio.sleep(0)  # let ChatBridge.start register the delivery listener first
+    sent, taken = await resend_owed_reports(messages.core)
+    if sent:
+        log.info(
+            "- chat recovery: %d IMDNs the previous run owed sent again, %d taken", sent, taken
+        )
+    if backlog is None:
+        return
     count = await send_owed_reports(messages, backlog)
     if count:
         log.info("- chat recovery: %d delivered IMDNs sent that the previous run owed", count)

@@ -10,13 +10,30 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from bridge.chat.model import ChatSession, Direction, Participant, SessionKind, StoredMessage
-from bridge.ids import ChatSessionId, SubscriptionId, UserUri
+from bridge.chat.model import (
+    ChatSession,
+    Direction,
+    Participant,
+    ReportKind,
+    SessionKind,
+    StoredMessage,
+)
+from bridge.ids import ChatSessionId, MessageId, SubscriptionId, UserUri
 from bridge.ports import JSONObject, Notification
 from bridge.subscriptions import Subscription
+
+
+@dataclass(frozen=True)
+class OwedReport:
+    """An IMDN decided for a received message and not yet known taken (migration 28)."""
+
+    user: UserUri
+    message_id: MessageId
+    kind: ReportKind
 
 
 class ChatTransaction(Protocol):
@@ -118,6 +135,20 @@ class ChatTransaction(Protocol):
 
     async def purge_expired(self, *, now: datetime, ended_before: datetime) -> int:
         """Delete messages past retention and sessions ended before ``ended_before``."""
+        ...
+
+    async def owe_reports(self, owed: Iterable[OwedReport], now: datetime) -> None:
+        """Record IMDNs now due (sent after the commit; recovery resends what is left)."""
+        ...
+
+    async def reports_taken(self, taken: Iterable[OwedReport]) -> None:
+        """Forget owed IMDNs that were acknowledged (gone already: no error)."""
+        ...
+
+    async def claim_owed_reports(
+        self, owner: str, now: datetime, until: datetime
+    ) -> list[OwedReport]:
+        """Claim, until ``until``, every owed IMDN no other instance holds (claim ran out)."""
         ...
 
     async def participants(self, session_id: str) -> list[Participant]:

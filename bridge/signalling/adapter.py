@@ -235,24 +235,30 @@ class SipSignalling(SessionLegs):
 
     async def send_report(self, leg: LegId | None, report: OutgoingReport) -> None:
         """Send the IMDN on the live leg, else by SIP MESSAGE (mapping §0 decision 5)."""
+        self._spawn(self.deliver_report(leg, report))
+
+    async def deliver_report(self, leg: LegId | None, report: OutgoingReport) -> bool:
+        """:meth:`send_report`, awaited (``bridge.chat.ports.ReportDelivery``): True once the
+        peer took the IMDN (MSRP 200 on the leg, or a 2xx to the MESSAGE), False if lost.
+        """
         self._check_running()
         record = self._legs.get(leg) if leg is not None else None
         group = record is not None and record.group
         body = payload.report(self.profile, report, self.clock(), group=group)
         if record is not None and record.state is LegState.UP and record.msrp is not None:
-            self._spawn(self._report_on_leg(record, report, body))
-        else:
-            self._spawn(self._report_by_message(report, body))
+            return await self._report_on_leg(record, report, body)
+        return await self._report_by_message(report, body)
 
-    async def _report_on_leg(self, leg: Leg, report: OutgoingReport, body: bytes) -> None:
+    async def _report_on_leg(self, leg: Leg, report: OutgoingReport, body: bytes) -> bool:
         assert leg.msrp is not None
         try:
             await leg.msrp.send(cpim.CONTENT_TYPE, body)
         except MSRPError as exc:
             log.info("x report on leg %s failed (%s): by SIP MESSAGE", leg.id, exc)
-            await self._report_by_message(report, body)
+            return await self._report_by_message(report, body)
+        return True
 
-    async def _report_by_message(self, report: OutgoingReport, body: bytes) -> None:
+    async def _report_by_message(self, report: OutgoingReport, body: bytes) -> bool:
         target = report.route[0] if report.route else report.peer
         try:
             response = await self.sip.send_request(
@@ -266,7 +272,7 @@ class SipSignalling(SessionLegs):
             )
         except ProtocolError as exc:
             log.warning("x %s report for %s lost: %s", report.kind.value, report.message_id, exc)
-            return
+            return False
         if not response.is_success:
             log.warning(
                 "x %s report for %s refused: %d %s",
@@ -275,6 +281,8 @@ class SipSignalling(SessionLegs):
                 response.status,
                 response.reason,
             )
+            return False
+        return True
 
     async def send_pager(self, message: OutgoingMessage) -> None:
         """Send a chat message by SIP MESSAGE (CPIM; mapping §1.3); its result follows."""
