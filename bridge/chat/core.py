@@ -537,22 +537,25 @@ class ChatCore:
         self.spawn(factory(), key)
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        """Run ``coro`` in a tracked task; its errors are logged, never lost."""
+        """Run ``coro`` in a tracked task; its errors are logged, never lost.
+
+        The task runs ``coro`` itself (no wrapper coroutine): a task cancelled before
+        its first step then closes ``coro`` rather than leaving it never awaited.
+        """
         if self._closed:
             coro.close()
             return
-        task = asyncio.create_task(self._guard(coro, name), name=f"chat-{name}")
+        task = asyncio.create_task(coro, name=f"chat-{name}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
 
-    @staticmethod
-    async def _guard(coro: Coroutine[Any, Any, None], name: str) -> None:
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("x chat task %s failed", name)
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("x chat task %s failed", task.get_name()[5:], exc_info=exc)
 
     async def drain(self) -> None:
         """Wait until no background task is running (tests, shutdown)."""
