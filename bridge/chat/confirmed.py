@@ -23,11 +23,9 @@ Choices written down here:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
 
 from bridge.chat import one2one
-from bridge.chat.core import ChatCore, confirmed_key, session_key
+from bridge.chat.core import ChatCore, Coro, confirmed_key, session_key
 from bridge.chat.model import (
     ChatSession,
     Direction,
@@ -48,8 +46,6 @@ E = one2one.SessionEvent
 
 DECLINE = 486
 """SIP status of a 1-1 decline and of an unanswered invitation (mapping §0 decision 9)."""
-
-Coro = Callable[[], Coroutine[Any, Any, None]]
 
 
 async def confirmed_session(

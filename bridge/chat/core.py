@@ -78,6 +78,13 @@ REPORT_TAKEN_GRACE = 5.0
 
 Builder = Callable[[Subscription], tuple[str, Body]]
 AnyEvent = one2one.SessionEvent | adhoc.AdhocEvent | group.GroupEvent
+Coro = Callable[[], Coroutine[Any, Any, None]]
+"""A timer's work, started as a task when it fires (:meth:`ChatCore.arm`)."""
+
+NO_SUBSCRIPTION = 480
+"""SIP status for a request toward a user nobody listens for (mapping §2.1)."""
+NO_SESSION = 481
+"""SIP status for traffic on a leg the bridge does not know (RFC 3261 §12.2.2)."""
 
 
 def utcnow() -> datetime:

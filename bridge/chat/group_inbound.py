@@ -24,12 +24,18 @@ Choices written down here:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from typing import Any
 
 from bridge.chat import group, group_notifications, notifications
-from bridge.chat.core import ChatCore, confirmed_key, is_terminal, message_key
+from bridge.chat.core import (
+    NO_SESSION,
+    NO_SUBSCRIPTION,
+    ChatCore,
+    Coro,
+    confirmed_key,
+    is_terminal,
+    message_key,
+)
 from bridge.chat.delivery import IncomingStatus, OutgoingEvent, OutgoingStatus
 from bridge.chat.group import GroupEvent as V
 from bridge.chat.group import GroupState as G
@@ -58,12 +64,6 @@ from bridge.chat.ports import (
 from bridge.ids import UserUri
 
 log = logging.getLogger(__name__)
-
-NO_SUBSCRIPTION = 480
-"""SIP status for an invitation toward a user nobody listens for (mapping §2.1)."""
-NO_SESSION = 481
-"""Status for traffic on a leg the bridge does not know."""
-Coro = Callable[[], Coroutine[Any, Any, None]]
 
 
 class GroupInbound:

@@ -50,13 +50,12 @@ Choices written down here:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
 
 from bridge.chat import group
 from bridge.chat.confirmed import ConfirmedChat
-from bridge.chat.core import ChatCore, confirmed_key, is_connected, is_terminal
+from bridge.chat.core import ChatCore, Coro, confirmed_key, is_connected, is_terminal
 from bridge.chat.delivery import OutgoingStatus
 from bridge.chat.group import GroupEvent as V
 from bridge.chat.group import GroupState as G
@@ -88,7 +87,6 @@ from bridge.ids import UserUri
 
 log = logging.getLogger(__name__)
 
-Coro = Callable[[], Coroutine[Any, Any, None]]
 LIVE_MEMBER = frozenset({ParticipantStatus.INVITED, ParticipantStatus.CONNECTED})
 """Statuses of a member who counts toward the group size and is not invited again."""
 

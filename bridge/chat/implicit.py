@@ -15,11 +15,9 @@ and ``bridge.chat.recovery`` (messages requeued after a restart). Built by
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
 
 from bridge.chat import adhoc, delivery
-from bridge.chat.core import ChatCore, Unit, is_connected, pair_key
+from bridge.chat.core import ChatCore, Coro, Unit, is_connected, pair_key
 from bridge.chat.delivery import OutgoingEvent, OutgoingStatus
 from bridge.chat.model import (
     ADHOC,
@@ -35,8 +33,6 @@ from bridge.chat.ports import SessionCancelled, SessionEnded, SessionFailed, Sig
 from bridge.ids import UserUri
 
 log = logging.getLogger(__name__)
-
-Coro = Callable[[], Coroutine[Any, Any, None]]
 
 
 class AdhocChat:

@@ -30,12 +30,19 @@ The "delivered" IMDN on notification delivery is ``bridge.chat.messages.Messages
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
 
 from bridge.chat import adhoc, delivery, notifications, one2one
 from bridge.chat.confirmed import DECLINE
-from bridge.chat.core import ChatCore, Unit, is_terminal, message_key, session_key
+from bridge.chat.core import (
+    NO_SESSION,
+    NO_SUBSCRIPTION,
+    ChatCore,
+    Coro,
+    Unit,
+    is_terminal,
+    message_key,
+    session_key,
+)
 from bridge.chat.delivery import IncomingStatus, OutgoingEvent, OutgoingStatus
 from bridge.chat.implicit import AdhocChat
 from bridge.chat.model import (
@@ -65,13 +72,6 @@ from bridge.chat.ports import (
 from bridge.ids import UserUri
 
 log = logging.getLogger(__name__)
-
-NO_SUBSCRIPTION = 480
-"""SIP status for a request toward a user nobody listens for (mapping §2.1)."""
-NO_SESSION = 481
-"""Status for traffic on a leg the bridge does not know."""
-
-Coro = Callable[[], Coroutine[Any, Any, None]]
 
 
 class OneToOneInbound:
