@@ -59,6 +59,7 @@ from bridge.chat.model import (
 )
 from bridge.chat.notifications import Body, ChatUrls
 from bridge.chat.ports import (
+    IncomingMessage,
     OutgoingMessage,
     OutgoingReport,
     ReportDelivery,
@@ -121,6 +122,35 @@ def is_terminal(cs: ChatSession) -> bool:
     if cs.kind is SessionKind.GROUP:
         return group.GroupState(cs.state) in group.TERMINAL
     return one2one.SessionState(cs.state) in one2one.TERMINAL
+
+
+def received(
+    incoming: IncomingMessage,
+    *,
+    user: UserUri,
+    peer: UserUri,
+    session_id: ChatSessionId | None,
+    rest_session: str,
+    now: datetime,
+) -> StoredMessage:
+    """A message just received, as stored for ``user`` (1-1 and group alike)."""
+    return StoredMessage(
+        id=incoming.message_id,
+        user=user,
+        peer=peer,
+        direction=Direction.INCOMING,
+        session_id=session_id,
+        rest_session=rest_session,
+        text=incoming.text,
+        content_type=incoming.content_type,
+        reports=frozenset(),
+        dispositions=incoming.dispositions,
+        status=IncomingStatus.RECEIVED.value,
+        date_time=incoming.date_time or now,
+        created_at=now,
+        sender_name=incoming.sender_name,
+        report_route=incoming.route,
+    )
 
 
 def is_connected(cs: ChatSession) -> bool:

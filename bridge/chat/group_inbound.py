@@ -35,8 +35,9 @@ from bridge.chat.core import (
     confirmed_key,
     is_terminal,
     message_key,
+    received,
 )
-from bridge.chat.delivery import IncomingStatus, OutgoingEvent, OutgoingStatus
+from bridge.chat.delivery import OutgoingEvent, OutgoingStatus
 from bridge.chat.group import GroupEvent as V
 from bridge.chat.group import GroupState as G
 from bridge.chat.groups import quietly
@@ -46,7 +47,6 @@ from bridge.chat.model import (
     Participant,
     ParticipantStatus,
     SessionKind,
-    StoredMessage,
     evolve,
     new_group_id,
 )
@@ -238,22 +238,13 @@ class GroupInbound:
                     log.info("x duplicate group message %s ignored", incoming.message_id)
                     return
                 stored = await work.tx.insert_message(
-                    StoredMessage(
-                        id=incoming.message_id,
+                    received(
+                        incoming,
                         user=cs.user,
                         peer=incoming.sender,
-                        direction=Direction.INCOMING,
                         session_id=cs.id,
                         rest_session=cs.id,
-                        text=incoming.text,
-                        content_type=incoming.content_type,
-                        reports=frozenset(),
-                        dispositions=incoming.dispositions,
-                        status=IncomingStatus.RECEIVED.value,
-                        date_time=incoming.date_time or work.now,
-                        created_at=work.now,
-                        sender_name=incoming.sender_name,
-                        report_route=incoming.route,
+                        now=work.now,
                     ),
                     expires_at=core.retention(work.now),
                 )

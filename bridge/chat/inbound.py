@@ -41,9 +41,10 @@ from bridge.chat.core import (
     Unit,
     is_terminal,
     message_key,
+    received,
     session_key,
 )
-from bridge.chat.delivery import IncomingStatus, OutgoingEvent, OutgoingStatus
+from bridge.chat.delivery import OutgoingEvent, OutgoingStatus
 from bridge.chat.implicit import AdhocChat
 from bridge.chat.model import (
     ADHOC,
@@ -296,22 +297,13 @@ class OneToOneInbound:
         if await work.tx.get_message(owner, incoming.message_id, Direction.INCOMING) is not None:
             log.info("x duplicate message %s for %s ignored", incoming.message_id, owner)
             return None
-        msg = StoredMessage(
-            id=incoming.message_id,
+        msg = received(
+            incoming,
             user=owner,
             peer=cs.peer if cs is not None else incoming.sender,
-            direction=Direction.INCOMING,
             session_id=None if cs is None else cs.id,
             rest_session=rest_session,
-            text=incoming.text,
-            content_type=incoming.content_type,
-            reports=frozenset(),
-            dispositions=incoming.dispositions,
-            status=IncomingStatus.RECEIVED.value,
-            date_time=incoming.date_time or work.now,
-            created_at=work.now,
-            sender_name=incoming.sender_name,
-            report_route=incoming.route,
+            now=work.now,
         )
         stored = await work.tx.insert_message(msg, expires_at=self.core.retention(work.now))
         log.debug("< message %s from %s to %s", stored.id, stored.peer, owner)
