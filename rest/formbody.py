@@ -1,6 +1,6 @@
 """Form-encoded requests (``application/x-www-form-urlencoded``) of the creating POSTs.
 
-oma-chat-api.md §7 (REST_NetAPI_Common Appendix C): flat leaf names, a name
+OMA REST_NetAPI_Common (Appendix C, form encoding): flat leaf names, a name
 repeated for an array. docs/rest-formats.md describes the flattening this
 module implements:
 

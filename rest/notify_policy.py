@@ -1,6 +1,6 @@
 """Where the bridge may POST notifications: the ``notifyURL`` policy (docs/notify-policy.md).
 
-An app names the URL its notifications go to (oma-chat-api.md §5); without a
+An app names the URL its notifications go to (OMA REST Chat v1.0 notifications); without a
 rule the bridge would POST wherever it is told, its own listeners and the
 operator's internal services included (server-side request forgery). The rule:
 

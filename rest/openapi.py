@@ -10,14 +10,14 @@ The document is generated, once, from what the application really serves:
 * **schemas** come from the pydantic models (``rest.models``,
   ``rest.channel_models``) through ``models_json_schema(by_alias=True)``:
   request bodies in validation mode, answers in serialization mode, each body
-  wrapped in its single root (``{"chatMessage": {...}}``, oma-chat-api.md §7);
+  wrapped in its single root (``{"chatMessage": {...}}``, OMA REST_NetAPI_Common);
 * **formats** as ``rest.body`` negotiates them (docs/rest-formats.md): JSON and
   XML everywhere, ``application/x-www-form-urlencoded`` on the creating POSTs;
-* **faults** share one ``requestError`` schema (oma-chat-api.md §9), with the
+* **faults** share one ``requestError`` schema (OMA REST_NetAPI_Common), with the
   statuses each route can answer (401 with ``WWW-Authenticate``, 503 with
   ``Retry-After``); a verb a path does not serve answers 405 with ``Allow``
-  (oma-chat-api.md §2), and HEAD is served wherever GET is (RFC 9110 §9.3.2);
-* **notifications** (oma-chat-api.md §5) are the ``webhooks`` POSTed to a
+  (OMA REST Chat v1.0 resources), and HEAD is served wherever GET is (RFC 9110 §9.3.2);
+* **notifications** (OMA REST Chat v1.0 notifications) are the ``webhooks`` POSTed to a
   ``notifyURL``, and the items of a Notification Channel's ``notificationList``
   (§10).
 
@@ -521,7 +521,7 @@ class _Schemas:
             REQUEST_ERROR,
             {
                 "type": "object",
-                "description": "An OMA fault (oma-chat-api.md §9): exactly one exception kind.",
+                "description": "An OMA fault (OMA REST_NetAPI_Common): exactly one exception kind.",
                 "properties": {k: detail for k in kinds},
                 "oneOf": [{"required": [k]} for k in kinds],
                 "additionalProperties": False,
@@ -546,7 +546,7 @@ class _Schemas:
 
     @staticmethod
     def document(root: str, inner: dict[str, Any]) -> dict[str, Any]:
-        """``{root: inner}`` with nothing else (oma-chat-api.md §7)."""
+        """``{root: inner}`` with nothing else (OMA REST_NetAPI_Common)."""
         return {
             "type": "object",
             "properties": {root: inner},
@@ -593,7 +593,7 @@ _PARAMETERS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "sessionId": (
         "A chat session id, as the bridge gave it to this user (adhoc: the implicit 1-1"
-        " session, oma-chat-api.md §6.2).",
+        " session of OMA REST Chat v1.0).",
         {"type": "string", "minLength": 1},
     ),
     "messageId": ("A message id.", {"type": "string", "minLength": 1}),
@@ -751,7 +751,7 @@ def build_document(app: web.Application, server_root: str, auth_enabled: bool) -
     webhooks = {
         root: {
             "post": {
-                "summary": f"{root} POSTed to a subscription's notifyURL (oma-chat-api.md §5)",
+                "summary": f"{root} POSTed to a subscription's notifyURL (OMA REST Chat v1.0)",
                 "requestBody": {
                     "required": True,
                     "content": _content(
@@ -773,7 +773,8 @@ def build_document(app: web.Application, server_root: str, auth_enabled: bool) -
             "title": "chat-bridge: OMA RESTful Network API for Chat 1.0",
             "version": "1.0",
             "description": (
-                "The REST surface of chat-bridge (oma-chat-api.md §1-§10; docs/rest-formats.md"
+                "The REST surface of chat-bridge (OMA REST Chat v1.0 and Notification Channel"
+                " v1.0; docs/rest-formats.md"
                 " for the JSON, XML and form-encoded bodies). Every body is one root element."
                 " Answers are JSON unless Accept prefers application/xml. A verb a path does"
                 " not list answers 405 with Allow; HEAD is served wherever GET is. Every"

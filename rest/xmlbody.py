@@ -1,4 +1,4 @@
-"""XML bodies of the chat and Notification Channel APIs (oma-chat-api.md §7; docs/rest-formats.md).
+"""XML bodies of the chat and Notification Channel APIs (OMA NetAPI Common; docs/rest-formats.md).
 
 The mapping is the one the OMA JSON encoding is derived from, read backwards:
 

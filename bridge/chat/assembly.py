@@ -1,4 +1,4 @@
-"""The one place the chat service is assembled (STYLE.md §12).
+"""The one place the chat service is assembled (composition: every part built and wired here).
 
 :func:`build_chat` builds the shared runtime (``bridge.chat.core.ChatCore``)
 and hands it, with the other parts each one needs, to the parts that do the

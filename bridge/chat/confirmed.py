@@ -1,4 +1,4 @@
-"""Confirmed 1-1 chat sessions: the REST use cases (oma-chat-api.md §6.2, §6.3; mapping R3-R5).
+"""Confirmed 1-1 chat sessions: the REST use cases (OMA REST Chat v1.0 1-1 sessions).
 
 :class:`ConfirmedChat` creates, reads, accepts and ends the confirmed sessions
 of the app, over the shared runtime (``bridge.chat.core.ChatCore``). The

@@ -1,10 +1,10 @@
-"""1-1 chat messages: send, read, status, report (oma-chat-api.md §6.4, §6.5; mapping R6-R9).
+"""1-1 chat messages: send, read, status, report (OMA REST Chat v1.0 messages, RFC 5438).
 
 :class:`Messages` serves the message resources of a 1-1 target: a confirmed
 session's sessionId or ``adhoc`` (handed to ``bridge.chat.implicit.AdhocChat``).
 It is also the ``Notifier`` delivery listener (:meth:`Messages.on_delivered`):
 once a chatMessageNotification reached the app, the "delivered" IMDN goes out
-if the sender asked for it (DECISIONS.md "SIP side"); :meth:`Messages.mark_received`
+if the sender asked for it (once the notification reached the app); :meth:`Messages.mark_received`
 applies that and the app's own reports to a received message (1-1 or group) and
 sends the IMDNs it makes due. Built by ``bridge.chat.assembly.build_chat``;
 recovery (``bridge.chat.recovery``) sends the reports a crash left owed through it.

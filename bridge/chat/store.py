@@ -2,7 +2,7 @@
 
 A :class:`ChatStore` opens :class:`ChatTransaction` units; ``ChatCore.unit``
 (``bridge.chat.core``) wraps each one with the notifications it enqueued
-(DECISIONS.md "Notification delivery"). The signalling contract is
+(the notification commits with the state that caused it). The signalling contract is
 ``bridge.chat.ports``.
 """
 
