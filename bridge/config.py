@@ -221,6 +221,18 @@ class Settings(BaseSettings):
     trace_msrp: bool = False
     """Log every MSRP frame on ``bridge.trace.msrp`` at DEBUG."""
 
+    # --- metrics, probes and logs (issue 12) ------------------------------------
+    # (settings of /metrics, /ready and the access and JSON logs go here)
+
+    # --- TLS (issue 12) ------------------------------------------------------------
+    # (certificates, keys, CAs and verification of SIP, MSRP and REST go here)
+
+    # --- shutdown (issue 12) -------------------------------------------------------
+    # (bounds of the graceful shutdown go here)
+
+    # --- several instances (issue 10) ----------------------------------------------
+    # (instance id, lease and takeover settings go here)
+
     @field_validator("server_root")
     @classmethod
     def _strip_slash(cls, v: str) -> str:
