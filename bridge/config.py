@@ -228,7 +228,17 @@ class Settings(BaseSettings):
     # (certificates, keys, CAs and verification of SIP, MSRP and REST go here)
 
     # --- shutdown (issue 12) -------------------------------------------------------
-    # (bounds of the graceful shutdown go here)
+    shutdown_timeout: float = Field(10.0, gt=0, le=600)
+    """Seconds the graceful shutdown on SIGTERM/SIGINT may take in all (docs/configuration.md
+    "Shutdown"): new work refused, open long polls answered, in-flight requests finished, live
+    sessions ended (BYE, CANCEL) and their apps told, the outbox flushed. Past it the process
+    exits with what is left (kept in the store); a second signal exits at once."""
+    shutdown_request_timeout: float = Field(3.0, ge=0, le=600)
+    """Seconds, within ``shutdown_timeout``, that REST requests already under way get to
+    finish before the live sessions are ended (new requests get 503 with ``Retry-After``)."""
+    shutdown_retry_after: int = Field(5, ge=0, le=3600)
+    """``Retry-After`` seconds of the 503 answers to REST requests and SIP INVITEs that arrive
+    during the shutdown (an instance behind the same name should take them by then)."""
 
     # --- several instances (issue 10) ----------------------------------------------
     # (instance id, lease and takeover settings go here)
