@@ -26,8 +26,10 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import pytest
 
+from rest.models import ChatSessionInformation
 from sip import cpim
 from sip.msrp import MSRPStack
+from tests.group_api import ACCEPT, group_bridge, links
 from tests.serve_process import ServeProcess, serve_env
 from tests.sipp import runner
 from tests.testbed_fixture import free_port_block
@@ -341,3 +343,48 @@ async def test_a_second_signal_exits_at_once(
     assert took < 1.0, bridge.log.read_text()
     assert code == 128 + signal.SIGINT
     assert "second SIGINT: exiting at once" in bridge.log.read_text()
+
+
+async def test_sigterm_on_the_embedded_default_ends_one_to_one_and_group_sessions(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """Three users of one bridge chatting over its own SIP, MSRP and conference focus: after
+    SIGTERM every app hears SessionEnded, for the 1-1 session and for each one's group."""
+    bound = 8.0
+    one, two, three = "tel:+15555550401", "tel:+15555550402", "tel:+15555550403"
+    async with group_bridge(tmp_path, receiver, CHAT_BRIDGE_SHUTDOWN_TIMEOUT=str(bound)) as api:
+        for user in (one, two, three):
+            await api.subscribe(user)
+        created, _ = await api.created(
+            f"/chat/v1/{q(one)}/oneToOne/{q(two)}",
+            {"chatSessionInformation": {"subject": "one to one"}},
+            ChatSessionInformation,
+        )
+        one_session = created.resource_url.rsplit("/", 1)[-1]
+        invitation = await api.note(two, "chatSessionInvitationNotification")
+        await api.call("PUT", api.local(links(invitation)["ParticipantSessionStatus"]), ACCEPT, 204)
+        await api.event(one, one_session, "Accepted")
+
+        group, _ = await api.create_group(one, [two, three], subject="shutdown")
+        members = [
+            await api.invitation(user, lambda n: n.get("subject") == "shutdown")
+            for user in (two, three)
+        ]
+        for inv in members:
+            await api.accept(inv)
+        await api.event(one, group.session_id, "Successful")
+        for g in (group, *(inv.group for inv in members)):
+            await api.own_status(g, "Connected")
+
+        proc = api.serve.proc
+        assert proc is not None
+        proc.send_signal(signal.SIGTERM)
+        code, took = await exited(api.serve, within=bound + 3)
+        assert code == 0, api.log_tail()
+        assert took < bound + 1
+        # every app was told before the process left (the notifications were flushed)
+        await api.event(one, one_session, "SessionEnded")
+        await api.event(two, invitation["sessionId"], "SessionEnded")
+        await api.event(one, group.session_id, "SessionEnded")
+        for inv in members:
+            await api.event(inv.user, inv.session_id, "SessionEnded")
