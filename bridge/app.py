@@ -179,18 +179,16 @@ async def shut_down(
     pending = await side.signalling.settle(left())
     if isinstance(side.focus, ConferenceFocus):
         await asyncio.wait([asyncio.ensure_future(side.focus.close())], timeout=left())
-    try:
-        await asyncio.wait_for(chat.core.drain(), timeout=left())
-    except TimeoutError:
-        log.warning("x chat background work still running at the shutdown bound")
+    unfinished = await chat.settle(left())
     # 3. flush: the notifications due now (SessionEnded among them) are tried once more
     queued = await delivery.flush(left())
     log.info(
-        "- shutdown after %.2fs: %d requests cut short, %d sessions ended, %d SIP tasks"
-        " unfinished, %d notifications left queued",
+        "- shutdown after %.2fs: %d requests cut short, %d sessions ended, %d SIP and %d chat"
+        " tasks unfinished, %d notifications left queued",
         loop.time() - began,
         running,
         report.sessions_ended,
         pending,
+        unfinished,
         queued,
     )

@@ -93,6 +93,11 @@ class ChatBridge:
         the graceful shutdown's step before :meth:`stop`."""
         return await end_live_sessions(self.core, legs)
 
+    async def settle(self, timeout: float) -> int:
+        """Let the background work (IMDNs, timers that fired) finish, ``timeout`` seconds at
+        most; how many tasks still run (:meth:`stop` cancels them)."""
+        return await self.core.settle(timeout)
+
     async def stop(self) -> None:
         """Stop listening, cancel every timer and background task, close the store."""
         self.core.notifier.remove_listener(self.messages.on_delivered)
