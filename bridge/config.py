@@ -11,22 +11,44 @@ Nested values come from the environment as JSON, e.g.::
 
 from __future__ import annotations
 
+import difflib
 import enum
+import importlib
 import ipaddress
+import re
+import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from bridge.errors import ConfigError
 
 ENV_PREFIX = "CHAT_BRIDGE_"
+FILE_SUFFIX = "_FILE"
+"""``CHAT_BRIDGE_<NAME>_FILE=/path``: the setting's value is the file's content."""
+SECRET: dict[str, Any] = {"secret": True}
+"""``json_schema_extra`` marker of a secret ``str`` setting: masked when shown (a URL only in
+its password). ``SecretStr`` fields, and fields named ``*password``, ``*passphrase``,
+``*secret`` or ``*token``, are masked without it (docs/configuration.md "Secrets")."""
+MASK = "**********"
 
 
 class SignallingProfile(str, enum.Enum):
@@ -50,14 +72,14 @@ class Credential(BaseModel):
 
     kind: Literal["basic", "bearer"]
     username: str | None = None
-    password: str | None = None
-    token: str | None = None
+    password: SecretStr | None = None
+    token: SecretStr | None = None
     users: list[str] = Field(min_length=1)
 
     @field_validator("token")
     @classmethod
-    def _token_not_empty(cls, v: str | None) -> str | None:
-        if v is not None and not v:
+    def _token_not_empty(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value():
             raise ValueError("token must not be empty")
         return v
 
@@ -86,8 +108,9 @@ class Settings(BaseSettings):
     """Basic/Bearer credentials and the users each may act for (none: auth off, loopback only)."""
 
     # --- store ----------------------------------------------------------------
-    database_url: str = "sqlite+aiosqlite:///./chat-bridge.db"
-    """SQLAlchemy URL of the store: SQLite file (default) or ``postgresql+asyncpg://``."""
+    database_url: str = Field("sqlite+aiosqlite:///./chat-bridge.db", json_schema_extra=SECRET)
+    """SQLAlchemy URL of the store: SQLite file (default) or ``postgresql+asyncpg://`` (the
+    ``postgres`` extra); its password is masked wherever the settings are shown."""
     store_commit_interval: float = Field(0.002, ge=0, le=0.05)
     """Least seconds between two group commits of the chat store on a SQLite file: under
     load more chat events share one commit (0: commit as soon as the writer is free)."""
@@ -228,7 +251,17 @@ class Settings(BaseSettings):
     # (certificates, keys, CAs and verification of SIP, MSRP and REST go here)
 
     # --- shutdown (issue 12) -------------------------------------------------------
-    # (bounds of the graceful shutdown go here)
+    shutdown_timeout: float = Field(10.0, gt=0, le=600)
+    """Seconds the graceful shutdown on SIGTERM/SIGINT may take in all (docs/configuration.md
+    "Shutdown"): new work refused, open long polls answered, in-flight requests finished, live
+    sessions ended (BYE, CANCEL) and their apps told, the outbox flushed. Past it the process
+    exits with what is left (kept in the store); a second signal exits at once."""
+    shutdown_request_timeout: float = Field(3.0, ge=0, le=600)
+    """Seconds, within ``shutdown_timeout``, that REST requests already under way get to
+    finish before the live sessions are ended (new requests get 503 with ``Retry-After``)."""
+    shutdown_retry_after: int = Field(5, ge=0, le=3600)
+    """``Retry-After`` seconds of the 503 answers to REST requests and SIP INVITEs that arrive
+    during the shutdown (an instance behind the same name should take them by then)."""
 
     # --- several instances (issue 10) ----------------------------------------------
     # (instance id, lease and takeover settings go here)
@@ -290,8 +323,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # environment wins over the file, which arrives as init kwargs
-        return (env_settings, init_settings)
+        # environment (and the *_FILE files) wins over the file, which arrives as init kwargs
+        return (_EnvironmentSource(settings_cls), init_settings)
 
 
 def example_yaml() -> str:
@@ -312,7 +345,11 @@ def example_yaml() -> str:
 
 
 def load_settings(config_file: str | Path | None = None) -> Settings:
-    """Build the settings from ``config_file`` (YAML) overlaid by the environment."""
+    """Build the settings from ``config_file`` (YAML) overlaid by the environment.
+
+    Raises ``ConfigError`` for an unreadable file, an invalid value, a setting given both as
+    ``CHAT_BRIDGE_X`` and ``CHAT_BRIDGE_X_FILE``, or a store whose driver is not installed.
+    """
     import os
 
     path = config_file or os.environ.get(ENV_PREFIX + "CONFIG")
@@ -326,6 +363,150 @@ def load_settings(config_file: str | Path | None = None) -> Settings:
             raise ConfigError(f"config file {path} must hold a mapping")
         data = dict(loaded or {})
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(str(exc)) from exc
+        raise ConfigError(describe(exc)) from None
+    except SettingsError as exc:  # a variable that is not valid JSON for a nested setting
+        raise ConfigError(mask_text(str(exc))) from exc
+    check_store_driver(settings.database_url)
+    return settings
+
+
+# --- configuration hygiene (issue 12; docs/configuration.md) ---------------------------
+
+
+class _EnvironmentSource(EnvSettingsSource):
+    """``CHAT_BRIDGE_*`` variables, with ``CHAT_BRIDGE_<NAME>_FILE`` read in their place."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        found = dict(super()._load_env_vars())
+        for name in self.settings_cls.model_fields:
+            key = self._key(ENV_PREFIX + name.upper())
+            file_key = self._key(ENV_PREFIX + name.upper() + FILE_SUFFIX)
+            file_path = found.pop(file_key, None)
+            if file_path is None:
+                continue
+            variable = ENV_PREFIX + name.upper()
+            if key in found:
+                raise ConfigError(f"both {variable} and {variable}{FILE_SUFFIX} are set")
+            found[key] = read_value_file(variable + FILE_SUFFIX, file_path)
+        return found
+
+    def _key(self, variable: str) -> str:
+        return variable if self.case_sensitive else variable.lower()
+
+
+def read_value_file(variable: str, path: str) -> str:
+    """The content of the file ``variable`` names, less one trailing newline."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{variable}: cannot read {path}: {exc}") from exc
+    for end in ("\r\n", "\n"):
+        if text.endswith(end):
+            return text[: -len(end)]
+    return text
+
+
+def known_variables() -> set[str]:
+    """Every ``CHAT_BRIDGE_*`` variable the bridge reads (upper case)."""
+    names = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    return names | {n + FILE_SUFFIX for n in names} | {ENV_PREFIX + "CONFIG"}
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One line per ``CHAT_BRIDGE_*`` variable of ``environ`` that names no setting, with
+    the closest known name when one is close (``CHAT_BRIDGE_TEST_*`` belong to the tests)."""
+    known = known_variables()
+    lines = []
+    for variable in sorted(environ):
+        upper = variable.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known:
+            continue
+        if upper.startswith(ENV_PREFIX + "TEST_"):
+            continue
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        lines.append(f"unknown environment variable {variable}{hint}")
+    return lines
+
+
+def check_store_driver(database_url: str) -> None:
+    """``ConfigError`` when ``database_url`` needs a driver that is not installed."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        backend = make_url(database_url).get_backend_name()
+    except ArgumentError as exc:
+        raise ConfigError(f"database_url is not a database URL: {exc}") from None
+    if backend != "postgresql":
+        return
+    try:
+        importlib.import_module("asyncpg")
+    except ImportError:
+        raise ConfigError(
+            "database_url is a PostgreSQL store but its driver, asyncpg, is not installed:"
+            " pip install 'chat-bridge[postgres]'"
+        ) from None
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/\s:@]+:)(?P<password>[^@/\s]+)@", re.I)
+
+
+def describe(exc: ValidationError) -> str:
+    """The invalid settings of ``exc``, one per line, without the values given (secrets)."""
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    lines = [f"{len(errors)} invalid setting{'s' if len(errors) != 1 else ''}"]
+    for error in errors:
+        where = ".".join(str(part) for part in error["loc"]) or "settings"
+        lines.append(f"  {where}: {mask_text(error['msg'])}")
+    return "\n".join(lines)
+
+
+def mask_text(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` URL masked."""
+    return _URL_PASSWORD.sub(lambda m: m.group("head") + MASK + "@", text)
+
+
+def _is_secret(name: str, field: FieldInfo | None) -> bool:
+    if name.lower().endswith(("password", "passphrase", "secret", "token")):
+        return True
+    extra = field.json_schema_extra if field is not None else None
+    return isinstance(extra, dict) and bool(extra.get("secret"))
+
+
+def _masked(value: Any, model: type[BaseModel] | None) -> Any:
+    if isinstance(value, dict):
+        fields = model.model_fields if model is not None else {}
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            field = fields.get(key)
+            if isinstance(item, str) and item and _is_secret(key, field):
+                out[key] = mask_text(item) if "://" in item else MASK
+            else:
+                out[key] = _masked(item, _nested_model(field))
+        return out
+    if isinstance(value, list):
+        return [_masked(item, model) for item in value]
+    if isinstance(value, str):
+        return mask_text(value)
+    return value
+
+
+def _nested_model(field: FieldInfo | None) -> type[BaseModel] | None:
+    """The model of a nested setting (``list[Credential]`` → ``Credential``), if any."""
+    if field is None:
+        return None
+    candidates = [field.annotation, *typing.get_args(field.annotation)]
+    for kind in candidates:
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            return kind
+    return None
+
+
+def masked_dump(settings: Settings) -> dict[str, Any]:
+    """The settings as JSON data with every secret masked (``chat-bridge config``)."""
+    data = settings.model_dump(mode="json")  # a SecretStr is "**********" already
+    masked: dict[str, Any] = _masked(data, Settings)
+    return masked

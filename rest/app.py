@@ -14,6 +14,7 @@ from aiohttp import web
 from bridge.config import Settings
 from rest.body import negotiation_middleware
 from rest.errors import fault_middleware
+from rest.gate import RequestGate
 from rest.notify_policy import NotifyPolicy
 from rest.uris import ServerRoot
 from state.db import Database
@@ -23,6 +24,8 @@ DATABASE = web.AppKey("database", Database)
 SERVER_ROOT = web.AppKey("server_root", ServerRoot)
 NOTIFY_POLICY = web.AppKey("notify_policy", NotifyPolicy)
 """Where notifyURLs may point (docs/notify-policy.md); ``bridge.app`` adds the bound ports."""
+REQUEST_GATE = web.AppKey("request_gate", RequestGate)
+"""Admits REST requests until the shutdown closes it (``rest.gate``; ``bridge.app``)."""
 
 
 async def health(request: web.Request) -> web.Response:
@@ -38,10 +41,12 @@ def make_app(settings: Settings, database: Database) -> web.Application:
     from rest import auth, openapi
     from rest.handlers import channels, chat, subscriptions
 
+    gate = RequestGate()
     app = web.Application(
-        middlewares=[fault_middleware, negotiation_middleware],
+        middlewares=[fault_middleware, negotiation_middleware, gate.middleware],
         client_max_size=settings.max_body_bytes,
     )
+    app[REQUEST_GATE] = gate
     app[SETTINGS] = settings
     app[DATABASE] = database
     root = ServerRoot(settings.server_root)

@@ -86,12 +86,12 @@ def _compile(index: int, cred: Credential) -> _Entry:
     if cred.kind == "basic":
         if not cred.username or cred.password is None or ":" in cred.username:
             raise ConfigError(f"basic credential #{index} needs a username (no ':') and password")
-        secret = f"{cred.username}:{cred.password}".encode()
+        secret = f"{cred.username}:{cred.password.get_secret_value()}".encode()
         name = f"basic:{cred.username}"
     else:
-        if not cred.token:
+        if cred.token is None or not cred.token.get_secret_value():
             raise ConfigError(f"bearer credential #{index} needs a token")
-        secret = cred.token.encode()
+        secret = cred.token.get_secret_value().encode()
         name = f"bearer#{index}"
     return _Entry(cred.kind, secret, Principal(name, patterns))
 

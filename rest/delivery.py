@@ -123,6 +123,10 @@ POLL_EXPIRY_MARGIN = 1.0
 """Seconds before its channel expires by which a long poll has answered (never under it)."""
 FORMAT_CACHE_SIZE = 65536
 """Subscriptions whose ``notificationFormat`` the delivery worker remembers."""
+FLUSH_CHECK = 0.05
+"""Seconds between two looks at the outbox while :meth:`DeliveryService.flush` waits."""
+FLUSH_HEADS = 256
+"""Lane heads :meth:`DeliveryService.flush` reads to tell whether any is due."""
 
 
 def backoff_delay(
@@ -248,6 +252,8 @@ class DeliveryService:
         self._inline: set[int] = set()
         """Rows a chat store batch claimed and dispatched itself (:meth:`wake` skips them)."""
         self._stopping = False
+        self._draining = False
+        """Shutdown under way (:meth:`drain`): long polls answer ``[]`` at once."""
         self._next_sweep = 0.0
         self._formats: dict[str, NotificationFormat] = {}
         """``notificationFormat`` of the subscriptions seen (:meth:`_load_format`)."""
@@ -486,6 +492,7 @@ class DeliveryService:
         if self._scheduler is not None:
             return
         self._stopping = False
+        self._draining = False
         self._http = NotifyClient(
             limit=max(1, min(self.concurrency + self.slow_lanes, self.destination_concurrency)),
             policy=self.policy,
@@ -561,6 +568,54 @@ class DeliveryService:
         if self._http is not None:
             await self._http.close()
             self._http = None
+
+    def drain(self) -> None:
+        """Answer every waiting long poll now with ``[]``, and any later one at once.
+
+        The first step of the graceful shutdown (docs/configuration.md "Shutdown"): a poll
+        answers as on its timeout, taking nothing, so what is queued stays for the next poll
+        (after the restart, or on another instance). Callback delivery goes on.
+        """
+        self._draining = True
+        for poll in self._polls.values():
+            poll.superseded = True
+            poll.event.set()
+
+    async def flush(self, timeout: float) -> int:
+        """Try every callback notification due now, ``timeout`` seconds at most (shutdown).
+
+        Returns how many callback notifications are left in the outbox (in backoff, toward
+        a paused destination, or not tried in time); they stay there, durable.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._scheduler is not None and loop.time() < deadline:
+            if not self._lanes and not self._publishing and not await self._due_now():
+                break
+            self._full = True
+            self._wakeup.set()
+            await asyncio.sleep(min(FLUSH_CHECK, max(0.0, deadline - loop.time())))
+        settled, self._settled = self._settled, []
+        try:
+            async with self._write() as session:  # delivered rows are not left behind
+                await outbox.settle(session, settled)
+                left = await outbox.count_pending(session)
+        except Exception:
+            self._settled[:0] = settled
+            log.warning("x cannot count the notifications left", exc_info=True)
+            return 0
+        self._handed.difference_update(settled)
+        return left
+
+    async def _due_now(self) -> bool:
+        """True when a callback lane that a pass could claim has its head due now."""
+        now = self.clock()
+        async with self.database.sessions() as session:
+            heads = await outbox.lane_heads(session, now=now, limit=FLUSH_HEADS)
+        busy = self._busy()
+        return any(
+            h.next_attempt_at <= now and h.notification.subscription_id not in busy for h in heads
+        )
 
     # --- callback delivery ----------------------------------------------------
 
@@ -1100,7 +1155,7 @@ class DeliveryService:
         try:
             while True:
                 poll.event.clear()
-                if poll.superseded or client_gone():
+                if poll.superseded or self._draining or client_gone():
                     return []
                 now = self.clock()
                 async with self._write() as session:

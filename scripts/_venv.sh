@@ -1,5 +1,5 @@
 # Sourced by scripts/serve and scripts/test: make .venv and install the project into it.
-# usage: ensure_venv EXTRAS   (e.g. "" or "[test]")
+# usage: ensure_venv EXTRAS   (e.g. "" or "[test,postgres]")
 ensure_venv() {
 	local extras=$1
 	if [ ! -x .venv/bin/python ]; then

@@ -19,7 +19,8 @@ Every part receives the same ``ChatCore``: units of work, the transitions,
 the locks, the timers and the leg cache live there once. :class:`ChatBridge`
 holds the parts (callers use them directly: ``chat.confirmed.create_session``,
 ``chat.groups.create``) and runs the lifetime: restart recovery
-(``bridge.chat.recovery``), the delivery listener and the retention sweep.
+(``bridge.chat.recovery``), the delivery listener and the retention sweep, and
+the end of the live sessions at a graceful shutdown (``bridge.chat.shutdown``).
 Its callers: ``rest.chat_service.build_chat_service`` (the app), the test
 world (``tests/fakes/chat_world.py``) and ``bench/chat_core_bench.py``.
 """
@@ -27,7 +28,7 @@ world (``tests/fakes/chat_world.py``) and ``bench/chat_core_bench.py``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -40,8 +41,10 @@ from bridge.chat.groups import GroupChat
 from bridge.chat.implicit import AdhocChat
 from bridge.chat.inbound import OneToOneInbound
 from bridge.chat.messages import Messages
+from bridge.chat.model import LegId
 from bridge.chat.notifications import ChatUrls
 from bridge.chat.ports import SignallingPort
+from bridge.chat.shutdown import ShutdownReport, end_live_sessions
 from bridge.chat.store import ChatStore
 from bridge.config import Settings
 from bridge.ports import Notifier
@@ -84,6 +87,16 @@ class ChatBridge:
         if count:
             log.info("- purged %d chat messages and sessions past retention", count)
         core.arm("purge", PURGE_INTERVAL, self._purge)
+
+    async def shutdown(self, legs: Iterable[LegId]) -> ShutdownReport:
+        """End the live sessions of ``legs`` and tell their apps (``bridge.chat.shutdown``):
+        the graceful shutdown's step before :meth:`stop`."""
+        return await end_live_sessions(self.core, legs)
+
+    async def settle(self, timeout: float) -> int:
+        """Let the background work (IMDNs, timers that fired) finish, ``timeout`` seconds at
+        most; how many tasks still run (:meth:`stop` cancels them)."""
+        return await self.core.settle(timeout)
 
     async def stop(self) -> None:
         """Stop listening, cancel every timer and background task, close the store."""

@@ -599,6 +599,15 @@ class ChatCore:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
+    async def settle(self, timeout: float) -> int:
+        """Wait, ``timeout`` seconds at most and without cancelling anything, until no
+        background task runs (the graceful shutdown); how many still run."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._tasks and loop.time() < deadline:
+            await asyncio.wait(list(self._tasks), timeout=deadline - loop.time())
+        return len(self._tasks)
+
     async def forget_taken_reports(self) -> None:
         """Forget every owed report the peer took, grace or not (a clean stop: the grace
         only covers a crash of this process before its own inbound side stored it)."""

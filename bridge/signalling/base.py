@@ -122,6 +122,22 @@ class SignallingBase:
         """Number of legs held."""
         return len(self._legs)
 
+    def live_legs(self) -> list[LegId]:
+        """Every leg held now: inviting, ringing, connecting or up (the shutdown ends them)."""
+        return list(self._legs)
+
+    async def settle(self, timeout: float) -> int:
+        """Wait, ``timeout`` seconds at most, until the background work is done: the BYEs,
+        CANCELs and answers of ended legs, the events on their way to the chat service.
+
+        Returns how many tasks are still running (0: all done in time).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._tasks and loop.time() < deadline:
+            await asyncio.wait(list(self._tasks), timeout=deadline - loop.time())
+        return len(self._tasks)
+
     def leg_state(self, leg: LegId) -> LegState | None:
         """The state of ``leg``, or None when unknown (tests, diagnostics)."""
         found = self._legs.get(leg)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -74,6 +74,10 @@ class Focus(Protocol):
         ...
 
 
+DRAINED_METHODS = ("INVITE", "SUBSCRIBE", "REFER")
+"""Out-of-dialog requests that start new work, refused while the bridge shuts down (a
+MESSAGE is still taken: it is stored at once, and IMDNs for our sent messages arrive so)."""
+
 FocusFactory = Callable[[SipStack, MSRPStack], Focus]
 Owns = Callable[[Request], bool]
 
@@ -85,6 +89,15 @@ class Router:
         self.sip = sip
         self._routes: dict[str, list[tuple[Owns, Handler]]] = {}
         self._defaults: dict[str, Handler] = {}
+        self._refused: frozenset[str] = frozenset()
+        self._retry_after = 0
+
+    def drain(self, retry_after: int, methods: Iterable[str] = DRAINED_METHODS) -> None:
+        """Answer new out-of-dialog ``methods`` requests 503 with ``Retry-After`` from now on
+        (the graceful shutdown, docs/configuration.md "Shutdown"; RFC 3261 §21.5.4). In-dialog
+        requests (BYE, MSRP-carrying sessions) are not affected: they never reach the router."""
+        self._refused = frozenset(m.upper() for m in methods)
+        self._retry_after = retry_after
 
     def route(self, method: str, owns: Owns, handler: Handler) -> None:
         """Send ``method`` requests for which ``owns(request)`` holds to ``handler`` (first
@@ -110,6 +123,9 @@ class Router:
         self.sip.on_request(method, self._dispatch)
 
     async def _dispatch(self, incoming: IncomingRequest) -> None:
+        if incoming.request.method in self._refused:
+            incoming.respond(503, headers=[("Retry-After", str(self._retry_after))])
+            return
         handler = self.handler_for(incoming.request)
         if handler is None:
             incoming.respond(480, "Temporarily Unavailable")
