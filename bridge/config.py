@@ -52,7 +52,7 @@ MASK = "**********"
 
 
 class SignallingProfile(str, enum.Enum):
-    """SIP header set toward the IMS core (sip-msrp-mapping.md §1.0.1)."""
+    """SIP header set toward the IMS core (docs/protocol-mapping.md "Signalling profiles")."""
 
     CPM = "CPM"
     SIMPLE_IM = "SIMPLE-IM"

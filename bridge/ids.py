@@ -1,4 +1,4 @@
-"""Identifiers that cross layers, as distinct types (see ../shared/spec/sip-msrp-mapping.md §3)."""
+"""Identifiers that cross layers, as distinct types (docs/protocol-mapping.md "Identifiers")."""
 
 from typing import NewType
 

@@ -1,11 +1,11 @@
 """Ports: the protocols through which ``bridge/`` reaches the outside world.
 
 The chat state machines depend on these protocols and frozen dataclasses only,
-never on aiohttp, SQLAlchemy or the SIP transports (STYLE.md §1). Adapters in
+never on aiohttp, SQLAlchemy or the SIP transports (docs/architecture.md "Packages"). Adapters in
 ``rest/``, ``state/`` and ``sip/`` implement them.
 
-Notifications (DECISIONS.md "Notification delivery", oma-chat-api.md §5, §10)
--------------------------------------------------------------------------------
+Notifications (docs/decisions.md "Notification delivery")
+--------------------------------------------------------
 A :class:`Notification` is one single-root object (``{root: body}``) addressed
 to one subscription's ``notifyURL``. It becomes durable before anyone is told
 about it, in one of two ways:
@@ -21,7 +21,7 @@ of a live Notification Channel, a place in that channel's queue (handed out by
 a long poll). Listeners registered with :meth:`Notifier.add_listener` are
 awaited once a notification has reached the application (callback answered
 2xx, or a long poll handed it out); the chat side sends IMDN "delivered" from
-there (DECISIONS.md "SIP side").
+there (docs/decisions.md "Delivery reports").
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ JSONObject = Mapping[str, object]
 
 @dataclass(frozen=True)
 class Notification:
-    """One durable notification to one subscription (oma-chat-api.md §5).
+    """One durable notification to one subscription (OMA REST Chat v1.0 notifications).
 
     ``body`` is the object under ``root`` (the chat side includes
     ``callbackData``); ``channel_id`` is set when the notification queues into a
@@ -67,7 +67,10 @@ DeliveryListener = Callable[[Notification], Awaitable[None]]
 
 
 class Notifier(Protocol):
-    """Publishes notifications and reports their delivery (DECISIONS.md "Notification delivery")."""
+    """Publishes notifications and reports their delivery.
+
+    docs/decisions.md "Notification delivery".
+    """
 
     async def publish(
         self,

@@ -1,4 +1,4 @@
-"""Chat notification subscriptions as the bridge sees them (oma-chat-api.md §4.1, §6.1).
+"""Chat notification subscriptions as the bridge sees them (OMA ChatNotificationSubscription).
 
 A subscription tells the bridge where to POST the notifications of one user
 (``notify_url``) and how incoming 1-1 invitations are handled
@@ -25,7 +25,7 @@ from bridge.ids import SubscriptionId, UserUri
 
 
 class NotificationFormat(str, enum.Enum):
-    """Body format of the notifications (oma-chat-api.md §3 CallbackReference)."""
+    """Body format of the notifications (OMA REST_NetAPI_Common CallbackReference)."""
 
     XML = "XML"
     JSON = "JSON"
@@ -78,7 +78,7 @@ class Subscription:
 
 
 def grant_duration(requested: int | None, default: int, maximum: int) -> int:
-    """The lifetime granted for ``requested`` seconds (0 = until deleted), §4.1.
+    """The lifetime granted for ``requested`` seconds (0 = until deleted).
 
     An absent or 0 request gets ``default``; any value is capped by ``maximum``
     when a maximum is configured (so "unlimited" becomes the maximum).

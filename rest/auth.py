@@ -1,10 +1,10 @@
-"""Authentication and authorization of REST callers (DECISIONS.md "Authentication").
+"""Authentication and authorization of REST callers (docs/decisions.md "Authentication").
 
 Every credential in ``Settings.credentials`` is HTTP Basic (username and
 password) or a Bearer token, and lists the user URIs it may act for:
 canonical URIs or ``fnmatch`` patterns matched against the canonical form
 (``tel:+1555*``, ``sip:*@ims.test``, ``*``). The first entry is the user that
-``acr:auth`` / ``acr:Authorization`` resolve to (oma-chat-api.md §11); when it is
+``acr:auth`` / ``acr:Authorization`` resolve to (OMA REST Chat v1.0 Appendix G); when it is
 a pattern, those pseudo users are refused (403).
 
 One middleware runs after routing, for every route except ``/health``,

@@ -1,4 +1,4 @@
-"""Request and response bodies: the OMA conventions (oma-chat-api.md §7, docs/rest-formats.md).
+"""Request and response bodies: the OMA conventions (OMA REST_NetAPI_Common, docs/rest-formats.md).
 
 * One root element per body: ``{"chatMessage": {...}}``.
 * Repeated elements are always arrays on output; numbers and booleans are

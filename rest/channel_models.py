@@ -1,4 +1,4 @@
-"""Notification Channel data structures (NotificationChannel-V1_0, oma-chat-api.md §10).
+"""Notification Channel data structures (OMA-TS-REST_NetAPI_NotificationChannel-V1_0).
 
 Element names are the spec's: ``notificationChannel`` with ``clientCorrelator``,
 ``applicationTag``, ``channelType``, ``channelData`` (a ``LongPollingData``

@@ -1,12 +1,12 @@
 """The REST adapter of chat: ``rest.handlers.chat.ChatService`` over ``bridge.chat``.
 
 Converts the pydantic models of the route table into the frozen dataclasses of
-``bridge.chat.model`` and back (STYLE.md §1), so pydantic never reaches the
+``bridge.chat.model`` and back (docs/architecture.md "Packages"), so pydantic never reaches the
 state machines. It calls the parts of the assembled ``bridge.chat.assembly.ChatBridge``:
 confirmed 1-1 sessions (R3-R5) ``chat.confirmed``, 1-1 messages (R6-R7b, ``adhoc``
 included) ``chat.messages``, group chat (R9-R15) and promote (R8) ``chat.groups``.
 
-Group input rules (oma-chat-api.md §9): a participant list naming an address
+Group input rules (OMA REST_NetAPI_Common faults): a participant list naming an address
 twice → 400 SVC0002; one holding only the creator (or, for promote, only the
 two 1-1 members) → 400 SVC0004; more members than ``chat_group_max_size``, the
 creator included → 403 POL0003; the creator's own entry in the list only

@@ -1,7 +1,7 @@
 """The delivery worker: the ``Notifier`` port over ``state.outbox`` and ``state.channels``.
 
-Callback delivery (DECISIONS.md "Notification delivery", oma-chat-api.md §5)
----------------------------------------------------------------------------
+Callback delivery (docs/decisions.md "Notification delivery")
+-------------------------------------------------------------
 One HTTP POST per notification, body ``{root: body}``, to ``notify_url``; any
 2xx means delivered. The body is JSON, or XML (``rest.xmlbody``,
 docs/rest-formats.md) when the subscription's ``notificationFormat`` is ``XML``
@@ -56,7 +56,7 @@ logged at WARNING and counted. Every attempt is scheduled no later than that
 deadline, so the last try happens at the maximum age. Responses other than
 2xx (3xx included: redirects are not followed) count as failures.
 
-Channels (§10): :meth:`DeliveryService.hand_out` waits for the channel's
+Channels (OMA NotificationChannel v1.0): :meth:`DeliveryService.hand_out` waits for the channel's
 queue; it is woken by :meth:`wake` for the notifications just committed, and
 re-checks the store every poll interval so another instance's writes are seen
 too. The items it yields stay queued (claimed) until the caller has written
@@ -1094,7 +1094,7 @@ class DeliveryService:
         *,
         client_gone: Callable[[], bool] = lambda: False,
     ) -> AsyncIterator[list[Notification] | None]:
-        """Wait for a channel's queue and lend its items to the body (oma-chat-api.md §10).
+        """Wait for a channel's queue and lend its items to the body (OMA NotificationChannel).
 
         Yields the items (oldest first), ``[]`` on timeout, or None if the
         channel is gone. The items stay queued, claimed, while the body writes

@@ -1,4 +1,6 @@
-"""OMA faults (oma-chat-api.md §9) and the one middleware that renders them.
+"""OMA faults (OMA REST_NetAPI_Common) and the one middleware that renders them.
+
+Which fault for what: docs/protocol-mapping.md "REST faults".
 
 Every 4xx/5xx answer carries ``{"requestError":
 {"serviceException"|"policyException": {"messageId", "text", "variables"}}}``,
@@ -30,7 +32,7 @@ client prefers XML (absent: JSON)."""
 SERVICE = "serviceException"
 POLICY = "policyException"
 
-# OMA REST_NetAPI_Common texts (oma-chat-api.md §9)
+# OMA REST_NetAPI_Common texts of the service and policy exceptions
 TEXTS: dict[str, str] = {
     "SVC0001": "A service error occurred. Error code is %1",
     "SVC0002": "Invalid input value for message part %1",

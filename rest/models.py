@@ -1,21 +1,22 @@
-"""Pydantic models of every OMA Chat data structure (oma-chat-api.md §3-§5).
+"""Pydantic models of every OMA Chat data structure (OMA REST Chat v1.0, REST_NetAPI_Common).
 
 Field names are the snake_case of the OMA element names; the alias generator
 turns them back into the exact camelCase names, and the irregular ones
 (``resourceURL``, ``notifyURL``) carry explicit aliases. Each model names its
 JSON root element in ``ROOT`` (and a module constant next to it).
 
-JSON conventions (§7): numbers and booleans are accepted native or quoted
-(pydantic's lax mode) and numbers are accepted where a string is expected;
-output is native. Repeated elements are lists (``reportRequest`` also accepts a
-single string, as GSMA clients send it). Request models refuse unknown
-elements (400 SVC0002). User addresses are validated and canonicalized with
+JSON conventions (OMA REST_NetAPI_Common; docs/decisions.md "JSON, XML and form
+bodies"): numbers and booleans are accepted native or quoted (pydantic's lax
+mode) and numbers are accepted where a string is expected; output is native.
+Repeated elements are lists (``reportRequest`` also accepts a single string, as
+GSMA clients send it). Request models refuse unknown elements (400 SVC0002).
+User addresses are validated and canonicalized with
 ``rest.uris.canonical_user``; a bad one is a ``user_uri`` error that
 ``rest.errors.fault_from_validation`` renders as 400 SVC0004. dateTime values
 are parsed with any offset, kept in UTC and emitted as ``YYYY-MM-DDThh:mm:ssZ``.
 
-Enumerations are spelled exactly as DECISIONS.md settles them; an unknown value
-is 400 SVC0003 with the valid values.
+Enumerations are spelled as docs/decisions.md "Enumerations and notification names"
+has them; an unknown value is 400 SVC0003 with the valid values.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from rest.uris import InvalidUserUri, canonical_user
 
 __all__ = ["NotificationFormat"]  # re-exported: the CallbackReference enumeration
 
-# --- enumerations (oma-chat-api.md §4.12, DECISIONS.md) -----------------------
+# --- enumerations (OMA REST Chat v1.0; docs/decisions.md) ----------------------
 
 
 class EventType(str, enum.Enum):
@@ -83,7 +84,7 @@ class ComposingState(str, enum.Enum):
 
 
 class LinkRel(str, enum.Enum):
-    """``link.rel`` values (oma-chat-api.md §5.6)."""
+    """``link.rel`` values (OMA REST Chat v1.0 Link)."""
 
     CHAT_SESSION_INFORMATION = "ChatSessionInformation"
     GROUP_CHAT_SESSION_INFORMATION = "GroupChatSessionInformation"
@@ -115,7 +116,7 @@ def _utc(value: datetime) -> datetime:
 
 
 def format_datetime(value: datetime) -> str:
-    """``YYYY-MM-DDThh:mm:ssZ`` in UTC (DECISIONS.md "JSON")."""
+    """``YYYY-MM-DDThh:mm:ssZ`` in UTC (docs/decisions.md "JSON, XML and form bodies")."""
     return _utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -140,7 +141,7 @@ def _one_or_many(value: Any) -> Any:
 
 
 class _Model(OMAModel):
-    """OMAModel that also accepts numbers where a string is expected (§7)."""
+    """OMAModel that also accepts numbers where a string is expected (OMA REST_NetAPI_Common)."""
 
     model_config = ConfigDict(coerce_numbers_to_str=True)
 
@@ -151,7 +152,7 @@ class _Model(OMAModel):
         return {self.ROOT: self.to_json()}
 
 
-# --- common data types (§3) ---------------------------------------------------
+# --- common data types (OMA REST_NetAPI_Common) --------------------------------
 
 
 class Link(_Model):
@@ -191,7 +192,7 @@ REQUEST_ERROR = "requestError"
 
 
 class RequestError(_Model):
-    """The body of every fault (§9): one of the two exception kinds."""
+    """The body of every fault (OMA REST_NetAPI_Common): one of the two exception kinds."""
 
     ROOT = REQUEST_ERROR
     service_exception: ExceptionDetail | None = None
@@ -204,7 +205,7 @@ class RequestError(_Model):
         return self
 
 
-# --- subscriptions (§4.1, §4.2) ----------------------------------------------
+# --- subscriptions ----------------------------------------------------------
 
 CHAT_NOTIFICATION_SUBSCRIPTION = "chatNotificationSubscription"
 
@@ -233,7 +234,7 @@ class ChatSubscriptionList(_Model):
     resource_url: str = Field(alias="resourceURL")
 
 
-# --- chat structures (§4.3-§4.11) ---------------------------------------------
+# --- chat structures --------------------------------------------------------
 
 CHAT_MESSAGE = "chatMessage"
 
@@ -366,13 +367,13 @@ class ExtensionParameters(_Model):
     client_correlator: str | None = Field(None, min_length=1, max_length=256)
 
 
-# --- notifications (§5), OMA 1.0 root names -----------------------------------
+# --- notifications, OMA 1.0 root names ---------------------------------------
 
 CHAT_EVENT_NOTIFICATION = "chatEventNotification"
 
 
 class ChatEventNotification(_Model):
-    """A 1-1 or group session event for its originator or members (§5.1)."""
+    """A 1-1 or group session event for its originator or members."""
 
     ROOT = CHAT_EVENT_NOTIFICATION
     callback_data: str | None = None
@@ -386,7 +387,7 @@ CHAT_SESSION_INVITATION_NOTIFICATION = "chatSessionInvitationNotification"
 
 
 class ChatSessionInvitationNotification(_Model):
-    """An incoming 1-1 invitation awaiting accept or decline (§5.2)."""
+    """An incoming 1-1 invitation awaiting accept or decline."""
 
     ROOT = CHAT_SESSION_INVITATION_NOTIFICATION
     callback_data: str | None = None
@@ -403,7 +404,7 @@ CHAT_MESSAGE_NOTIFICATION = "chatMessageNotification"
 
 
 class ChatMessageNotification(_Model):
-    """A received chat message or typing indication (§5.3)."""
+    """A received chat message or typing indication."""
 
     ROOT = CHAT_MESSAGE_NOTIFICATION
     callback_data: str | None = None
@@ -429,7 +430,7 @@ CHAT_MESSAGE_STATUS_NOTIFICATION = "chatMessageStatusNotification"
 
 
 class ChatMessageStatusNotification(_Model):
-    """A delivery or display report (or failure) for a sent message (§5.4)."""
+    """A delivery or display report (or failure) for a sent message."""
 
     ROOT = CHAT_MESSAGE_STATUS_NOTIFICATION
     callback_data: str | None = None
@@ -442,7 +443,7 @@ GROUP_CHAT_SESSION_INVITATION_NOTIFICATION = "groupChatSessionInvitationNotifica
 
 
 class GroupChatSessionInvitationNotification(_Model):
-    """An invitation to a group chat (§5.5)."""
+    """An invitation to a group chat."""
 
     ROOT = GROUP_CHAT_SESSION_INVITATION_NOTIFICATION
     callback_data: str | None = None
@@ -458,7 +459,7 @@ CHAT_PARTICIPANT_STATUS_NOTIFICATION = "chatParticipantStatusNotification"
 
 
 class ChatParticipantStatusNotification(_Model):
-    """A change in a group's participants (§5.5)."""
+    """A change in a group's participants."""
 
     ROOT = CHAT_PARTICIPANT_STATUS_NOTIFICATION
     callback_data: str | None = None

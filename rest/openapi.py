@@ -19,7 +19,7 @@ The document is generated, once, from what the application really serves:
   (OMA REST Chat v1.0 resources), and HEAD is served wherever GET is (RFC 9110 §9.3.2);
 * **notifications** (OMA REST Chat v1.0 notifications) are the ``webhooks`` POSTed to a
   ``notifyURL``, and the items of a Notification Channel's ``notificationList``
-  (§10).
+  (OMA NotificationChannel v1.0).
 
 ``/docs`` is a self-contained HTML page listing the operations (no external
 asset).

@@ -1,6 +1,6 @@
 """User URIs in REST paths and bodies, and the absolute URLs the API emits.
 
-DECISIONS.md "REST surface": ``{userId}``, ``{otherUserId}`` and ``{participantId}``
+docs/decisions.md "URLs and user ids": ``{userId}``, ``{otherUserId}`` and ``{participantId}``
 arrive as ``tel:+1555…``, ``sip:…@…`` or a bare ``+1555…``, raw or percent-encoded.
 They are compared in one canonical form (:func:`canonical_user`) and emitted
 percent-encoded (:func:`quote_segment`). ``acr:auth`` / ``acr:Authorization``
@@ -140,8 +140,8 @@ class ServerRoot:
     def channel_path(self, url: str) -> ChannelPath | None:
         """What ``url`` designates in ``{serverRoot}/notificationchannel/``, or None if outside.
 
-        Every equivalent spelling designates the same thing (DECISIONS.md "REST
-        surface"): scheme and host in any case, the default port written or
+        Every equivalent spelling designates the same thing (docs/decisions.md
+        "URLs and user ids"): scheme and host in any case, the default port written or
         not, each path segment percent-encoded or not (either hex case), and
         the user compared by :func:`canonical_user` (``tel:+1…`` = ``+1…``).
         """

@@ -3,13 +3,13 @@
 Why it looks like this
 ----------------------
 Group chat learns its participants from NOTIFYs of the conference focus
-(sip-msrp-mapping §1.0.8, N12), and the bridge acts as a focus itself where
+(docs/protocol-mapping.md "Group chat", N12), and the bridge acts as a focus itself where
 none exists, so the codec goes both ways.  The model covers what chat
 needs: the conference description (subject, maximum-user-count), the
 conference state, and users with their endpoints (status, joining and
 disconnection method/info, media).  Other elements are ignored on input.
 
-Tolerance for real focuses (pitfall 9):
+Tolerance for real focuses (docs/protocol-mapping.md "Interoperability rules"):
 
 * the non-standard endpoint statuses ``declined`` and ``busy`` seen from RCS
   focuses are accepted (``EndpointStatus.DECLINED``/``BUSY``);

@@ -8,7 +8,7 @@ Public API::
         update.applied / .stale (old version, ignored) / .resync_needed (a version gap, or a
         partial document before any full one: re-SUBSCRIBE for a full state)
     view = view.reset()                  # new subscription: forget the version, keep users
-    participant_status(user) -> ParticipantStatus | None   the OMA REST status (§1.0.8)
+    participant_status(user) -> ParticipantStatus | None   the OMA REST status
 """
 
 # Design notes
@@ -49,7 +49,7 @@ __all__ = [
 
 
 class ParticipantStatus(enum.StrEnum):
-    """The OMA REST ParticipantStatus a user maps to (sip-msrp-mapping §1.0.8)."""
+    """The OMA REST ParticipantStatus a user maps to (docs/protocol-mapping.md "Group chat")."""
 
     INVITED = "Invited"
     CONNECTED = "Connected"
@@ -68,7 +68,7 @@ _INVITED = {
 
 
 def participant_status(user: User) -> ParticipantStatus | None:
-    """Maps a user's first endpoint to a REST participant status (§1.0.8); None if unknown."""
+    """Maps a user's first endpoint to a REST participant status; None if unknown."""
     if user.state is ElementState.DELETED:
         return ParticipantStatus.DISCONNECTED
     status = next((e.status for e in user.endpoints if e.status is not None), None)

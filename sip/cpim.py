@@ -3,8 +3,8 @@
 Why it looks like this
 ----------------------
 Every chat message, IMDN and group isComposing travels inside CPIM
-(sip-msrp-mapping §1.0.4).  A CPIM body is three blocks: the message
-headers (From, To, cc, DateTime, Subject, NS, Require and namespaced
+(docs/protocol-mapping.md "CPIM, IMDN and isComposing bodies").  A CPIM body
+is three blocks: the message headers (From, To, cc, DateTime, Subject, NS, Require and namespaced
 extension headers such as ``imdn.Message-ID``), the MIME content headers
 of the payload, then the payload.
 
@@ -56,7 +56,7 @@ IMDN_PREFIX = "imdn"
 IMDN_CONTENT_TYPE = "message/imdn+xml"
 ISCOMPOSING_CONTENT_TYPE = "application/im-iscomposing+xml"
 ANONYMOUS_URI = "sip:anonymous@anonymous.invalid"
-"""The CPIM From/To that SIMPLE-IM 1-1 clients use (§1.0.4)."""
+"""The CPIM From/To that SIMPLE-IM 1-1 clients use (protocol-mapping.md "Signalling profiles")."""
 
 
 class Disposition(enum.StrEnum):
@@ -183,7 +183,7 @@ class CPIMMessage:
 
     def requested_dispositions(self) -> tuple[Disposition, ...]:
         """Returns what the sender asked for; an IMDN-id'd message without the header asks
-        for positive-delivery (policy for networks that strip it, §1.0.5)."""
+        for positive-delivery (policy for networks that strip it)."""
         if self.disposition_notification:
             return self.disposition_notification
         if self.message_id is not None and not self.is_imdn:
@@ -473,7 +473,7 @@ def build_chat_message(
     dispositions: tuple[Disposition, ...] = (Disposition.POSITIVE_DELIVERY, Disposition.DISPLAY),
     extra_headers: Headers = (),
 ) -> CPIMMessage:
-    """Builds a chat message envelope (sip-msrp-mapping §1.0.4)."""
+    """Builds a chat message envelope (RFC 3862, RFC 5438 §6)."""
     return CPIMMessage(
         content_type=content_type,
         body=body,
@@ -496,7 +496,7 @@ def build_imdn_message(
     imdn_xml: bytes,
 ) -> CPIMMessage:
     """Builds the CPIM envelope of an IMDN: its own Message-ID, no Disposition-Notification
-    (RFC 5438 §7.1.2, sip-msrp-mapping §1.0.4)."""
+    (RFC 5438 §7.1.2)."""
     return CPIMMessage(
         content_type=IMDN_CONTENT_TYPE,
         body=imdn_xml,
@@ -516,7 +516,7 @@ def build_iscomposing_message(
     timestamp: datetime,
     iscomposing_xml: bytes,
 ) -> CPIMMessage:
-    """Builds the CPIM envelope of a group isComposing: no IMDN headers (§1.0.4)."""
+    """Builds the CPIM envelope of a group isComposing: no IMDN headers (RFC 3862)."""
     return CPIMMessage(
         content_type=ISCOMPOSING_CONTENT_TYPE,
         body=iscomposing_xml,

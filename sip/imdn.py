@@ -6,7 +6,7 @@ An IMDN answers one message: it names the original ``imdn.Message-ID`` and
 ``DateTime``, optionally the recipient (``recipient-uri`` /
 ``original-recipient-uri``, used when an IM server fans out a message) and
 exactly one notification with one status.  Which statuses a notification
-may carry is fixed by RFC 5438 (sip-msrp-mapping §1.0.5):
+may carry is fixed by RFC 5438 (docs/protocol-mapping.md "Reports"):
 
 * delivery-notification: delivered, failed, forbidden, error;
 * display-notification: displayed, forbidden, error;
@@ -197,7 +197,7 @@ def build_imdn(
     status: Status,
     recipient_uri: str | None = None,
 ) -> IMDN:
-    """Builds an IMDN for a received message; its datetime echoes the original (§1.0.5)."""
+    """Builds an IMDN for a received message; its datetime echoes the original (RFC 5438)."""
     stamp = (
         original_datetime
         if isinstance(original_datetime, str)

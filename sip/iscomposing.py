@@ -6,7 +6,7 @@ A composer sends ``active`` while typing (with ``refresh``: the seconds
 before it sends another ``active``) and ``idle`` when it stops; the
 receiver falls back to idle after ``refresh`` seconds, or after
 ``DEFAULT_ACTIVE_TIMEOUT`` when no refresh was given (RFC 3994 §3.2;
-sip-msrp-mapping §1.0.6).  The codec only carries the values: timing is
+docs/protocol-mapping.md "isComposing").  The codec only carries the values: timing is
 the session's job.  ``contenttype`` is free text (tests send
 ``test/plain``), and elements of other namespaces are ignored.
 """

@@ -1,4 +1,6 @@
-"""RCS signalling profiles: the SIP header sets of CPM and SIMPLE-IM (sip-msrp-mapping.md §1.0.1).
+"""RCS signalling profiles: the SIP header sets of CPM and SIMPLE-IM.
+
+The table: docs/protocol-mapping.md "Signalling profiles".
 
 Pure functions over frozen values; no I/O, no clock, nothing from ``bridge``.
 
@@ -6,7 +8,7 @@ Why it looks like this
 ----------------------
 An IMS core routes chat on the service identification a request carries, and
 peers classify what they receive on the Contact feature tags, so one coherent
-profile must be used everywhere (mapping §5 pitfall 2):
+profile must be used everywhere (docs/protocol-mapping.md "Interoperability rules"):
 
 * **CPM** (RCS Universal Profile, OMA CPM; the default): Contact and
   Accept-Contact carry the CPM session ICSI ``+g.3gpp.icsi-ref``; session
@@ -21,13 +23,13 @@ profile must be used everywhere (mapping §5 pitfall 2):
   ``sip:anonymous@anonymous.invalid`` (rcsjta), so the receiver takes the
   sender from P-Asserted-Identity.
 
-Identity follows the trusted application server model (DECISIONS.md, SIP
-side): From and P-Asserted-Identity are the user the bridge acts for; the
+Identity follows the trusted application server model (docs/decisions.md
+"Trusted application server"): From and P-Asserted-Identity are the user the bridge acts for; the
 SIP stack puts them in every request it builds. This module only adds the
 profile's headers.
 
 :func:`classify_invite` is the N1 classification order of rcsjta's
-``ImsServiceDispatcher`` (mapping §1.2): file transfer, store-and-forward
+``ImsServiceDispatcher`` (docs/protocol-mapping.md N1): file transfer, store-and-forward
 notification, group (``isfocus``), store-and-forward push (``Referred-By``),
 else 1-1.
 """
@@ -60,7 +62,7 @@ _VISUAL = re.compile(r"[-.() ]")
 
 
 class Profile(enum.StrEnum):
-    """The signalling profile toward one network (mapping §0 decision 1)."""
+    """The signalling profile toward one network (docs/decisions.md "Signalling profiles")."""
 
     CPM = "CPM"
     SIMPLE_IM = "SIMPLE-IM"
@@ -71,14 +73,14 @@ def _icsi_tag(icsi: str) -> str:
 
 
 def feature_tags(profile: Profile) -> str:
-    """The Contact feature tags of chat session requests and responses (§1.0.1)."""
+    """The Contact feature tags of chat session requests and responses (a profile's set)."""
     if profile is Profile.CPM:
         return _icsi_tag(CPM_SESSION_ICSI)
     return SIMPLE_IM_TAG
 
 
 def user_agent(profile: Profile) -> str:
-    """The User-Agent / Server value of the profile (§1.0.1)."""
+    """The User-Agent / Server value of the profile."""
     return CPM_USER_AGENT if profile is Profile.CPM else SIMPLE_IM_USER_AGENT
 
 
@@ -94,7 +96,7 @@ def new_conversation_id() -> str:
 
 @dataclass(frozen=True)
 class ChatIds:
-    """The RCS correlation ids of one chat session (mapping §3.1)."""
+    """The RCS correlation ids of one chat session (docs/protocol-mapping.md "Identifiers")."""
 
     contribution_id: str
     conversation_id: str | None = None
@@ -110,7 +112,7 @@ def new_chat_ids(profile: Profile, conversation_id: str | None = None) -> ChatId
 
 
 def session_headers(profile: Profile, ids: ChatIds) -> tuple[Header, ...]:
-    """Headers of a 1-1 chat INVITE beyond From/To/PAI/Contact (§1.0.1, Appendix A.1)."""
+    """Headers of a 1-1 chat INVITE beyond From/To/PAI/Contact."""
     if profile is Profile.CPM:
         out: list[Header] = [
             ("Accept-Contact", "*;" + _icsi_tag(CPM_SESSION_ICSI)),
@@ -129,7 +131,7 @@ def session_headers(profile: Profile, ids: ChatIds) -> tuple[Header, ...]:
 
 
 def answer_headers(profile: Profile, ids: ChatIds | None) -> tuple[Header, ...]:
-    """Headers of our 200 OK to a chat INVITE: the ids echoed back (§1.0.1)."""
+    """Headers of our 200 OK to a chat INVITE: the ids echoed back."""
     if ids is None:
         return ()
     out: list[Header] = [("Contribution-ID", ids.contribution_id)]
@@ -139,7 +141,7 @@ def answer_headers(profile: Profile, ids: ChatIds | None) -> tuple[Header, ...]:
 
 
 def pager_headers(profile: Profile, conversation_id: str | None = None) -> tuple[Header, ...]:
-    """Headers of a pager-mode MESSAGE (chat or IMDN; mapping R3, R9)."""
+    """Headers of a pager-mode MESSAGE (chat or IMDN; RFC 3428)."""
     if profile is Profile.CPM:
         out: list[Header] = [
             ("Accept-Contact", "*;" + _icsi_tag(CPM_MSG_ICSI)),
@@ -152,7 +154,7 @@ def pager_headers(profile: Profile, conversation_id: str | None = None) -> tuple
 
 
 def cpim_party(profile: Profile, uri: str) -> str:
-    """The URI a 1-1 CPIM From/To carries: the user (CPM) or anonymous (SIMPLE-IM) (§1.0.4)."""
+    """The URI a 1-1 CPIM From/To carries: the user (CPM) or anonymous (SIMPLE-IM)."""
     return uri if profile is Profile.CPM else ANONYMOUS_URI
 
 
@@ -165,11 +167,11 @@ def chat_ids_of(headers: dict[str, str | None]) -> ChatIds | None:
     return ChatIds(contribution, conversation)
 
 
-# --- inbound classification (mapping N1) ----------------------------------------------
+# --- inbound classification (docs/protocol-mapping.md N1) -----------------------------
 
 
 class InviteKind(enum.Enum):
-    """What an incoming INVITE is (rcsjta ImsServiceDispatcher order, mapping N1)."""
+    """What an incoming INVITE is (rcsjta ImsServiceDispatcher order, N1)."""
 
     ONE_TO_ONE = "1-1"
     GROUP = "group"
@@ -186,7 +188,7 @@ def classify_invite(
     accept_contact: str,
     multipart: bool,
 ) -> InviteKind:
-    """Classifies an INVITE with an MSRP offer (mapping N1, rcsjta order)."""
+    """Classifies an INVITE with an MSRP offer (N1, rcsjta order)."""
     if FT_HTTP_IARI.replace(":", "%3a") in accept_contact.lower():
         return InviteKind.FILE_TRANSFER
     if SF_SERVER_USER in asserted_identity.lower() and not multipart:
@@ -207,8 +209,9 @@ def normalize_user(uri: str) -> str:
     """The canonical user URI of a SIP/tel address: ``tel:+E164`` or ``sip:user@host``.
 
     ``sip:+15551230001@ims.test;user=phone`` and ``tel:+1-555-123-0001`` both give
-    ``tel:+15551230001`` (mapping §5 pitfall 6); display names, brackets and URI
-    parameters are dropped; the host is lower-cased. Raises ValueError otherwise.
+    ``tel:+15551230001`` (docs/protocol-mapping.md "Interoperability rules"); display
+    names, brackets and URI parameters are dropped; the host is lower-cased. Raises
+    ValueError otherwise.
     """
     raw = uri.strip()
     if "<" in raw:

@@ -5,7 +5,7 @@ Why it looks like this
 A group-chat INVITE to the conference factory (RFC 5366) and a REFER that
 adds several participants (RFC 5368) carry the invitees as an
 ``application/resource-lists+xml`` body part with ``Content-Disposition:
-recipient-list`` (sip-msrp-mapping §1.0.7).  Each ``<entry>`` may carry the
+recipient-list`` (RFC 5366 §4).  Each ``<entry>`` may carry the
 RFC 5364 attributes ``cp:copyControl`` (to/cc/bcc), ``cp:anonymize`` and
 ``cp:count``.
 
@@ -176,7 +176,7 @@ def serialize(doc: ResourceLists) -> bytes:
 def build_recipient_list(
     uris: Iterable[str], copy_control: CopyControl | None = CopyControl.TO
 ) -> ResourceLists:
-    """Builds the one-list recipient-list body RCS clients send (sip-msrp-mapping §1.0.7)."""
+    """Builds the one-list recipient-list body RCS clients send (RFC 5366 §4)."""
     entries = tuple(Entry(uri, copy_control=copy_control) for uri in uris)
     if not entries:
         raise CodecError("resource-lists: a recipient list needs at least one entry")

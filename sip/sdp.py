@@ -10,7 +10,7 @@ liberal (LF line ends, blank lines, session lines in any order before the
 first ``m=``) but refuses unknown line types; serializing is canonical
 (CRLF, RFC 4566 order), so ``serialize(parse(x)) == x`` for canonical input.
 
-MSRP rules (sip-msrp-mapping §1.0.2):
+MSRP rules (docs/protocol-mapping.md "SDP and MSRP"):
 
 * ``a=accept-types`` and ``a=path`` are mandatory on an MSRP media line;
 * connection roles follow RFC 6135: without ``a=setup`` the offerer is
@@ -500,7 +500,7 @@ def msrp_offer(
     tls: bool = False,
     fingerprint: str | None = None,
 ) -> SessionDescription:
-    """Builds an MSRP offer (§1.0.2): ``actpass`` by default, port 9 when ``active``.
+    """Builds an MSRP offer (RFC 4975 §8, RFC 6135): ``actpass`` by default, port 9 when ``active``.
 
     ``setup=None`` leaves ``a=setup`` out (pre-RFC 6135 peers: the offerer is active).
     """

@@ -36,9 +36,9 @@ Public API::
 # -> sip.usage (what each dialog is used for: INVITE sessions, subscriptions; the 2xx/ACK
 # exchange of RFC 3261 §13). The dialog state itself is sans-I/O (sip.dialog,
 # sip.subscription).
-# Identity follows the trusted application server model (DECISIONS.md, SIP side): the
-# request carries From and P-Asserted-Identity of the user the bridge acts for; the
-# Contact user part is that user too, so the IMS core can route back.
+# Identity follows the trusted application server model (docs/decisions.md "Trusted
+# application server"): the request carries From and P-Asserted-Identity of the user the
+# bridge acts for; the Contact user part is that user too, so the IMS core can route back.
 
 from __future__ import annotations
 

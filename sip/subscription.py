@@ -37,7 +37,7 @@ Public API::
 # (RFC 6665 §4.1.2.4). Subscription-State: terminated ends the subscription whatever the
 # previous state; a refresh that fails with 481 or 408 ends it too (§4.1.2.2). A
 # "terminated" NOTIFY with reason deactivated/timeout invites an immediate re-subscribe
-# (§4.1.3) — that decision is the caller's (sip-msrp-mapping.md N12), we only report it.
+# (§4.1.3) — that decision is the caller's (docs/protocol-mapping.md N12), we only report it.
 # A subscription of a group member lives as long as the group: it keeps only the few
 # values of its SUBSCRIBE it needs later (Call-ID and From tag, method, Accept) and the
 # NOTIFYs only when nobody takes them through on_notify.

@@ -27,7 +27,7 @@ Public API (objects the stack hands to the application; built by sip.stack.SipSt
 # parts live here: the UAC ACK for 2xx (a new transaction-less request, re-sent for each
 # 2xx retransmission, RFC 3261 §13.2.2.4) and the UAS 2xx retransmission until the ACK
 # (T1 doubling to T2, then a BYE after 64*T1, §13.3.1.4). A re-INVITE or UPDATE without a
-# new offer is a session refresh (sip-msrp-mapping.md §1.5): we answer with the same SDP,
+# new offer is a session refresh (docs/protocol-mapping.md "Timers"): we answer with the same SDP,
 # so the MSRP session and its TCP connection stay.
 
 from __future__ import annotations
@@ -454,7 +454,7 @@ class InviteSession(DialogUsage):
             self._end("remote BYE")
             return
         if method in ("INVITE", "UPDATE") and method not in self._handlers:
-            # session refresh (sip-msrp-mapping.md §1.5): same SDP, no renegotiation
+            # session refresh (docs/protocol-mapping.md "Timers"): same SDP, no renegotiation
             if req.body:
                 self.remote_body = req.body
             tx.respond(

@@ -1,4 +1,4 @@
-"""The Notification Channels (oma-chat-api.md §10): repository functions.
+"""The Notification Channels (OMA NotificationChannel v1.0): repository functions.
 
 A channel's queue is the outbox rows whose ``channel_id`` is the channel
 (``state.outbox`` routes a notification there when its ``notify_url`` is the
@@ -10,7 +10,7 @@ and the subscriptions that notify its ``callbackURL``. Both tables
 (``ChannelRow``, ``OutboxRow``) are defined in ``state.outbox``.
 
 Every function takes an ``AsyncSession``; the caller owns the transaction
-(STYLE.md §9). Timestamps are timezone-aware UTC; SQLite hands them back
+(docs/architecture.md "Store"). Timestamps are timezone-aware UTC; SQLite hands them back
 naive, so they are re-tagged on the way out.
 """
 
@@ -43,7 +43,7 @@ _TS = sa.DateTime(timezone=True)
 
 @dataclass(frozen=True)
 class Channel:
-    """A Notification Channel as stored (oma-chat-api.md §10)."""
+    """A Notification Channel as stored (OMA NotificationChannel v1.0)."""
 
     id: ChannelId
     user: UserUri
@@ -113,7 +113,8 @@ async def create_channel(
 ) -> tuple[Channel, bool]:
     """Store a channel; return it and True, or the live one with the same correlator and False.
 
-    An expired channel holding the correlator is removed first (oma-chat-api.md §8).
+    An expired channel holding the correlator is removed first (docs/decisions.md
+    "Creating resources and idempotency").
     """
     if new.client_correlator is not None:
         existing = await session.scalar(

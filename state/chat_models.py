@@ -1,4 +1,6 @@
-"""ORM models of chat: sessions, messages and group participants (sip-msrp-mapping.md §3.2).
+"""ORM models of chat: sessions, messages and group participants.
+
+The ids they keep: docs/protocol-mapping.md "Identifiers".
 
 ``chat_sessions`` maps each user's REST sessionId to its signalling leg and
 the SIP/MSRP identifiers of that leg (Call-ID, tags, Contribution-ID,

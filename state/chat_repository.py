@@ -1,8 +1,8 @@
-"""Repository functions of 1-1 chat: sessions and messages (sip-msrp-mapping.md §3).
+"""Repository functions of 1-1 chat: sessions and messages (docs/protocol-mapping.md "Identifiers").
 
 Plain ``async def``s over an ``AsyncSession`` that return the frozen
 dataclasses of ``bridge.chat.model``; the caller owns the transaction
-(STYLE.md §9), so a state change and the notifications it causes
+(docs/architecture.md "Store"), so a state change and the notifications it causes
 (``state.outbox.enqueue``) commit together. Timestamps are timezone-aware
 UTC; SQLite hands them back naive and they are re-tagged here.
 

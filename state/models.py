@@ -21,7 +21,7 @@ CORRELATOR_LEN = 256
 
 
 class ChatSubscriptionRow(Base):
-    """One chat notification subscription (oma-chat-api.md §4.1)."""
+    """One chat notification subscription (OMA REST Chat v1.0 ChatNotificationSubscription)."""
 
     __tablename__ = "chat_subscriptions"
     __table_args__ = (

@@ -1,9 +1,10 @@
 """The notification outbox: ORM models and repository functions.
 
 One table, ``notification_outbox``, holds every undelivered notification
-(oma-chat-api.md §5). A row with ``channel_id`` NULL waits for an HTTP POST to
-its ``notify_url``; a row with ``channel_id`` set sits in that channel's queue
-until a long poll hands it out (§10). Rows are deleted once delivered (or
+(docs/decisions.md "Notification delivery"). A row with ``channel_id`` NULL
+waits for an HTTP POST to its ``notify_url``; a row with ``channel_id`` set
+sits in that channel's queue until a long poll hands it out (OMA
+NotificationChannel v1.0). Rows are deleted once delivered (or
 dropped), so the table is exactly the set of pending work and one id space
 numbers every notification.
 
@@ -51,7 +52,7 @@ other. It is used on SQLite only, where no other transaction can add to the
 lane before the commit.
 
 Every function takes an ``AsyncSession``; the caller owns the transaction
-(STYLE.md §9). Timestamps are timezone-aware UTC; SQLite hands them back
+(docs/architecture.md "Store"). Timestamps are timezone-aware UTC; SQLite hands them back
 naive, so they are re-tagged on the way out. Hot paths use Core statements
 (no ORM unit of work).
 """
@@ -83,7 +84,7 @@ ERROR_LEN = 512
 
 
 class ChannelRow(Base):
-    """One Notification Channel (oma-chat-api.md §10).
+    """One Notification Channel (OMA NotificationChannel v1.0).
 
     Defined here rather than in ``state.channels``: :func:`enqueue` routes into
     channels and ``OutboxRow`` references them.
@@ -110,7 +111,7 @@ class ChannelRow(Base):
 
 
 class OutboxRow(Base):
-    """One undelivered notification (oma-chat-api.md §5)."""
+    """One undelivered notification (docs/decisions.md "Notification delivery")."""
 
     __tablename__ = "notification_outbox"
     __table_args__ = (
@@ -442,7 +443,9 @@ async def enqueue(
     body: JSONObject,
     now: datetime | None = None,
 ) -> Notification:
-    """Add one notification inside the caller's transaction (oma-chat-api.md §5).
+    """Add one notification inside the caller's transaction (at least once, in order).
+
+    docs/decisions.md "Notification delivery".
 
     A ``notify_url`` equal to the ``callbackURL`` of a live channel of the same
     user queues the notification into that channel (§10); otherwise it waits
@@ -511,7 +514,7 @@ class SyncEnqueue:
         body: JSONObject,
         now: datetime | None = None,
     ) -> Notification:
-        """Add one notification inside ``raw``'s open transaction (oma-chat-api.md §5)."""
+        """Add one notification inside ``raw``'s open transaction (as :func:`enqueue`)."""
         now = now or utcnow()
         values = _enqueue_values(user, subscription_id, notify_url, root, body, now)
         stored = values["body"]
@@ -625,7 +628,7 @@ async def claim_lanes(
     Lanes in ``busy`` (run by the caller already) are skipped; with ``only``,
     just those lanes are looked at. Each batch is
     contiguous from the lane's head, in delivery order; ``next_due`` is the
-    soonest due time among free heads not due yet (oma-chat-api.md §5).
+    soonest due time among free heads not due yet (docs/decisions.md "Notification delivery").
     """
     if lanes <= 0 or per_lane <= 0:
         return Claimed([], None)

@@ -6,10 +6,11 @@ dataclasses of ``bridge.subscriptions``; the caller owns the transaction
 so that an expired subscription is invisible at once, whether or not the
 sweeper (:func:`delete_expired_subscriptions`) has removed it yet.
 
-Idempotency (oma-chat-api.md §8): ``(user_uri, client_correlator)`` is unique;
-:func:`create_subscription` returns the live subscription with the same
-correlator instead of a second one, replaces an expired one, and resolves a
-concurrent duplicate insert by re-reading the winner.
+Idempotency (docs/decisions.md "Creating resources and idempotency"):
+``(user_uri, client_correlator)`` is unique; :func:`create_subscription` returns
+the live subscription with the same correlator instead of a second one, replaces
+an expired one, and resolves a concurrent duplicate insert by re-reading the
+winner.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The implicit (adhoc) 1-1 session machine (oma-chat-api.md §6.2, sip-msrp-mapping.md §1.3).
+"""The implicit (adhoc) 1-1 session machine (docs/protocol-mapping.md "Adhoc messages").
 
 The app never sees these sessions: it posts to ``…/adhoc/messages`` and the
 bridge opens an implicit MSRP session to the peer (the first message rides in
@@ -10,10 +10,10 @@ session exists per (user, peer); incoming INVITEs auto-accepted for an
     CONNECTING ──MEDIA_UP──▶ CONNECTED ──IDLE/PEER_END/RESTART──▶ CLOSED
          └──SETUP_FAILED/PEER_END/RESTART──▶ CLOSED
 
-Nothing is notified for the session itself (mapping N6): only its messages
+Nothing is notified for the session itself (docs/protocol-mapping.md N6): only its messages
 matter. Messages posted while CONNECTING are queued; on CLOSED before
 MEDIA_UP they fail, or go by SIP MESSAGE when the pager fallback applies
-(INVITE refused with 403/405/415/488/606, mapping R3).
+(INVITE refused with 403/405/415/488/606, docs/decisions.md "Adhoc mode").
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ TRANSITIONS: dict[tuple[AdhocState, AdhocEvent], AdhocState] = {
 LIVE = frozenset({A.CONNECTING, A.CONNECTED})
 
 PAGER_FALLBACK_STATUSES = frozenset({403, 405, 415, 488, 606})
-"""INVITE failures after which adhoc messages may go by SIP MESSAGE (mapping R3)."""
+"""INVITE failures after which adhoc messages may go by SIP MESSAGE (pager fallback)."""
 
 
 def next_state(state: AdhocState, event: AdhocEvent) -> AdhocState:

@@ -45,7 +45,10 @@ S = one2one.SessionState
 E = one2one.SessionEvent
 
 DECLINE = 486
-"""SIP status of a 1-1 decline and of an unanswered invitation (mapping §0 decision 9)."""
+"""SIP status of a 1-1 decline and of an unanswered invitation.
+
+docs/protocol-mapping.md "Confirmed 1-1 sessions".
+"""
 
 
 async def confirmed_session(

@@ -2,7 +2,7 @@
 
 A *unit* (:meth:`ChatCore.unit`) is one store transaction plus the
 notifications enqueued in it; ``Notifier.wake`` runs after the commit, so chat
-state and its notifications become durable together (DECISIONS.md
+state and its notifications become durable together (docs/decisions.md
 "Notification delivery").
 
 Exactly one method changes a session's state (:meth:`ChatCore.transition`)
@@ -83,7 +83,10 @@ Coro = Callable[[], Coroutine[Any, Any, None]]
 """A timer's work, started as a task when it fires (:meth:`ChatCore.arm`)."""
 
 NO_SUBSCRIPTION = 480
-"""SIP status for a request toward a user nobody listens for (mapping §2.1)."""
+"""SIP status for a request toward a user nobody listens for.
+
+docs/protocol-mapping.md "Responses the bridge sends".
+"""
 NO_SESSION = 481
 """SIP status for traffic on a leg the bridge does not know (RFC 3261 §12.2.2)."""
 
@@ -545,7 +548,7 @@ class ChatCore:
 
     @staticmethod
     async def report_leg(tx: ChatTransaction, msg: StoredMessage) -> LegId | None:
-        """The connected leg toward the message's sender, if any (mapping §0 decision 5)."""
+        """The connected leg toward the sender, if any (docs/protocol-mapping.md "Reports")."""
         if msg.session_id is not None:
             cs = await tx.session_by_id(msg.session_id)
             if cs is not None and is_connected(cs) and cs.leg is not None:

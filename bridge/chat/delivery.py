@@ -1,4 +1,4 @@
-"""Message status machines and the IMDN decisions (RFC 5438; sip-msrp-mapping.md R7, R9, N9, N14).
+"""Message status machines and the IMDN decisions (RFC 5438; docs/protocol-mapping.md "Reports").
 
 Sent messages (``OutgoingStatus``)::
 
@@ -10,7 +10,7 @@ Sent messages (``OutgoingStatus``)::
   SENDING: handed to MSRP (or SIP MESSAGE), no answer yet. Neither has a REST
   status yet: ``GET …/status`` answers 409 until the MSRP 200.
 * ``Sent`` = MSRP 200 / 2xx to MESSAGE; ``Delivered``/``Displayed`` only from
-  IMDNs; errors ``Failed`` (DECISIONS.md "SIP side").
+  IMDNs; errors ``Failed`` (docs/decisions.md "Message ids and status").
 * Monotonic: ``Displayed`` never goes back to ``Delivered``; a report that
   arrives out of order (display before delivery, an IMDN before the MSRP 200)
   moves forward or is a no-op. A peer's delivery report beats a local
@@ -135,12 +135,12 @@ def notify_outgoing(
 ) -> RestStatus | None:
     """The chatMessageStatusNotification status to emit on moving ``old`` → ``new`` (or None).
 
-    Only what the app asked for in ``reportRequest`` (oma-chat-api.md §4.3, §6.4), except
+    Only what the app asked for in ``reportRequest`` (OMA REST Chat v1.0 ChatMessage), except
     Failed, which is always notified: an app must learn that its message was lost. A
     display report that arrives before (or instead of) the delivery report is notified as
     Delivered to an app that asked for Delivered only. A peer may send IMDNs nobody asked
     for (a receiver treats a message with an imdn.Message-ID as asking positive-delivery,
-    sip-msrp-mapping.md §1.0.5); they still move the status that ``GET …/status`` shows,
+    RFC 5438); they still move the status that ``GET …/status`` shows,
     without a notification.
     """
     rest = OUTGOING_REST[new]

@@ -1,4 +1,6 @@
-"""The signalling event sink: routes each event to the 1-1 or the group side (mapping §1.2).
+"""The signalling event sink: routes each event to the 1-1 or the group side.
+
+The events and what they become: docs/protocol-mapping.md "Inbound events".
 
 :class:`SignallingRouter` is what ``SignallingPort.bind`` receives
 (``bridge.chat.assembly.build_chat`` builds and binds it). It routes by event

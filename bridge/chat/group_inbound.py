@@ -1,7 +1,7 @@
 """The group side of the signalling events: the events of group legs (docs/group-chat.md).
 
 :class:`GroupInbound` applies what the SIP/MSRP side reports about a user's
-group leg (mapping N2, N12, N13; ``bridge.chat.ports`` "Group legs") over the
+group leg (docs/protocol-mapping.md N2, N12, N13; ``bridge.chat.ports`` "Group legs") over the
 shared runtime (``bridge.chat.core.ChatCore``): an invitation from a focus,
 the answer to the user's own INVITE, its end, member changes from the
 conference NOTIFYs, messages and isComposing relayed by the focus.
@@ -73,7 +73,7 @@ class GroupInbound:
         self.core = core
 
     async def invitation(self, inv: IncomingGroupInvitation) -> None:
-        """A focus invites ``inv.user`` (mapping N2): store, notify, ring; 480 without listener."""
+        """A focus invites ``inv.user`` (N2): store, notify, ring; 480 without listener."""
         core = self.core
         now = core.clock()
         async with core.unit() as work:

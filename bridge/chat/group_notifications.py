@@ -55,7 +55,7 @@ def group_invitation(
     inviter: UserUri | None,
     people: Iterable[Participant],
 ) -> tuple[str, Body]:
-    """groupChatSessionInvitationNotification for the invitee's session ``cs`` (§5.5)."""
+    """groupChatSessionInvitationNotification for the invitee's session ``cs``."""
     own = participant_url(urls, cs.user, cs.id, cs.user)
     body = _start(sub)
     if cs.subject is not None:
@@ -79,7 +79,7 @@ def group_invitation(
 def participant_status(
     urls: ChatUrls, sub: Subscription, cs: ChatSession, changed: Iterable[Participant]
 ) -> tuple[str, Body]:
-    """chatParticipantStatusNotification with the members that changed (§5.5)."""
+    """chatParticipantStatusNotification with the members that changed."""
     body = _start(sub)
     body["link"] = [_link("GroupChatSessionInformation", group_url(urls, cs.user, cs.id))]
     body["participant"] = [_participant(urls, cs, p, True) for p in changed]

@@ -35,7 +35,7 @@ Choices written down here:
   "Remove"); an address not in the group → 404. The member's new status
   arrives from the focus (``ParticipantsChanged``).
 * Promote (R8): a new group with the 1-1 peer and the new participants
-  (the adapter mints a new Contribution-ID, mapping R18). A confirmed 1-1
+  (the adapter mints a new Contribution-ID, docs/protocol-mapping.md "Promotion"). A confirmed 1-1
   session must be connected (409 otherwise) and is ended *at once* (BYE)
   after the group INVITE is handed to the stack, so the two conversations
   never run side by side; if the group then fails the app gets ``Failed``

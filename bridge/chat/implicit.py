@@ -1,11 +1,13 @@
-"""Implicit 1-1 sessions: the ``adhoc`` target of the REST API (mapping §1.1 R3, R6, §1.3).
+"""Implicit 1-1 sessions: the ``adhoc`` target of the REST API.
+
+Wire behaviour: docs/protocol-mapping.md "Adhoc messages".
 
 :class:`AdhocChat` sends the detached queued messages of a pair
 (:meth:`AdhocChat.pump`): by SIP MESSAGE in ``pager`` mode, on the live
 implicit session, or on a new one whose INVITE carries the first message. It
 owns the implicit session's timers (INVITE timeout, idle timer) and its close,
 which sends the unsent messages by pager when the peer refused the session
-(403/405/415/488/606 and ``chat_pager_fallback``, mapping R3) and fails them
+(403/405/415/488/606 and ``chat_pager_fallback``) and fails them
 otherwise. Its callers: ``bridge.chat.messages.Messages`` (a new message),
 ``bridge.chat.inbound.OneToOneInbound`` (answer, end, traffic: the idle timer)
 and ``bridge.chat.recovery`` (messages requeued after a restart). Built by
@@ -185,7 +187,7 @@ class AdhocChat:
         return moved
 
     def touch(self, cs: ChatSession) -> None:
-        """Restart the idle timer of an implicit session (mapping §1.3)."""
+        """Restart the idle timer of an implicit session (docs/protocol-mapping.md "Timers")."""
         core = self.core
         core.arm("idle:" + cs.id, core.settings.chat_idle_timeout, self._idle_out(cs))
 

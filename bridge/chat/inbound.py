@@ -1,4 +1,6 @@
-"""The 1-1 side of what the signalling side reports, applied to chat state (mapping §1.2, §2).
+"""The 1-1 side of what the signalling side reports, applied to chat state.
+
+docs/protocol-mapping.md "Inbound events" and "Error mapping" list the events.
 
 :meth:`OneToOneInbound.handle` applies the 1-1 events of ``bridge.chat.ports``
 (``bridge.chat.events.SignallingRouter`` hands them over; group legs go to
@@ -16,7 +18,7 @@ through ``bridge.chat.implicit.AdhocChat``. Built by
   notified like any other message (under the new sessionId, or ``adhoc``).
 * accepted / failed / ended / cancelled (N3, N5, N6): the session machine;
   an implicit session refused with 403/405/415/488/606 sends its messages by
-  SIP MESSAGE when ``chat_pager_fallback`` is on (mapping R3); any other end
+  SIP MESSAGE when ``chat_pager_fallback`` is on (pager fallback); any other end
   of an implicit session fails its unacknowledged messages.
 * message / composing (N8, N10, N11): stored (deduplicated on user, imdn id
   and direction) and notified to every active subscription; a pager MESSAGE

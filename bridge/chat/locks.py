@@ -1,4 +1,6 @@
-"""One ``asyncio.Lock`` per key, created on first use and dropped when unused (STYLE.md §3).
+"""One ``asyncio.Lock`` per key, created on first use and dropped when unused.
+
+Why: docs/architecture.md "State machines".
 
 Chat keys are ``s:<sessionId>`` for a confirmed session, ``a:<user>|<peer>``
 for the implicit session of a pair (so lookup-or-create of that session is

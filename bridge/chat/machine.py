@@ -1,10 +1,11 @@
 """The shared shape of the chat state machines: a ``(state, event) -> next`` table.
 
 Each machine (``one2one``, ``adhoc``, ``delivery``) owns its enumerations and
-its table in its own module (STYLE.md §3); this module only holds the lookup
-and the error, so that every machine raises the same documented exception for
-an event its current state does not accept. ``IllegalTransition`` is a
-``Conflict``: a REST operation that does not fit the state answers 409.
+its table in its own module (docs/architecture.md "State machines"); this module
+only holds the lookup and the error, so that every machine raises the same
+documented exception for an event its current state does not accept.
+``IllegalTransition`` is a ``Conflict``: a REST operation that does not fit the
+state answers 409.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ status of a message not yet acknowledged by the next hop (REST has no
 Choices written down here:
 
 * isComposing is dropped (204, nothing sent) unless the session is connected;
-  on ``adhoc`` it uses the live implicit session only (mapping R8).
+  on ``adhoc`` it uses the live implicit session only (docs/protocol-mapping.md "isComposing").
 * ``PUT Delivered`` after the automatic delivery report is a no-op;
   ``PUT Displayed`` sends the display IMDN only when it was requested.
 """

@@ -5,7 +5,7 @@ models into these, ``state.chat_repository`` stores and returns them, and the
 signalling port (``bridge.chat.ports``) speaks them. Nothing here knows about
 aiohttp, SQLAlchemy, SIP or CPIM.
 
-Ids (sip-msrp-mapping.md §3.1, DECISIONS.md "SIP side"):
+Ids (docs/protocol-mapping.md "Identifiers", docs/decisions.md "Message ids and status"):
 
 * ``ChatSessionId``: the REST sessionId of a confirmed 1-1 session, opaque and
   per user (originator and invitee hold different ids for one chat). Implicit
@@ -46,7 +46,7 @@ LegId = NewType("LegId", str)
 """Handle of one SIP/MSRP session between the bridge and the signalling port."""
 
 ADHOC = "adhoc"
-"""The REST sessionId of every implicit 1-1 session (oma-chat-api.md §6.2)."""
+"""The REST sessionId of every implicit 1-1 session (OMA REST Chat v1.0 adhoc chat)."""
 
 
 def new_session_id() -> ChatSessionId:
@@ -110,7 +110,7 @@ class ReportKind(str, enum.Enum):
 
 
 class RestStatus(str, enum.Enum):
-    """The REST MessageStatus values (DECISIONS.md "Enumerations")."""
+    """The REST MessageStatus values (docs/decisions.md "Enumerations and notification names")."""
 
     SENT = "Sent"
     DELIVERED = "Delivered"
@@ -126,7 +126,10 @@ class ComposingState(str, enum.Enum):
 
 
 class ChatEventType(str, enum.Enum):
-    """``chatEventNotification.eventType`` values used by 1-1 chat (DECISIONS.md)."""
+    """``chatEventNotification.eventType`` values used by 1-1 chat.
+
+    docs/decisions.md "Enumerations and notification names".
+    """
 
     ACCEPTED = "Accepted"
     DECLINED = "Declined"
@@ -137,7 +140,10 @@ class ChatEventType(str, enum.Enum):
 
 
 class ParticipantStatus(str, enum.Enum):
-    """The REST ParticipantStatus values (DECISIONS.md "Enumerations"; mapping §1.0.8)."""
+    """The REST ParticipantStatus values (docs/decisions.md "Enumerations and notification names").
+
+    Derived from conference-info (RFC 4575): docs/protocol-mapping.md "Group chat".
+    """
 
     INVITED = "Invited"
     CONNECTED = "Connected"
@@ -148,7 +154,7 @@ class ParticipantStatus(str, enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Invitee:
-    """A user to invite into a group chat (oma-chat-api.md §4.9 address and name)."""
+    """A user to invite into a group chat (OMA REST Chat v1.0 ParticipantInformation)."""
 
     address: UserUri
     name: str | None = None
@@ -156,7 +162,7 @@ class Invitee:
 
 @dataclass(frozen=True, slots=True)
 class Participant:
-    """One member of a group chat as a user's session sees it (§4.9, mapping §1.0.8)."""
+    """One member of a group chat as a user's session sees it (OMA ParticipantInformation)."""
 
     address: UserUri
     status: ParticipantStatus
@@ -165,7 +171,7 @@ class Participant:
 
 
 def dispositions_for(reports: frozenset[RestStatus]) -> frozenset[Disposition]:
-    """The IMDN dispositions to request for a REST ``reportRequest`` (mapping §1.1 R7).
+    """The IMDN dispositions to request for a REST ``reportRequest`` (RFC 5438 §6).
 
     ``Delivered`` asks positive and negative delivery, ``Displayed`` adds
     display (and delivery: a display report implies the message arrived);
@@ -183,7 +189,7 @@ def dispositions_for(reports: frozenset[RestStatus]) -> frozenset[Disposition]:
 
 @dataclass(frozen=True, slots=True)
 class DialogIds:
-    """The SIP/MSRP identifiers of one leg, kept for correlation (mapping §3.1, §3.2).
+    """The SIP/MSRP ids of one leg, kept for correlation (docs/protocol-mapping.md "Identifiers").
 
     Every field is optional: the signalling side reports what it knows. The
     last five are the RFC 3261 §12 dialog state beyond the ids (From/To
@@ -227,7 +233,7 @@ class DialogIds:
 
 @dataclass(frozen=True)
 class NewSession:
-    """A validated request for a confirmed 1-1 session (oma-chat-api.md §4.5)."""
+    """A validated request for a confirmed 1-1 session (OMA ChatSessionInformation)."""
 
     subject: str | None = None
     originator_name: str | None = None
@@ -237,7 +243,7 @@ class NewSession:
 
 @dataclass(frozen=True)
 class NewGroup:
-    """A validated request for a group chat (oma-chat-api.md §4.8, §4.11).
+    """A validated request for a group chat (OMA GroupChatSessionInformation, ExtensionParameters).
 
     ``invitees`` never holds the creator and has no duplicates (the REST edge checks).
     """
@@ -294,7 +300,7 @@ class ChatSession:
 
 @dataclass(frozen=True)
 class OutgoingText:
-    """A validated chat message from the app (oma-chat-api.md §4.3)."""
+    """A validated chat message from the app (OMA REST Chat v1.0 ChatMessage)."""
 
     text: str
     reports: frozenset[RestStatus] = frozenset()
@@ -303,7 +309,7 @@ class OutgoingText:
 
 @dataclass(frozen=True)
 class Composing:
-    """A typing indication (RFC 3994; oma-chat-api.md §4.4)."""
+    """A typing indication (RFC 3994; OMA REST Chat v1.0 IsComposing)."""
 
     state: ComposingState
     last_active: datetime | None = None

@@ -1,11 +1,12 @@
-"""The bodies of the 1-1 chat notifications, with their links (oma-chat-api.md §5.1-§5.4).
+"""The bodies of the 1-1 chat notifications, with their links (OMA REST Chat v1.0 notifications).
 
-Each builder returns ``(root, body)``: the OMA 1.0 root name (DECISIONS.md
-"Notification root names") and the JSON object under it, ready for
+Each builder returns ``(root, body)``: the OMA 1.0 root name (docs/decisions.md
+"Enumerations and notification names") and the JSON object under it, ready for
 ``state.outbox.enqueue``. ``callbackData`` is copied from the subscription;
-every notification carries the ``link``s the app needs, so it never builds a
-URL itself (§8). URLs come from a :class:`ChatUrls` (``rest.uris.ServerRoot``
-satisfies it), which keeps this module free of the REST layer.
+every notification carries the ``link``s the app needs, so it never builds a URL
+itself (docs/decisions.md "URLs and user ids"). URLs come from a
+:class:`ChatUrls` (``rest.uris.ServerRoot`` satisfies it), which keeps this
+module free of the REST layer.
 
 Choices written down here:
 
@@ -18,7 +19,7 @@ Choices written down here:
   GET or DELETE = decline) and ``ParticipantSessionStatus`` (to PUT
   ``Connected`` = accept) and carries the invitee's ``sessionId``.
 * chatMessageStatusNotification links the sent message (``ChatMessage``).
-* Group chat (oma-chat-api.md §5.5, §6.6) uses the same builders: a message
+* Group chat (docs/group-chat.md "REST behaviour") uses the same builders: a message
   whose ``rest_session`` is a group id (``g-…``) is linked under
   ``…/group/{sessionId}/messages/{messageId}`` and its ``senderAddress`` is
   the real sender (the stored ``peer`` of a received group message); a group
@@ -61,7 +62,7 @@ class ChatUrls(Protocol):
 
 
 def format_datetime(value: datetime) -> str:
-    """``YYYY-MM-DDThh:mm:ssZ`` in UTC (DECISIONS.md "JSON")."""
+    """``YYYY-MM-DDThh:mm:ssZ`` in UTC (docs/decisions.md "JSON, XML and form bodies")."""
     aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     return aware.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -94,7 +95,7 @@ def message_url(urls: ChatUrls, msg: StoredMessage, *tail: str) -> str:
 def session_event(
     urls: ChatUrls, sub: Subscription, cs: ChatSession, event: ChatEventType
 ) -> tuple[str, Body]:
-    """chatEventNotification for ``cs`` (§5.1; a group: rel GroupChatSessionInformation)."""
+    """chatEventNotification for ``cs`` (a group: rel GroupChatSessionInformation)."""
     body = _start(sub)
     if cs.kind is SessionKind.GROUP:
         body["link"] = [_link("GroupChatSessionInformation", group_url(urls, cs.user, cs.id))]
@@ -108,7 +109,7 @@ def session_event(
 
 
 def invitation(urls: ChatUrls, sub: Subscription, cs: ChatSession) -> tuple[str, Body]:
-    """chatSessionInvitationNotification for the invitee's session ``cs`` (§5.2)."""
+    """chatSessionInvitationNotification for the invitee's session ``cs``."""
     url = session_url(urls, cs.user, cs.peer, cs.rest_id)
     body = _start(sub)
     body["originatorAddress"] = cs.peer
@@ -126,7 +127,7 @@ def invitation(urls: ChatUrls, sub: Subscription, cs: ChatSession) -> tuple[str,
 
 
 def message(urls: ChatUrls, sub: Subscription, msg: StoredMessage) -> tuple[str, Body]:
-    """chatMessageNotification for a received chat message (§5.3)."""
+    """chatMessageNotification for a received chat message."""
     body = _start(sub)
     body["link"] = [
         _link("MessageStatusReport", message_url(urls, msg, "status")),
@@ -151,7 +152,7 @@ def composing(
     state: Composing,
     now: datetime,
 ) -> tuple[str, Body]:
-    """chatMessageNotification carrying an isComposing indication (§5.3, §6.5)."""
+    """chatMessageNotification carrying an isComposing indication (RFC 3994)."""
     body = _start(sub)
     if is_group_id(rest_session):
         body["link"] = [_link("GroupChatSessionInformation", group_url(urls, user, rest_session))]
@@ -176,7 +177,7 @@ def composing(
 def message_status(
     urls: ChatUrls, sub: Subscription, msg: StoredMessage, status: RestStatus
 ) -> tuple[str, Body]:
-    """chatMessageStatusNotification for a sent message (§5.4)."""
+    """chatMessageStatusNotification for a sent message."""
     body = _start(sub)
     body["link"] = [_link("ChatMessage", message_url(urls, msg))]
     body["status"] = status.value

@@ -1,4 +1,4 @@
-"""The confirmed 1-1 session state machine (oma-chat-api.md §6.3, sip-msrp-mapping.md R4-R6, N1-N6).
+"""The confirmed 1-1 session state machine (docs/protocol-mapping.md "Confirmed 1-1 sessions").
 
 One machine serves both sides of a confirmed session; each user holds its own
 copy (its own sessionId) with ``direction`` telling which side it is::
@@ -122,11 +122,14 @@ REST_STATUS: dict[SessionState, str] = {
 """``chatSessionInformation.status`` / ``participantSessionStatus.status`` per state."""
 
 DECLINE_STATUSES = frozenset({486, 603})
-"""Final INVITE responses that mean the peer declined (mapping §2.1); others fail."""
+"""Final INVITE responses that mean the peer declined; others fail.
+
+docs/protocol-mapping.md "Error mapping".
+"""
 
 
 def failure_event(status: int) -> SessionEvent:
-    """The event for a final INVITE failure ``status`` (mapping §2.1)."""
+    """The event for an INVITE failure ``status`` (docs/protocol-mapping.md "Error mapping")."""
     return E.PEER_DECLINED if status in DECLINE_STATUSES else E.SETUP_FAILED
 
 

@@ -5,8 +5,7 @@ The chat parts (``bridge.chat.assembly``) drive SIP and MSRP only through
 happens on the wire as one of the :data:`SignallingEvent` dataclasses, passed to
 :meth:`SignallingEvents.handle_event`. Both sides speak domain terms only
 (user and peer URIs, text, message ids, disposition sets, statuses); the
-adapter owns every SIP, SDP, MSRP, CPIM and IMDN detail (sip-msrp-mapping.md
-§1.0, §1.1, §1.2).
+adapter owns every SIP, SDP, MSRP, CPIM and IMDN detail (docs/protocol-mapping.md).
 
 Legs
 ----
@@ -25,7 +24,7 @@ Contract for the adapter (H8)
   request cannot even be started (stack down, unknown leg);
   the service then fails the session or message at once.
 * ``start_session``: INVITE with the MSRP SDP offer, a multipart body when
-  ``first`` is given (mapping R3/R4), profile headers per config. Report
+  ``first`` is given (the adhoc first message), profile headers per config. Report
   :class:`SessionAccepted` after 200/ACK *and* the MSRP bind, or
   :class:`SessionFailed` with the final SIP status (408 for no answer / timer
   B, 0 for a local or MSRP connect failure). When ``first`` was carried in
@@ -58,7 +57,7 @@ Contract for the adapter (H8)
   leg must name the leg's own user, else 481. Any other exception out of
   ``handle_event`` (a store failure) is the bridge's fault: answer 500.
 
-Group legs (docs/group-chat.md; mapping R10-R17, N2, N12, N13)
+Group legs (docs/group-chat.md; docs/protocol-mapping.md N2, N12, N13)
 --------------------------------------------------------------
 A group leg is the user's INVITE dialog with a conference focus plus its MSRP
 session and its conference-event subscription.
@@ -78,7 +77,7 @@ session and its conference-event subscription.
 * Conference NOTIFYs (full or partial, applied by version; a gap or a
   ``terminated`` state re-subscribes) become :class:`ParticipantsChanged`
   with the entries that changed, the subscriber's own entry left out. A
-  refused SUBSCRIBE is logged and retried; the leg stays up (mapping N15).
+  refused SUBSCRIBE is logged and retried; the leg stays up (docs/protocol-mapping.md N15).
 * ``invite_participants``: in-dialog REFER to the focus (one ``Refer-To`` per
   participant, ``Refer-Sub: false``); a 2xx reports ParticipantsChanged with
   them ``Invited``, a failure with them ``Failed``. ``remove_participant``:
@@ -193,39 +192,39 @@ class SignallingPort(Protocol):
         subject: str | None = None,
         first: OutgoingMessage | None = None,
     ) -> None:
-        """Send an INVITE for a 1-1 MSRP session from ``user`` to ``peer`` (mapping R3, R4)."""
+        """Send an INVITE for a 1-1 MSRP session from ``user`` to ``peer`` (R3, adhoc R6)."""
         ...
 
     async def accept_session(self, leg: LegId) -> None:
-        """Answer an incoming invitation 200 OK and bind MSRP (mapping R5)."""
+        """Answer an incoming invitation 200 OK and bind MSRP (R5)."""
         ...
 
     async def reject_session(self, leg: LegId, status: int) -> None:
-        """Answer an incoming invitation with a final failure (486 decline, 480, mapping R6)."""
+        """Answer an incoming invitation with a final failure (486 decline, 480; R4 DELETE)."""
         ...
 
     async def cancel_session(self, leg: LegId) -> None:
-        """CANCEL our INVITE that has no final answer yet (mapping R6)."""
+        """CANCEL our INVITE that has no final answer yet (R4 DELETE)."""
         ...
 
     async def end_session(self, leg: LegId) -> None:
-        """BYE an established session and close its MSRP session (mapping R6)."""
+        """BYE an established session and close its MSRP session (R4 DELETE)."""
         ...
 
     async def send_message(self, leg: LegId, message: OutgoingMessage) -> None:
-        """MSRP SEND of a CPIM chat message on a connected leg (mapping R7)."""
+        """MSRP SEND of a CPIM chat message on a connected leg (R6)."""
         ...
 
     async def send_composing(self, leg: LegId, user: UserUri, composing: Composing) -> None:
-        """MSRP SEND of an isComposing document on a connected leg (mapping R8)."""
+        """MSRP SEND of an isComposing document on a connected leg (R6 isComposing)."""
         ...
 
     async def send_report(self, leg: LegId | None, report: OutgoingReport) -> None:
-        """Send an IMDN on ``leg``, or by SIP MESSAGE when ``leg`` is None (mapping R9)."""
+        """Send an IMDN on ``leg``, or by SIP MESSAGE when ``leg`` is None (R7 PUT)."""
         ...
 
     async def send_pager(self, message: OutgoingMessage) -> None:
-        """Send a chat message by SIP MESSAGE, CPIM-wrapped (mapping §1.3 pager mode)."""
+        """Send a chat message by SIP MESSAGE, CPIM-wrapped (adhoc pager mode)."""
         ...
 
     async def start_group(
@@ -237,19 +236,19 @@ class SignallingPort(Protocol):
         *,
         subject: str | None = None,
     ) -> None:
-        """INVITE the conference factory with a recipient-list (mapping R10)."""
+        """INVITE the conference factory with a recipient-list (R9)."""
         ...
 
     async def invite_participants(self, leg: LegId, invitees: tuple[Invitee, ...]) -> None:
-        """REFER the focus to invite ``invitees`` into the group of ``leg`` (mapping R14)."""
+        """REFER the focus to invite ``invitees`` into the group of ``leg`` (R11 POST)."""
         ...
 
     async def remove_participant(self, leg: LegId, participant: UserUri) -> None:
-        """REFER the focus to remove ``participant`` (``method=BYE``, mapping R15)."""
+        """REFER the focus to remove ``participant`` (``method=BYE``, R12 DELETE)."""
         ...
 
     async def leave_group(self, leg: LegId) -> None:
-        """BYE the focus with ``Reason: SIP;cause=200``, un-SUBSCRIBE (mapping R13)."""
+        """BYE the focus with ``Reason: SIP;cause=200``, un-SUBSCRIBE (R10 DELETE)."""
         ...
 
 
@@ -261,9 +260,9 @@ class IncomingMessage:
     """A received chat message, decoded from CPIM (or bare text/plain)."""
 
     message_id: MessageId
-    """imdn.Message-ID, else the MSRP Message-ID (mapping §0 decision 2)."""
+    """imdn.Message-ID, else the MSRP Message-ID (docs/decisions.md "Message ids and status")."""
     sender: UserUri
-    """The session peer (PAI), or Referred-By / CPIM From for pager and S&F (mapping N8)."""
+    """The session peer (PAI), or Referred-By / CPIM From for pager and S&F (N8)."""
     text: str
     date_time: datetime | None = None
     """CPIM DateTime; None when absent (the bridge uses the receive time)."""
@@ -276,7 +275,7 @@ class IncomingMessage:
 
 @dataclass(frozen=True)
 class IncomingInvitation:
-    """An INVITE for a new 1-1 chat session toward ``user`` (mapping N1)."""
+    """An INVITE for a new 1-1 chat session toward ``user`` (N1)."""
 
     leg: LegId
     user: UserUri
@@ -289,7 +288,7 @@ class IncomingInvitation:
 
 @dataclass(frozen=True)
 class IncomingGroupInvitation:
-    """An INVITE from a conference focus (Contact ``isfocus``) toward ``user`` (mapping N2)."""
+    """An INVITE from a conference focus (Contact ``isfocus``) toward ``user`` (N2)."""
 
     leg: LegId
     user: UserUri
@@ -306,7 +305,7 @@ class IncomingGroupInvitation:
 
 @dataclass(frozen=True)
 class SessionAccepted:
-    """The leg is up: 200/ACK exchanged and MSRP bound (mapping N3)."""
+    """The leg is up: 200/ACK exchanged and MSRP bound (N3)."""
 
     leg: LegId
     ids: DialogIds | None = None
@@ -316,7 +315,7 @@ class SessionAccepted:
 
 @dataclass(frozen=True)
 class SessionFailed:
-    """Our INVITE got a final failure, timed out, or MSRP could not bind (mapping N5, §2.1)."""
+    """Our INVITE got a final failure, timed out, or MSRP could not bind (N5)."""
 
     leg: LegId
     status: int
@@ -326,7 +325,7 @@ class SessionFailed:
 
 @dataclass(frozen=True)
 class SessionEnded:
-    """BYE received, or the MSRP connection was lost (mapping N6)."""
+    """BYE received, or the MSRP connection was lost (N6)."""
 
     leg: LegId
     reason: str = ""
@@ -334,7 +333,7 @@ class SessionEnded:
 
 @dataclass(frozen=True)
 class SessionCancelled:
-    """The peer CANCELled its INVITE before we answered (mapping N6)."""
+    """The peer CANCELled its INVITE before we answered (N6)."""
 
     leg: LegId
 
@@ -350,7 +349,7 @@ class MessageReceived:
 
 @dataclass(frozen=True)
 class ReportReceived:
-    """An IMDN for a message ``user`` sent (mapping N9)."""
+    """An IMDN for a message ``user`` sent (N9)."""
 
     leg: LegId | None
     user: UserUri
@@ -361,7 +360,7 @@ class ReportReceived:
 
 @dataclass(frozen=True)
 class ComposingReceived:
-    """An isComposing indication from ``peer`` to ``user`` (mapping N10)."""
+    """An isComposing indication from ``peer`` to ``user`` (N10)."""
 
     leg: LegId | None
     user: UserUri

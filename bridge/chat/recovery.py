@@ -1,4 +1,4 @@
-"""Restart recovery of chat (issue 4 item 4; sip-msrp-mapping.md §3, §1.2 N6).
+"""Restart recovery of chat (docs/decisions.md "Restart recovery").
 
 ``bridge.chat.assembly.ChatBridge.start`` runs :func:`recover` with the shared
 runtime (``ChatCore``), the implicit sessions' part (``AdhocChat``: requeued
@@ -31,9 +31,9 @@ signalling side's :class:`StaleDialogs`. At most :data:`BYE_CONCURRENCY` run
 at once, each bounded by the adapter (``STALE_BYE_TIMEOUT``); a 481, a 408 or
 no answer is logged and changes nothing: the session already ended. The
 sessions keep their Call-ID, tags, Contribution-ID and Conversation-ID for
-correlation (mapping §3.1). A dialog whose 2xx arrived but whose MSRP bind had
-not finished before the crash is not known (its To tag was never stored) and
-gets no BYE.
+correlation (docs/protocol-mapping.md "Identifiers"). A dialog whose 2xx
+arrived but whose MSRP bind had not finished before the crash is not known
+(its To tag was never stored) and gets no BYE.
 
 Owed "delivered" reports: the IMDN goes out when the chatMessageNotification
 reaches the app (``bridge.chat.messages.Messages.on_delivered``). The notification outbox deletes
@@ -46,7 +46,7 @@ delivered), of a user who has a subscription, and with no chatMessageNotificatio
 for it left in the outbox (:class:`NotificationBacklog`). Each goes through
 ``mark_received`` as if its notification had just been delivered: status
 Delivered and the IMDN, on the session if it were up, else by SIP MESSAGE
-to the IMDN-Record-Route or the sender (mapping §0 decision 5); after a
+to the IMDN-Record-Route or the sender (docs/protocol-mapping.md "Reports"); after a
 restart no session is up, so it is the MESSAGE. It runs in the background too,
 after the delivery listener is registered, so a row delivered meanwhile is
 handled by the listener or here, and the message's status machine makes the

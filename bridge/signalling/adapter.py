@@ -19,7 +19,7 @@ messages of that leg; MSRP traffic that arrives while the session is still
 binding is held until SessionAccepted is out). A drain task exists only while
 a leg has events waiting, so 10,000 idle sessions own no task.
 
-Wire behaviour (sip-msrp-mapping.md §1.0-§1.3, §2):
+Wire behaviour (docs/protocol-mapping.md; its "Error mapping" for failures):
 
 * Outgoing: INVITE to the peer URI with our ``actpass`` offer (multipart/mixed
   with the first message in CPIM when there is one), the profile's headers
@@ -38,7 +38,7 @@ Wire behaviour (sip-msrp-mapping.md §1.0-§1.3, §2):
 * MSRP: chat messages and IMDNs go CPIM-wrapped with Failure-Report yes (the
   transaction 200 is "Sent"), isComposing bare (or CPIM when the peer only
   wraps it) with Failure-Report no. A closed MSRP connection ends the leg
-  (BYE, SessionEnded), per mapping §2.2 (408/481).
+  (BYE, SessionEnded): docs/protocol-mapping.md "MSRP errors".
 * Group legs (docs/group-chat.md; ``bridge.signalling.groups``, ``.conference``):
   the bridge as a participant of a conference focus. Messages, isComposing and
   reports go CPIM-wrapped with the real From (the user) and To (the conference
@@ -168,19 +168,19 @@ class SipSignalling(SessionLegs):
         *,
         subject: str | None = None,
     ) -> None:
-        """INVITE the conference factory with the recipient list (mapping R10)."""
+        """INVITE the conference factory with the recipient list (R9)."""
         await self.groups.start(leg, user, factory, invitees, subject)
 
     async def invite_participants(self, leg: LegId, invitees: tuple[Invitee, ...]) -> None:
-        """One in-dialog REFER per invitee (mapping R14, N13)."""
+        """One in-dialog REFER per invitee (R11 POST, N13)."""
         await self.groups.invite(leg, invitees)
 
     async def remove_participant(self, leg: LegId, participant: UserUri) -> None:
-        """REFER ``Refer-To: <participant;method=BYE>`` (mapping R15)."""
+        """REFER ``Refer-To: <participant;method=BYE>`` (R12 DELETE)."""
         await self.groups.remove(leg, participant)
 
     async def leave_group(self, leg: LegId) -> None:
-        """BYE with ``Reason: SIP;cause=200``, un-SUBSCRIBE, close MSRP (mapping R13)."""
+        """BYE with ``Reason: SIP;cause=200``, un-SUBSCRIBE, close MSRP (R10 DELETE)."""
         await self.groups.leave(leg)
 
     # -- sending -------------------------------------------------------------------
@@ -234,7 +234,7 @@ class SipSignalling(SessionLegs):
             log.info("x %s on leg %s not sent: %s", what, leg.id, exc)
 
     async def send_report(self, leg: LegId | None, report: OutgoingReport) -> None:
-        """Send the IMDN on the live leg, else by SIP MESSAGE (mapping §0 decision 5)."""
+        """Send the IMDN on the live leg, else by MESSAGE (docs/protocol-mapping.md "Reports")."""
         self._spawn(self.deliver_report(leg, report))
 
     async def deliver_report(self, leg: LegId | None, report: OutgoingReport) -> bool:
@@ -285,7 +285,7 @@ class SipSignalling(SessionLegs):
         return True
 
     async def send_pager(self, message: OutgoingMessage) -> None:
-        """Send a chat message by SIP MESSAGE (CPIM; mapping §1.3); its result follows."""
+        """Send a chat message by SIP MESSAGE (CPIM; adhoc pager mode); its result follows."""
         self._check_running()
         body = payload.chat_message(self.profile, message)
         self._spawn(self._pager(message, body))

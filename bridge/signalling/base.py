@@ -48,7 +48,7 @@ from sip.usage import IncomingRequest, InviteSession
 log = logging.getLogger(__name__)
 
 BIND_TIMEOUT = 10.0
-"""Seconds the MSRP bind may take after the 2xx (mapping N3: then Failed + BYE)."""
+"""Seconds the MSRP bind may take after the 2xx (then Failed + BYE; protocol-mapping.md N3)."""
 _MESSAGE_ACCEPT = "message/cpim, text/plain, application/im-iscomposing+xml"
 
 
@@ -222,7 +222,7 @@ class SignallingBase:
         for event in held:
             self._post(leg, event)
         if leg.watch is not None and leg.conference is not None:
-            leg.watch.start(leg.conference)  # SUBSCRIBE Event: conference (mapping N12)
+            leg.watch.start(leg.conference)  # SUBSCRIBE Event: conference (N12)
 
     def _failed(self, leg: Leg, status: int, reason: str) -> None:
         """End a leg that never came up and report SessionFailed (unless we cancelled it)."""

@@ -1,4 +1,6 @@
-"""The conference-event subscription of one group leg (RFC 4575, RFC 6665; mapping N12).
+"""The conference-event subscription of one group leg (RFC 4575, RFC 6665).
+
+What it notifies: docs/protocol-mapping.md N12 and "Group chat".
 
 Public API::
 
@@ -20,7 +22,7 @@ carries the full state, RFC 4575 §4.4). The subscription refreshes itself
 ``terminated`` NOTIFY) the watch subscribes again, except after
 ``reason=noresource`` (RFC 6665 §4.1.3: the conference is gone; its BYE follows,
 contract 9). A refused SUBSCRIBE is logged and retried with a doubling backoff
-(``RETRY_FIRST`` to ``RETRY_MAX`` seconds): the leg stays up (mapping N15).
+(``RETRY_FIRST`` to ``RETRY_MAX`` seconds): the leg stays up (N15).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def _key(entity: str) -> str:
 
 
 def participant_of(user: conference.User) -> Participant | None:
-    """The REST participant a conference-info ``<user>`` stands for (mapping §1.0.8)."""
+    """The REST participant a conference-info ``<user>`` stands for (RFC 4575)."""
     status = participant_status(user)
     if status is None or user.entity is None:
         return None

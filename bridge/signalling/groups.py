@@ -9,8 +9,8 @@ Public API (held by the adapter as ``SipSignalling.groups``; the port methods
     groups.invitation(invite, offer, user) -> (Leg, IncomingGroupInvitation)
     await groups.invite(leg, invitees) / groups.remove(leg, uri) / groups.leave(leg)
 
-Wire behaviour: docs/group-chat.md "Wire contract" (mapping R10-R15, N2, N12,
-N13). A group leg is an ordinary :class:`~bridge.signalling.legs.Leg` with
+Wire behaviour: docs/group-chat.md "Wire contract" (docs/protocol-mapping.md
+N2, N12, N13). A group leg is an ordinary :class:`~bridge.signalling.legs.Leg` with
 ``group`` set: the INVITE, the 200/ACK, the MSRP bind and the per-leg event
 queue are the 1-1 code (``bridge.signalling.sessions``); what differs is here:
 

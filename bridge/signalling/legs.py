@@ -3,7 +3,7 @@
 A leg moves INVITING (ours, no final answer yet) or RINGING (theirs, not
 answered) → CONNECTING (2xx exchanged, MSRP binding) → UP → ENDED; any state
 may go to ENDED. Only :meth:`Leg.move` changes the state, through the table
-below, and logs ``- OLD -> NEW`` on ``bridge.trace.sip`` (STYLE.md §3).
+below, and logs ``- OLD -> NEW`` on ``bridge.trace.sip`` (docs/architecture.md "State machines").
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ class Leg:
         return True
 
     def dialog_ids(self) -> DialogIds:
-        """The correlation ids and dialog state known so far (mapping §3.1; RFC 3261 §12).
+        """The correlation ids and dialog state known so far (RFC 3261 §12).
 
         Once the dialog exists (``session``) everything comes from it. An
         incoming INVITE not answered yet gives what its answer will create

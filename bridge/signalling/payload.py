@@ -4,7 +4,7 @@ Pure functions between the domain values of ``bridge.chat`` and the codecs of
 ``sip/`` (sdp, cpim, imdn, iscomposing, multipart); no I/O, no clock (times
 are passed in). The adapter (``bridge.signalling.adapter``) moves the bytes.
 
-Choices (sip-msrp-mapping.md §1.0.2-§1.0.6):
+Choices (docs/protocol-mapping.md "SDP and MSRP", "CPIM, IMDN and isComposing bodies"):
 
 * We offer ``a=setup:actpass`` and answer ``active`` to ``actpass`` (RFC 6135),
   with ``message/cpim`` and ``application/im-iscomposing+xml`` as
@@ -70,7 +70,7 @@ def new_sdp_session_id() -> str:
 
 
 def offer(address: str, port: int, path: str) -> bytes:
-    """Our MSRP offer: ``actpass``, our ``a=path`` (mapping §1.0.2)."""
+    """Our MSRP offer: ``actpass``, our ``a=path`` (docs/protocol-mapping.md "SDP and MSRP")."""
     desc = sdp.msrp_offer(
         address=address,
         port=port,
@@ -114,8 +114,8 @@ def offerer_role(answered: sdp.MSRPMedia) -> bool:
 def invite_body(
     sdp_body: bytes, first: bytes | None, recipients: bytes | None = None
 ) -> tuple[bytes, str]:
-    """The INVITE body: SDP alone, or multipart/mixed SDP + message/cpim (mapping R3),
-    or SDP + the recipient list of a group INVITE (RFC 5366 §4, mapping §1.0.7)."""
+    """The INVITE body: SDP alone, or multipart/mixed SDP + message/cpim (adhoc first message),
+    or SDP + the recipient list of a group INVITE (RFC 5366 §4; docs/group-chat.md)."""
     if first is None and recipients is None:
         return sdp_body, sdp.CONTENT_TYPE
     parts = [multipart.Part.build(sdp.CONTENT_TYPE, sdp_body)]
@@ -189,7 +189,7 @@ def recipient_list(invitees: Iterable[tuple[str, str | None]]) -> bytes:
 
 
 def chat_message(profile: rcs.Profile, message: OutgoingMessage, *, group: bool = False) -> bytes:
-    """The CPIM envelope of a chat message (mapping §1.0.4; real From/To on a group leg)."""
+    """The CPIM envelope of a chat message (RFC 3862; real From/To on a group leg)."""
     wanted = tuple(_DISPOSITIONS[d] for d in _DISPOSITION_ORDER if d in message.dispositions)
     envelope = cpim.build_chat_message(
         sender=_party(profile, message.user, group),
@@ -206,7 +206,7 @@ def chat_message(profile: rcs.Profile, message: OutgoingMessage, *, group: bool 
 def report(
     profile: rcs.Profile, outgoing: OutgoingReport, now: datetime, *, group: bool = False
 ) -> bytes:
-    """The CPIM-wrapped IMDN for a received message (mapping §1.0.4, §1.0.5).
+    """The CPIM-wrapped IMDN for a received message (RFC 3862, RFC 5438).
 
     On a group leg From/To are the real URIs: the focus relays the report to the
     member named in To (RFC 5438 §7.1.1.3).
@@ -229,7 +229,7 @@ def report(
 
 
 def composing(state: Composing) -> bytes:
-    """An isComposing document (RFC 3994; mapping §1.0.6)."""
+    """An isComposing document (RFC 3994)."""
     doc = iscomposing.IsComposing(
         state=iscomposing.ComposingState(state.state.value),
         last_active=state.last_active,
@@ -296,7 +296,7 @@ def _text(body: bytes, content_type: str | None) -> str:
 
 
 def decode(content_type: str | None, body: bytes, *, sender: UserUri, fallback_id: str) -> Decoded:
-    """Decodes a received chat body (MSRP SEND or SIP MESSAGE; mapping N8-N11).
+    """Decodes a received chat body (MSRP SEND or SIP MESSAGE; docs/protocol-mapping.md N8-N11).
 
     ``sender`` is the session peer (or the asserted sender of a MESSAGE);
     ``fallback_id`` names a message that has no ``imdn.Message-ID``.

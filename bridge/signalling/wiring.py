@@ -49,9 +49,10 @@ log = logging.getLogger(__name__)
 
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})
 MSRP_KEEPALIVE = 30.0
-"""Seconds of silence on an MSRP connection before an empty SEND probes it (mapping §1.5):
-a peer that died without closing TCP then fails the probe's transaction, the
-connection closes and its sessions end (SessionEnded)."""
+"""Seconds of silence on an MSRP connection before an empty SEND probes it
+(docs/protocol-mapping.md "SDP and MSRP"): a peer that died without closing TCP then
+fails the probe's transaction, the connection closes and its sessions end
+(SessionEnded)."""
 
 
 class Focus(Protocol):

@@ -1,4 +1,4 @@
-"""Notification Channel resources (oma-chat-api.md §10) and the delivery worker's lifetime.
+"""Notification Channel resources (OMA NotificationChannel v1.0) and the delivery worker's lifetime.
 
 Routes under ``{serverRoot}/notificationchannel/v1/{userId}/channels``:
 
@@ -99,7 +99,7 @@ def _render(root: ServerRoot, channel: channels.Channel, seconds_left: int) -> N
 
 
 async def create_channel(request: web.Request) -> web.Response:
-    """``POST .../channels``: create a LongPolling channel (§10)."""
+    """``POST .../channels``: create a LongPolling channel."""
     user = acting_user(request)
     settings = request.app[SETTINGS]
     root = request.app[SERVER_ROOT]
@@ -142,7 +142,7 @@ async def create_channel(request: web.Request) -> web.Response:
 
 
 async def list_channels(request: web.Request) -> web.Response:
-    """``GET .../channels``: every live channel of the user (§10)."""
+    """``GET .../channels``: every live channel of the user."""
     user = acting_user(request)
     root = request.app[SERVER_ROOT]
     now = outbox.utcnow()
@@ -167,14 +167,14 @@ async def _live_channel(request: web.Request) -> channels.Channel:
 
 
 async def read_channel(request: web.Request) -> web.Response:
-    """``GET .../channels/{channelId}``: one channel (§10)."""
+    """``GET .../channels/{channelId}``: one channel."""
     channel = await _live_channel(request)
     answer = _render(request.app[SERVER_ROOT], channel, channel.remaining(outbox.utcnow()))
     return respond(request, CHANNEL_ROOT, answer)
 
 
 async def delete_channel(request: web.Request) -> web.Response:
-    """``DELETE .../channels/{channelId}``: remove it, its queue and its subscriptions (§10)."""
+    """``DELETE .../channels/{channelId}``: remove it, its queue and its subscriptions."""
     user = acting_user(request)
     channel_id = request.match_info["channelId"]
     now = outbox.utcnow()
@@ -194,7 +194,7 @@ def client_gone(request: web.Request) -> Callable[[], bool]:
 
 
 async def long_poll(request: web.Request) -> web.StreamResponse:
-    """``POST {channelURL}``: queued notifications, or ``[]`` after the poll timeout (§10).
+    """``POST {channelURL}``: queued notifications, or ``[]`` after the poll timeout.
 
     The items leave the queue only once the response is written; a poller that
     hung up before gets them again on its next poll (at least once).
@@ -238,7 +238,7 @@ async def long_poll(request: web.Request) -> web.StreamResponse:
 
 
 async def refuse_callback(request: web.Request) -> web.Response:
-    """Any verb on a ``callbackURL``: 403, notifications are only queued internally (§10)."""
+    """Any verb on a ``callbackURL``: 403, notifications are only queued internally."""
     await _live_channel(request)
     raise forbidden("a callbackURL only serves as a subscription's notifyURL")
 

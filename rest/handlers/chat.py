@@ -1,4 +1,4 @@
-"""The chat route table: R3-R15, R7b and R8 of oma-chat-api.md §2, plus promote (DECISIONS.md).
+"""The chat route table: R3-R15b of docs/protocol-mapping.md "Resources", promote (R8) included.
 
 Paths under ``{serverRoot}/chat/v1/{userId}``; each answers exactly the verbs
 below, any other verb gets 405 + ``Allow``:
@@ -21,7 +21,8 @@ R15b  ``/group/{sessionId}/messages/{messageId}``                      GET
 R15   ``/group/{sessionId}/messages/{messageId}/status``               GET PUT
 ====  ===============================================================  ==========
 
-(GET is offered wherever a ``resourceURL`` or ``link`` points, DECISIONS.md.)
+(GET is offered wherever a ``resourceURL`` or ``link`` points, docs/decisions.md
+"URLs and user ids".)
 
 Every handler first validates the path users and the body with the models
 (400 SVC0002/SVC0003/SVC0004), with the caller already authorized by
@@ -76,7 +77,7 @@ from rest.uris import InvalidUserUri, ServerRoot, canonical_user
 log = logging.getLogger(__name__)
 
 ADHOC = "adhoc"
-"""The reserved sessionId of the implicit 1-1 session (oma-chat-api.md §6.2)."""
+"""The reserved sessionId of the implicit 1-1 session (OMA REST Chat v1.0 adhoc chat)."""
 MAX_ID_LEN = 256
 
 T = TypeVar("T", bound=OMAModel)
@@ -271,7 +272,7 @@ def _group_view(
 
 
 def _accepting(status: ParticipantSessionStatus | None, part: str) -> None:
-    # GSMA clients PUT without a body to accept (oma-chat-api.md §6.3)
+    # GSMA clients PUT without a body to accept (as the GSMA OneAPI 0.1 test suite does)
     if status is not None and status.status is not ParticipantStatus.CONNECTED:
         raise invalid_enum(f"{part}.status", [ParticipantStatus.CONNECTED.value])
 

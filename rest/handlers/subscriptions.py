@@ -1,4 +1,4 @@
-"""Chat notification subscriptions: R1 and R2 of oma-chat-api.md §2 (§4.1, §4.2, §6.1).
+"""Chat notification subscriptions: R1 and R2 of docs/protocol-mapping.md "Resources".
 
 ``POST …/subscriptions`` answers 201 + ``Location`` + the full resource with its
 ``resourceURL``; replaying the same ``clientCorrelator`` for the same user
@@ -237,7 +237,7 @@ async def delete_subscription(request: web.Request) -> web.Response:
 
 
 async def sweep_expired(db: Database, now: datetime) -> int:
-    """Delete every expired subscription and its queued notifications; return how many (§5.7)."""
+    """Delete every expired subscription and its queued notifications; return how many."""
     async with outbox.write_session(db) as session:
         await outbox.drop_for_expired_subscriptions(session, now)  # H9: queued ones go too
         count = await repo.delete_expired_subscriptions(session, now)

@@ -12,18 +12,19 @@
 # Sessions (``MSRPSessionState``, sip.msrp.session) are plain slotted objects,
 # cheap when idle: reassembly and outgoing tables are created on first use. An
 # inbound frame is matched by the session-id of its first To-Path URI
-# ("sessmatch", mapping §5 pitfall 4), via the ``resolver`` for sessions not yet
-# bound to any connection; unknown sessions get 481, sessions bound to another
-# connection 506 (RFC 4975 §7.3.1, §5.4).
+# ("sessmatch", docs/protocol-mapping.md "Interoperability rules"), via the
+# ``resolver`` for sessions not yet bound to any connection; unknown sessions
+# get 481, sessions bound to another connection 506 (RFC 4975 §7.3.1, §5.4).
 #
 # Outgoing messages above ``chunk_size`` (10 KiB, what Kamailio's relay can
 # carry per frame) are chunked with Byte-Range; at most ``window`` chunks per
 # message are unanswered at a time, so a 413 stops the rest. Incoming chunks
 # are reassembled per Message-ID (interleaving, reordering, ``*`` totals and
-# ``#`` aborts). Failure-Report decides whether responses are sent and
-# expected (``no``: none; ``partial``: errors only). A transaction that gets
-# no response within ``timeout`` means the connection is dead (mapping §2.2):
-# every pending message fails with a local 408 and ``ConnectionBroken``.
+# ``#`` aborts). Failure-Report decides whether responses are sent and expected
+# (``no``: none; ``partial``: errors only). A transaction that gets no response
+# within ``timeout`` means the connection is dead (docs/protocol-mapping.md
+# "MSRP errors"): every pending message fails with a local 408 and
+# ``ConnectionBroken``.
 """
 
 from __future__ import annotations
@@ -315,7 +316,7 @@ class MSRPConnection:
         return None
 
     def handle_timeout(self, now: float) -> list[Event]:
-        """Fail everything pending with a local 408 if a transaction expired (mapping §2.2)."""
+        """Fail everything pending with a local 408 if a transaction expired (a dead connection)."""
         deadline = self.next_deadline()
         if deadline is None or deadline > now:
             return []
@@ -445,7 +446,7 @@ class MSRPConnection:
         mid = req.message_id
         body = req.body
         if body is None or (not body and req.content_type is None):
-            self._respond(req, 200, events)  # bind or keep-alive (mapping §1.0.3)
+            self._respond(req, 200, events)  # bind or keep-alive (RFC 4975 §5.4)
             if mid is not None and req.continuation == FLAG_ABORT:
                 self._abort(session, mid, events)
             return

@@ -106,7 +106,7 @@ class RequestRejected:
 
 @dataclass(frozen=True, slots=True)
 class ConnectionBroken:
-    """A transaction timed out: the connection must be closed (mapping §2.2)."""
+    """A transaction timed out: the connection is dead and must be closed."""
 
     reason: str
 

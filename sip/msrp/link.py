@@ -14,7 +14,7 @@ Public API (used by sip.msrp.transport.MSRPStack and sip.msrp.session_handle onl
 # ``next_deadline()``, so idle sessions cost no task and no timer. An inbound connection
 # that sends nothing within the transaction timeout is closed; with a keep-alive interval
 # a connection that heard nothing for that long probes the peer with an empty SEND
-# (mapping §1.5), whose failure closes it.
+# (docs/protocol-mapping.md "SDP and MSRP"), whose failure closes it.
 
 from __future__ import annotations
 

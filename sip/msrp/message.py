@@ -8,7 +8,7 @@
 # ``parse_message`` takes exactly one complete frame (the stream splitter in
 # parser.py finds frame boundaries by searching the end-line bytes); it is
 # strict about the grammar that matters (start line, end-line, paths, typed
-# headers) and keeps unknown headers verbatim (mapping §5 pitfalls 5, 13).
+# headers) and keeps unknown headers verbatim (docs/protocol-mapping.md "Interoperability rules").
 # ``serialize_message`` always writes To-Path then From-Path first, as RFC 4975
 # §9 and Kamailio's relay demand (testbed NOTES §5), with CRLF line ends.
 # Typed headers (Byte-Range, Status, Success/Failure-Report, Expires, Use-Path)

@@ -6,8 +6,9 @@
 # where tid is the transaction id of its start line. The parser therefore
 # reads the start line, then searches the buffer for that exact end-line by
 # byte search, resuming where the previous search stopped, so payloads (UTF-8,
-# binary, or containing other end-lines) are never split into lines (mapping §5
-# pitfall 13). Any split of a TCP byte stream yields the same frames.
+# binary, or containing other end-lines) are never split into lines
+# (docs/protocol-mapping.md "Interoperability rules"). Any split of a TCP byte
+# stream yields the same frames.
 #
 # Two kinds of failure are kept apart:
 # - framing errors (garbage where a start line must be, an over-long start

@@ -4,7 +4,7 @@
 #
 # Chunks of one Message-ID may arrive interleaved with other messages, out of
 # order after a reconnect, duplicated, or with ``*`` for the end and total
-# (mapping §1.0.3, §5 pitfall 13; rcsjta's single buffer per session is the bug
+# (docs/protocol-mapping.md "Interoperability rules"; rcsjta's single buffer per session is the bug
 # to avoid). The buffer grows to the highest byte seen and never beyond
 # ``max_size``; covered byte intervals are kept merged, so completion is exact:
 # the total is known (from Byte-Range or the ``$`` chunk) and every byte of it

@@ -7,7 +7,7 @@
 # AUTH connection, testbed NOTES §5), gets ``Use-Path`` and ``Expires``, puts
 # the Use-Path before its own URI in SDP a=path and in front of the peer's path
 # in To-Path, and re-AUTHs before expiry. A 423 carries Min-Expires or
-# Max-Expires: the request is retried once with the bound (mapping §2.2). A 401
+# Max-Expires: the request is retried once with the bound (RFC 4976). A 401
 # carries WWW-Authenticate digest challenges (RFC 4976 §5.2): with credentials
 # configured, the AUTH is repeated once with an Authorization header computed
 # by ``sip.auth`` (method ``AUTH``, digest-uri = the relay's URI); without, or

@@ -121,9 +121,9 @@ class MSRPSessionState:
         self.accept_types = accept_types
         self.max_message_size = max_message_size
         self.peer_accept_types: tuple[str, ...] = ("*",)
-        """The peer's a=accept-types; we never send other types (mapping §5 pitfall 5)."""
+        """The peer's a=accept-types; we never send other types (RFC 4975 §8.6)."""
         self.peer_max_size: int | None = None
-        """The peer's a=max-size in bytes, if it gave one (mapping §5 pitfall 14)."""
+        """The peer's a=max-size in bytes, if it gave one (RFC 4975 §8.6)."""
         self.status = SessionStatus.NEW
         self.connection: MSRPConnection | None = None
         self.incoming: dict[MSRPMessageId, Reassembly] | None = None

@@ -132,7 +132,7 @@ class MSRPSession:
         """Connect and bind (active) or wait for the peer's first frame (passive).
 
         ``remote_path``, ``accept_types`` and ``max_size`` come from the peer's SDP
-        (a=path, a=accept-types, a=max-size; mapping §1.0.2).
+        (a=path, a=accept-types, a=max-size; RFC 4975 §8).
         """
         path = parse_path(remote_path) if isinstance(remote_path, str) else tuple(remote_path)
         if not path:

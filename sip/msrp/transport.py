@@ -10,13 +10,13 @@
 #
 # Connections are shared: every outbound connection is keyed by the peer's
 # (host, port) and carries all sessions toward it; inbound connections bind to
-# sessions by the To-Path session-id of their first frame. The active side
-# sends an empty SEND right after connecting and waits for its 200 (mapping
-# §1.0.2). A transaction timeout (default 30 s) fails every pending message on
-# that connection with ``MSRPError(408, local=True)`` and closes it (mapping
-# §2.2). With a relay (RFC 4976) each session AUTHs on the one connection to
-# the relay, gets Use-Path/Expires, sends everything through it and re-AUTHs
-# before expiry.
+# sessions by the To-Path session-id of their first frame. The active side sends
+# an empty SEND right after connecting and waits for its 200 (RFC 4975 §5.4). A
+# transaction timeout (default 30 s) fails every pending message on that
+# connection with ``MSRPError(408, local=True)`` and closes it
+# (docs/protocol-mapping.md "MSRP errors"). With a relay (RFC 4976) each session
+# AUTHs on the one connection to the relay, gets Use-Path/Expires, sends
+# everything through it and re-AUTHs before expiry.
 """
 
 from __future__ import annotations

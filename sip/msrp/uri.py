@@ -9,7 +9,7 @@
 # port, session-id (case-sensitive) and transport; userinfo and other
 # parameters do not count. Session matching "sessmatch" (RFC 4975 §5.4 as
 # relaxed by RFC 6714 and real SBCs) compares the session-id only, because
-# media anchoring may rewrite the authority (mapping §5 pitfall 4).
+# media anchoring may rewrite the authority (docs/protocol-mapping.md "Interoperability rules").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Schema 1: the ``chat_subscriptions`` table (REST core, oma-chat-api.md §4.1)."""
+"""Schema 1: the ``chat_subscriptions`` table (OMA REST Chat v1.0 ChatNotificationSubscription)."""
 
 from __future__ import annotations
 

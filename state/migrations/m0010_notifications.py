@@ -1,4 +1,4 @@
-"""Schema 10: the notification outbox and the Notification Channels (oma-chat-api.md §5, §10)."""
+"""Schema 10: the notification outbox and the Notification Channels (OMA NotificationChannel)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Schema 20: ``chat_sessions`` and ``chat_messages`` for 1-1 chat (sip-msrp-mapping.md §3.2)."""
+"""Schema 20: ``chat_sessions`` and ``chat_messages`` for 1-1 chat.
+
+The ids they keep: docs/protocol-mapping.md "Identifiers".
+"""
 
 from __future__ import annotations
 

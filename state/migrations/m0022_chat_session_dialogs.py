@@ -1,4 +1,4 @@
-"""Schema 22: the dialog state of each chat session's leg (RFC 3261 §12; mapping §3.1).
+"""Schema 22: the dialog state of each chat session's leg (RFC 3261 §12).
 
 A bridge killed with live sessions leaves the peers with dialogs that nobody
 will end. To send each of them a BYE after a restart, the store keeps what an

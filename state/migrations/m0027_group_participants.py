@@ -3,7 +3,7 @@
 One row per (group session, participant address) as that user's session sees
 it (OMA REST Chat v1.0 ParticipantInformation; docs/group-chat.md "Ids"): the REST participant id
 is the address; status is a REST ParticipantStatus value, kept up to date from
-the focus's conference events (RFC 4575; mapping N12, N13). The group
+the focus's conference events (RFC 4575; docs/protocol-mapping.md N12, N13). The group
 sessions themselves are ``chat_sessions`` rows of kind ``group``.
 """
 

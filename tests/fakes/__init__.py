@@ -1,1 +1,1 @@
-"""Fakes of the bridge's ports for unit tests (fakes over mocks, STYLE.md §10)."""
+"""Fakes of the bridge's ports for unit tests (fakes over mocks, docs/architecture.md "Tests")."""

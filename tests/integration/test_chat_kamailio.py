@@ -139,7 +139,7 @@ async def test_confirmed_chat_through_kamailio(
     b, db = await open_bridge(tmp_path, kamailio, receiver, aiohttp_client)
     try:
         await confirmed_chat(b)
-        # the SIP/MSRP ids of both ends are in the store (mapping §3)
+        # the SIP/MSRP ids of both ends are in the store (docs/protocol-mapping.md "Identifiers")
         columns = (
             "user_uri, call_id, local_tag, remote_tag, contribution_id, conversation_id, "
             "msrp_local_uri, msrp_remote_path"

@@ -5,9 +5,9 @@ loopback), A sending adhoc messages with ``reportRequest: Delivered`` to B.
 Each round A sends a burst; once B's callback receiver has part of it, the bridge is killed
 (-9) and started again on the same SQLite store. Then every message B's app received must end
 ``Delivered`` on A's side (``GET .../status``) and A's app must get its
-``chatMessageStatusNotification`` Delivered (RFC 5438 §7; oma-chat-api.md §5). Three rounds on
-one store: the reports a round leaves owed, claimed or half-forgotten are in the way of the
-next.
+``chatMessageStatusNotification`` Delivered (RFC 5438 §7; docs/decisions.md "Delivery
+reports"). Three rounds on one store: the reports a round leaves owed, claimed or
+half-forgotten are in the way of the next.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ async def test_every_received_message_ends_delivered_after_kill_9(
         async with aiohttp.ClientSession(timeout=timeout) as http:
             for user in (A, B):
                 callback = {"notifyURL": receiver.url(f"/{user}"), "callbackData": user}
-                # adhoc only: B's side accepts A's implicit session at once (mapping N1)
+                # adhoc only: B's side accepts A's implicit session at once (N1)
                 flags = {"adhocChatSupported": True, "confirmedChatSupported": False}
                 body = {"chatNotificationSubscription": {"callbackReference": callback, **flags}}
                 status, _ = await bridge.call(

@@ -1,4 +1,4 @@
-"""Notification Channel resources over HTTP (oma-chat-api.md §10), via aiohttp_client."""
+"""Notification Channel resources over HTTP (OMA NotificationChannel v1.0), via aiohttp_client."""
 
 from __future__ import annotations
 

@@ -179,7 +179,7 @@ async def test_restart_byes_every_established_dialog_and_reports_the_end(db) -> 
         ):
             now = await again.chat.confirmed.get_session(user, peer, cs.id)
             assert now.state == state and now.end_reason == "restart"
-            assert now.ids.call_id == cs.ids.call_id  # correlation ids kept (mapping §3.1)
+            assert now.ids.call_id == cs.ids.call_id  # correlation ids kept
         assert (await again.chat.confirmed.get_session(A, B, connected.id)).ids.contribution_id == (
             "contrib-c-out"
         )
@@ -336,7 +336,7 @@ async def test_owed_delivered_reports_go_by_pager_after_restart(db) -> None:
         await again.settle()
         (report,) = again.sip.named("send_report")
         leg, sent = report.args
-        assert leg is None  # no session survives a restart: SIP MESSAGE (mapping §0 decision 5)
+        assert leg is None  # no session survives a restart: SIP MESSAGE
         assert (sent.message_id, sent.user, sent.peer, sent.kind) == (
             "owed",
             B,

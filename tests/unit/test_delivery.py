@@ -1,4 +1,7 @@
-"""The delivery worker against a real local HTTP receiver (oma-chat-api.md §5)."""
+"""The delivery worker against a real local HTTP receiver.
+
+docs/decisions.md "Notification delivery" is what it must do.
+"""
 
 from __future__ import annotations
 

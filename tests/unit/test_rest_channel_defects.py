@@ -1,4 +1,4 @@
-"""Issue 9 defects of the Notification Channel side (oma-chat-api.md §10), over HTTP.
+"""Issue 9 defects of the Notification Channel side (OMA NotificationChannel v1.0), over HTTP.
 
 1. a channel's callbackURL given in another spelling is still that channel;
 2. a notifyURL in the bridge's channel space naming no live channel of the

@@ -1,4 +1,4 @@
-"""XML and form-encoded bodies (oma-chat-api.md §7, docs/rest-formats.md).
+"""XML and form-encoded bodies (OMA REST_NetAPI_Common, docs/rest-formats.md).
 
 Every model to XML and back; the same resource read as JSON and as XML says
 the same thing; form-encoded creates; content negotiation; hostile XML.

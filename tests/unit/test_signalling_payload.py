@@ -1,4 +1,7 @@
-"""bridge.signalling.payload: SDP roles, INVITE bodies, CPIM out, decoding in (mapping §1.0)."""
+"""bridge.signalling.payload: SDP roles, INVITE bodies, CPIM out, decoding in.
+
+The rules: docs/protocol-mapping.md "SDP and MSRP", "CPIM, IMDN and isComposing bodies".
+"""
 
 from __future__ import annotations
 

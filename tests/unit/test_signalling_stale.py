@@ -71,7 +71,7 @@ async def test_accepted_legs_report_the_full_dialog_state(side) -> None:
     assert a.remote_target and a.remote_target.startswith("sip:")
     assert a.local_cseq == 1  # the INVITE's
     assert b.local_cseq is not None
-    # the invitation already carried what the 200 creates (mapping N1; RFC 3261 §12.1.1)
+    # the invitation already carried what the 200 creates (N1; RFC 3261 §12.1.1)
     inv = sink.of(IncomingInvitation)[0]
     assert inv.ids.uac is False and inv.ids.can_bye
     assert (inv.ids.remote_uri, inv.ids.remote_target) == (b.remote_uri, b.remote_target)
