@@ -47,6 +47,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         logging.getLogger("bridge.trace.sip").setLevel(logging.DEBUG)
     if settings.trace_msrp:
         logging.getLogger("bridge.trace.msrp").setLevel(logging.DEBUG)
+    https = http_tls(settings)  # a bad certificate file stops the start before anything runs
     async with AsyncExitStack() as running:
         database = Database(settings.database_url)
         running.push_async_callback(database.close)
@@ -82,9 +83,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         running.push_async_callback(runner.cleanup)
-        await web.TCPSite(
-            runner, settings.http_host, settings.http_port, ssl_context=http_tls(settings)
-        ).start()
+        await web.TCPSite(runner, settings.http_host, settings.http_port, ssl_context=https).start()
         # the notify policy refuses the bridge's own listeners, ports picked as 0 included
         policy = app[NOTIFY_POLICY]
         for _transport, host, port in side.sip.addresses:

@@ -1,0 +1,94 @@
+"""``chat-bridge serve`` with TLS settings from the environment: HTTPS REST, SIP and MSRP TLS
+listeners (docs/tls.md), certificates generated at test time (tests/tls_certs.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import subprocess
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.serve_process import BRIDGE, ServeProcess, serve_env
+from tests.testbed_fixture import free_port_block
+from tests.tls_certs import make_pki
+
+pytestmark = pytest.mark.integration
+
+
+async def test_https_rest_and_tls_listeners(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    base = free_port_block(4)
+    env = serve_env(
+        tmp_path / "b.db",
+        base,
+        base + 1,
+        CHAT_BRIDGE_HTTP_TLS_CERT_FILE=str(pki.good.cert),
+        CHAT_BRIDGE_HTTP_TLS_KEY_FILE=str(pki.good.key),
+        CHAT_BRIDGE_SIP_TRANSPORTS='["udp", "tcp", "tls"]',
+        CHAT_BRIDGE_SIP_TLS_PORT=str(base + 2),
+        CHAT_BRIDGE_TLS_CERT_FILE=str(pki.other.cert),
+        CHAT_BRIDGE_TLS_KEY_FILE=str(pki.other.key),
+        CHAT_BRIDGE_TLS_CA_FILE=str(pki.ca),
+        CHAT_BRIDGE_MSRP_TLS_PORT=str(base + 3),
+    )
+    del env["CHAT_BRIDGE_SERVER_ROOT"]  # the default follows the listener: https
+    client = ssl.create_default_context(cafile=str(pki.ca))
+    serve = ServeProcess(env, tmp_path / "bridge.log", base, ssl=client)
+    await serve.start()
+    try:
+        assert serve.root.startswith("https://")
+        user = "tel:+15555550401"
+        body = {
+            "chatNotificationSubscription": {
+                "callbackReference": {"notifyURL": "http://127.0.0.1:9/cb"},
+                "duration": 60,
+            }
+        }
+        connector = aiohttp.TCPConnector(ssl=client)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            url = f"{serve.root}/chat/v1/{user.replace(':', '%3A').replace('+', '%2B')}"
+            async with http.post(url + "/subscriptions", json=body) as resp:
+                assert resp.status == 201, await resp.text()
+                made = await resp.json()
+            resource = made["chatNotificationSubscription"]["resourceURL"]
+            assert resource.startswith(f"https://127.0.0.1:{base}/"), resource
+        # plain HTTP to the HTTPS listener gets no answer
+        async with aiohttp.ClientSession() as http:
+            with pytest.raises(aiohttp.ClientError):
+                async with http.get(f"http://127.0.0.1:{base}/health") as resp:
+                    await resp.read()
+        # a client that does not trust the certificate is refused by its own TLS
+        async with aiohttp.ClientSession() as http:
+            with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                await http.get(f"https://127.0.0.1:{base}/health")
+        # the SIP and MSRP TLS listeners answer a TLS handshake with the bridge's certificate
+        for port in (base + 2, base + 3):
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+            der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+            writer.close()
+            assert der == ssl.PEM_cert_to_DER_cert(pki.other.cert.read_text())
+    finally:
+        serve.stop()
+    log = serve.log.read_text()
+    assert f"MSRP over TLS listening on 127.0.0.1:{base + 3}" in log
+    assert f"REST API on https://127.0.0.1:{base}" in log
+
+
+def test_unreadable_certificate_is_a_config_error(tmp_path: Path) -> None:
+    base = free_port_block(4)
+    env = serve_env(
+        tmp_path / "b.db",
+        base,
+        base + 1,
+        CHAT_BRIDGE_HTTP_TLS_CERT_FILE=str(tmp_path / "missing.pem"),
+    )
+    done = subprocess.run(
+        [str(BRIDGE), "serve"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("chat-bridge: configuration error: http_tls_cert_file"), last
+    assert "Traceback" not in done.stderr
