@@ -243,11 +243,18 @@ class SipStack:
 
     # -- identities and contacts --------------------------------------------------------------
 
-    def contact_for(self, user_uri: object, transport: str) -> str:
-        """Our Contact for ``user_uri`` on ``transport`` (with the profile's feature tags)."""
+    def contact_for(self, user_uri: object, transport: str, *, secure: bool = False) -> str:
+        """Our Contact for ``user_uri`` on ``transport`` (with the profile's feature tags);
+        ``secure``: a ``sips:`` Contact on our TLS listener, as a request to a ``sips:`` URI
+        needs (RFC 3261 §8.1.1.8)."""
         user = _user_of(str(user_uri))
+        if secure:
+            transport = "tls"
         host, port = self.transport.sent_by(transport)
         userpart = f"{user}@" if user else ""
+        if secure:
+            params = f";{self.contact_params}" if self.contact_params else ""
+            return f"<sips:{userpart}{host}:{port}>{params}"
         tport = "" if transport == "udp" else f";transport={transport}"
         params = f";{self.contact_params}" if self.contact_params else ""
         return f"<sip:{userpart}{host}:{port}{tport}>{params}"
@@ -284,8 +291,13 @@ class SipStack:
             ("P-Asserted-Identity", angle_addr(sender)),
         ]
         if method in ("INVITE", "SUBSCRIBE", "REFER", "OPTIONS"):
+            secure = uri.lower().startswith("sips:")
             items.append(
-                ("Contact", contact or self.contact_for(sender.strip("<>"), self._out_transport()))
+                (
+                    "Contact",
+                    contact
+                    or self.contact_for(sender.strip("<>"), self._out_transport(), secure=secure),
+                )
             )
         items.append(("User-Agent", self.user_agent))
         items.extend(headers)

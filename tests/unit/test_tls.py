@@ -157,3 +157,32 @@ async def test_sips_routes_over_tls_only() -> None:
     assert (await layer.target_for(request("sip:b@ims.test"))).transport == "tcp"  # type: ignore[arg-type]
     layer.outbound_proxy = parse_uri("sip:127.0.0.1:5061;transport=tls")  # type: ignore[assignment]
     assert (await layer.target_for(request("sips:b@ims.test"))).transport == "tls"  # type: ignore[arg-type]
+
+
+async def test_tls_listener_via_and_contacts(pki: PKI) -> None:
+    from sip.stack import SipStack
+
+    files = TLSFiles(str(pki.good.cert), str(pki.good.key), ca_file=str(pki.ca))
+    stack = SipStack(
+        host="127.0.0.1",
+        port=0,
+        transports=["tcp", "tls"],
+        tls_server=server_context(files),
+        tls_client=client_context(files),
+        outbound_proxy="sip:127.0.0.1:5061;transport=tls",
+    )
+    addresses = await stack.start()
+    try:
+        tls_port = stack.tls_port
+        assert ("tls", "127.0.0.1", tls_port) in addresses and tls_port != stack.port
+        assert stack.out_transport == "tls"
+        via = stack.transport.via_for("tls", "z9hG4bK1")
+        assert via.startswith(f"SIP/2.0/TLS 127.0.0.1:{tls_port};")
+        contact = stack.contact_for("sip:+15555550001@ims.test", "tls")
+        assert contact.startswith(f"<sip:+15555550001@127.0.0.1:{tls_port};transport=tls>")
+        invite = stack._new_request(
+            "INVITE", "sips:bob@ims.test", "sip:+15555550001@ims.test", [], b"", None
+        )
+        assert (invite.get("Contact") or "").startswith(f"<sips:+15555550001@127.0.0.1:{tls_port}>")
+    finally:
+        await stack.stop()
