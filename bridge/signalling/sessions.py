@@ -182,8 +182,11 @@ class SessionLegs(SignallingBase):
     def _offers_tls(self, leg: Leg) -> bool:
         """Whether our offer for ``leg`` is ``msrps`` (setting ``msrp_tls_offer``,
         docs/tls.md): always, never, or when the SIP leg is secure (``sips:`` peer or a TLS
-        route). Group legs stay on plain MSRP (the bridge's focus answers plain MSRP)."""
-        if self.msrp.tls is None or leg.group or self.tls_offer == "never":
+        route). Group legs stay on plain MSRP (the bridge's focus answers plain MSRP), and
+        so do legs through an RFC 4976 relay (reached over TCP)."""
+        if self.msrp.tls is None or self.msrp.relay is not None or leg.group:
+            return False
+        if self.tls_offer == "never":
             return False
         if self.tls_offer == "always":
             return True
