@@ -74,7 +74,7 @@ class ServeProcess:
     log: Path
     http_port: int
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
-    ssl: ssl_module.SSLContext | None = None
+    ssl: ssl_module.SSLContext | None = field(default=None, kw_only=True)
     """Set when the bridge serves HTTPS (``http_tls_cert_file``): the client context."""
 
     @property
