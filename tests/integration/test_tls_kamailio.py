@@ -52,6 +52,7 @@ async def tls_bridge(
         tls_cert_file=str(pki.other.cert),
         tls_key_file=str(pki.other.key),
         tls_ca_file=str(pki.ca),
+        sip_tls_verify_client=True,  # Kamailio presents its certificate (mutual TLS)
         msrp_tls_port=0,
         chat_invite_timeout=8.0,
         focus_enabled=False,
@@ -103,7 +104,7 @@ async def test_chat_over_sip_tls_through_kamailio(
     assert ended["eventType"] == "SessionEnded"
 
     # Kamailio got the INVITE and the BYE over TLS, and relayed the INVITE to the bridge
-    # over TLS (it verified the bridge's certificate to do so)
+    # over TLS (each side verified the other's certificate to do so)
     log = kamailio_tls.testbed.log.read_text(errors="replace")
     assert f"-> sip:127.0.0.1:{kamailio_tls.testbed.as_tls_port};transport=tls" in log
     for method in ("INVITE", "BYE"):
