@@ -4,6 +4,7 @@ listeners (docs/tls.md), certificates generated at test time (tests/tls_certs.py
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import ssl
 import subprocess
 from pathlib import Path
@@ -11,9 +12,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.integration.test_chat_serve import q, serving
 from tests.serve_process import BRIDGE, ServeProcess, serve_env
 from tests.testbed_fixture import free_port_block
 from tests.tls_certs import make_pki
+from tests.unit.test_delivery_support import Receiver
 
 pytestmark = pytest.mark.integration
 
@@ -92,3 +95,39 @@ def test_unreadable_certificate_is_a_config_error(tmp_path: Path) -> None:
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("chat-bridge: configuration error: http_tls_cert_file"), last
     assert "Traceback" not in done.stderr
+
+
+async def test_embedded_chat_over_msrps_with_a_self_signed_certificate(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """The serve process (uvloop when installed) chats between two of its users with msrps
+    legs, its self-signed certificate trusted through the SDP fingerprint."""
+    pki = make_pki(tmp_path / "pki")
+    with serving(
+        tmp_path,
+        receiver,
+        CHAT_BRIDGE_TLS_CERT_FILE=str(pki.rogue.cert),
+        CHAT_BRIDGE_TLS_KEY_FILE=str(pki.rogue.key),
+        CHAT_BRIDGE_MSRP_TLS_PORT="0",
+        CHAT_BRIDGE_MSRP_TLS_OFFER="always",
+    ) as serve:
+        await serve.start()
+        a, b = "tel:+15555550411", "tel:+15555550412"
+        await serve.subscribe(a)
+        await serve.subscribe(b)
+        created = await serve.call(
+            "POST", f"/chat/v1/{q(a)}/oneToOne/{q(b)}", {"chatSessionInformation": {}}, 201
+        )
+        a_session = serve.local(created["chatSessionInformation"]["resourceURL"])
+        (invite,) = await serve.notes(b, "chatSessionInvitationNotification")
+        links = {link["rel"]: serve.local(link["href"]) for link in invite["link"]}
+        await serve.call("PUT", links["ParticipantSessionStatus"], status=204)
+        (accepted,) = await serve.notes(a, "chatEventNotification")
+        assert accepted["eventType"] == "Accepted"
+        await serve.call("POST", a_session + "/messages", {"chatMessage": {"text": "msrps"}}, 201)
+        (msg,) = await serve.notes(b, "chatMessageNotification")
+        assert msg["chatMessage"] == {"text": "msrps"}
+        serve.stop()
+    with sqlite3.connect(tmp_path / "bridge.db") as db:
+        uris = db.execute("SELECT msrp_local_uri, msrp_remote_path FROM chat_sessions").fetchall()
+    assert len(uris) == 2 and all(u.startswith("msrps://") for row in uris for u in row), uris
