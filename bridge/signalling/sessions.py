@@ -182,9 +182,9 @@ class SessionLegs(SignallingBase):
     def _offers_tls(self, leg: Leg) -> bool:
         """Whether our offer for ``leg`` is ``msrps`` (setting ``msrp_tls_offer``,
         docs/tls.md): always, never, or when the SIP leg is secure (``sips:`` peer or a TLS
-        route). Group legs stay on plain MSRP (the bridge's focus answers plain MSRP), and
-        so do legs through an RFC 4976 relay (reached over TCP)."""
-        if self.msrp.tls is None or self.msrp.relay is not None or leg.group:
+        route), for 1-1 and group legs alike; legs through an RFC 4976 relay (reached over
+        TCP) stay plain."""
+        if self.msrp.tls is None or self.msrp.relay is not None:
             return False
         if self.tls_offer == "never":
             return False

@@ -12,6 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.group_api import group_bridge
 from tests.integration.test_chat_serve import q, serving
 from tests.serve_process import BRIDGE, ServeProcess, serve_env
 from tests.testbed_fixture import free_port_block
@@ -131,3 +132,35 @@ async def test_embedded_chat_over_msrps_with_a_self_signed_certificate(
     with sqlite3.connect(tmp_path / "bridge.db") as db:
         uris = db.execute("SELECT msrp_local_uri, msrp_remote_path FROM chat_sessions").fetchall()
     assert len(uris) == 2 and all(u.startswith("msrps://") for row in uris for u in row), uris
+
+
+async def test_group_chat_over_msrps_through_the_bridges_own_focus(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """The creator's leg to the bridge's own focus is msrps (answered in kind by the focus);
+    the focus's dial-out legs stay plain MSRP (docs/tls.md)."""
+    pki = make_pki(tmp_path / "pki")
+    a, b = "tel:+15555550421", "tel:+15555550422"
+    async with group_bridge(
+        tmp_path,
+        receiver,
+        CHAT_BRIDGE_TLS_CERT_FILE=str(pki.rogue.cert),
+        CHAT_BRIDGE_TLS_KEY_FILE=str(pki.rogue.key),
+        CHAT_BRIDGE_MSRP_TLS_PORT="0",
+        CHAT_BRIDGE_MSRP_TLS_OFFER="always",
+    ) as api:
+        await api.subscribe(a)
+        await api.subscribe(b)
+        group_a, _info = await api.create_group(a, [(b, "Bob")], subject="Sealed")
+        invitation = await api.invitation(b, lambda n: n.get("subject") == "Sealed", "Sealed")
+        await api.accept(invitation)
+        await api.own_status(group_a, "Connected")
+        mid = await api.send(group_a.url, "to the group over msrps")
+        got = await api.received_message(b, invitation.group.session_id, mid, a)
+        assert got["chatMessage"]["text"] == "to the group over msrps"
+    with sqlite3.connect(tmp_path / "bridge.db") as db:
+        rows = db.execute(
+            "SELECT user_uri, msrp_local_uri FROM chat_sessions WHERE msrp_local_uri IS NOT NULL"
+        ).fetchall()
+    mine = {str(user): str(uri) for user, uri in rows}
+    assert mine.get(a, "").startswith("msrps://"), rows
