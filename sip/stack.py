@@ -248,15 +248,12 @@ class SipStack:
         ``secure``: a ``sips:`` Contact on our TLS listener, as a request to a ``sips:`` URI
         needs (RFC 3261 §8.1.1.8)."""
         user = _user_of(str(user_uri))
-        if secure:
-            transport = "tls"
-        host, port = self.transport.sent_by(transport)
+        host, port = self.transport.sent_by("tls" if secure else transport)
         userpart = f"{user}@" if user else ""
+        params = f";{self.contact_params}" if self.contact_params else ""
         if secure:
-            params = f";{self.contact_params}" if self.contact_params else ""
             return f"<sips:{userpart}{host}:{port}>{params}"
         tport = "" if transport == "udp" else f";transport={transport}"
-        params = f";{self.contact_params}" if self.contact_params else ""
         return f"<sip:{userpart}{host}:{port}{tport}>{params}"
 
     @property
