@@ -1,6 +1,6 @@
 """MSRP benchmark: throughput over one loopback connection and memory per idle session.
 
-usage: python bench/msrp_bench.py [--sessions 10000] [--seconds 3] [--inflight 64]
+usage: python bench/msrp_bench.py [--sessions 10000] [--seconds 3] [--inflight 64] [--tls]
 
 Prints one table:
   - SEND throughput, small (100 B) and 100 KiB messages (chunked at 10 KiB), one TCP
@@ -9,6 +9,8 @@ Prints one table:
   - tracemalloc bytes per idle session: created only, and bound (create + bind, averaged
     over both ends, all sessions sharing one connection, after the empty-SEND handshakes);
     the time to bind ``--sessions`` pairs is measured in a separate run without tracemalloc.
+  - with ``--tls``, the throughput rows again over MSRP over TLS (``msrps``, RFC 4975 §14:
+    a self-signed certificate made at start, checked against its fingerprint; docs/tls.md).
 """
 
 from __future__ import annotations
@@ -23,21 +25,33 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sip.msrp import MessageReceived, MSRPStack  # noqa: E402
+from sip.msrp import MSRPTLS, MessageReceived, MSRPStack  # noqa: E402
 from sip.msrp.events import Event  # noqa: E402
+from sip.tls import TLSFiles  # noqa: E402
 
 
-async def throughput(size: int, seconds: float, inflight: int) -> tuple[float, float, int]:
+def self_signed(directory: Path) -> MSRPTLS:
+    """MSRP TLS from a self-signed certificate made now (tests/tls_certs.py, cryptography)."""
+    from tests.tls_certs import make_pki
+
+    pair = make_pki(directory).rogue
+    return MSRPTLS.from_files(TLSFiles(str(pair.cert), str(pair.key)))
+
+
+async def throughput(
+    size: int, seconds: float, inflight: int, tls: MSRPTLS | None = None
+) -> tuple[float, float, int]:
     """(messages/s, MB/s, messages) for ``size``-byte messages over one connection."""
-    a = MSRPStack(timeout=30.0)
-    b = MSRPStack(timeout=30.0)
+    a = MSRPStack(timeout=30.0, tls=tls)
+    b = MSRPStack(timeout=30.0, tls=tls)
     await a.start()
     await b.start()
     try:
-        sa = await a.create_session()
-        sb = await b.create_session()
+        sa = await a.create_session(tls=tls is not None)
+        sb = await b.create_session(tls=tls is not None)
         await asyncio.gather(
-            sb.start(sa.local_path, active=False), sa.start(sb.local_path, active=True)
+            sb.start(sa.local_path, active=False),
+            sa.start(sb.local_path, active=True, fingerprint=sb.fingerprint),
         )
         received = 0
 
@@ -125,15 +139,22 @@ async def main() -> None:
     ap.add_argument("--sessions", type=int, default=10_000)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--inflight", type=int, default=64)
+    ap.add_argument("--tls", action="store_true", help="also measure over msrps (TLS)")
     args = ap.parse_args()
     rows: list[tuple[str, str]] = []
-    for label, size, inflight in (
-        ("100 B", 100, args.inflight),
-        ("100 KiB", 100 * 1024, max(1, args.inflight // 8)),
-    ):
-        rate, mbs, count = await throughput(size, args.seconds, inflight)
-        rows.append((f"SEND {label} msgs/s ({inflight} in flight)", f"{rate:,.0f}"))
-        rows.append((f"SEND {label} MB/s ({count} msgs)", f"{mbs:,.1f}"))
+    modes: list[tuple[str, MSRPTLS | None]] = [("", None)]
+    if args.tls:
+        import tempfile
+
+        modes.append((" TLS", self_signed(Path(tempfile.mkdtemp(prefix="msrp-bench-")))))
+    for mode, tls in modes:
+        for label, size, inflight in (
+            ("100 B", 100, args.inflight),
+            ("100 KiB", 100 * 1024, max(1, args.inflight // 8)),
+        ):
+            rate, mbs, count = await throughput(size, args.seconds, inflight, tls)
+            rows.append((f"SEND{mode} {label} msgs/s ({inflight} in flight)", f"{rate:,.0f}"))
+            rows.append((f"SEND{mode} {label} MB/s ({count} msgs)", f"{mbs:,.1f}"))
     _zero, bind_time = await idle_memory(args.sessions, traced=False)
     created, bound = await idle_memory(args.sessions, traced=True)
     rows.append((f"idle session, created ({args.sessions:,})", f"{created:,.0f} B"))

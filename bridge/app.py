@@ -38,6 +38,7 @@ from aiohttp import web
 from bridge.chat.assembly import ChatBridge
 from bridge.config import Settings
 from bridge.focus import ConferenceFocus, build_focus
+from bridge.signalling.tls import http_tls
 from bridge.signalling.wiring import SignallingSide, profile_of, start_signalling
 from rest.app import NOTIFY_POLICY, REQUEST_GATE, make_app
 from rest.chat_service import install_chat
@@ -63,6 +64,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         logging.getLogger("bridge.trace.sip").setLevel(logging.DEBUG)
     if settings.trace_msrp:
         logging.getLogger("bridge.trace.msrp").setLevel(logging.DEBUG)
+    https = http_tls(settings)  # a bad certificate file stops the start before anything runs
     async with AsyncExitStack() as running:
         database = Database(settings.database_url)
         running.push_async_callback(database.close)
@@ -98,16 +100,19 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=CLOSE_REQUEST_GRACE)
         await runner.setup()
         running.push_async_callback(runner.cleanup)
-        await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+        await web.TCPSite(runner, settings.http_host, settings.http_port, ssl_context=https).start()
         # the notify policy refuses the bridge's own listeners, ports picked as 0 included
         policy = app[NOTIFY_POLICY]
         for _transport, host, port in side.sip.addresses:
             policy.add_listener(host, port)
         policy.add_listener(settings.msrp_host, side.msrp.port)
+        if side.msrp.tls_port is not None:
+            policy.add_listener(settings.msrp_host, side.msrp.tls_port)
         for address in runner.addresses:
             policy.add_listener(str(address[0]), int(address[1]))
         log.info(
-            "REST API on http://%s:%d, serverRoot %s",
+            "REST API on %s://%s:%d, serverRoot %s",
+            "https" if settings.http_tls_cert_file else "http",
             settings.http_host,
             settings.http_port,
             settings.server_root,

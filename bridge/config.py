@@ -58,7 +58,7 @@ class SignallingProfile(str, enum.Enum):
     SIMPLE_IM = "SIMPLE-IM"
 
 
-def _default_transports() -> list[Literal["udp", "tcp"]]:
+def _default_transports() -> list[Literal["udp", "tcp", "tls"]]:
     return ["udp", "tcp"]
 
 
@@ -101,7 +101,8 @@ class Settings(BaseSettings):
     """Port of the REST listener."""
     server_root: str = ""
     """Scheme, host, port and optional path prefix of every emitted URL (empty:
-    ``http://{http_host}:{http_port}``, loopback for a wildcard host)."""
+    ``http://{http_host}:{http_port}``, ``https://`` with ``http_tls_cert_file``, loopback
+    for a wildcard host)."""
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     """Largest request body accepted (413 above)."""
     credentials: list[Credential] = Field(default_factory=list)
@@ -175,8 +176,8 @@ class Settings(BaseSettings):
     """Address of the SIP listener."""
     sip_port: int = Field(5070, ge=0, le=65535)
     """Port of the SIP listener (UDP and TCP)."""
-    sip_transports: list[Literal["udp", "tcp"]] = Field(default_factory=_default_transports)
-    """SIP transports to listen on."""
+    sip_transports: list[Literal["udp", "tcp", "tls"]] = Field(default_factory=_default_transports)
+    """SIP transports to listen on (``tls`` on ``sip_tls_port``, docs/tls.md)."""
     sip_outbound_proxy: str | None = None
     """SIP URI of the IMS core entry point, e.g. ``sip:127.0.0.1:5060;transport=tcp``."""
     sip_domain: str = "ims.test"
@@ -248,7 +249,57 @@ class Settings(BaseSettings):
     # (settings of /metrics, /ready and the access and JSON logs go here)
 
     # --- TLS (issue 12) ------------------------------------------------------------
-    # (certificates, keys, CAs and verification of SIP, MSRP and REST go here)
+    tls_cert_file: str | None = None
+    """PEM certificate chain the bridge presents on SIP over TLS and MSRP over TLS
+    (docs/tls.md); its sha-256 fingerprint goes into the SDP of msrps offers."""
+    tls_key_file: str | None = None
+    """PEM private key of ``tls_cert_file`` (unset: the key is in the certificate file)."""
+    tls_ca_file: str | None = None
+    """PEM file of the CAs that verify SIP and MSRP peers (unset, with no
+    ``tls_ca_dir``: the system trust store)."""
+    tls_ca_dir: str | None = None
+    """Directory of hashed CA certificates (``openssl rehash``) that verify peers."""
+    sip_tls_port: int = Field(5071, ge=0, le=65535)
+    """Port of the SIP TLS listener when ``tls`` is in ``sip_transports`` (0: a free port)."""
+    sip_tls_verify: Literal["none", "peer"] = "peer"
+    """SIP TLS peers we connect to: ``peer`` verifies their certificate chain against the
+    CAs and refuses a bad one; ``none`` encrypts without checking (tests only)."""
+    sip_tls_check_hostname: bool = True
+    """With ``sip_tls_verify: peer``, also check that the certificate names the host we
+    dialled (the outbound proxy's or the URI's host; an IP address must be an IP SAN)."""
+    sip_tls_verify_client: bool = False
+    """Ask inbound SIP TLS peers (the IMS core) for a certificate and verify it against the
+    CAs (mutual TLS); without one their connection is refused."""
+    msrp_tls_port: int | None = Field(None, ge=0, le=65535)
+    """Port of the MSRP TLS listener (``msrps://``, RFC 4975 §14); unset: no MSRP over TLS
+    (0: a free port). Needs ``tls_cert_file``."""
+    msrp_tls_offer: Literal["always", "sips", "never"] = "sips"
+    """When the bridge offers MSRP over TLS (``TCP/TLS/MSRP``, ``a=path:msrps://``):
+    ``always``; ``sips`` only when the SIP leg is secure (a ``sips:`` peer or an outbound
+    proxy reached over TLS); ``never`` (msrps offers of peers are still answered)."""
+    msrp_tls_verify: Literal["fingerprint", "peer", "none"] = "fingerprint"
+    """MSRP TLS peers we connect to: ``fingerprint`` accepts a self-signed certificate whose
+    sha-256 matches the peer's SDP ``a=fingerprint`` and, with none in the SDP, verifies the
+    chain against the CAs; ``peer`` verifies the chain always and the fingerprint when given;
+    ``none`` checks nothing (tests only)."""
+    http_tls_cert_file: str | None = None
+    """PEM certificate chain of the REST listener: set, the API is served over HTTPS and the
+    default ``server_root`` is ``https://`` (or terminate TLS in a reverse proxy, docs/tls.md)."""
+    http_tls_key_file: str | None = None
+    """PEM private key of ``http_tls_cert_file`` (unset: the key is in the certificate file)."""
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> Settings:
+        if not self.tls_cert_file:
+            if "tls" in self.sip_transports:
+                raise ValueError("sip_transports has tls: set tls_cert_file (docs/tls.md)")
+            if self.msrp_tls_port is not None:
+                raise ValueError("msrp_tls_port is set: set tls_cert_file (docs/tls.md)")
+        if self.http_tls_key_file and not self.http_tls_cert_file:
+            raise ValueError("http_tls_key_file needs http_tls_cert_file")
+        if self.tls_key_file and not self.tls_cert_file:
+            raise ValueError("tls_key_file needs tls_cert_file")
+        return self
 
     # --- shutdown (issue 12) -------------------------------------------------------
     shutdown_timeout: float = Field(10.0, gt=0, le=600)
@@ -297,7 +348,8 @@ class Settings(BaseSettings):
                 host = "127.0.0.1"
             if ":" in host:
                 host = f"[{host}]"
-            self.server_root = f"http://{host}:{self.http_port}"
+            scheme = "https" if self.http_tls_cert_file else "http"
+            self.server_root = f"{scheme}://{host}:{self.http_port}"
         return self
 
     @property

@@ -419,7 +419,8 @@ def msrp_media(sdp: SessionDescription) -> MSRPMedia:
 
 
 def answer_setup(offer: Setup | None, *, prefer_active: bool = True) -> Setup:
-    """Picks the answerer's role for an offered ``a=setup`` (RFC 6135 §4.2; §1.0.2)."""
+    """Picks the answerer's role for an offered ``a=setup`` (RFC 6135 §4.2;
+    docs/protocol-mapping.md "SDP and MSRP")."""
     if offer is None or offer is Setup.ACTIVE:
         return Setup.PASSIVE
     if offer is Setup.PASSIVE:

@@ -4,7 +4,9 @@ Public API::
 
     stack = SipStack(host="127.0.0.1", port=5070, transports=("udp", "tcp"),
                      outbound_proxy="sip:127.0.0.1:5060", domain="ims.test",
-                     contact_params="", timers=Timers(), credentials=None)
+                     contact_params="", timers=Timers(), credentials=None,
+                     tls_server=None, tls_client=None, tls_port=0)   # "tls" in transports:
+                     # listens on tls_port with tls_server (sip.tls), dials with tls_client
     (bridge.signalling.wiring.build_sip_stack(settings) builds one from Settings.sip_*)
     await stack.start() -> [(transport, host, port), ...];  await stack.stop()
 
@@ -46,6 +48,7 @@ import asyncio
 import inspect
 import logging
 import secrets
+import ssl
 from collections.abc import Awaitable, Callable, Iterable
 
 from sip.auth import DigestClient, challenge_header, select_challenge
@@ -134,6 +137,9 @@ class SipStack:
         timers: Timers | None = None,
         credentials: Callable[[str], tuple[str, str] | None] | None = None,
         user_agent: str = USER_AGENT,
+        tls_server: ssl.SSLContext | None = None,
+        tls_client: ssl.SSLContext | None = None,
+        tls_port: int = 0,
     ) -> None:
         self.host = host
         self.port = port
@@ -145,6 +151,9 @@ class SipStack:
         self.timers = timers or Timers()
         self.credentials = credentials
         self.user_agent = user_agent
+        self.tls_server = tls_server
+        self.tls_client = tls_client
+        self.tls_port = tls_port
         self.addresses: list[tuple[str, str, int]] = []
         self._handlers: dict[str, Handler] = {}
         self._usages: dict[DialogId, DialogUsage] = {}
@@ -176,6 +185,7 @@ class SipStack:
             host=self.host,
             advertised_host=self.advertised_host,
             outbound_proxy=self.outbound_proxy,
+            tls_client=self.tls_client,
         )
         self._transport = transport
         self._layer = TransactionLayer(
@@ -184,9 +194,13 @@ class SipStack:
         port = self.port
         try:
             for name in self.transports:
-                host, bound = await transport.listen(name, port)
-                if port == 0:
-                    port = bound  # TCP on the port UDP got
+                if name == "tls":  # a port of its own (TCP holds ``port``), sip.tls contexts
+                    host, bound = await transport.listen(name, self.tls_port, ssl=self.tls_server)
+                    self.tls_port = bound
+                else:
+                    host, bound = await transport.listen(name, port)
+                    if port == 0:
+                        port = bound  # TCP on the port UDP got
                 self.addresses.append((name, host, bound))
         except OSError:
             await self.stop()
@@ -229,14 +243,23 @@ class SipStack:
 
     # -- identities and contacts --------------------------------------------------------------
 
-    def contact_for(self, user_uri: object, transport: str) -> str:
-        """Our Contact for ``user_uri`` on ``transport`` (with the profile's feature tags)."""
+    def contact_for(self, user_uri: object, transport: str, *, secure: bool = False) -> str:
+        """Our Contact for ``user_uri`` on ``transport`` (with the profile's feature tags);
+        ``secure``: a ``sips:`` Contact on our TLS listener, as a request to a ``sips:`` URI
+        needs (RFC 3261 §8.1.1.8)."""
         user = _user_of(str(user_uri))
-        host, port = self.transport.sent_by(transport)
+        host, port = self.transport.sent_by("tls" if secure else transport)
         userpart = f"{user}@" if user else ""
-        tport = "" if transport == "udp" else f";transport={transport}"
         params = f";{self.contact_params}" if self.contact_params else ""
+        if secure:
+            return f"<sips:{userpart}{host}:{port}>{params}"
+        tport = "" if transport == "udp" else f";transport={transport}"
         return f"<sip:{userpart}{host}:{port}{tport}>{params}"
+
+    @property
+    def out_transport(self) -> str:
+        """The transport of out-of-dialog requests (the outbound proxy's, 'tls' for sips)."""
+        return self._out_transport()
 
     def _out_transport(self) -> str:
         if self.outbound_proxy:
@@ -265,8 +288,13 @@ class SipStack:
             ("P-Asserted-Identity", angle_addr(sender)),
         ]
         if method in ("INVITE", "SUBSCRIBE", "REFER", "OPTIONS"):
+            secure = uri.lower().startswith("sips:")
             items.append(
-                ("Contact", contact or self.contact_for(sender.strip("<>"), self._out_transport()))
+                (
+                    "Contact",
+                    contact
+                    or self.contact_for(sender.strip("<>"), self._out_transport(), secure=secure),
+                )
             )
         items.append(("User-Agent", self.user_agent))
         items.extend(headers)

@@ -39,9 +39,13 @@ On a stream, a message that is framed but does not parse is answered the same wa
 the connection stays open (it may be shared with the IMS proxy); only data whose framing
 is lost (no Content-Length, oversized header section) closes it. Host names are resolved
 with getaddrinfo only (RFC 3263 NAPTR/SRV are not used: the IMS core is configured by
-address). TLS takes an
+address). TLS takes a
 server ``ssl.SSLContext`` in ``listen("tls", ssl=...)`` and ``tls_client`` (default: the
-system trust store) for outgoing connections.
+system trust store) for outgoing connections (sip.tls builds both from the settings); the
+name checked in the peer's certificate is the host of the URI we resolved (RFC 5922 §4).
+A ``sips:`` URI, ``transport=tcp`` or not, is reached over TLS (RFC 3261 §26.2.2, RFC 5630
+§3.1.3), and an out-of-dialog ``sips:`` request is refused (503) when the next hop is not
+TLS. A peer whose certificate is refused gets one warning line: who and why.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ from sip.message import (
     parse_message,
     serialize,
 )
+from sip.tls import describe_refusal
 from sip.uri import SipURI, TelURI, format_host, parse_uri
 
 __all__ = ["Connection", "Source", "Target", "TransportLayer"]
@@ -87,6 +92,9 @@ class Target:
     transport: str
     host: str
     port: int
+    server_name: str = field(default="", compare=False)
+    """The host name the address was resolved from (TLS: the name the certificate must
+    carry); empty: ``host``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -565,6 +573,14 @@ class TransportLayer:
                 ssl = self.tls_client or ssl_module.create_default_context()
             _, proto = await asyncio.wait_for(self._open(target, ssl), self.connect_timeout)
         except (OSError, TimeoutError) as exc:
+            if isinstance(exc, ssl_module.SSLError):
+                log.warning(
+                    "SIP TLS peer %s (%s:%s) refused: %s",
+                    target.server_name or target.host,
+                    target.host,
+                    target.port,
+                    describe_refusal(exc),
+                )
             error = SIPError(503, f"Cannot connect to {target.host}:{target.port}", local=True)
             future.set_exception(error)
             future.exception()  # retrieved: waiters get it through shield
@@ -592,7 +608,7 @@ class TransportLayer:
                 lambda: Connection(self, target.transport, outgoing=True),
                 sock=sock,
                 ssl=ssl,
-                server_hostname=target.host if ssl is not None else None,
+                server_hostname=(target.server_name or target.host) if ssl is not None else None,
             )
         except BaseException:
             self._own_ports.discard(port)
@@ -624,7 +640,10 @@ class TransportLayer:
         (loose routing), else the Request-URI (RFC 3261 §8.1.2)."""
         routes = request.get_all("Route")
         if self.outbound_proxy is not None and request.to_tag is None and not routes:
-            return await self.resolve(self.outbound_proxy)
+            target = await self.resolve(self.outbound_proxy)
+            if target.transport != "tls" and _is_sips(request.uri):
+                raise SIPError(503, "No TLS route for a sips: URI", local=True)
+            return target
         if routes:
             return await self.resolve(parse_name_addr(routes[0]).uri)
         return await self.resolve(request.uri)
@@ -636,12 +655,14 @@ class TransportLayer:
                 raise SIPError(416, "No route for a non-SIP URI", local=True)
             uri = self.outbound_proxy
         transport = uri.transport
+        if uri.scheme.lower() == "sips" and transport == "tcp":
+            transport = "tls"  # sips: is TLS on every hop (RFC 5630 §3.1.3)
         host = uri.param("maddr") or uri.host
         port = uri.port or DEFAULT_PORTS.get(transport, 5060)
         address = await self._resolve_host(host)
         if uri is self.outbound_proxy:
             self._proxy_addresses.add(address)
-        return Target(transport, address, port)
+        return Target(transport, address, port, host.strip("[]") if transport == "tls" else "")
 
     async def _resolve_host(self, host: str) -> str:
         try:
@@ -659,6 +680,10 @@ class TransportLayer:
         """A Via value for a request we send over ``transport`` (with rport, RFC 3581)."""
         host, port = self.sent_by(transport)
         return f"SIP/2.0/{transport.upper()} {format_host(host)}:{port};branch={branch};rport"
+
+
+def _is_sips(uri: object) -> bool:
+    return isinstance(uri, SipURI) and uri.scheme.lower() == "sips"
 
 
 def _drop(msg: Message, source: Source) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import ssl as ssl_module
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -73,11 +74,14 @@ class ServeProcess:
     log: Path
     http_port: int
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    ssl: ssl_module.SSLContext | None = field(default=None, kw_only=True)
+    """Set when the bridge serves HTTPS (``http_tls_cert_file``): the client context."""
 
     @property
     def root(self) -> str:
-        """The REST base URL, ``http://127.0.0.1:<http_port>``."""
-        return f"http://127.0.0.1:{self.http_port}"
+        """The REST base URL, ``http://127.0.0.1:<http_port>`` (``https`` with ``ssl``)."""
+        scheme = "https" if self.ssl is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
 
     async def start(self, timeout: float = 15.0) -> None:
         """Start the bridge and wait (``timeout`` s at most) until ``/health`` answers 200."""
@@ -85,7 +89,8 @@ class ServeProcess:
             self.proc = subprocess.Popen(
                 [str(BRIDGE), "serve"], env=self.env, stdout=out, stderr=subprocess.STDOUT
             )
-        async with aiohttp.ClientSession() as http:
+        connector = aiohttp.TCPConnector(ssl=self.ssl) if self.ssl is not None else None
+        async with aiohttp.ClientSession(connector=connector) as http:
             for _ in range(round(timeout / 0.1)):
                 if self.proc.poll() is not None:
                     pytest.fail(f"bridge exited {self.proc.returncode}:\n{self.log.read_text()}")

@@ -14,6 +14,7 @@ import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,6 +106,16 @@ class Testbed:
         """Conference focus for sip:conference-factory@ims.test (KTB_CONF_URI)."""
         return self.base + 30
 
+    @property
+    def tls_port(self) -> int:
+        """Kamailio's SIP TLS listener (KTB_TLS_PORT; only with a tls.cfg)."""
+        return self.base + 6
+
+    @property
+    def as_tls_port(self) -> int:
+        """Where a TLS test bed sends requests for the bridge's users (transport=tls)."""
+        return self.base + 7
+
     def uac_port(self, n: int) -> int:
         """Free ports base+1..base+4 and base+11..base+19 for test UACs."""
         return self.base + n
@@ -175,6 +186,9 @@ def start_testbed(run_dir: Path, *, as_transport: str = "udp", **overrides: str)
     as_uri = f"sip:127.0.0.1:{tb.as_port}"
     if as_transport == "tcp":
         as_uri += ";transport=tcp"
+    elif as_transport == "tls":
+        as_uri = f"sip:127.0.0.1:{tb.as_tls_port};transport=tls"
+        overrides.setdefault("KTB_TLS_PORT", str(tb.tls_port))
     env = {
         "KTB_SIP_PORT": str(tb.sip_port),
         "KTB_MSRP_PORT": str(tb.msrp_port),
@@ -219,6 +233,53 @@ def kamailio_tcp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
     stop_testbed(tb)
 
 
+def kamailio_tls_cfg(run_dir: Path, cert: Path, key: Path, ca: Path) -> Path:
+    """A tls.cfg for Kamailio's tls module: it serves ``cert`` and, as a client (toward the
+    bridge), verifies the peer's certificate against ``ca``."""
+    path = run_dir / "tls.cfg"
+    path.write_text(
+        "[server:default]\n"
+        "method = TLSv1.2+\n"
+        "verify_certificate = no\n"
+        "require_certificate = no\n"
+        f"certificate = {cert}\nprivate_key = {key}\nca_list = {ca}\n\n"
+        "[client:default]\n"
+        "method = TLSv1.2+\n"
+        "verify_certificate = yes\n"
+        "require_certificate = yes\n"
+        f"certificate = {cert}\nprivate_key = {key}\nca_list = {ca}\n"
+    )
+    return path
+
+
+@dataclass
+class TLSTestbed:
+    """A Kamailio with SIP over TLS and the test PKI its certificates come from."""
+
+    __test__ = False
+
+    testbed: Testbed
+    pki: Any
+
+
+@pytest.fixture(scope="session")
+def kamailio_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSTestbed]:
+    """A third Kamailio with a TLS listener (tls module, certificates made at test time) that
+    reaches the AS over TLS (KTB_AS_URI ;transport=tls); no MSRP relay (kamailio.cfg)."""
+    from tests.tls_certs import make_pki
+
+    if not list(Path("/usr/lib").glob("*/kamailio/modules/tls.so")) and not list(
+        Path("/usr/lib").glob("kamailio/modules/tls.so")
+    ):
+        pytest.fail("Kamailio's tls module is missing: run scripts/install-test-deps")
+    run_dir = tmp_path_factory.mktemp("kamailio-tls")
+    pki = make_pki(run_dir / "pki")
+    cfg = kamailio_tls_cfg(run_dir, pki.good.cert, pki.good.key, pki.ca)
+    tb = start_testbed(run_dir, as_transport="tls", KTB_TLS_CFG=str(cfg))
+    yield TLSTestbed(tb, pki)
+    stop_testbed(tb)
+
+
 SETTLE_GRACE = 2.0
 """Seconds a test's last transaction may still take at teardown (a final response in flight)."""
 
@@ -248,8 +309,10 @@ def _kamailio_settles(request: pytest.FixtureRequest) -> Iterator[None]:
     left requests pending for more than SETTLE_GRACE fails at teardown, naming them.
     """
     yield
-    for name in ("kamailio", "kamailio_tcp"):
+    for name in ("kamailio", "kamailio_tcp", "kamailio_tls"):
         tb = request.node.funcargs.get(name) if name in request.fixturenames else None
+        if isinstance(tb, TLSTestbed):
+            tb = tb.testbed
         if not isinstance(tb, Testbed):
             continue
         waited, pending = tb.settle()

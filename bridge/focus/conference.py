@@ -110,8 +110,10 @@ class Conference:
         active: bool,
         remote_path: str,
         invitees: list[tuple[str, str | None]],
+        fingerprint: str | None = None,
     ) -> None:
-        """Takes the creator's accepted INVITE, stores the conference, dials the invitees."""
+        """Takes the creator's accepted INVITE, stores the conference, dials the invitees
+        (``fingerprint``: the creator's SDP a=fingerprint, checked on an msrps path)."""
         self.creator = creator.key
         leg = Leg(creator, session=session, msrp=msrp)
         self.legs[creator.key] = leg
@@ -131,7 +133,7 @@ class Conference:
         for uri, name in invitees:
             self.invite(uri, name, referred_by=creator.uri, check=False)
         self.apply(leg, MemberEvent.CONNECT)
-        self.spawn(dialout.bind(self, leg, active, remote_path))
+        self.spawn(dialout.bind(self, leg, active, remote_path, fingerprint))
 
     # -- dial-out (items 2 and 6) -----------------------------------------------------------
 

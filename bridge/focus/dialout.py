@@ -162,12 +162,17 @@ def fail(conf: Conference, leg: Leg, cause: int, why: str) -> None:
         conf.apply(leg, MemberEvent.FAIL, cause=cause)
 
 
-async def bind(conf: Conference, leg: Leg, active: bool, remote_path: str) -> None:
-    """Binds the leg's MSRP session (RFC 4975 §5.4); a failure BYEs and fails the member."""
+async def bind(
+    conf: Conference, leg: Leg, active: bool, remote_path: str, fingerprint: str | None = None
+) -> None:
+    """Binds the leg's MSRP session (RFC 4975 §5.4; an msrps peer checked against its SDP
+    ``fingerprint``, RFC 4975 §14); a failure BYEs and fails the member."""
     assert leg.msrp is not None
     leg.msrp.on_event = partial(conf.on_msrp, leg)
     try:
-        await leg.msrp.start(remote_path, active, timeout=conf.ctx.bind_timeout)
+        await leg.msrp.start(
+            remote_path, active, timeout=conf.ctx.bind_timeout, fingerprint=fingerprint
+        )
     except (MSRPError, OSError, ValueError) as exc:
         if leg.member.status is MemberStatus.CONNECTED:
             if leg.session is not None:

@@ -160,10 +160,18 @@ class ConferenceFocus:
         contact = wire.focus_contact(host, port, transport, user, ctx.profile)
         headers = {name: request.get(name) for name in ("Contribution-ID", "Conversation-ID")}
         ids = rcs.chat_ids_of(headers) or rcs.new_chat_ids(ctx.profile)
-        msrp = await ctx.msrp.create_session(accept_types=wire.ACCEPT_TYPES)
+        if offer.media.tls and ctx.msrp.tls is None:
+            incoming.respond(488, "MSRP over TLS not configured")
+            return
+        # an msrps offer is answered in kind (RFC 4975 §14; docs/tls.md)
+        msrp = await ctx.msrp.create_session(accept_types=wire.ACCEPT_TYPES, tls=offer.media.tls)
         try:
             answer = wire.answer(
-                offer.description, ctx.msrp.advertised_host, ctx.msrp.port, msrp.path_attribute
+                offer.description,
+                ctx.msrp.advertised_host,
+                msrp.port,
+                msrp.path_attribute,
+                msrp.fingerprint,
             )
             active = wire.answerer_active(offer.media)
         except CodecError as exc:
@@ -189,7 +197,8 @@ class ConferenceFocus:
             await msrp.close()
             return
         log.info("- conference %s created by %s for %d", uri, creator.key, len(invitees))
-        await conf.start(creator, session, msrp, active, " ".join(offer.media.path), invitees)
+        path = " ".join(offer.media.path)
+        await conf.start(creator, session, msrp, active, path, invitees, offer.media.fingerprint)
 
     def _forget(self, conf: Conference) -> None:
         self.conferences.pop(_user_part(conf.uri) or "", None)

@@ -94,8 +94,15 @@ def offer(address: str, port: int, path: str) -> bytes:
     )
 
 
-def answer(remote: sdp.SessionDescription, address: str, port: int, path: str) -> bytes:
-    """The focus's MSRP answer to a creator's offer (active to ``actpass``, RFC 6135)."""
+def answer(
+    remote: sdp.SessionDescription,
+    address: str,
+    port: int,
+    path: str,
+    fingerprint: str | None = None,
+) -> bytes:
+    """The focus's MSRP answer to a creator's offer (active to ``actpass``, RFC 6135); an
+    msrps offer is answered ``TCP/TLS/MSRP`` with our ``fingerprint`` (RFC 4975 §14)."""
     return sdp.serialize(
         sdp.msrp_answer(
             remote,
@@ -105,6 +112,7 @@ def answer(remote: sdp.SessionDescription, address: str, port: int, path: str) -
             accept_types=ACCEPT_TYPES,
             accept_wrapped_types=ACCEPT_WRAPPED_TYPES,
             session_id=_session_id(),
+            fingerprint=fingerprint,
         )
     )
 

@@ -15,7 +15,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from bridge.chat.model import LegId
 from bridge.chat.ports import (
@@ -101,6 +101,7 @@ class SignallingBase:
         invite_timeout: float = 40.0,
         bind_timeout: float = BIND_TIMEOUT,
         clock: Callable[[], datetime] = _now,
+        tls_offer: Literal["always", "sips", "never"] = "never",
     ) -> None:
         self.sip = sip_stack
         self.msrp = msrp_stack
@@ -108,6 +109,8 @@ class SignallingBase:
         self.invite_timeout = invite_timeout
         self.bind_timeout = bind_timeout
         self.clock = clock
+        self.tls_offer = tls_offer
+        """When 1-1 offers are msrps (Settings.msrp_tls_offer, docs/tls.md)."""
         self._sink: SignallingEvents | None = None
         self._legs: dict[LegId, Leg] = {}
         self._tasks: set[asyncio.Task[object]] = set()

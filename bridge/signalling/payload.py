@@ -69,8 +69,10 @@ def new_sdp_session_id() -> str:
 # --- SDP -------------------------------------------------------------------------------
 
 
-def offer(address: str, port: int, path: str) -> bytes:
-    """Our MSRP offer: ``actpass``, our ``a=path`` (docs/protocol-mapping.md "SDP and MSRP")."""
+def offer(address: str, port: int, path: str, fingerprint: str | None = None) -> bytes:
+    """Our MSRP offer: ``actpass``, our ``a=path`` (docs/protocol-mapping.md "SDP and MSRP");
+    with ``fingerprint`` (an ``msrps`` path) ``TCP/TLS/MSRP`` and ``a=fingerprint`` (RFC 4975
+    §14, RFC 8122)."""
     desc = sdp.msrp_offer(
         address=address,
         port=port,
@@ -78,12 +80,21 @@ def offer(address: str, port: int, path: str) -> bytes:
         accept_types=ACCEPT_TYPES,
         accept_wrapped_types=ACCEPT_WRAPPED_TYPES,
         session_id=new_sdp_session_id(),
+        tls=fingerprint is not None,
+        fingerprint=fingerprint,
     )
     return sdp.serialize(desc)
 
 
-def answer(remote: sdp.SessionDescription, address: str, port: int, path: str) -> bytes:
-    """Our MSRP answer to ``remote`` (RFC 6135 roles: active to actpass)."""
+def answer(
+    remote: sdp.SessionDescription,
+    address: str,
+    port: int,
+    path: str,
+    fingerprint: str | None = None,
+) -> bytes:
+    """Our MSRP answer to ``remote`` (RFC 6135 roles: active to actpass); a
+    ``TCP/TLS/MSRP`` offer is answered in kind with our ``fingerprint``."""
     desc = sdp.msrp_answer(
         remote,
         address=address,
@@ -92,6 +103,7 @@ def answer(remote: sdp.SessionDescription, address: str, port: int, path: str) -
         accept_types=ACCEPT_TYPES,
         accept_wrapped_types=ACCEPT_WRAPPED_TYPES,
         session_id=new_sdp_session_id(),
+        fingerprint=fingerprint,
     )
     return sdp.serialize(desc)
 

@@ -80,14 +80,21 @@ class SessionLegs(SignallingBase):
         recipients: bytes | None = None,
     ) -> None:
         try:
-            leg.msrp = await self.msrp.create_session(accept_types=payload.ACCEPT_TYPES)
+            leg.msrp = await self.msrp.create_session(
+                accept_types=payload.ACCEPT_TYPES, tls=self._offers_tls(leg)
+            )
         except (MSRPError, OSError) as exc:
             self._failed(leg, 0, f"MSRP relay: {exc}")
             return
         if leg.ended:
             await leg.msrp.close()
             return
-        offer = payload.offer(self.msrp.advertised_host, self.msrp.port, leg.msrp.path_attribute)
+        offer = payload.offer(
+            self.msrp.advertised_host,
+            leg.msrp.port,
+            leg.msrp.path_attribute,
+            leg.msrp.fingerprint,
+        )
         cpim_first = payload.chat_message(self.profile, first) if first is not None else None
         body, content_type = payload.invite_body(offer, cpim_first, recipients)
         assert leg.chat_ids is not None
@@ -152,7 +159,12 @@ class SessionLegs(SignallingBase):
         assert leg.msrp is not None and leg.remote is not None
         leg.msrp.on_event = partial(self._on_msrp, leg)
         try:
-            await leg.msrp.start(" ".join(leg.remote.path), active, timeout=self.bind_timeout)
+            await leg.msrp.start(
+                " ".join(leg.remote.path),
+                active,
+                timeout=self.bind_timeout,
+                fingerprint=leg.remote.fingerprint,
+            )
         except (MSRPError, OSError, ValueError) as exc:
             if leg.ended:
                 return
@@ -166,6 +178,19 @@ class SessionLegs(SignallingBase):
             return
         if not leg.ended:
             self._accepted(leg)
+
+    def _offers_tls(self, leg: Leg) -> bool:
+        """Whether our offer for ``leg`` is ``msrps`` (setting ``msrp_tls_offer``,
+        docs/tls.md): always, never, or when the SIP leg is secure (``sips:`` peer or a TLS
+        route), for 1-1 and group legs alike; legs through an RFC 4976 relay (reached over
+        TCP) stay plain."""
+        if self.msrp.tls is None or self.msrp.relay is not None:
+            return False
+        if self.tls_offer == "never":
+            return False
+        if self.tls_offer == "always":
+            return True
+        return str(leg.peer).lower().startswith("sips:") or self.sip.out_transport == "tls"
 
     async def cancel_session(self, leg: LegId) -> None:
         """CANCEL our INVITE that has no final answer yet; no event follows."""
@@ -250,6 +275,10 @@ class SessionLegs(SignallingBase):
                 return
         if not offer.media.accepts(cpim.CONTENT_TYPE):
             invite.respond(488, "message/cpim not offered")
+            return
+        if offer.media.tls and self.msrp.tls is None:
+            log.info("x INVITE %s offers MSRP over TLS: not configured", request.call_id)
+            invite.respond(488, "MSRP over TLS not configured")
             return
         leg = Leg(LegId("in-" + secrets.token_hex(10)), user, peer, outgoing=False)
         leg.incoming, leg.offer, leg.remote = invite, offer, offer.media
@@ -347,12 +376,15 @@ class SessionLegs(SignallingBase):
         assert record.offer is not None and record.remote is not None
         record.move(LegState.CONNECTING)
         try:
-            record.msrp = await self.msrp.create_session(accept_types=payload.ACCEPT_TYPES)
+            record.msrp = await self.msrp.create_session(
+                accept_types=payload.ACCEPT_TYPES, tls=record.remote.tls
+            )
             answer = payload.answer(
                 record.offer.description,
                 self.msrp.advertised_host,
-                self.msrp.port,
+                record.msrp.port,
                 record.msrp.path_attribute,
+                record.msrp.fingerprint,
             )
             headers = [
                 *rcs.answer_headers(self.profile, record.chat_ids),

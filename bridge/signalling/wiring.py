@@ -37,6 +37,7 @@ from typing import Protocol
 
 from bridge.config import Settings
 from bridge.signalling.adapter import SipSignalling
+from bridge.signalling.tls import msrp_tls, sip_tls
 from sip import rcs
 from sip.connlimits import ConnectionLimits
 from sip.message import Request
@@ -164,8 +165,10 @@ def profile_of(settings: Settings) -> rcs.Profile:
 
 
 def build_sip_stack(settings: Settings) -> SipStack:
-    """A SipStack per ``Settings.sip_*``, with the profile's Contact feature tags and User-Agent."""
+    """A SipStack per ``Settings.sip_*``, with the profile's Contact feature tags and User-Agent
+    (and the TLS contexts of ``bridge.signalling.tls``)."""
     profile = profile_of(settings)
+    tls_server, tls_client = sip_tls(settings)
     return SipStack(
         host=settings.sip_host,
         port=settings.sip_port,
@@ -174,12 +177,17 @@ def build_sip_stack(settings: Settings) -> SipStack:
         domain=settings.sip_domain,
         contact_params=rcs.feature_tags(profile),
         user_agent=rcs.user_agent(profile),
+        tls_server=tls_server,
+        tls_client=tls_client,
+        tls_port=settings.sip_tls_port,
     )
 
 
 def loopback_proxy(sip: SipStack) -> str:
     """The URI of our own listener, used as outbound proxy in the embedded default."""
     host = "127.0.0.1" if sip.host in _WILDCARDS else sip.host
+    if "tcp" not in sip.transports and "udp" not in sip.transports and "tls" in sip.transports:
+        return f"sip:{host}:{sip.tls_port};transport=tls"  # TLS only (docs/tls.md)
     transport = "tcp" if "tcp" in sip.transports else "udp"
     return f"sip:{host}:{sip.port};transport={transport}"
 
@@ -218,6 +226,7 @@ async def start_signalling(
             max_connections=settings.msrp_max_connections,
             max_per_address=settings.msrp_max_connections_per_address,
         ),
+        tls=msrp_tls(settings),
     )
     try:
         await msrp.start()
@@ -225,7 +234,11 @@ async def start_signalling(
         await sip.stop()
         raise
     signalling = SipSignalling(
-        sip, msrp, profile=profile, invite_timeout=settings.chat_invite_timeout
+        sip,
+        msrp,
+        profile=profile,
+        invite_timeout=settings.chat_invite_timeout,
+        tls_offer=settings.msrp_tls_offer,
     )
     router = Router(sip)
     focus = focus_factory(sip, msrp) if focus_factory is not None else None
@@ -235,10 +248,11 @@ async def start_signalling(
         router.route("REFER", focus.owns, focus.on_refer)
     signalling.attach(router.default)
     log.info(
-        "SIP on %s, MSRP on %s:%d%s, profile %s",
+        "SIP on %s, MSRP on %s:%d%s%s, profile %s",
         ", ".join(f"{t}:{h}:{p}" for t, h, p in addresses),
         settings.msrp_host,
         msrp.port,
+        f" (TLS on {msrp.tls_port})" if msrp.tls_port is not None else "",
         f" via relay {settings.msrp_relay}" if relay else "",
         profile.value,
     )

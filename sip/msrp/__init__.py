@@ -10,6 +10,7 @@ Modules:
     connection  MSRPConnection: the sans-I/O engine, one per TCP connection
     relay       RelayConfig, RelayBinding: RFC 4976 AUTH results
     transport   MSRPStack: listener, connector, relay AUTH (asyncio)
+    tls         MSRPTLS: contexts, our fingerprint and the peer check of msrps (RFC 4975 §14)
     link        Link: one TCP connection, an asyncio.Protocol around MSRPConnection
     session_handle  MSRPSession, SendResult: the asyncio handle of one session
                 (transport, link and session_handle are the only MSRP I/O)
@@ -35,7 +36,9 @@ The API the bridge uses::
 
 ``MSRPStack(host, port, *, relay=None, timeout=30.0, connect_timeout=10.0,
 chunk_size=10240, window=16, max_message_size=16 MiB, sessmatch=True,
-keepalive_interval=None, advertised_host=None)`` is built inside a running loop.
+keepalive_interval=None, advertised_host=None, limits=None, tls=None)`` is built inside a
+running loop; with ``tls`` (an MSRPTLS) it also listens for TLS and
+``create_session(tls=True)`` gives an ``msrps://`` session.
 ``RelayConfig.from_string(uri, expires=None, username=None, password=None)``: with
 credentials a 401 digest challenge is answered once (``sip.auth``); a 423 is retried
 with the relay's Min-/Max-Expires. ``session.start(..., active=False)`` waits for
@@ -62,10 +65,12 @@ from sip.msrp.parser import MSRPParser
 from sip.msrp.relay import RelayConfig
 from sip.msrp.session import MSRPSessionState
 from sip.msrp.session_handle import MSRPSession, SendResult
+from sip.msrp.tls import MSRPTLS
 from sip.msrp.transport import MSRPStack
 from sip.msrp.uri import MSRPURI, SessionId, parse_path, parse_uri
 
 __all__ = [
+    "MSRPTLS",
     "MSRPURI",
     "ByteRange",
     "ChunkReceived",

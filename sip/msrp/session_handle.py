@@ -3,7 +3,9 @@
 Public API (sessions come from ``MSRPStack.create_session``)::
 
     session.local_path / .path_attribute (SDP a=path) / .session_id / .status
-    await session.start(remote_path, active, timeout=None, accept_types=("*",), max_size=None)
+    session.fingerprint (SDP a=fingerprint of an msrps session, else None) / .port (m= line)
+    await session.start(remote_path, active, timeout=None, accept_types=("*",), max_size=None,
+                        fingerprint=None)   # the peer's a=fingerprint, checked on msrps
     await session.send(content_type, body, success_report=False, failure_report="yes")
         -> SendResult  (raises MSRPError: the peer's status, a local 408/481, or a local
            415/413 for a type or size the peer's SDP excludes)
@@ -116,6 +118,19 @@ class MSRPSession:
         return serialize_path(self.state.local_path)
 
     @property
+    def fingerprint(self) -> str | None:
+        """Our SDP ``a=fingerprint`` when this session's URI is ``msrps`` (RFC 4975 §14)."""
+        tls = self.stack.tls
+        if tls is None or self.state.local_uri.scheme != "msrps":
+            return None
+        return tls.fingerprint
+
+    @property
+    def port(self) -> int:
+        """The port of our URI (the SDP ``m=`` line's)."""
+        return self.state.local_uri.effective_port
+
+    @property
     def status(self) -> SessionStatus:
         """NEW, BINDING, BOUND or CLOSED."""
         return self.state.status
@@ -128,11 +143,13 @@ class MSRPSession:
         timeout: float | None = None,
         accept_types: Sequence[str] = ("*",),
         max_size: int | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         """Connect and bind (active) or wait for the peer's first frame (passive).
 
-        ``remote_path``, ``accept_types`` and ``max_size`` come from the peer's SDP
-        (a=path, a=accept-types, a=max-size; RFC 4975 §8).
+        ``remote_path``, ``accept_types``, ``max_size`` and ``fingerprint`` come from the
+        peer's SDP (a=path, a=accept-types, a=max-size, a=fingerprint; RFC 4975 §8, RFC 8122);
+        an ``msrps`` peer we dial must match the fingerprint (sip.msrp.tls).
         """
         path = parse_path(remote_path) if isinstance(remote_path, str) else tuple(remote_path)
         if not path:
@@ -163,7 +180,7 @@ class MSRPSession:
             await _bounded(fut, wait)
             self._bound = None
             return
-        link = self._relay_link or await self.stack._link_to(path[0])
+        link = self._relay_link or await self.stack._link_to(path[0], fingerprint)
         if not link.usable:
             raise MSRPError(408, "Connection closed", local=True)
         link.engine.attach(self.state)

@@ -17,6 +17,11 @@
 # (docs/protocol-mapping.md "MSRP errors"). With a relay (RFC 4976) each session
 # AUTHs on the one connection to the relay, gets Use-Path/Expires, sends
 # everything through it and re-AUTHs before expiry.
+#
+# MSRP over TLS (RFC 4975 §14): with ``tls`` (sip.msrp.tls.MSRPTLS) a second listener
+# takes TLS on its own port; ``create_session(tls=True)`` gives an ``msrps://`` URI on it,
+# and ``msrps`` URIs are dialled over TLS, the peer checked against the SDP fingerprint
+# or the CAs (sip.msrp.tls) before any frame is sent.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import ssl
 from collections.abc import Sequence
 
 from sip.auth import DigestClient
@@ -50,7 +56,9 @@ from sip.msrp.relay import (
 )
 from sip.msrp.session import DEFAULT_MAX_MESSAGE_SIZE, MSRPSessionState, new_ident
 from sip.msrp.session_handle import MSRPSession
+from sip.msrp.tls import MSRPTLS
 from sip.msrp.uri import MSRPURI, SessionId, serialize_path
+from sip.tls import describe_refusal
 
 __all__ = ["MSRPStack"]
 
@@ -80,8 +88,13 @@ class MSRPStack:
         keepalive_interval: float | None = None,
         advertised_host: str | None = None,
         limits: ConnectionLimits | None = None,
+        tls: MSRPTLS | None = None,
     ) -> None:
         self.host = host
+        self.tls = tls
+        self._tls_server: asyncio.Server | None = None
+        self._tls_port = tls.port if tls is not None else 0
+        self._tls_verified: dict[tuple[str, int], bool] = {}  # outbound msrps: chain checked
         self.advertised_host = advertised_host or host
         self._port = port
         self.relay = relay
@@ -139,6 +152,21 @@ class MSRPStack:
         )
         self._port = self._server.sockets[0].getsockname()[1]
         log.info("MSRP listening on %s:%d", self.host, self._port)
+        if self.tls is not None:
+            try:
+                self._tls_server = await self._loop.create_server(
+                    lambda: Link(self, None), self.host, self._tls_port, ssl=self.tls.server
+                )
+            except BaseException:
+                self._server.close()
+                raise
+            self._tls_port = self._tls_server.sockets[0].getsockname()[1]
+            log.info("MSRP over TLS listening on %s:%d", self.host, self._tls_port)
+
+    @property
+    def tls_port(self) -> int | None:
+        """The MSRP TLS listener's port (after ``start``), None without TLS."""
+        return self._tls_port if self.tls is not None else None
 
     async def close(self) -> None:
         """Close every session, connection and the listener."""
@@ -148,6 +176,8 @@ class MSRPStack:
             await session.close()
         if self._server is not None:
             self._server.close()
+        if self._tls_server is not None:
+            self._tls_server.close()
         links = list(self._links)
         for link in links:
             link.close()
@@ -156,15 +186,28 @@ class MSRPStack:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
+        if self._tls_server is not None:
+            await self._tls_server.wait_closed()
+            self._tls_server = None
 
     async def create_session(
-        self, *, session_id: str | None = None, accept_types: Sequence[str] = ("*",)
+        self,
+        *,
+        session_id: str | None = None,
+        accept_types: Sequence[str] = ("*",),
+        tls: bool = False,
     ) -> MSRPSession:
-        """A new session with its local path (AUTH at the relay first if configured)."""
+        """A new session with its local path (AUTH at the relay first if configured);
+        ``tls``: an ``msrps://`` URI on the TLS listener (ValueError without TLS)."""
         sid = SessionId(session_id or new_ident())
         if sid in self._sessions:
             raise ValueError(f"MSRP session {sid} exists")
-        uri = MSRPURI(self.advertised_host, self._port, sid, "tcp")
+        if tls and self.tls is None:
+            raise ValueError("MSRP over TLS is not configured")
+        if tls:
+            uri = MSRPURI(self.advertised_host, self._tls_port, sid, "tcp", scheme="msrps")
+        else:
+            uri = MSRPURI(self.advertised_host, self._port, sid, "tcp")
         state = MSRPSessionState(
             uri, accept_types=tuple(accept_types), max_message_size=self.max_message_size
         )
@@ -204,9 +247,26 @@ class MSRPStack:
         if link.key is not None and self._outbound.get(link.key) is link:
             del self._outbound[link.key]
 
-    async def _link_to(self, uri: MSRPURI) -> Link:
-        if uri.scheme != "msrp" or uri.transport.lower() != "tcp":
+    async def _link_to(self, uri: MSRPURI, fingerprint: str | None = None) -> Link:
+        """The connection toward ``uri`` (opened or shared); an ``msrps`` one is checked
+        against ``fingerprint`` (the peer's SDP) first, whether new or shared."""
+        link = await self._shared_link(uri, fingerprint)
+        if self.tls is not None and uri.scheme == "msrps":
+            verified = self._tls_verified.get(uri.authority, False)
+            try:
+                self.tls.check(link.transport, fingerprint, link.peer, verified=verified)
+            except MSRPError:
+                if not link.engine.sessions:
+                    link.close()
+                raise
+        return link
+
+    async def _shared_link(self, uri: MSRPURI, fingerprint: str | None) -> Link:
+        tls = uri.scheme == "msrps"
+        if uri.scheme not in ("msrp", "msrps") or uri.transport.lower() != "tcp":
             raise MSRPError(400, f"unsupported MSRP transport: {uri}", local=True)
+        if tls and self.tls is None:
+            raise MSRPError(400, f"unsupported MSRP transport (no TLS settings): {uri}", local=True)
         key = uri.authority
         known = self._outbound.get(key)
         if known is not None and known.usable:
@@ -216,20 +276,28 @@ class MSRPStack:
             return await asyncio.shield(pending)
         fut: asyncio.Future[Link] = self._loop.create_future()
         self._connecting[key] = fut
+        context = self.tls.context_for(fingerprint) if tls and self.tls is not None else None
         try:
-            _t, link = await asyncio.wait_for(self._open(key), self.connect_timeout)
+            _t, link = await asyncio.wait_for(self._open(key, context), self.connect_timeout)
         except (OSError, TimeoutError) as err:
+            if isinstance(err, ssl.SSLError):
+                log.warning("MSRP TLS peer %s:%d refused: %s", *key, describe_refusal(err))
             exc = MSRPError(408, f"cannot connect to {key[0]}:{key[1]}: {err}", local=True)
             fut.set_exception(exc)
             fut.exception()
             raise exc from err
         finally:
             del self._connecting[key]
+        if context is not None:
+            self._tls_verified[key] = context.verify_mode == ssl.CERT_REQUIRED
+            link.closed.add_done_callback(lambda _f: self._tls_verified.pop(key, None))
         self._outbound[key] = link
         fut.set_result(link)
         return link
 
-    async def _open(self, key: tuple[str, int]) -> tuple[asyncio.BaseTransport, Link]:
+    async def _open(
+        self, key: tuple[str, int], context: ssl.SSLContext | None = None
+    ) -> tuple[asyncio.BaseTransport, Link]:
         """Connects from a port bound first, so that our own listener knows the connection
         as ours the moment it accepts it (embedded default: we talk to ourselves)."""
         host = key[0]
@@ -243,7 +311,12 @@ class MSRPStack:
         self._own_ports.add(port)
         try:
             await self._loop.sock_connect(sock, (host, key[1]))
-            transport, link = await self._loop.create_connection(lambda: Link(self, key), sock=sock)
+            transport, link = await self._loop.create_connection(
+                lambda: Link(self, key),
+                sock=sock,
+                ssl=context,
+                server_hostname=key[0] if context is not None else None,
+            )
         except BaseException:
             self._own_ports.discard(port)
             sock.close()
