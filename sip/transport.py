@@ -69,12 +69,16 @@ from sip.message import (
     parse_message,
     serialize,
 )
+from sip.ratelog import RateLimitedLog
 from sip.uri import SipURI, TelURI, format_host, parse_uri
 
 __all__ = ["Connection", "Source", "Target", "TransportLayer"]
 
 log = logging.getLogger(__name__)
 trace = logging.getLogger("bridge.trace.sip")
+
+_malformed_log = RateLimitedLog(log, logging.WARNING, "malformed SIP messages")
+"""Malformed messages and lost framing: a few lines, then a count per window (issue 13)."""
 
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 MAX_DATAGRAM = 65507  # IPv4 UDP payload limit; bigger messages need TCP (RFC 3261 §18.1.1)
@@ -177,7 +181,9 @@ class Connection(asyncio.Protocol):
         try:
             events = self.parser.feed(data)
         except CodecError as exc:
-            trace.debug("x %s %s:%s bad stream data: %s", self.name, *self.peer, exc)
+            _malformed_log.log(
+                "x SIP %s connection %s:%s: framing lost (%s), closing", self.name, *self.peer, exc
+            )
             self.close()
             return
         self._follow_deadline(bool(events))
@@ -447,19 +453,38 @@ class TransportLayer:
         self._message_received(msg, source, data)
 
     def _reject(self, data: bytes, source: Source, exc: CodecError) -> None:
-        """Answers 400 to a broken request when enough of it parsed (RFC 3261 §21.4.1)."""
+        """Answers 400 to a broken request when enough of it parsed (RFC 3261 §21.4.1): its
+        Via, From, To, Call-ID and CSeq are there and its To parses. A Request-URI that does
+        not parse is set aside (the response does not carry it); with a top Via that does not
+        parse the answer goes back on the request's connection (RFC 3261 §18.2.2) or to the
+        datagram's source address."""
+        _malformed_log.log(
+            "x malformed SIP message from %s:%s (%s): %s",
+            source.host,
+            source.port,
+            source.transport,
+            exc,
+        )
         try:
-            msg = parse_message(data, validate=False)
-            if not isinstance(msg, Request) or msg.method == "ACK":
+            msg = _lenient_request(data)
+            if msg is None or msg.method == "ACK":
                 return
             for name in ("Via", "From", "To", "Call-ID", "CSeq"):
                 if msg.get(name) is None:
                     return
-            msg.top_via  # noqa: B018 - must parse to route the response
             parse_name_addr(msg.get("To") or "")
-            msg = self._stamp(msg, source)
-            resp = make_response(msg, 400, headers=[("Warning", _warning(self.host, exc))])
-        except CodecError:
+            warning = [("Warning", _warning(self.host, exc))]
+            try:
+                msg.top_via  # noqa: B018 - must parse to route the response
+            except CodecError:  # back where it came from, as rport would (RFC 3581 §4)
+                resp = make_response(msg, 400, headers=warning)
+                if source.connection is not None:
+                    self.send_on(source.connection, resp)
+                elif self._udp is not None and self._udp.transport is not None:
+                    self._sendto(serialize(resp), Target("udp", source.host, source.port))
+                return
+            resp = make_response(self._stamp(msg, source), 400, headers=warning)
+        except (CodecError, SIPError):
             return
         asyncio.get_running_loop().create_task(self._send_reject(resp, source))
 
@@ -663,6 +688,31 @@ class TransportLayer:
 
 def _drop(msg: Message, source: Source) -> None:
     trace.debug("x no handler for a message from %s:%s", source.host, source.port)
+
+
+def _lenient_request(data: bytes) -> Request | None:
+    """``data`` as a request without validation, for a 400; when it does not parse, its
+    header section again with a stand-in Request-URI and no Content-Length (neither is
+    in the response); None when it is no request or still does not parse."""
+    try:
+        msg = parse_message(data, validate=False)
+    except CodecError:
+        head = data[: data.find(b"\r\n\r\n")]
+        line, _, rest = head.partition(b"\r\n")
+        parts = line.split(b" ")
+        if len(parts) != 3 or parts[0].startswith(b"SIP/"):
+            return None
+        kept = [
+            field
+            for field in rest.split(b"\r\n")
+            if field.partition(b":")[0].strip().lower() not in (b"content-length", b"l")
+        ]
+        stand_in = b"\r\n".join([b"%s sip:invalid.invalid %s" % (parts[0], parts[2]), *kept])
+        try:
+            msg = parse_message(stand_in + b"\r\n\r\n", validate=False)
+        except CodecError:
+            return None
+    return msg if isinstance(msg, Request) else None
 
 
 def _warning(host: str, exc: CodecError) -> str:
