@@ -14,6 +14,7 @@ Public API::
                                                  or 513 for a datagram above 65507 bytes)
         .try_send(msg, target) -> bool           the same without awaiting (False: use send)
         .send_on(connection, msg)                on an open stream connection
+        .connection_to(target) -> Connection | None   the open stream connection to target
         .via_for(transport, branch) -> str       our Via value, with ;rport
         await .send_response(resp, source)       RFC 3261 §18.2.2 (+ RFC 3581 rport)
         await .target_for(request) -> Target    outbound proxy / first Route / Request-URI
@@ -29,7 +30,8 @@ come back to the port in our Via. Stream connections are kept in one table keyed
 remote ``(transport, host, port)``: an accepted connection is used again to send to that
 peer and for responses to requests that came on it (RFC 3261 §18.2.2); outgoing ones are
 reused by later requests to the same target. Connections idle for ``idle_timeout`` are
-closed. A CRLFCRLF ping is answered with CRLF (RFC 5626 §4.4.1); with ``keepalive_interval``
+closed, unless a live dialog is bound to them (``Connection.dialogs``, kept by sip.stack).
+A CRLFCRLF ping is answered with CRLF (RFC 5626 §4.4.1); with ``keepalive_interval``
 outgoing connections send pings and are closed when the previous one got no pong.
 
 Incoming requests get ``received``/``rport`` stamped on their top Via (RFC 3261 §18.2.1,
@@ -148,6 +150,9 @@ class Connection(asyncio.Protocol):
         self._deadline: asyncio.TimerHandle | None = None
         self.exempt = False  # the IMS proxy's or our own: no caps, idle or deadline closing
         self.admitted = False  # counted by the layer's Admission
+        self.dialogs = 0
+        """Live dialog usages whose peer reached us on this connection, or that we reached
+        on it (sip.stack binds them): while any is left the idle timeout spares it."""
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -245,11 +250,14 @@ class Connection(asyncio.Protocol):
 
     def _check_idle(self) -> None:
         idle = time.monotonic() - self.last_activity
-        if idle >= self.layer.idle_timeout:
+        timeout = self.layer.idle_timeout
+        if idle < timeout:
+            self._arm_idle(timeout - idle)
+        elif self.dialogs > 0:  # a dialog's peer may send on it at any time (RFC 5923 §5)
+            self._arm_idle(timeout)
+        else:
             trace.debug("- %s connection %s:%s idle, closing", self.name, *self.peer)
             self.close()
-        else:
-            self._arm_idle(self.layer.idle_timeout - idle)
 
     def _ping(self) -> None:
         if self.awaiting_pong:
@@ -560,6 +568,13 @@ class TransportLayer:
             return
         conn = await self._connection(target)
         conn.write(data)
+
+    def connection_to(self, target: Target) -> Connection | None:
+        """The open stream connection to ``target``, if there is one."""
+        conn = self._connections.get((target.transport, target.host, target.port))
+        if conn is None or conn.transport is None or conn.transport.is_closing():
+            return None
+        return conn
 
     def send_on(self, conn: Connection, msg: Message) -> None:
         """Writes ``msg`` on an open stream connection. Raises SIPError(503) if it closed."""
