@@ -80,7 +80,8 @@ log = logging.getLogger(__name__)
 trace = logging.getLogger("bridge.trace.sip")
 
 _malformed_log = RateLimitedLog(log, logging.WARNING, "malformed SIP messages")
-"""Malformed messages and lost framing: a few lines, then a count per window (issue 13)."""
+"""Malformed messages and lost framing: one line per peer address and window, five at most,
+then a count (issue 13)."""
 
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 MAX_DATAGRAM = 65507  # IPv4 UDP payload limit; bigger messages need TCP (RFC 3261 §18.1.1)
@@ -187,7 +188,11 @@ class Connection(asyncio.Protocol):
             events = self.parser.feed(data)
         except CodecError as exc:
             _malformed_log.log(
-                "x SIP %s connection %s:%s: framing lost (%s), closing", self.name, *self.peer, exc
+                "x SIP %s connection %s:%s: framing lost (%s), closing",
+                self.name,
+                *self.peer,
+                exc,
+                key=self.peer[0],
             )
             self.close()
             return
@@ -472,6 +477,7 @@ class TransportLayer:
             source.port,
             source.transport,
             exc,
+            key=source.host,
         )
         try:
             msg = _lenient_request(data)

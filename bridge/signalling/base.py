@@ -48,7 +48,7 @@ from sip.usage import IncomingRequest, InviteSession
 
 log = logging.getLogger(__name__)
 malformed_log = RateLimitedLog(log, logging.INFO, "SIP requests with a malformed body refused")
-"""A flood of malformed bodies logs a few lines, then a count per window (issue 13)."""
+"""Malformed bodies: one line per sender and window, five at most, then a count (issue 13)."""
 
 BIND_TIMEOUT = 10.0
 """Seconds the MSRP bind may take after the 2xx (mapping N3: then Failed + BYE)."""
@@ -308,11 +308,11 @@ class SignallingBase:
                 fallback_id=fallback_message_id(request.call_id, request.cseq.seq),
             )
         except payload.UnsupportedContent as exc:
-            malformed_log.log("x MESSAGE %s: %s", request.call_id, exc)
+            malformed_log.log("x MESSAGE %s: %s", request.call_id, exc, key=str(request.from_.uri))
             incoming.respond(415, headers=[("Accept", _MESSAGE_ACCEPT)])
             return
         except CodecError as exc:
-            malformed_log.log("x MESSAGE %s: %s", request.call_id, exc)
+            malformed_log.log("x MESSAGE %s: %s", request.call_id, exc, key=str(request.from_.uri))
             incoming.respond(400, str(exc)[:120])
             return
         event = _event_for(leg.id if leg is not None else None, user, sender, decoded)

@@ -222,7 +222,7 @@ class SessionLegs(SignallingBase):
             invite.respond(415, headers=[("Accept", _INVITE_ACCEPT)])
             return
         except CodecError as exc:
-            malformed_log.log("x INVITE %s: %s", request.call_id, exc)
+            malformed_log.log("x INVITE %s: %s", request.call_id, exc, key=str(request.from_.uri))
             invite.reject(488)
             return
         kind = rcs.classify_invite(

@@ -229,6 +229,7 @@ class Probe:
         self.pid = serve.proc.pid
         self.peak = 0
         self.slowest = 0.0
+        self.slowest_after = ""
 
     def sample(self) -> int:
         rss = rss_kib(self.pid)
@@ -243,7 +244,8 @@ class Probe:
             async with self.http.get(self.serve.root + "/health") as resp:
                 assert resp.status == 200, after
         took = time.monotonic() - began
-        self.slowest = max(self.slowest, took)
+        if took > self.slowest:
+            self.slowest, self.slowest_after = took, after
         assert took < PROMPT, f"/health took {took:.2f} s after {after}"
 
 
@@ -464,12 +466,13 @@ async def test_hostile_input_over_the_wire(tmp_path: Path, receiver: Receiver) -
             print(  # noqa: T201 (shown with -s)
                 f"\nRSS KiB: baseline {baseline}, peak {probe.peak} (+{probe.peak - baseline}), "
                 f"after {final} (+{final - baseline}; slack {RSS_SLACK}); "
-                f"slowest /health {probe.slowest * 1000:.0f} ms; log +{grown} bytes; "
+                f"slowest /health {probe.slowest * 1000:.0f} ms ({probe.slowest_after}); "
+                f"log +{grown} bytes; "
                 f"attacks took {attacked:.1f} s"
             )
             assert final <= baseline + RSS_SLACK, (baseline, probe.peak, final)
             assert grown < LOG_SLACK, serve.log.read_text()[-4000:]
-            # five lines of a kind per 10 s window, then a count (sip.ratelog)
+            # one line per peer (or sender) and 10 s window, then a count (sip.ratelog)
             lines = serve.log.read_text().splitlines()
             for kind in ("bridge.signalling.base: x MESSAGE", "malformed SIP message from"):
-                assert sum(kind in line for line in lines) <= 10, kind
+                assert sum(kind in line for line in lines) <= 2, kind

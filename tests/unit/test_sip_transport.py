@@ -445,7 +445,7 @@ async def test_unparseable_uri_via_or_length_over_udp_answered_400(layer, udp_pe
     assert inbox.queue.empty()
 
 
-async def test_malformed_messages_logged_a_few_times_then_counted(
+async def test_malformed_messages_logged_once_per_peer_then_counted(
     layer, udp_peer, caplog: pytest.LogCaptureFixture
 ) -> None:
     tl, _ = layer
@@ -459,7 +459,7 @@ async def test_malformed_messages_logged_a_few_times_then_counted(
         peer.transport.sendto(bad, ("127.0.0.1", tl.sent_by("udp")[1]))
         await peer.get()
     lines = [r.getMessage() for r in caplog.records if r.name == "sip.transport"]
-    assert len(lines) == 5 and all("malformed SIP message from 127.0.0.1" in x for x in lines)
+    assert len(lines) == 1 and "malformed SIP message from 127.0.0.1" in lines[0]  # one peer
     transport_module._malformed_log.flush()  # the window's end: one line with the count
     last = caplog.records[-1].getMessage()
-    assert last == "x 35 more malformed SIP messages in the last 10 s (not logged one by one)"
+    assert last == "x 39 more malformed SIP messages in the last 10 s (not logged one by one)"
