@@ -258,7 +258,7 @@ class Connection(asyncio.Protocol):
         timeout = self.layer.idle_timeout
         if idle < timeout:
             self._arm_idle(timeout - idle)
-        elif self.dialogs > 0:  # a dialog's peer may send on it at any time (RFC 5923 §5)
+        elif self.dialogs > 0:  # a dialog's peer may send its next request on it any time
             self._arm_idle(timeout)
         else:
             trace.debug("- %s connection %s:%s idle, closing", self.name, *self.peer)
@@ -718,8 +718,10 @@ def _lenient_request(data: bytes) -> Request | None:
     try:
         msg = parse_message(data, validate=False)
     except CodecError:
-        head = data[: data.find(b"\r\n\r\n")]
-        line, _, rest = head.partition(b"\r\n")
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        line, _, rest = data[:end].partition(b"\r\n")
         parts = line.split(b" ")
         if len(parts) != 3 or parts[0].startswith(b"SIP/"):
             return None
