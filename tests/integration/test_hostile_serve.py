@@ -14,7 +14,8 @@ deadlines, idle timeouts and caps so that the whole run takes seconds:
 * a SIP TCP connection that trickles one header line at a time, closed at the deadline;
 * a flood of idle SIP and MSRP connections beyond the caps: the extra ones refused;
 * notifyURLs on other loopback addresses, a cloud metadata address, the unspecified
-  address, a decimal IPv4 host, the bridge's own REST port, and with user-info: 400.
+  address, a decimal IPv4 host, the bridge's own REST port, with user-info, and another
+  user's channel callbackURL: 400.
 
 After each step ``/health`` must answer within ``PROMPT`` seconds, and at the end a chat
 message A -> B goes through on the session opened before the attacks. The bridge's RSS
@@ -369,7 +370,10 @@ async def flood(probe: Probe, port: int, what: str) -> None:
 
 async def notify_urls(serve: Serve, receiver: Receiver) -> None:
     own = serve.root + "/notify"
+    channel = {"notificationChannel": {"channelType": "LongPolling"}}
+    bobs = await serve.call("POST", f"/notificationchannel/v1/{q(B)}/channels", channel, 201)
     refused = [
+        bobs["notificationChannel"]["callbackURL"],  # another user's channel (defect 10)
         "http://127.0.0.2:22/",  # loopback, not the allowed 127.0.0.1
         "http://[::1]:8080/",
         "http://169.254.169.254/latest/meta-data/",
