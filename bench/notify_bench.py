@@ -372,6 +372,12 @@ async def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run the callback receiver in a subprocess (measures the bridge side alone)",
     )
+    parser.add_argument(
+        "--destination-concurrency",
+        type=int,
+        help="notification_destination_concurrency (default: half of the concurrency; every "
+        "subscription of this bench POSTs to one receiver, one destination)",
+    )
     parser.add_argument("--timeout", type=float, default=120.0, help="bound of each phase (s)")
     parser.add_argument("--database-url", help="default: a temporary SQLite file")
     args = parser.parse_args(argv)
@@ -385,6 +391,7 @@ async def main(argv: list[str] | None = None) -> int:
             channel_poll_timeout=5.0,
             notification_backoff_initial=0.05,
             notify_allow_loopback=True,  # the receiver is on 127.0.0.1 (docs/notify-policy.md)
+            notification_destination_concurrency=args.destination_concurrency,
         )
         db = Database(url)
         await db.migrate()

@@ -375,10 +375,12 @@ class DeliveryService:
                     ]
                 else:
                     items = await outbox.enqueue_many(session, [d for d, _ in batch], now=now)
-                lanes = {
+                lanes = {  # running lanes and those of a paused or full destination wait
                     n.subscription_id
                     for n in items
-                    if n.channel_id is None and n.subscription_id not in self._lanes
+                    if n.channel_id is None
+                    and n.subscription_id not in self._lanes
+                    and not (self._blocked and self._dest_key(n.notify_url) in self._blocked)
                 }
                 free = self._free_slots()
                 if direct and lanes and free > 0:

@@ -25,8 +25,20 @@ class ProtocolError(Exception):
     """Root of the errors raised by ``sip``."""
 
 
+MAX_ERROR_TEXT = 240
+"""Most characters of a ``CodecError`` text: parsers quote the input they refuse, and a
+hostile 100 KB header must not become a 100 KB log line or reason phrase (issue 13)."""
+
+
 class CodecError(ProtocolError, ValueError):
-    """Input that a parser or codec cannot accept."""
+    """Input that a parser or codec cannot accept; a text longer than ``MAX_ERROR_TEXT``
+    is cut there, with the original length noted."""
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str) and len(args[0]) > MAX_ERROR_TEXT:
+            text = args[0]
+            args = (f"{text[:MAX_ERROR_TEXT]}... ({len(text)} characters)",)
+        super().__init__(*args)
 
 
 class SIPError(ProtocolError):

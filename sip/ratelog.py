@@ -4,7 +4,7 @@ A flood of hostile connections (issue 13: thousands of malformed or idle MSRP
 connections) must not turn into thousands of log lines. A
 :class:`RateLimitedLog` logs the first ``burst`` events of its kind in each
 ``window`` seconds one by one, counts the rest, and logs one summary when the
-window ends::
+window ends (with a ``key``, such as the peer's address, one line per key and window)::
 
     x 123 more malformed MSRP connections in the last 10 s (not logged one by one)
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 __all__ = ["RateLimitedLog"]
 
@@ -51,11 +51,14 @@ class RateLimitedLog:
         """Events counted, not logged, in the current window."""
         self.total_suppressed = 0
         self._started: float | None = None
+        self._keys: set[Hashable] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None
 
-    def log(self, msg: str, *args: object) -> None:
-        """One event: logged as ``msg % args`` unless past the window's burst."""
+    def log(self, msg: str, *args: object, key: Hashable | None = None) -> None:
+        """One event: logged as ``msg % args`` unless past the window's burst. With a
+        ``key`` (the peer's address) only the first event of that key in the window is
+        logged: one flooding peer takes one line, and the others still show."""
         if not self.logger.isEnabledFor(self.level):
             return
         now = self.clock()
@@ -63,7 +66,9 @@ class RateLimitedLog:
             self.flush()
         if self._started is None:
             self._started = now
-        if self.logged < self.burst:
+        if self.logged < self.burst and (key is None or key not in self._keys):
+            if key is not None:
+                self._keys.add(key)  # at most ``burst`` keys: bounded
             self.logged += 1
             self.logger.log(self.level, msg, *args)
             return
@@ -91,4 +96,5 @@ class RateLimitedLog:
                 self.window,
             )
         self._started = None
+        self._keys.clear()
         self.logged = self.suppressed = 0

@@ -64,7 +64,7 @@ from sip.subscription import (
 )
 from sip.timers import Timers
 from sip.transaction import ServerTransaction, TransactionLayer
-from sip.transport import Source, TransportLayer
+from sip.transport import Connection, Source, TransportLayer
 from sip.uri import SipURI, TelURI, parse_uri
 from sip.usage import (
     ALLOW,
@@ -157,6 +157,7 @@ class SipStack:
         self.addresses: list[tuple[str, str, int]] = []
         self._handlers: dict[str, Handler] = {}
         self._usages: dict[DialogId, DialogUsage] = {}
+        self._bound: dict[DialogId, Connection] = {}  # dialogs the idle timeout spares
         self._pending: dict[tuple[str, str], ClientSubscription] = {}
         self._tasks: set[asyncio.Task[object]] = set()
         self._digest = DigestClient()
@@ -213,6 +214,8 @@ class SipStack:
         for usage in list(self._usages.values()):
             usage.close()
         self._usages.clear()
+        for dialog_id in list(self._bound):
+            self._unbind(dialog_id)
         for sub in list(self._pending.values()):
             sub.close()
         self._pending.clear()
@@ -442,7 +445,7 @@ class SipStack:
             for method, handler in handlers.items():
                 session.on_request(method, handler)
             call.session = session
-            self._register(dialog.id, session)
+            self._register(dialog.id, session, self.transport.connection_to(tx.target))
             session._send_ack(response)
         return response
 
@@ -539,6 +542,7 @@ class SipStack:
             usage = self._usages.get(dialog.id)
             if isinstance(usage, SubscriptionUsage):
                 del self._usages[dialog.id]
+                self._unbind(dialog.id)
                 if dialog.state is not DialogState.TERMINATED:
                     dialog.handle(DialogEvent.TERMINATE)
 
@@ -548,12 +552,25 @@ class SipStack:
         """Routes out-of-dialog ``method`` requests to ``handler`` (sync or async)."""
         self._handlers[method.upper()] = handler
 
-    def _register(self, dialog_id: DialogId, usage: DialogUsage) -> None:
+    def _register(
+        self, dialog_id: DialogId, usage: DialogUsage, connection: Connection | None = None
+    ) -> None:
+        """Routes ``dialog_id``'s requests to ``usage``; a stream ``connection`` the dialog
+        was set up on is spared by the idle timeout until the dialog goes."""
         self._usages[dialog_id] = usage
+        if connection is not None and dialog_id not in self._bound:
+            connection.dialogs += 1
+            self._bound[dialog_id] = connection
 
     def _unregister(self, dialog_id: DialogId, usage: DialogUsage) -> None:
         if self._usages.get(dialog_id) is usage:
             del self._usages[dialog_id]
+            self._unbind(dialog_id)
+
+    def _unbind(self, dialog_id: DialogId) -> None:
+        connection = self._bound.pop(dialog_id, None)
+        if connection is not None:
+            connection.dialogs -= 1
 
     def dialog_count(self) -> int:
         """Number of dialogs the stack holds."""
@@ -641,7 +658,8 @@ class SipStack:
             tx.respond(exc.status, exc.reason)
             return True
         sub.dialog = dialog
-        self._register(dialog.id, SubscriptionUsage(self, dialog, client=sub))
+        usage = SubscriptionUsage(self, dialog, client=sub)
+        self._register(dialog.id, usage, tx.source.connection)
         self._deliver_notify(sub, tx)
         return True
 

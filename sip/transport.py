@@ -14,6 +14,7 @@ Public API::
                                                  or 513 for a datagram above 65507 bytes)
         .try_send(msg, target) -> bool           the same without awaiting (False: use send)
         .send_on(connection, msg)                on an open stream connection
+        .connection_to(target) -> Connection | None   the open stream connection to target
         .via_for(transport, branch) -> str       our Via value, with ;rport
         await .send_response(resp, source)       RFC 3261 §18.2.2 (+ RFC 3581 rport)
         await .target_for(request) -> Target    outbound proxy / first Route / Request-URI
@@ -29,7 +30,8 @@ come back to the port in our Via. Stream connections are kept in one table keyed
 remote ``(transport, host, port)``: an accepted connection is used again to send to that
 peer and for responses to requests that came on it (RFC 3261 §18.2.2); outgoing ones are
 reused by later requests to the same target. Connections idle for ``idle_timeout`` are
-closed. A CRLFCRLF ping is answered with CRLF (RFC 5626 §4.4.1); with ``keepalive_interval``
+closed, unless a live dialog is bound to them (``Connection.dialogs``, kept by sip.stack).
+A CRLFCRLF ping is answered with CRLF (RFC 5626 §4.4.1); with ``keepalive_interval``
 outgoing connections send pings and are closed when the previous one got no pong.
 
 Incoming requests get ``received``/``rport`` stamped on their top Via (RFC 3261 §18.2.1,
@@ -73,6 +75,7 @@ from sip.message import (
     parse_message,
     serialize,
 )
+from sip.ratelog import RateLimitedLog
 from sip.tls import describe_refusal
 from sip.uri import SipURI, TelURI, format_host, parse_uri
 
@@ -80,6 +83,10 @@ __all__ = ["Connection", "Source", "Target", "TransportLayer"]
 
 log = logging.getLogger(__name__)
 trace = logging.getLogger("bridge.trace.sip")
+
+_malformed_log = RateLimitedLog(log, logging.WARNING, "malformed SIP messages")
+"""Malformed messages and lost framing: one line per peer address and window, five at most,
+then a count (issue 13)."""
 
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 MAX_DATAGRAM = 65507  # IPv4 UDP payload limit; bigger messages need TCP (RFC 3261 §18.1.1)
@@ -152,6 +159,9 @@ class Connection(asyncio.Protocol):
         self._deadline: asyncio.TimerHandle | None = None
         self.exempt = False  # the IMS proxy's or our own: no caps, idle or deadline closing
         self.admitted = False  # counted by the layer's Admission
+        self.dialogs = 0
+        """Live dialog usages whose peer reached us on this connection, or that we reached
+        on it (sip.stack binds them): while any is left the idle timeout spares it."""
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -185,7 +195,13 @@ class Connection(asyncio.Protocol):
         try:
             events = self.parser.feed(data)
         except CodecError as exc:
-            trace.debug("x %s %s:%s bad stream data: %s", self.name, *self.peer, exc)
+            _malformed_log.log(
+                "x SIP %s connection %s:%s: framing lost (%s), closing",
+                self.name,
+                *self.peer,
+                exc,
+                key=self.peer[0],
+            )
             self.close()
             return
         self._follow_deadline(bool(events))
@@ -247,11 +263,14 @@ class Connection(asyncio.Protocol):
 
     def _check_idle(self) -> None:
         idle = time.monotonic() - self.last_activity
-        if idle >= self.layer.idle_timeout:
+        timeout = self.layer.idle_timeout
+        if idle < timeout:
+            self._arm_idle(timeout - idle)
+        elif self.dialogs > 0:  # a dialog's peer may send its next request on it any time
+            self._arm_idle(timeout)
+        else:
             trace.debug("- %s connection %s:%s idle, closing", self.name, *self.peer)
             self.close()
-        else:
-            self._arm_idle(self.layer.idle_timeout - idle)
 
     def _ping(self) -> None:
         if self.awaiting_pong:
@@ -455,19 +474,39 @@ class TransportLayer:
         self._message_received(msg, source, data)
 
     def _reject(self, data: bytes, source: Source, exc: CodecError) -> None:
-        """Answers 400 to a broken request when enough of it parsed (RFC 3261 §21.4.1)."""
+        """Answers 400 to a broken request when enough of it parsed (RFC 3261 §21.4.1): its
+        Via, From, To, Call-ID and CSeq are there and its To parses. A Request-URI that does
+        not parse is set aside (the response does not carry it); with a top Via that does not
+        parse the answer goes back on the request's connection (RFC 3261 §18.2.2) or to the
+        datagram's source address."""
+        _malformed_log.log(
+            "x malformed SIP message from %s:%s (%s): %s",
+            source.host,
+            source.port,
+            source.transport,
+            exc,
+            key=source.host,
+        )
         try:
-            msg = parse_message(data, validate=False)
-            if not isinstance(msg, Request) or msg.method == "ACK":
+            msg = _lenient_request(data)
+            if msg is None or msg.method == "ACK":
                 return
             for name in ("Via", "From", "To", "Call-ID", "CSeq"):
                 if msg.get(name) is None:
                     return
-            msg.top_via  # noqa: B018 - must parse to route the response
             parse_name_addr(msg.get("To") or "")
-            msg = self._stamp(msg, source)
-            resp = make_response(msg, 400, headers=[("Warning", _warning(self.host, exc))])
-        except CodecError:
+            warning = [("Warning", _warning(self.host, exc))]
+            try:
+                msg.top_via  # noqa: B018 - must parse to route the response
+            except CodecError:  # back where it came from, as rport would (RFC 3581 §4)
+                resp = make_response(msg, 400, headers=warning)
+                if source.connection is not None:
+                    self.send_on(source.connection, resp)
+                elif self._udp is not None and self._udp.transport is not None:
+                    self._sendto(serialize(resp), Target("udp", source.host, source.port))
+                return
+            resp = make_response(self._stamp(msg, source), 400, headers=warning)
+        except (CodecError, SIPError):
             return
         asyncio.get_running_loop().create_task(self._send_reject(resp, source))
 
@@ -543,6 +582,13 @@ class TransportLayer:
             return
         conn = await self._connection(target)
         conn.write(data)
+
+    def connection_to(self, target: Target) -> Connection | None:
+        """The open stream connection to ``target``, if there is one."""
+        conn = self._connections.get((target.transport, target.host, target.port))
+        if conn is None or conn.transport is None or conn.transport.is_closing():
+            return None
+        return conn
 
     def send_on(self, conn: Connection, msg: Message) -> None:
         """Writes ``msg`` on an open stream connection. Raises SIPError(503) if it closed."""
@@ -688,6 +734,33 @@ def _is_sips(uri: object) -> bool:
 
 def _drop(msg: Message, source: Source) -> None:
     trace.debug("x no handler for a message from %s:%s", source.host, source.port)
+
+
+def _lenient_request(data: bytes) -> Request | None:
+    """``data`` as a request without validation, for a 400; when it does not parse, its
+    header section again with a stand-in Request-URI and no Content-Length (neither is
+    in the response); None when it is no request or still does not parse."""
+    try:
+        msg = parse_message(data, validate=False)
+    except CodecError:
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        line, _, rest = data[:end].partition(b"\r\n")
+        parts = line.split(b" ")
+        if len(parts) != 3 or parts[0].startswith(b"SIP/"):
+            return None
+        kept = [
+            field
+            for field in rest.split(b"\r\n")
+            if field.partition(b":")[0].strip().lower() not in (b"content-length", b"l")
+        ]
+        stand_in = b"\r\n".join([b"%s sip:invalid.invalid %s" % (parts[0], parts[2]), *kept])
+        try:
+            msg = parse_message(stand_in + b"\r\n\r\n", validate=False)
+        except CodecError:
+            return None
+    return msg if isinstance(msg, Request) else None
 
 
 def _warning(host: str, exc: CodecError) -> str:

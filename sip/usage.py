@@ -152,7 +152,7 @@ class IncomingInvite(IncomingRequest):
         session.remote_body = self.request.body
         for method, handler in (handlers or {}).items():
             session.on_request(method, handler)
-        stack._register(dialog.id, session)
+        stack._register(dialog.id, session, self.source.connection)
         self.tx.respond(response)
         session._start_2xx_retransmission(response, self.source)
         return session
@@ -177,7 +177,8 @@ class IncomingSubscribe(IncomingRequest):
         dialog = Dialog.from_uas(self.request, self.tx.to_tag, contact)
         dialog.handle(DialogEvent.CONFIRM)
         sub = ServerSubscription(self.stack, dialog, self.event, max(granted, 1), active)
-        self.stack._register(dialog.id, SubscriptionUsage(self.stack, dialog, server=sub))
+        usage = SubscriptionUsage(self.stack, dialog, server=sub)
+        self.stack._register(dialog.id, usage, self.source.connection)
         self.respond(200, headers=[("Contact", contact), ("Expires", str(granted))])
         return sub
 
@@ -203,7 +204,8 @@ class IncomingRefer(IncomingRequest):
         dialog = Dialog.from_uas(self.request, self.tx.to_tag, contact)
         dialog.handle(DialogEvent.CONFIRM)
         sub = ServerSubscription(self.stack, dialog, "refer", expires, True)
-        self.stack._register(dialog.id, SubscriptionUsage(self.stack, dialog, server=sub))
+        usage = SubscriptionUsage(self.stack, dialog, server=sub)
+        self.stack._register(dialog.id, usage, self.source.connection)
         self.respond(202, headers=[("Contact", contact)])
         return sub
 

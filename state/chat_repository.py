@@ -378,10 +378,12 @@ async def messages_in_states(
 async def purge_expired(session: AsyncSession, *, now: datetime, ended_before: datetime) -> int:
     """Delete messages past their retention and sessions ended before ``ended_before``.
 
-    The participants of those sessions go with them (not counted).
+    The participants of those sessions and the owed IMDNs of those messages go with them
+    (not counted).
     """
     result = await session.execute(sa.delete(_M).where(_M.expires_at <= now))
     count = getattr(result, "rowcount", 0) or 0
+    await session.execute(_ORPHAN_REPORTS)  # owed IMDNs go with their message
     ended = sa.select(_S.id).where(_S.ended_at.is_not(None), _S.ended_at <= ended_before)
     await session.execute(sa.delete(_P).where(_P.session_id.in_(ended)))
     result = await session.execute(
@@ -434,14 +436,32 @@ async def reports_taken(session: AsyncSession, taken: Iterable[OwedReport]) -> N
         await conn.execute(_TAKEN, params)
 
 
+_ORPHAN_REPORTS = sa.delete(_O).where(
+    ~sa.exists().where(
+        _M.user_uri == _O.c.user_uri,
+        _M.message_id == _O.c.message_id,
+        _M.direction == Direction.INCOMING.value,
+    )
+)
+"""Owed IMDNs whose received message is gone (retention)."""
+
+
 async def claim_owed_reports(
-    session: AsyncSession, owner: str, now: datetime, until: datetime
+    session: AsyncSession,
+    owner: str,
+    now: datetime,
+    until: datetime,
+    created_before: datetime | None = None,
 ) -> list[OwedReport]:
     """Claim every owed IMDN whose claim is free or ran out (one ``UPDATE ... RETURNING``:
-    two instances never both win a row), oldest first."""
+    two instances never both win a row), oldest first; with ``created_before``, only
+    those owed since then."""
+    free = sa.or_(_O.c.claimed_until.is_(None), _O.c.claimed_until <= now)
+    if created_before is not None:
+        free = sa.and_(free, _O.c.created_at <= created_before)
     result = await session.execute(
         sa.update(_O)
-        .where(sa.or_(_O.c.claimed_until.is_(None), _O.c.claimed_until <= now))
+        .where(free)
         .values(claimed_by=owner, claimed_until=until)
         .returning(_O.c.user_uri, _O.c.message_id, _O.c.kind, _O.c.created_at)
     )
@@ -594,9 +614,9 @@ class SQLChatTransaction:
         await reports_taken(self.session, taken)
 
     async def claim_owed_reports(
-        self, owner: str, now: datetime, until: datetime
+        self, owner: str, now: datetime, until: datetime, created_before: datetime | None = None
     ) -> list[OwedReport]:
-        return await claim_owed_reports(self.session, owner, now, until)
+        return await claim_owed_reports(self.session, owner, now, until, created_before)
 
     async def participants(self, session_id: str) -> list[Participant]:
         return await participants(self.session, session_id)

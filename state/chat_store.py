@@ -445,10 +445,16 @@ class BatchedChatTransaction:
             self._owed[o] = None
 
     async def claim_owed_reports(
-        self, owner: str, now: datetime, until: datetime
+        self, owner: str, now: datetime, until: datetime, created_before: datetime | None = None
     ) -> list[OwedReport]:
-        mine = {o for o, when in self._owed.items() if when is not None}
-        found = await self._store.read(lambda s: claim_owed_reports(s, owner, now, until), True)
+        mine = {
+            o
+            for o, when in self._owed.items()
+            if when is not None and (created_before is None or when <= created_before)
+        }
+        found = await self._store.read(
+            lambda s: claim_owed_reports(s, owner, now, until, created_before), True
+        )
         return [*found, *(o for o in mine if o not in found)]
 
     # notifications

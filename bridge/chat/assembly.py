@@ -76,6 +76,7 @@ class ChatBridge:
         report = await recovery.recover(self.core, self.adhoc, self.messages, backlog)
         self.core.notifier.add_listener(self.messages.on_delivered)
         self.core.arm("purge", PURGE_INTERVAL, self._purge)
+        recovery.OwedRetry(self.core).start()
         return report
 
     async def _purge(self) -> None:

@@ -62,9 +62,13 @@ about a fifth of the reports of a 500-message burst were lost that way).
 holds (``claimed_until`` past; one ``UPDATE ... RETURNING``, so two instances
 restarting on one PostgreSQL database never both send one) and sends it by SIP
 MESSAGE, :data:`RESEND_CONCURRENCY` at a time; a report taken is forgotten, one
-lost stays owed (claimed for :data:`OWED_CLAIM` seconds) for the next start. A
-report whose message is gone (retention) is dropped. It runs in the background
-before the inference above, which records what it finds as owed too.
+lost stays owed (claimed for :data:`OWED_CLAIM` seconds) for the next pass. A
+report whose message is gone (retention) is dropped, and the retention sweep
+deletes those too. It runs in the background at start, before the inference
+above, which records what it finds as owed too; and while running,
+:class:`OwedRetry` passes over the reports owed for a while (a peer that was
+away: its leg dropped, its MESSAGE timed out), with a backoff while they are
+not taken.
 """
 
 from __future__ import annotations
@@ -107,6 +111,13 @@ RESEND_CONCURRENCY = 16
 """Owed IMDNs of the previous run in flight at once."""
 OWED_CLAIM = 30.0
 """Seconds an instance holds the owed reports it claimed for resending."""
+OWED_RETRY_INITIAL = 60.0
+"""Seconds between two passes over the owed IMDNs while running (:class:`OwedRetry`)."""
+OWED_RETRY_MAX = 3600.0
+"""Longest wait between two passes while the peers do not take the reports sent again."""
+OWED_MIN_AGE = 60.0
+"""Seconds a report must have been owed before a pass sends it again: the first attempt
+may take up to 64*T1 (32 s, RFC 3261 Timer F) to fail."""
 
 
 @runtime_checkable
@@ -302,13 +313,17 @@ async def send_owed_reports(messages: Messages, backlog: NotificationBacklog) ->
     return len(owed)
 
 
-async def resend_owed_reports(core: ChatCore, owner: str | None = None) -> tuple[int, int]:
-    """Send again the IMDNs still owed (module docstring); (sent, taken by the peer)."""
+async def resend_owed_reports(
+    core: ChatCore, owner: str | None = None, min_age: float = 0.0
+) -> tuple[int, int]:
+    """Send again the IMDNs still owed (module docstring), those owed for at least
+    ``min_age`` seconds; (sent, taken by the peer)."""
     owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
     found: list[tuple[StoredMessage, OwedReport]] = []
     async with core.unit() as work:
         until = work.now + timedelta(seconds=OWED_CLAIM)
-        owed = await work.tx.claim_owed_reports(owner, work.now, until)
+        before = work.now - timedelta(seconds=min_age) if min_age else None
+        owed = await work.tx.claim_owed_reports(owner, work.now, until, before)
         gone: list[OwedReport] = []
         for o in owed:
             msg = await work.tx.get_message(o.user, o.message_id, Direction.INCOMING)
@@ -323,7 +338,7 @@ async def resend_owed_reports(core: ChatCore, owner: str | None = None) -> tuple
     async def one(msg: StoredMessage, o: OwedReport) -> bool:
         async with gate:
             log.info(
-                "- message %s of %s: %s IMDN owed since the restart",
+                "- message %s of %s: %s IMDN still owed, sent again",
                 o.message_id,
                 o.user,
                 o.kind.value,
@@ -346,3 +361,35 @@ async def _owed_reports_quietly(messages: Messages, backlog: NotificationBacklog
     count = await send_owed_reports(messages, backlog)
     if count:
         log.info("- chat recovery: %d delivered IMDNs sent that the previous run owed", count)
+
+
+@dataclass
+class OwedRetry:
+    """Sends again, while running, the IMDNs still owed (module docstring): every
+    :data:`OWED_RETRY_INITIAL` seconds, doubling up to :data:`OWED_RETRY_MAX` while a
+    pass leaves some untaken (the peer is away), back to the start once one is taken or
+    nothing is owed. Only reports owed for :data:`OWED_MIN_AGE` seconds are taken: the
+    younger ones are still in the hands of their first attempt."""
+
+    core: ChatCore
+    interval: float = 0.0
+
+    def start(self) -> None:
+        """Arm the first pass."""
+        self.interval = OWED_RETRY_INITIAL
+        self.core.arm("owed-retry", self.interval, self.run)
+
+    async def run(self) -> None:
+        """One pass, then the next one armed (its failure is logged, the retry goes on)."""
+        try:
+            sent, taken = await resend_owed_reports(self.core, min_age=OWED_MIN_AGE)
+        except Exception:
+            log.warning("x owed IMDNs not sent again", exc_info=True)
+            sent, taken = 1, 0
+        if sent:
+            log.info("- %d owed IMDNs sent again, %d taken", sent, taken)
+        if sent and taken < sent:
+            self.interval = min(self.interval * 2, OWED_RETRY_MAX)
+        else:
+            self.interval = OWED_RETRY_INITIAL
+        self.core.arm("owed-retry", self.interval, self.run)

@@ -134,7 +134,8 @@ class ChatTransaction(Protocol):
         ...
 
     async def purge_expired(self, *, now: datetime, ended_before: datetime) -> int:
-        """Delete messages past retention and sessions ended before ``ended_before``."""
+        """Delete messages past retention (their owed IMDNs too) and sessions ended before
+        ``ended_before``."""
         ...
 
     async def owe_reports(self, owed: Iterable[OwedReport], now: datetime) -> None:
@@ -146,9 +147,10 @@ class ChatTransaction(Protocol):
         ...
 
     async def claim_owed_reports(
-        self, owner: str, now: datetime, until: datetime
+        self, owner: str, now: datetime, until: datetime, created_before: datetime | None = None
     ) -> list[OwedReport]:
-        """Claim, until ``until``, every owed IMDN no other instance holds (claim ran out)."""
+        """Claim, until ``until``, every owed IMDN no other instance holds (claim ran out);
+        with ``created_before``, only those owed since then."""
         ...
 
     async def participants(self, session_id: str) -> list[Participant]:

@@ -42,10 +42,13 @@ from sip.msrp import MSRPStack
 from sip.msrp.events import Event as MSRPEvent
 from sip.msrp.events import MessageReceived as MSRPMessageReceived
 from sip.msrp.events import SessionStatus, StateChanged
+from sip.ratelog import RateLimitedLog
 from sip.stack import SipStack
 from sip.usage import IncomingRequest, InviteSession
 
 log = logging.getLogger(__name__)
+malformed_log = RateLimitedLog(log, logging.INFO, "SIP requests with a malformed body refused")
+"""Malformed bodies: one line per sender and window, five at most, then a count (issue 13)."""
 
 BIND_TIMEOUT = 10.0
 """Seconds the MSRP bind may take after the 2xx (then Failed + BYE; protocol-mapping.md N3)."""
@@ -324,11 +327,11 @@ class SignallingBase:
                 fallback_id=fallback_message_id(request.call_id, request.cseq.seq),
             )
         except payload.UnsupportedContent as exc:
-            log.info("x MESSAGE %s: %s", request.call_id, exc)
+            malformed_log.log("x MESSAGE %s: %s", request.call_id, exc, key=str(request.from_.uri))
             incoming.respond(415, headers=[("Accept", _MESSAGE_ACCEPT)])
             return
         except CodecError as exc:
-            log.info("x MESSAGE %s: %s", request.call_id, exc)
+            malformed_log.log("x MESSAGE %s: %s", request.call_id, exc, key=str(request.from_.uri))
             incoming.respond(400, str(exc)[:120])
             return
         event = _event_for(leg.id if leg is not None else None, user, sender, decoded)

@@ -26,7 +26,13 @@ from bridge.chat.ports import (
 )
 from bridge.ids import UserUri
 from bridge.signalling import payload
-from bridge.signalling.base import SignallingBase, asserted_sender, fallback_message_id, status_of
+from bridge.signalling.base import (
+    SignallingBase,
+    asserted_sender,
+    fallback_message_id,
+    malformed_log,
+    status_of,
+)
 from bridge.signalling.groups import REQUIRE, GroupLegs
 from bridge.signalling.legs import Leg, LegState
 from sip import cpim, rcs, sdp
@@ -241,7 +247,7 @@ class SessionLegs(SignallingBase):
             invite.respond(415, headers=[("Accept", _INVITE_ACCEPT)])
             return
         except CodecError as exc:
-            log.info("x INVITE %s: %s", request.call_id, exc)
+            malformed_log.log("x INVITE %s: %s", request.call_id, exc, key=str(request.from_.uri))
             invite.reject(488)
             return
         kind = rcs.classify_invite(

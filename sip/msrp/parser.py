@@ -167,7 +167,15 @@ class MSRPParser:
                     self._search = idx
                     break
                 if buf[idx + len(tail)] not in _FLAGS or buf[stop - 2 : stop] != b"\r\n":
-                    self._search = idx + 1
+                    # text that only looks like the end-line: the rest is searched for
+                    # whole end-lines, with no Python step per lookalike
+                    end = self._find_end(buf, size, stop - idx - 3, idx + 1)
+                    if end < 0:
+                        self._search = max(idx + 1, size - len(tail) - 2)
+                        if size - start > self.max_frame:
+                            raise CodecError("MSRP frame too large")
+                        break
+                    self._search = end
                     continue
                 if stop - start > self.max_frame:
                     raise CodecError("MSRP frame too large")
@@ -182,6 +190,33 @@ class MSRPParser:
         finally:
             self._compact(buf, size)
         return out
+
+    def _find_end(self, buf: bytes | bytearray, size: int, tail: int, pos: int) -> int:
+        """Where the first whole end-line (``CRLF -------tid flag CRLF``, RFC 4975 §7.1) of
+        the current frame starts in ``buf`` at or after ``pos``, or -1 (``tail``: the length
+        of its part before the flag).
+
+        One search per flag, over windows that double in size, each bounded by the
+        earliest end-line found so far: linear in the bytes searched, whichever flag
+        ends the frame.
+        """
+        end_line = self._tail
+        ends = (end_line + b"$\r\n", end_line + b"+\r\n", end_line + b"#\r\n")
+        width = tail + 3
+        window = 4096
+        while True:
+            high = min(size, pos + window + width - 1)
+            found = -1
+            limit = high
+            for end in ends:
+                at = buf.find(end, pos, limit)
+                if at >= 0:
+                    found = at
+                    limit = at + width - 1
+            if found >= 0 or high >= size:
+                return found
+            pos = high - width + 1
+            window *= 2
 
     def _compact(self, buf: bytes | bytearray, size: int) -> None:
         """Drops consumed bytes; keeps the incomplete tail of a fast-path ``data``."""

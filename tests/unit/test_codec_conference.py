@@ -1,4 +1,4 @@
-"""conference-info (RFC 4575) codec, participant mapping (§1.0.8) and ConferenceView."""
+"""conference-info (RFC 4575) codec, participant mapping (docs/group-chat.md) and ConferenceView."""
 
 from __future__ import annotations
 

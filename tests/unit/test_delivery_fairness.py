@@ -168,3 +168,44 @@ async def test_failing_destination_is_paused_then_retried(db: Database, receiver
         assert receiver.requests > paused_at
     finally:
         await service.stop()
+
+
+async def test_publishing_to_a_full_destination_claims_nothing_inline(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the lanes of a destination at its limit wait for it to free up: publish must not
+    # try to claim them in its transaction (each try was one more UPDATE for nothing;
+    # bench/notify_bench.py's 8 producers over 50 subscriptions of one receiver made
+    # 752 of those claims instead of 50)
+    from state import outbox
+
+    hang = Hanging()
+    await hang.start()
+    tries: list[int] = []
+    claim = outbox.claim_if_alone
+
+    async def counted(*args: object, **kwargs: object) -> bool:
+        tries.append(1)
+        return await claim(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(outbox, "claim_if_alone", counted)
+    settings = fast_settings(
+        str(db.url), notification_http_timeout=30.0, notification_destination_concurrency=2
+    )
+    service = DeliveryService(settings, db)
+    await service.start()
+    try:
+        for i in range(2):
+            await publish(service, f"tenant-{i}", hang.url(f"/s{i}"))
+        for _ in range(100):  # both lanes run: the destination is full
+            if hang.open == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert hang.open == 2 and len(tries) == 2
+        for i in range(2, 12):
+            await publish(service, f"tenant-{i}", hang.url(f"/s{i}"))
+        assert len(tries) == 2  # the held lanes wait in the outbox
+        assert hang.connections == 2
+    finally:
+        await service.stop()
+        await hang.stop()

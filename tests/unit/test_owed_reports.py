@@ -200,6 +200,7 @@ async def test_two_instances_never_claim_the_same_owed_report(db: Database) -> N
 async def test_recovery_claims_so_a_second_instance_sends_nothing(db: Database) -> None:
     sip = AckSignalling(taken=False)
     w = await make_world(db, sip)
+    await w.chat.core.drain()  # the start's own pass is over before anything is owed
     await w.subscribe(B)
     await receive(w, "m1", Disposition.POSITIVE_DELIVERY)
     await deliver_notification(w, "m1")
@@ -222,3 +223,77 @@ def test_a_requeued_message_takes_its_peers_delivery_report() -> None:
 
     assert delivery.next_outgoing(O.QUEUED, X.IMDN_DELIVERED) is O.DELIVERED
     assert delivery.next_outgoing(O.QUEUED, X.IMDN_DISPLAYED) is O.DISPLAYED
+
+
+async def test_a_report_not_taken_is_sent_again_while_running(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the peer is away for a while (its MESSAGE timed out): the report stays owed and a
+    # later pass sends it again, without a restart, until the peer takes it
+    monkeypatch.setattr(recovery, "OWED_RETRY_INITIAL", 0.05)
+    monkeypatch.setattr(recovery, "OWED_RETRY_MAX", 0.2)
+    monkeypatch.setattr(recovery, "OWED_MIN_AGE", 0.0)
+    monkeypatch.setattr(recovery, "OWED_CLAIM", 0.0)
+    sip = AckSignalling(taken=False)
+    w = await make_world(db, sip)
+    try:
+        await w.subscribe(B)
+        await receive(w, "m1", Disposition.POSITIVE_DELIVERY)
+        await deliver_notification(w, "m1")
+        await until(lambda: asyncio.sleep(0, len(sip.delivered) >= 3))  # first + 2 passes
+        assert await owed_rows(db) == {(B, "m1", "delivered")}
+        sip.taken = True  # the peer is back
+        await until(lambda: _empty(db))
+        assert {(leg, r.message_id) for leg, r in sip.delivered} == {(None, "m1")}
+    finally:
+        await w.chat.stop()
+
+
+async def test_owed_retry_backs_off_while_reports_are_not_taken(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(recovery, "OWED_RETRY_INITIAL", 10.0)
+    monkeypatch.setattr(recovery, "OWED_RETRY_MAX", 35.0)
+    monkeypatch.setattr(recovery, "OWED_MIN_AGE", 0.0)
+    monkeypatch.setattr(recovery, "OWED_CLAIM", 0.0)
+    sip = AckSignalling(taken=False)
+    w = await make_world(db, sip)
+    try:
+        await w.subscribe(B)
+        await receive(w, "m1", Disposition.POSITIVE_DELIVERY)
+        await deliver_notification(w, "m1")
+        await w.chat.core.drain()
+        retry = recovery.OwedRetry(w.chat.core)
+        retry.start()
+        intervals = []
+        for _ in range(4):  # not taken: 20, 35 (the most), 35, 35
+            await retry.run()
+            intervals.append(retry.interval)
+        sip.taken = True
+        await retry.run()  # taken: back to the start
+        intervals.append(retry.interval)
+        await until(lambda: _empty(db))  # forgotten after the grace
+        await retry.run()  # nothing owed: stays there
+        intervals.append(retry.interval)
+        assert intervals == [20.0, 35.0, 35.0, 35.0, 10.0, 10.0]
+        assert len(sip.delivered) == 1 + 5
+    finally:
+        await w.chat.stop()
+
+
+async def test_owed_reports_go_with_their_messages_at_the_retention_sweep(db: Database) -> None:
+    now = utcnow()
+    owed = [OwedReport(UserUri(B), MessageId(m), ReportKind.DELIVERED) for m in ("kept", "gone")]
+    sip = AckSignalling(taken=False)
+    w = await make_world(db, sip)
+    try:
+        await w.subscribe(B)
+        await receive(w, "kept", Disposition.POSITIVE_DELIVERY)
+        await w.chat.core.drain()
+        async with w.chat.core.unit() as work:  # "gone" has no message (purged before)
+            await work.tx.owe_reports(owed, now)
+        async with w.chat.core.unit() as work:
+            await work.tx.purge_expired(now=now, ended_before=now - timedelta(days=7))
+        assert await owed_rows(db) == {(B, "kept", "delivered")}
+    finally:
+        await w.chat.stop()

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sip import cpim, iscomposing, sdp, xmlutil
-from sip.errors import CodecError
+from sip.errors import MAX_ERROR_TEXT, CodecError
 from sip.headers import parse_cseq, parse_name_addr, parse_via
 from sip.limits import read_uint
 from sip.message import parse_message
@@ -257,3 +257,12 @@ def test_hostile_cost_is_linear(name: str, label: str) -> None:
     large = _best(case.parse, _make(name, label, 100_000))
     assert large <= 20 * benign + 0.005, (large, benign)
     assert large <= 30 * small + 0.002, (large, small)
+
+
+def test_codec_error_text_is_cut() -> None:
+    # parsers quote what they refuse: a 60 KB header must not become a 60 KB log line
+    with pytest.raises(CodecError) as caught:
+        parse_name_addr("a" + " " * 60000 + "b")
+    text = str(caught.value)
+    assert len(text) < MAX_ERROR_TEXT + 40 and text.endswith(" characters)")
+    assert str(CodecError("short")) == "short"

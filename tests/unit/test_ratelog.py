@@ -29,6 +29,27 @@ def test_burst_then_one_summary_per_window(caplog: pytest.LogCaptureFixture) -> 
     assert limited.total_suppressed == 997
 
 
+def test_one_line_per_key_and_window(caplog: pytest.LogCaptureFixture) -> None:
+    # one flooding peer takes one line of the window; the burst still bounds the keys
+    now = [0.0]
+    logger = logging.getLogger("test.ratelog.keys")
+    limited = RateLimitedLog(logger, logging.WARNING, "bad things", burst=3, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="test.ratelog.keys"):
+        for i in range(100):
+            limited.log("from flooder %d", i, key="10.0.0.1")
+        for peer in range(2, 10):
+            limited.log("from %d", peer, key=f"10.0.0.{peer}")
+        now[0] += 10.0
+        limited.log("from flooder %d", 100, key="10.0.0.1")
+    assert [r.getMessage() for r in caplog.records] == [
+        "from flooder 0",
+        "from 2",
+        "from 3",
+        "x 105 more bad things in the last 10 s (not logged one by one)",
+        "from flooder 100",
+    ]
+
+
 def test_nothing_logged_below_the_level(caplog: pytest.LogCaptureFixture) -> None:
     limited = RateLimitedLog(logging.getLogger("test.ratelog.quiet"), logging.DEBUG, "x")
     with caplog.at_level(logging.INFO):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
@@ -377,3 +378,43 @@ async def test_no_notify_after_2xx_ends_with_timer_n() -> None:
     finally:
         peer.transport.close()
         await a.stop()
+
+
+async def test_idle_timeout_spares_a_connection_carrying_a_live_dialog() -> None:
+    # a peer that is no proxy reached us over TCP and set up a session: its connection
+    # must outlive the idle timeout as long as the dialog lives (issue 13), then go
+    a = SipStack(port=0, transports=["tcp"], timers=FAST)
+    b = SipStack(port=0, transports=["tcp"], timers=FAST)
+    await a.start()
+    await b.start()
+    idle = 0.3
+    for stack in (a, b):
+        stack.transport.limits = replace(stack.transport.limits, idle_timeout=idle)
+    sessions = []
+
+    async def on_invite(inv: IncomingInvite) -> None:
+        sessions.append(await inv.accept(b"v=0 answer\r\n"))
+
+    b.on_request("INVITE", on_invite)
+    try:
+        target = f"sip:+15555550002@127.0.0.1:{b.port};transport=tcp"
+        call = a.invite(target, sender=ALICE)
+        assert (await call.response()).status == 200
+        assert call.session is not None
+        (inbound,) = b.transport._connections.values()
+        (outbound,) = a.transport._connections.values()
+        assert inbound.dialogs == 1 and outbound.dialogs == 1
+        await asyncio.sleep(idle * 4)  # idle well past the timeout
+        assert not inbound.closed.done() and not outbound.closed.done()
+        bye = await sessions[0].bye()  # on the connection the INVITE came on
+        assert bye is not None and bye.status == 200
+        assert inbound.dialogs == 0 and outbound.dialogs == 0
+        await asyncio.wait_for(asyncio.gather(inbound.closed, outbound.closed), idle * 4)
+        # a connection that carried only an OPTIONS is closed when idle, as before
+        assert (await a.send_request("OPTIONS", target, sender=ALICE)).status == 200
+        (plain,) = [c for c in b.transport._connections.values() if not c.outgoing]
+        assert plain is not inbound and plain.dialogs == 0
+        await asyncio.wait_for(plain.closed, idle * 4)
+    finally:
+        await a.stop()
+        await b.stop()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
 
+from sip import transport as transport_module
 from sip.errors import SIPError
 from sip.message import Message, Request, Response, make_response, parse_message, serialize
 from sip.transport import Source, Target, TransportLayer
@@ -393,20 +395,71 @@ async def test_tcp_bad_message_answered_400_and_connection_kept(layer) -> None:
         raw_request(5, transport="TCP", call_id="b2").replace(
             b"CSeq: 1 ", b"CSeq: " + b"9" * 5000 + b" "
         ),
-        # no 400 can be built without a Request-URI or with a header line that does not
-        # parse, but the stream goes on
+        # the response carries no Request-URI: one that does not parse is set aside
         raw_request(5, transport="TCP", call_id="b3").replace(
             b"MESSAGE sip:b@127.0.0.1", b"MESSAGE sip:b@127.0.0.1:" + b"9" * 5000
         ),
+        # a Via that does not parse: answered on the connection (RFC 3261 §18.2.2)
+        raw_request(5, transport="TCP", call_id="b5").replace(
+            b"192.0.2.1:5;", b"192.0.2.1:" + b"9" * 5000 + b";"
+        ),
+        # no 400 can be built with a header line that does not parse, but the stream goes on
         raw_request(5, transport="TCP", call_id="b4", extra="Bad Header: x\r\n"),
     ]
     writer.write(b"".join(bad) + raw_request(5, transport="TCP", call_id="ok"))
     await writer.drain()
-    for call_id in ("b1", "b2"):
+    answered = set()
+    for _ in range(4):  # in any order: b5's is written at once, the others from a task
         data = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         resp = parse_message(data, validate=False)  # b2's copied CSeq is still bad
-        assert isinstance(resp, Response) and (resp.status, resp.call_id) == (400, call_id)
+        assert isinstance(resp, Response) and resp.status == 400
+        answered.add(resp.call_id)
+    assert answered == {"b1", "b2", "b3", "b5"}
     msg, _ = await inbox.get()
     assert msg.call_id == "ok" and inbox.queue.empty()
     writer.close()
     await writer.wait_closed()
+
+
+async def test_unparseable_uri_via_or_length_over_udp_answered_400(layer, udp_peer) -> None:
+    # numbers beyond any port or length (issue 13 defect 4): the Request-URI is not in the
+    # response, a datagram is not framed by its Content-Length (RFC 3261 §18.3), and a Via
+    # that does not parse leaves the datagram's source address to answer to
+    tl, inbox = layer
+    peer, peer_port = udp_peer
+    port = tl.sent_by("udp")[1]
+    assert peer.transport is not None
+    digits = b"9" * 5000
+    for call_id, data in [
+        ("u1", raw_request(peer_port, call_id="u1").replace(b"b@127.0.0.1", b"b@h:" + digits)),
+        ("u2", raw_request(peer_port, call_id="u2").replace(b"Length: 2", b"Length: " + digits)),
+        (
+            "u3",
+            raw_request(peer_port, call_id="u3").replace(b":%d;" % peer_port, b":" + digits + b";"),
+        ),
+    ]:
+        peer.transport.sendto(data, ("127.0.0.1", port))
+        reply = parse_message(await peer.get(), validate=False)
+        assert isinstance(reply, Response) and (reply.status, reply.call_id) == (400, call_id)
+        assert len(reply.get("Warning") or "") < 300  # the error text is cut (CodecError)
+    assert inbox.queue.empty()
+
+
+async def test_malformed_messages_logged_once_per_peer_then_counted(
+    layer, udp_peer, caplog: pytest.LogCaptureFixture
+) -> None:
+    tl, _ = layer
+    peer, peer_port = udp_peer
+    assert peer.transport is not None
+    transport_module._malformed_log.flush()  # a fresh window
+    caplog.set_level(logging.WARNING, logger="sip.transport")
+    caplog.clear()
+    bad = raw_request(peer_port).replace(b"1 MESSAGE", b"1 INVITE")
+    for _ in range(40):
+        peer.transport.sendto(bad, ("127.0.0.1", tl.sent_by("udp")[1]))
+        await peer.get()
+    lines = [r.getMessage() for r in caplog.records if r.name == "sip.transport"]
+    assert len(lines) == 1 and "malformed SIP message from 127.0.0.1" in lines[0]  # one peer
+    transport_module._malformed_log.flush()  # the window's end: one line with the count
+    last = caplog.records[-1].getMessage()
+    assert last == "x 39 more malformed SIP messages in the last 10 s (not logged one by one)"
