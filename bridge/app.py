@@ -33,6 +33,7 @@ from sip.msrp import MSRPStack
 from sip.stack import SipStack
 from state.db import Database
 from state.focus_store import SQLConferenceStore
+from state.instances import Instances
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,13 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         running.push_async_callback(database.close)
         version = await database.migrate()
         log.info("store %s at schema version %d", database.url.render_as_string(), version)
+        # several instances (issue 10, docs/several-instances.md): this one's id and liveness
+        # lock; recovery below ends only its own and provably dead instances' sessions
+        instances = Instances(database, settings.instance_id, heartbeat=settings.instance_heartbeat)
+        await instances.start()
+        running.push_async_callback(instances.close)
+        settings = settings.model_copy(update={"instance_id": instances.id})
+        recover = await instances.recoverable()
 
         focus_factory = None
         if settings.focus_enabled:
@@ -61,7 +69,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
                     msrp,
                     factory_uri=settings.conference_factory_uri,
                     profile=profile_of(settings),
-                    store=SQLConferenceStore(database),
+                    store=SQLConferenceStore(database, owner=instances.id, recover=recover),
                     max_size=settings.chat_group_max_size,
                     invite_timeout=settings.chat_invite_timeout,
                 )
@@ -77,10 +85,11 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         log.info("SIP outbound proxy %s", side.sip.outbound_proxy)
 
         app = make_app(settings, database)
-        install_chat(app, side.signalling)
+        install_chat(app, side.signalling, recover=recover)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         running.push_async_callback(runner.cleanup)
+        await instances.release_dead()  # their recovery is committed
         await web.TCPSite(runner, settings.http_host, settings.http_port).start()
         # the notify policy refuses the bridge's own listeners, ports picked as 0 included
         policy = app[NOTIFY_POLICY]
@@ -99,6 +108,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
             log.warning("serverRoot is loopback on a wildcard listener: set server_root")
 
         stop = asyncio.Event()
+        instances.on_lost = stop.set
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:

@@ -12,6 +12,8 @@ session's leg (local and remote name-addr, remote target, route set, local
 CSeq, UAC or UAS), which restart recovery needs to send a BYE.
 ``m0027_group_participants.py`` adds ``chat_participants``: the members of each
 user's group session (kind ``group``), keyed by (session, address).
+``m0041_owners.py`` adds ``owner`` to sessions and messages: the instance that
+created the row (several instances on PostgreSQL, docs/several-instances.md).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ USER_URI_LEN = 512
 ID_LEN = 128
 SIP_ID_LEN = 256
 SIP_URI_LEN = 1024
+OWNER_LEN = 128
 
 
 class ChatSessionRow(Base):
@@ -69,6 +72,8 @@ class ChatSessionRow(Base):
     updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     end_reason: Mapped[str | None] = mapped_column(sa.String(256))
+    owner: Mapped[str] = mapped_column(sa.String(OWNER_LEN), default="", server_default="")
+    """The instance holding the session's dialog and timers (migration 41; ``state.instances``)."""
 
 
 UNSENT_STATUSES = ("queued", "sending")
@@ -139,6 +144,8 @@ class ChatMessageRow(Base):
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    owner: Mapped[str] = mapped_column(sa.String(OWNER_LEN), default="", server_default="")
+    """The instance that stored the message (migration 41; ``state.instances``)."""
 
 
 class ChatParticipantRow(Base):
