@@ -23,6 +23,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
+from bridge.chat import delivery
 from state.db import Base
 
 USER_URI_LEN = 512
@@ -83,6 +84,31 @@ UNSENT_SQL = "status IN ('queued', 'sending')"
 must carry it literally for SQLite to use them."""
 DETACHED_SQL = f"session_id IS NULL AND {UNSENT_SQL}"
 """The predicate of the partial index over unsent messages on no session (migration 26)."""
+
+
+def _status_sources() -> dict[str, tuple[str, ...]]:
+    sources: dict[str, set[str]] = {}
+    for table in (delivery.OUTGOING, delivery.INCOMING):
+        for (old, _event), new in table.items():
+            sources.setdefault(new.value, {new.value}).add(old.value)
+    return {new: tuple(sorted(olds)) for new, olds in sorted(sources.items())}
+
+
+STATUS_SOURCES = _status_sources()
+"""For each message status, the stored statuses it may be written over: those the status
+machines (``bridge.chat.delivery.OUTGOING``, ``INCOMING``) move to it, and itself. A status
+update is conditional on them (never backwards: a late ``sent`` cannot overwrite
+``delivered`` written meanwhile by another instance; docs/several-instances.md)."""
+STATUS_FORWARD_SQL = (
+    "CASE ? "
+    + " ".join(
+        f"WHEN '{new}' THEN status IN ({', '.join(repr(o) for o in olds)})"
+        for new, olds in STATUS_SOURCES.items()
+    )
+    + " ELSE 0 END"
+)
+""":data:`STATUS_SOURCES` as a SQL condition on the stored ``status``, the new status as
+its one ``?`` parameter (the group-commit store's raw ``executemany``)."""
 
 
 class ChatMessageRow(Base):

@@ -45,6 +45,7 @@ from bridge.ports import JSONObject, Notification
 from bridge.subscriptions import Subscription
 from state import outbox, repository
 from state.chat_models import (
+    STATUS_SOURCES,
     UNSENT_SQL,
     UNSENT_STATUSES,
     ChatMessageRow,
@@ -319,13 +320,23 @@ async def set_message_status(
     session_id: ChatSessionId | None = None,
     detach: bool = False,
 ) -> StoredMessage:
-    """Write a new status; move the message to ``session_id``, or off any with ``detach``."""
+    """Write a new status; move the message to ``session_id``, or off any with ``detach``.
+
+    Conditional (``STATUS_SOURCES``): when the stored status cannot move to
+    ``status`` (another instance moved it on meanwhile), nothing is written and
+    the message is returned as stored.
+    """
     new_session = None if detach else (msg.session_id if session_id is None else session_id)
-    await session.execute(
+    result = await session.execute(
         sa.update(_M)
-        .where(_M.seq == msg.seq)
+        .where(_M.seq == msg.seq, _M.status.in_(STATUS_SOURCES.get(status, ())))
         .values(status=status, updated_at=now, session_id=new_session)
+        .execution_options(synchronize_session=False)
     )
+    if getattr(result, "rowcount", 1) == 0:
+        row = await session.get(_M, msg.seq, populate_existing=True)
+        if row is not None:
+            return _to_message(row)
     return replace(msg, status=status, session_id=new_session)
 
 

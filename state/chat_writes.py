@@ -18,7 +18,13 @@ from bridge.chat.model import ChatSession, Participant, StoredMessage
 from bridge.chat.store import OwedReport
 from bridge.ports import Notification
 from state import outbox
-from state.chat_models import ChatMessageRow, ChatOwedReportRow, ChatParticipantRow, ChatSessionRow
+from state.chat_models import (
+    STATUS_FORWARD_SQL,
+    ChatMessageRow,
+    ChatOwedReportRow,
+    ChatParticipantRow,
+    ChatSessionRow,
+)
 from state.chat_repository import _join, _session_values, owed_rows
 from state.writer import InThreadSession
 
@@ -140,6 +146,10 @@ class _Writes:
         self.message_status = _RawWrite.update(
             _MT, "seq", dialect, only=["status", "updated_at", "session_id"]
         )
+        # never backwards (state.chat_models.STATUS_SOURCES): the new status once more
+        self.message_status.sql += f" AND {STATUS_FORWARD_SQL}"
+        self.message_status.keys.append("status")
+        self.message_status.processors.append(_MT.c.status.type.bind_processor(dialect))
         self.participant = _RawWrite.upsert(_PT, ["session_id", "address"], dialect)
         self.owe = _RawWrite.insert(_OT, dialect)
         self.owe.sql = self.owe.sql.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)

@@ -113,7 +113,13 @@ class ChatTransaction(Protocol):
         session_id: ChatSessionId | None = None,
         detach: bool = False,
     ) -> StoredMessage:
-        """Write ``status``; move to ``session_id``, or off any session with ``detach``."""
+        """Write ``status``; move to ``session_id``, or off any session with ``detach``.
+
+        Never backwards: the write is conditional on the stored status (the
+        status machines of ``bridge.chat.delivery``); when another instance moved
+        the message on meanwhile, nothing is written and the message comes back
+        as stored (its ``status`` is then not ``status``).
+        """
         ...
 
     async def session_messages(

@@ -2,23 +2,51 @@
 
 * Instances starting together on an empty database migrate it once.
 * Liveness: a peer is dead exactly when its advisory lock is free.
+* Ownership: recovery reads only the rows of the owners it recovers.
+* Consistency: a status update never goes backwards, on either engine.
+* Two real ``chat-bridge serve`` processes: starting the second one leaves the first
+  one's live session alone; the first one killed and restarted recovers its session.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 import state.models  # noqa: F401  (registers the ORM tables)
+from bridge.chat.model import (
+    ChatSession,
+    Direction,
+    LegId,
+    RestStatus,
+    SessionKind,
+    StoredMessage,
+)
 from bridge.errors import StoreError
+from bridge.ids import ChatSessionId, MessageId, UserUri
 from state import instances
+from state.chat_store import SQLChatStore
 from state.db import Base, Database, discover_migrations
 from state.instances import InstanceRow, Instances
+from tests.integration.test_chat_serve import Serve, q
 from tests.pg_fixture import create_database, drop_database
+from tests.serve_process import serve_env
+from tests.testbed_fixture import free_port_block
+from tests.unit.test_delivery_support import Receiver
 
 pytestmark = pytest.mark.integration
+
+ALICE = "tel:+15555550301"
+BOB = "tel:+15555550302"
+A = UserUri("tel:+15551230001")
+B = UserUri("tel:+15551230002")
+T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+LATER = T0 + timedelta(days=1)
 
 
 @pytest.fixture
@@ -124,3 +152,176 @@ async def test_a_configured_id_in_use_refuses_to_start(
     finally:
         await first.close()
         await asyncio.gather(db1.close(), db2.close())
+
+
+# --- consistency: status updates never go backwards -------------------------------------
+
+
+def _message(mid: str, status: str) -> StoredMessage:
+    return StoredMessage(
+        id=MessageId(mid),
+        user=A,
+        peer=B,
+        direction=Direction.OUTGOING,
+        session_id=None,
+        rest_session="adhoc",
+        text="hi",
+        content_type="text/plain",
+        reports=frozenset({RestStatus.DELIVERED}),
+        dispositions=frozenset(),
+        status=status,
+        date_time=T0,
+        created_at=T0,
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def any_url(request: pytest.FixtureRequest, tmp_path: Path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'x.db'}"
+        return
+    server = request.getfixturevalue("postgres_server")
+    url, name = await create_database(server)
+    yield url
+    await drop_database(server, name)
+
+
+async def test_a_late_sent_does_not_overwrite_delivered(any_url: str) -> None:
+    """Instance 1 read the message while sending; instance 2 stored Delivered (the IMDN
+    reached it); instance 1's MSRP 200 then writes Sent: the stored status stays Delivered."""
+    engine = "sqlite" if any_url.startswith("sqlite") else "postgresql"
+    url = any_url
+    db = Database(url)
+    await db.migrate()
+    store = SQLChatStore(db, owner="one")
+    assert store.grouped is (engine == "sqlite")
+    try:
+        async with store.transaction() as tx:
+            stored = await tx.insert_message(_message("m1", "sending"), expires_at=LATER)
+        async with db.sessions.begin() as s:  # the other instance
+            await s.execute(sa.text("UPDATE chat_messages SET status = 'delivered'"))
+        async with store.transaction() as tx:
+            late = await tx.set_message_status(stored, "sent", now=LATER)
+        async with db.sessions() as s:
+            assert await s.scalar(sa.text("SELECT status FROM chat_messages")) == "delivered"
+            assert await s.scalar(sa.text("SELECT owner FROM chat_messages")) == "one"
+        if engine == "postgresql":  # the direct path reads back what is stored
+            assert late.status == "delivered"
+    finally:
+        await store.close()
+        await db.close()
+
+
+async def test_recovery_queries_see_only_the_owners_asked_for(pg_url: str) -> None:
+    db = Database(pg_url)
+    await db.migrate()
+    stores = {o: SQLChatStore(db, owner=o) for o in ("live", "dead")}
+    try:
+        for owner, store in stores.items():
+            async with store.transaction() as tx:
+                cs = await tx.insert_session(_session("s-" + owner))
+                await tx.insert_message(
+                    replace(_message("m-" + owner, "queued"), session_id=cs.id), expires_at=LATER
+                )
+                await tx.insert_message(_message("d-" + owner, "sending"), expires_at=LATER)
+        async with stores["dead"].transaction() as tx:
+            got = await tx.sessions_in_states(SessionKind.CONFIRMED, ["inviting"], {"dead"})
+            assert [cs.id for cs in got] == ["s-dead"]
+            every = await tx.sessions_in_states(SessionKind.CONFIRMED, ["inviting"])
+            assert {cs.id for cs in every} == {"s-live", "s-dead"}
+            unsent = await tx.messages_in_states(
+                Direction.OUTGOING, ["queued", "sending"], {"dead"}
+            )
+            assert sorted(m.id for m in unsent) == ["d-dead", "m-dead"]
+    finally:
+        for store in stores.values():
+            await store.close()
+        await db.close()
+
+
+def _session(sid: str) -> ChatSession:
+    return ChatSession(
+        id=ChatSessionId(sid),
+        user=A,
+        peer=B,
+        kind=SessionKind.CONFIRMED,
+        direction=Direction.OUTGOING,
+        state="inviting",
+        leg=LegId("leg-" + sid),
+        subject=None,
+        originator_name=None,
+        t_participant_name=None,
+        client_correlator=None,
+        created_at=T0,
+        updated_at=T0,
+    )
+
+
+# --- two real instances on one PostgreSQL ------------------------------------------------
+
+
+def _instance(tmp_path: Path, name: str, pg: str, receiver: Receiver, base: int) -> Serve:
+    env = serve_env(
+        tmp_path / f"{name}.db",  # replaced by the PostgreSQL URL below
+        http_port=base,
+        sip_port=base + 1,
+        CHAT_BRIDGE_DATABASE_URL=pg,
+        CHAT_BRIDGE_NOTIFICATION_BACKOFF_INITIAL="0.1",
+        CHAT_BRIDGE_NOTIFICATION_BACKOFF_MAX="0.3",
+        CHAT_BRIDGE_NOTIFICATION_HTTP_TIMEOUT="2",
+        CHAT_BRIDGE_CHAT_INVITE_TIMEOUT="8",
+        CHAT_BRIDGE_LOG_LEVEL="INFO",
+    )
+    return Serve(env, tmp_path / f"{name}.log", base, receiver)
+
+
+async def test_a_second_instance_leaves_the_first_ones_session_alone(
+    tmp_path: Path, receiver: Receiver, pg_url: str
+) -> None:
+    """Instance 1 holds a live 1-1 session (the embedded default: its SIP loops to itself);
+    instance 2 starts on the same database and the session carries on. Instance 1 is then
+    killed with SIGKILL and started again: its session is recovered as after any crash."""
+    one = _instance(tmp_path, "one", pg_url, receiver, free_port_block(size=4))
+    two = _instance(tmp_path, "two", pg_url, receiver, free_port_block(size=4, start=30000))
+    try:
+        await one.start()
+        await one.subscribe(ALICE)
+        await one.subscribe(BOB)
+        created = await one.call(
+            "POST", f"/chat/v1/{q(ALICE)}/oneToOne/{q(BOB)}", {"chatSessionInformation": {}}, 201
+        )
+        a_session = one.local(created["chatSessionInformation"]["resourceURL"])
+        (invite,) = await one.notes(BOB, "chatSessionInvitationNotification")
+        links = {link["rel"]: one.local(link["href"]) for link in invite["link"]}
+        await one.call("PUT", links["ParticipantSessionStatus"], status=204)
+        (accepted,) = await one.notes(ALICE, "chatEventNotification")
+        assert accepted["eventType"] == "Accepted"
+        text = {"chatMessage": {"text": "before", "reportRequest": ["Delivered"]}}
+        await one.call("POST", a_session + "/messages", text, 201)
+        await one.notes(BOB, "chatMessageNotification")
+
+        await two.start()  # the headline defect of issue 10: this ended instance 1's sessions
+        text = {"chatMessage": {"text": "after", "reportRequest": ["Delivered"]}}
+        await one.call("POST", a_session + "/messages", text, 201)
+        got = await one.notes(BOB, "chatMessageNotification", 2)
+        assert [n["chatMessage"]["text"] for n in got] == ["before", "after"]
+        reports = await one.notes(ALICE, "chatMessageStatusNotification", 2)
+        assert [r["status"] for r in reports] == ["Delivered", "Delivered"]
+        info = await one.call("GET", a_session)
+        assert info["chatSessionInformation"]["status"] == "Connected"
+        assert [n["eventType"] for n in one.got(ALICE, "chatEventNotification")] == ["Accepted"]
+        assert one.got(BOB, "chatEventNotification") == []
+        assert "sessions closed" not in two.log.read_text()
+
+        one.kill()  # its advisory lock goes with its connection
+        await one.start()  # a new run, a new instance id: the old one is provably dead
+        a_events = await one.notes(ALICE, "chatEventNotification", 2)
+        b_events = await one.notes(BOB, "chatEventNotification", 1)
+        assert a_events[-1]["eventType"] == "SessionEnded"
+        assert b_events[-1]["eventType"] == "SessionEnded"
+        info = await two.call("GET", a_session)  # either instance reads the store
+        assert info["chatSessionInformation"]["status"] == "Disconnected"
+        assert "is dead (its lock is free)" in one.log.read_text()
+    finally:
+        one.stop()
+        two.stop()
