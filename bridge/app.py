@@ -27,6 +27,7 @@ from aiohttp import web
 from bridge.config import Settings
 from bridge.focus import ConferenceFocus, build_focus
 from bridge.signalling.wiring import profile_of, start_signalling
+from bridge.takeover import Takeover
 from rest.app import NOTIFY_POLICY, make_app
 from rest.chat_service import install_chat
 from sip.msrp import MSRPStack
@@ -59,6 +60,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         running.push_async_callback(instances.close)
         settings = settings.model_copy(update={"instance_id": instances.id})
         recover = await instances.recoverable()
+        conferences = SQLConferenceStore(database, owner=instances.id, recover=recover)
 
         focus_factory = None
         if settings.focus_enabled:
@@ -69,7 +71,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
                     msrp,
                     factory_uri=settings.conference_factory_uri,
                     profile=profile_of(settings),
-                    store=SQLConferenceStore(database, owner=instances.id, recover=recover),
+                    store=conferences,
                     max_size=settings.chat_group_max_size,
                     invite_timeout=settings.chat_invite_timeout,
                 )
@@ -85,11 +87,15 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         log.info("SIP outbound proxy %s", side.sip.outbound_proxy)
 
         app = make_app(settings, database)
-        install_chat(app, side.signalling, recover=recover)
+        chat = install_chat(app, side.signalling, recover=recover)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         running.push_async_callback(runner.cleanup)
         await instances.release_dead()  # their recovery is committed
+        if instances.shared:  # a survivor recovers dead peers (docs/several-instances.md)
+            takeover = Takeover.assemble(instances, chat, database, side.focus, conferences)
+            takeover.start(settings.instance_takeover_interval)
+            running.push_async_callback(takeover.stop)
         await web.TCPSite(runner, settings.http_host, settings.http_port).start()
         # the notify policy refuses the bridge's own listeners, ports picked as 0 included
         policy = app[NOTIFY_POLICY]

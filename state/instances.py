@@ -212,6 +212,12 @@ class Instances:
                 log.info("- instance %s is dead (its lock is free): recovering its work", owner)
         return frozenset({self.id, *self._held})
 
+    async def dead_peers(self) -> frozenset[str]:
+        """The other owners provably dead now (:meth:`recoverable` without this instance;
+        empty on SQLite): their locks are held until :meth:`release_dead`."""
+        found = await self.recoverable()
+        return frozenset() if found is None else found - {self.id}
+
     async def release_dead(self) -> None:
         """After the recovery of the dead owners committed: forget them, free their locks."""
         dead, self._held = sorted(self._held), set()

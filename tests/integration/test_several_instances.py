@@ -325,3 +325,64 @@ async def test_a_second_instance_leaves_the_first_ones_session_alone(
     finally:
         one.stop()
         two.stop()
+
+
+async def test_a_survivor_takes_a_killed_instances_sessions_over(
+    tmp_path: Path, receiver: Receiver, pg_url: str
+) -> None:
+    """Instance 1 holds a live 1-1 session and is killed with SIGKILL; instance 2, never
+    restarted, reports that session ended to both apps within its takeover interval
+    (1 s here) plus PostgreSQL's noticing the dead connection, and new chat works through it."""
+    one = _instance(tmp_path, "one", pg_url, receiver, free_port_block(size=4))
+    two = _instance(tmp_path, "two", pg_url, receiver, free_port_block(size=4, start=30000))
+    two.env["CHAT_BRIDGE_INSTANCE_TAKEOVER_INTERVAL"] = "1"
+    try:
+        await one.start()
+        await two.start()
+        await one.subscribe(ALICE)
+        await one.subscribe(BOB)
+        created = await one.call(
+            "POST", f"/chat/v1/{q(ALICE)}/oneToOne/{q(BOB)}", {"chatSessionInformation": {}}, 201
+        )
+        a_session = one.local(created["chatSessionInformation"]["resourceURL"])
+        (invite,) = await one.notes(BOB, "chatSessionInvitationNotification")
+        links = {link["rel"]: one.local(link["href"]) for link in invite["link"]}
+        await one.call("PUT", links["ParticipantSessionStatus"], status=204)
+        await one.notes(ALICE, "chatEventNotification")
+        await asyncio.sleep(1.5)  # a takeover round of instance 2 passes: one is alive
+        assert one.got(BOB, "chatEventNotification") == []
+
+        one.kill()
+        loop = asyncio.get_running_loop()
+        killed = loop.time()
+        a_events = await two.notes(ALICE, "chatEventNotification", 2, wait=10)
+        b_events = await two.notes(BOB, "chatEventNotification", 1, wait=10)
+        took = loop.time() - killed
+        assert a_events[-1]["eventType"] == "SessionEnded"
+        assert b_events[-1]["eventType"] == "SessionEnded"
+        assert took < 5, took
+        info = await two.call("GET", a_session)
+        assert info["chatSessionInformation"]["status"] == "Disconnected"
+        assert "took over" in two.log.read_text()
+
+        # and the users chat again, through the survivor
+        await two.call(
+            "POST",
+            f"/chat/v1/{q(ALICE)}/oneToOne/{q(BOB)}/adhoc/messages",
+            {"chatMessage": {"text": "after takeover"}},
+            201,
+        )
+        texts: list[str] = []
+        for _ in range(200):
+            texts = [
+                n["chatMessage"]["text"]
+                for n in two.got(BOB, "chatMessageNotification")
+                if "chatMessage" in n
+            ]
+            if "after takeover" in texts:
+                break
+            await asyncio.sleep(0.05)
+        assert "after takeover" in texts, two.log.read_text()[-3000:]
+    finally:
+        one.stop()
+        two.stop()
