@@ -196,16 +196,20 @@ class Instances:
 
     # --- peers -------------------------------------------------------------------------
 
-    async def recoverable(self) -> frozenset[str] | None:
+    async def recoverable(self, *, thorough: bool = True) -> frozenset[str] | None:
         """The owners whose work this instance may recover now: itself and every owner
         provably dead (its lock was free; held here until :meth:`release_dead`).
 
-        None on SQLite: every owner (one instance per file).
+        ``thorough`` (at start): every owner of a row recovery touches, as well as
+        the registered instances; else the registered instances only (an instance
+        registers before it writes anything, and its row goes only once it was
+        recovered). None on SQLite: every owner (one instance per file).
         """
         if not self.shared:
             return None
+        query = _OWNERS if thorough else sa.select(_I.id)
         async with self.database.sessions() as session:
-            owners = {str(o) for o in await session.scalars(_OWNERS)}
+            owners = {str(o) for o in await session.scalars(query)}
         for owner in sorted(owners - self._held - {self.id}):
             if await self._try_lock(owner):
                 self._held.add(owner)
@@ -213,9 +217,9 @@ class Instances:
         return frozenset({self.id, *self._held})
 
     async def dead_peers(self) -> frozenset[str]:
-        """The other owners provably dead now (:meth:`recoverable` without this instance;
-        empty on SQLite): their locks are held until :meth:`release_dead`."""
-        found = await self.recoverable()
+        """The other registered instances provably dead now (empty on SQLite): their
+        locks are held until :meth:`release_dead` (the periodic takeover's question)."""
+        found = await self.recoverable(thorough=False)
         return frozenset() if found is None else found - {self.id}
 
     async def release_dead(self) -> None:
