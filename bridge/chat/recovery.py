@@ -4,6 +4,14 @@
 runtime (``ChatCore``), the implicit sessions' part (``AdhocChat``: requeued
 messages) and ``Messages`` (owed reports).
 
+Several instances on one PostgreSQL (issue 10; docs/several-instances.md):
+every session, message and conference records its ``owner`` instance, and
+``recover`` is given the owners it may touch (``owners``): this instance and
+those provably dead (their advisory lock was free, ``state.instances``). A live
+peer's sessions are never ended. The same function serves a survivor's
+takeover of a dead peer (``bridge.takeover``). On SQLite (one instance)
+``owners`` is None: everything left live is the previous run's.
+
 The SIP dialogs and MSRP connections of the previous run died with its
 process, so nothing that was live can be resumed; it is reported instead, in
 one transaction with its notifications (unchanged from before the dialogs
@@ -313,7 +321,11 @@ async def send_owed_reports(
 
 async def resend_owed_reports(core: ChatCore, owner: str | None = None) -> tuple[int, int]:
     """Send again the IMDNs still owed (module docstring); (sent, taken by the peer)."""
-    owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    owner = (
+        owner
+        or core.settings.instance_id
+        or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    )
     found: list[tuple[StoredMessage, OwedReport]] = []
     async with core.unit() as work:
         until = work.now + timedelta(seconds=OWED_CLAIM)

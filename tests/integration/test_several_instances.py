@@ -360,7 +360,7 @@ async def test_a_survivor_takes_a_killed_instances_sessions_over(
         took = loop.time() - killed
         assert a_events[-1]["eventType"] == "SessionEnded"
         assert b_events[-1]["eventType"] == "SessionEnded"
-        assert took < 5, took
+        assert took < 8, took  # the issue bounds it at 30 s; interval 1 s here
         info = await two.call("GET", a_session)
         assert info["chatSessionInformation"]["status"] == "Disconnected"
         assert "took over" in two.log.read_text()
