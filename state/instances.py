@@ -252,16 +252,22 @@ class Instances:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat)
-            try:
-                assert self._conn is not None
-                async with self._gate:
-                    await self._conn.execute(
-                        sa.update(_I).where(_I.id == self.id).values(heartbeat_at=self.clock())
-                    )
-                    await self._conn.commit()
-            except Exception as exc:
-                log.error("x instance %s: liveness connection failed (%s)", self.id, exc)
-                await self._relock()
+            await self.beat()
+
+    async def beat(self) -> None:
+        """One heartbeat: write ``heartbeat_at`` on the lock's connection; when that
+        fails, take the lock again (:meth:`_relock`)."""
+        try:
+            if self._conn is None:
+                raise StoreError("no liveness connection")
+            async with self._gate:
+                await self._conn.execute(
+                    sa.update(_I).where(_I.id == self.id).values(heartbeat_at=self.clock())
+                )
+                await self._conn.commit()
+        except Exception as exc:
+            log.error("x instance %s: liveness connection failed (%s)", self.id, exc)
+            await self._relock()
 
     async def _relock(self) -> None:
         """Take the lock again on a new connection; set :attr:`lost` when it cannot be."""

@@ -1,7 +1,8 @@
 """Several instances on one PostgreSQL database (issue 10; docs/several-instances.md).
 
 * Instances starting together on an empty database migrate it once.
-* Liveness: a peer is dead exactly when its advisory lock is free.
+* Liveness: a peer is dead exactly when its advisory lock is free; a broken lock
+  connection is replaced, or the instance learns it lost its liveness.
 * Ownership: recovery reads only the rows of the owners it recovers.
 * Consistency: a status update never goes backwards, on either engine.
 * Two real ``chat-bridge serve`` processes: starting the second one leaves the first
@@ -31,8 +32,8 @@ from bridge.errors import StoreError
 from bridge.ids import ChatSessionId, MessageId, UserUri
 from state import instances
 from state.chat_store import SQLChatStore
-from state.db import Base, Database, discover_migrations
-from state.instances import InstanceRow, Instances
+from state.db import INSTANCE_NAMESPACE, Base, Database, discover_migrations
+from state.instances import InstanceRow, Instances, lock_key
 from tests.integration.test_chat_serve import Serve, q
 from tests.pg_fixture import create_database, drop_database
 from tests.serve_process import serve_env
@@ -386,3 +387,59 @@ async def test_a_survivor_takes_a_killed_instances_sessions_over(
     finally:
         one.stop()
         two.stop()
+
+
+async def _lock_backend(db: Database, instance_id: str) -> int | None:
+    """The PostgreSQL backend holding ``instance_id``'s liveness lock."""
+    async with db.engine.connect() as conn:
+        pid = await conn.scalar(
+            sa.text(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND classid = :a AND objid = :b AND objsubid = 2"
+            ),
+            {"a": INSTANCE_NAMESPACE, "b": lock_key(instance_id) % 2**32},
+        )
+    return None if pid is None else int(pid)
+
+
+async def _terminate(db: Database, pid: int) -> None:
+    async with db.engine.connect() as conn:
+        await conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+
+
+async def test_a_broken_liveness_connection_takes_the_lock_again_or_stops(pg_url: str) -> None:
+    """PostgreSQL drops the lock's connection: the next heartbeat takes the lock again on
+    a new one. If a peer took it meanwhile (it saw this instance dead), the instance
+    learns it has lost its liveness (the composition root then stops it)."""
+    db1, db2 = Database(pg_url), Database(pg_url)
+    await db1.migrate()
+    one, two = Instances(db1, heartbeat=3600), Instances(db2, heartbeat=3600)
+    lost: list[str] = []
+    one.on_lost = lambda: lost.append(one.id)
+    await one.start()
+    await two.start()
+    try:
+        first = await _lock_backend(db2, one.id)
+        assert first is not None
+        await _terminate(db2, first)
+        for _ in range(50):
+            if await _lock_backend(db2, one.id) is None:
+                break
+            await asyncio.sleep(0.05)
+        await one.beat()  # the write fails, the lock is taken again
+        again = await _lock_backend(db2, one.id)
+        assert again is not None and again != first
+        assert not one.lost.is_set()
+        assert await two.recoverable() == frozenset({two.id})  # one is alive
+
+        await _terminate(db2, again)
+        for _ in range(50):  # PostgreSQL ends the backend and frees its locks
+            if await _lock_backend(db2, one.id) is None:
+                break
+            await asyncio.sleep(0.05)
+        assert await two.recoverable() == frozenset({two.id, one.id})  # two takes it
+        await one.beat()
+        assert one.lost.is_set() and lost == [one.id]
+    finally:
+        await asyncio.gather(one.close(), two.close())
+        await asyncio.gather(db1.close(), db2.close())
