@@ -331,15 +331,17 @@ async def test_a_second_instance_leaves_the_first_ones_session_alone(
 async def test_a_survivor_takes_a_killed_instances_sessions_over(
     tmp_path: Path, receiver: Receiver, pg_url: str
 ) -> None:
-    """Instance 1 holds a live 1-1 session and is killed with SIGKILL; instance 2, never
+    """Two instances start at the same moment on an empty database. Instance 1 holds a
+    live 1-1 session and is killed with SIGKILL; instance 2, never
     restarted, reports that session ended to both apps within its takeover interval
     (1 s here) plus PostgreSQL's noticing the dead connection, and new chat works through it."""
     one = _instance(tmp_path, "one", pg_url, receiver, free_port_block(size=4))
     two = _instance(tmp_path, "two", pg_url, receiver, free_port_block(size=4, start=30000))
     two.env["CHAT_BRIDGE_INSTANCE_TAKEOVER_INTERVAL"] = "1"
-    try:
-        await one.start()
-        await two.start()
+    try:  # both at the same moment, on an empty database: one of them migrates it
+        await asyncio.gather(one.start(), two.start())
+        migrated = sorted(p.log.read_text().count("schema migrated to") for p in (one, two))
+        assert migrated == [0, len(discover_migrations())]
         await one.subscribe(ALICE)
         await one.subscribe(BOB)
         created = await one.call(
