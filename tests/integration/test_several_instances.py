@@ -34,7 +34,7 @@ from state import instances
 from state.chat_store import SQLChatStore
 from state.db import INSTANCE_NAMESPACE, Base, Database, discover_migrations
 from state.instances import InstanceRow, Instances, lock_key
-from tests.integration.test_chat_serve import Serve, q
+from tests.integration.test_chat_serve import Serve, q, settled
 from tests.pg_fixture import create_database, drop_database
 from tests.serve_process import serve_env
 from tests.testbed_fixture import free_port_block
@@ -334,7 +334,9 @@ async def test_a_survivor_takes_a_killed_instances_sessions_over(
     """Two instances start at the same moment on an empty database. Instance 1 holds a
     live 1-1 session and is killed with SIGKILL; instance 2, never
     restarted, reports that session ended to both apps within its takeover interval
-    (1 s here) plus PostgreSQL's noticing the dead connection, and new chat works through it."""
+    (1 s here) plus PostgreSQL's noticing the dead connection; every message instance 1
+    accepted has a final status (its unsent ones reported Failed); and new chat works
+    through instance 2."""
     one = _instance(tmp_path, "one", pg_url, receiver, free_port_block(size=4))
     two = _instance(tmp_path, "two", pg_url, receiver, free_port_block(size=4, start=30000))
     two.env["CHAT_BRIDGE_INSTANCE_TAKEOVER_INTERVAL"] = "1"
@@ -355,9 +357,22 @@ async def test_a_survivor_takes_a_killed_instances_sessions_over(
         await asyncio.sleep(1.5)  # a takeover round of instance 2 passes: one is alive
         assert one.got(BOB, "chatEventNotification") == []
 
+        # a burst the app got 201s for, then SIGKILL at once
+        burst = await asyncio.gather(
+            *(
+                one.call(
+                    "POST",
+                    a_session + "/messages",
+                    {"chatMessage": {"text": f"burst {i}", "reportRequest": ["Delivered"]}},
+                    201,
+                )
+                for i in range(8)
+            )
+        )
         one.kill()
         loop = asyncio.get_running_loop()
         killed = loop.time()
+        accepted = [sent["resourceReference"]["resourceURL"].split("/")[-2] for sent in burst]
         a_events = await two.notes(ALICE, "chatEventNotification", 2, wait=10)
         b_events = await two.notes(BOB, "chatEventNotification", 1, wait=10)
         took = loop.time() - killed
@@ -367,6 +382,27 @@ async def test_a_survivor_takes_a_killed_instances_sessions_over(
         info = await two.call("GET", a_session)
         assert info["chatSessionInformation"]["status"] == "Disconnected"
         assert "took over" in two.log.read_text()
+
+        # every accepted message has a final status from the survivor: none is left queued
+        # or sending (GET .../status would answer 409), each Failed one was notified, each
+        # Delivered one reached B. (One the dead instance sent over MSRP and acknowledged
+        # to itself but had not stored for B yet stays Sent: in the embedded loopback the
+        # receiving side died too; docs/several-instances.md.)
+        statuses = await settled(two, a_session, accepted)
+        assert set(statuses.values()) <= {"Sent", "Delivered", "Failed"}, statuses
+        received = {n["messageId"] for n in two.got(BOB, "chatMessageNotification")}
+        assert {m for m, st in statuses.items() if st == "Delivered"} <= received
+        failed: set[str] = set()
+        for _ in range(100):
+            failed = {
+                n["messageId"]
+                for n in two.got(ALICE, "chatMessageStatusNotification")
+                if n["status"] == "Failed"
+            }
+            if {m for m, st in statuses.items() if st == "Failed"} <= failed:
+                break
+            await asyncio.sleep(0.1)
+        assert {m for m, st in statuses.items() if st == "Failed"} <= failed
 
         # and the users chat again, through the survivor
         await two.call(
