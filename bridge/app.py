@@ -40,6 +40,7 @@ from bridge.config import Settings
 from bridge.focus import ConferenceFocus, build_focus
 from bridge.signalling.tls import http_tls
 from bridge.signalling.wiring import SignallingSide, profile_of, start_signalling
+from bridge.takeover import Takeover
 from rest.app import NOTIFY_POLICY, REQUEST_GATE, make_app
 from rest.chat_service import install_chat
 from rest.handlers.channels import DELIVERY
@@ -47,6 +48,7 @@ from sip.msrp import MSRPStack
 from sip.stack import SipStack
 from state.db import Database
 from state.focus_store import SQLConferenceStore
+from state.instances import Instances
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,14 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         running.push_async_callback(database.close)
         version = await database.migrate()
         log.info("store %s at schema version %d", database.url.render_as_string(), version)
+        # several instances (issue 10, docs/several-instances.md): this one's id and liveness
+        # lock; recovery below ends only its own and provably dead instances' sessions
+        instances = Instances(database, settings.instance_id, heartbeat=settings.instance_heartbeat)
+        await instances.start()
+        running.push_async_callback(instances.close)
+        settings = settings.model_copy(update={"instance_id": instances.id})
+        recover = await instances.recoverable()
+        conferences = SQLConferenceStore(database, owner=instances.id, recover=recover)
 
         focus_factory = None
         if settings.focus_enabled:
@@ -80,7 +90,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
                     msrp,
                     factory_uri=settings.conference_factory_uri,
                     profile=profile_of(settings),
-                    store=SQLConferenceStore(database),
+                    store=conferences,
                     max_size=settings.chat_group_max_size,
                     invite_timeout=settings.chat_invite_timeout,
                 )
@@ -96,10 +106,15 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         log.info("SIP outbound proxy %s", side.sip.outbound_proxy)
 
         app = make_app(settings, database)
-        chat = install_chat(app, side.signalling)
+        chat = install_chat(app, side.signalling, recover=recover)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=CLOSE_REQUEST_GRACE)
         await runner.setup()
         running.push_async_callback(runner.cleanup)
+        await instances.release_dead()  # their recovery is committed
+        if instances.shared:  # a survivor recovers dead peers (docs/several-instances.md)
+            takeover = Takeover.assemble(instances, chat, database, side.focus, conferences)
+            takeover.start(settings.instance_takeover_interval)
+            running.push_async_callback(takeover.stop)
         await web.TCPSite(runner, settings.http_host, settings.http_port, ssl_context=https).start()
         # the notify policy refuses the bridge's own listeners, ports picked as 0 included
         policy = app[NOTIFY_POLICY]
@@ -121,6 +136,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
             log.warning("serverRoot is loopback on a wildcard listener: set server_root")
 
         stop = asyncio.Event()
+        instances.on_lost = stop.set
         _handle_signals(stop, settings.shutdown_timeout)
         gc.collect()
         gc.freeze()

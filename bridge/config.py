@@ -315,7 +315,19 @@ class Settings(BaseSettings):
     during the shutdown (an instance behind the same name should take them by then)."""
 
     # --- several instances (issue 10) ----------------------------------------------
-    # (instance id, lease and takeover settings go here)
+    instance_id: str = Field("", max_length=128, pattern=r"^[A-Za-z0-9._:@-]*$")
+    """Id of this instance in the shared store, the owner of the sessions it creates
+    (docs/several-instances.md). Empty: a new id at each start (host, process id, random),
+    so a restart is recovered like any dead instance. A configured id must differ between
+    instances running at once; a restart under the same id waits until no peer is still
+    recovering the previous run."""
+    instance_takeover_interval: float = Field(10.0, gt=0)
+    """Seconds between two looks, on PostgreSQL, for dead instances (their liveness lock
+    free): a survivor reports a dead instance's live sessions ended and recovers its
+    messages within about this time after its death (``bridge.takeover``)."""
+    instance_heartbeat: float = Field(10.0, gt=0)
+    """Seconds between two heartbeats of this instance on PostgreSQL (``instances.heartbeat_at``;
+    each one also checks the connection holding the instance's liveness lock)."""
 
     @field_validator("server_root")
     @classmethod

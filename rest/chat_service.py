@@ -33,7 +33,7 @@ started) and stops timers on shutdown (before the notifier stops).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from datetime import datetime
 
 from aiohttp import web
@@ -102,6 +102,7 @@ def build_chat_service(
             database,
             commit_interval=settings.store_commit_interval,
             claims=notifier if isinstance(notifier, DeliveryService) else None,
+            owner=settings.instance_id,
         ),
         notifier=notifier,
         signalling=signalling,
@@ -110,8 +111,14 @@ def build_chat_service(
     )
 
 
-def install_chat(app: web.Application, signalling: SignallingPort) -> ChatBridge:
-    """Build the chat service for ``app`` (made by ``make_app``) and plug it in."""
+def install_chat(
+    app: web.Application, signalling: SignallingPort, *, recover: Collection[str] | None = None
+) -> ChatBridge:
+    """Build the chat service for ``app`` (made by ``make_app``) and plug it in.
+
+    ``recover``: the instances whose live sessions start-up recovery ends
+    (``bridge.chat.recovery.recover``; None: all).
+    """
     chat = build_chat_service(
         app[SETTINGS], app[DATABASE], app[NOTIFIER], signalling, app[SERVER_ROOT]
     )
@@ -119,7 +126,7 @@ def install_chat(app: web.Application, signalling: SignallingPort) -> ChatBridge
     app[CHAT_SERVICE] = RestChatService(chat, app[SETTINGS])
 
     async def lifetime(_app: web.Application) -> AsyncIterator[None]:
-        await chat.start(OutboxBacklog(app[DATABASE]))
+        await chat.start(OutboxBacklog(app[DATABASE]), recover)
         yield
         await chat.stop()
 

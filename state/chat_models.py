@@ -14,6 +14,8 @@ session's leg (local and remote name-addr, remote target, route set, local
 CSeq, UAC or UAS), which restart recovery needs to send a BYE.
 ``m0027_group_participants.py`` adds ``chat_participants``: the members of each
 user's group session (kind ``group``), keyed by (session, address).
+``m0041_owners.py`` adds ``owner`` to sessions and messages: the instance that
+created the row (several instances on PostgreSQL, docs/several-instances.md).
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
+from bridge.chat import delivery
 from state.db import Base
 
 USER_URI_LEN = 512
 ID_LEN = 128
 SIP_ID_LEN = 256
 SIP_URI_LEN = 1024
+OWNER_LEN = 128
 
 
 class ChatSessionRow(Base):
@@ -71,6 +75,8 @@ class ChatSessionRow(Base):
     updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     end_reason: Mapped[str | None] = mapped_column(sa.String(256))
+    owner: Mapped[str] = mapped_column(sa.String(OWNER_LEN), default="", server_default="")
+    """The instance holding the session's dialog and timers (migration 41; ``state.instances``)."""
 
 
 UNSENT_STATUSES = ("queued", "sending")
@@ -80,6 +86,31 @@ UNSENT_SQL = "status IN ('queued', 'sending')"
 must carry it literally for SQLite to use them."""
 DETACHED_SQL = f"session_id IS NULL AND {UNSENT_SQL}"
 """The predicate of the partial index over unsent messages on no session (migration 26)."""
+
+
+def _status_sources() -> dict[str, tuple[str, ...]]:
+    sources: dict[str, set[str]] = {}
+    for table in (delivery.OUTGOING, delivery.INCOMING):
+        for (old, _event), new in table.items():
+            sources.setdefault(new.value, {new.value}).add(old.value)
+    return {new: tuple(sorted(olds)) for new, olds in sorted(sources.items())}
+
+
+STATUS_SOURCES = _status_sources()
+"""For each message status, the stored statuses it may be written over: those the status
+machines (``bridge.chat.delivery.OUTGOING``, ``INCOMING``) move to it, and itself. A status
+update is conditional on them (never backwards: a late ``sent`` cannot overwrite
+``delivered`` written meanwhile by another instance; docs/several-instances.md)."""
+STATUS_FORWARD_SQL = (
+    "CASE ? "
+    + " ".join(
+        f"WHEN '{new}' THEN status IN ({', '.join(repr(o) for o in olds)})"
+        for new, olds in STATUS_SOURCES.items()
+    )
+    + " ELSE 0 END"
+)
+""":data:`STATUS_SOURCES` as a SQL condition on the stored ``status``, the new status as
+its one ``?`` parameter (the group-commit store's raw ``executemany``)."""
 
 
 class ChatMessageRow(Base):
@@ -141,6 +172,8 @@ class ChatMessageRow(Base):
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    owner: Mapped[str] = mapped_column(sa.String(OWNER_LEN), default="", server_default="")
+    """The instance that stored the message (migration 41; ``state.instances``)."""
 
 
 class ChatParticipantRow(Base):

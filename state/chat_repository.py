@@ -16,7 +16,7 @@ group-commit store for a SQLite file is ``state.chat_store``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import replace
 from datetime import datetime
 from typing import cast
@@ -45,6 +45,7 @@ from bridge.ports import JSONObject, Notification
 from bridge.subscriptions import Subscription
 from state import outbox, repository
 from state.chat_models import (
+    STATUS_SOURCES,
     UNSENT_SQL,
     UNSENT_STATUSES,
     ChatMessageRow,
@@ -160,14 +161,14 @@ def _to_message(row: ChatMessageRow) -> StoredMessage:
 # --- sessions ---------------------------------------------------------------------
 
 
-async def insert_session(session: AsyncSession, cs: ChatSession) -> ChatSession:
-    """Store a new session (its ``id`` and ``leg`` must be unused)."""
-    await session.execute(sa.insert(_S).values(id=cs.id, **_session_values(cs)))
+async def insert_session(session: AsyncSession, cs: ChatSession, owner: str = "") -> ChatSession:
+    """Store a new session (its ``id`` and ``leg`` must be unused), owned by ``owner``."""
+    await session.execute(sa.insert(_S).values(id=cs.id, owner=owner, **_session_values(cs)))
     return cs
 
 
 async def save_session(session: AsyncSession, cs: ChatSession) -> ChatSession:
-    """Write every field of an existing session."""
+    """Write every field of an existing session (its ``owner`` stays)."""
     await session.execute(sa.update(_S).where(_S.id == cs.id).values(**_session_values(cs)))
     return cs
 
@@ -218,13 +219,22 @@ async def live_adhoc_session(
     return None if row is None else _to_session(row)
 
 
+def _owned(owners: Collection[str] | None) -> list[sa.ColumnElement[bool]]:
+    """The condition "owned by one of ``owners``" on sessions (None: no condition)."""
+    return [] if owners is None else [_S.owner.in_(list(owners))]
+
+
 async def sessions_in_states(
-    session: AsyncSession, kind: SessionKind, states: Iterable[str]
+    session: AsyncSession,
+    kind: SessionKind,
+    states: Iterable[str],
+    owners: Collection[str] | None = None,
 ) -> list[ChatSession]:
-    """Every session of ``kind`` in one of ``states`` (recovery after a restart)."""
+    """Every session of ``kind`` in one of ``states`` owned by one of ``owners`` (None:
+    anyone's), for recovery after a restart."""
     rows = await session.scalars(
         sa.select(_S)
-        .where(_S.kind == kind.value, _S.state.in_(list(states)))
+        .where(_S.kind == kind.value, _S.state.in_(list(states)), *_owned(owners))
         .order_by(_S.created_at, _S.id)
     )
     return [_to_session(r) for r in rows]
@@ -234,9 +244,9 @@ async def sessions_in_states(
 
 
 async def insert_message(
-    session: AsyncSession, msg: StoredMessage, *, expires_at: datetime
+    session: AsyncSession, msg: StoredMessage, *, expires_at: datetime, owner: str = ""
 ) -> StoredMessage:
-    """Store a new message; return it with its store order ``seq``."""
+    """Store a new message, stored by instance ``owner``; return it with its ``seq``."""
     row = ChatMessageRow(
         message_id=msg.id,
         user_uri=msg.user,
@@ -256,6 +266,7 @@ async def insert_message(
         created_at=msg.created_at,
         updated_at=msg.created_at,
         expires_at=expires_at,
+        owner=owner,
     )
     session.add(row)
     await session.flush()
@@ -309,13 +320,23 @@ async def set_message_status(
     session_id: ChatSessionId | None = None,
     detach: bool = False,
 ) -> StoredMessage:
-    """Write a new status; move the message to ``session_id``, or off any with ``detach``."""
+    """Write a new status; move the message to ``session_id``, or off any with ``detach``.
+
+    Conditional (``STATUS_SOURCES``): when the stored status cannot move to
+    ``status`` (another instance moved it on meanwhile), nothing is written and
+    the message is returned as stored.
+    """
     new_session = None if detach else (msg.session_id if session_id is None else session_id)
-    await session.execute(
+    result = await session.execute(
         sa.update(_M)
-        .where(_M.seq == msg.seq)
+        .where(_M.seq == msg.seq, _M.status.in_(STATUS_SOURCES.get(status, ())))
         .values(status=status, updated_at=now, session_id=new_session)
+        .execution_options(synchronize_session=False)
     )
+    if getattr(result, "rowcount", 1) == 0:
+        row = await session.get(_M, msg.seq, populate_existing=True)
+        if row is not None:
+            return _to_message(row)
     return replace(msg, status=status, session_id=new_session)
 
 
@@ -362,14 +383,37 @@ async def detached_messages(
     return [_to_message(r) for r in rows]
 
 
+def messages_owned(owners: Collection[str] | None) -> list[sa.ColumnElement[bool]]:
+    """The condition "a message of one of ``owners``": the owner of its session, or its
+    own when it is on none (None: no condition)."""
+    if owners is None:
+        return []
+    mine = list(owners)
+    return [
+        sa.or_(
+            sa.and_(_M.session_id.is_(None), _M.owner.in_(mine)),
+            _M.session_id.in_(sa.select(_S.id).where(_S.owner.in_(mine))),
+        )
+    ]
+
+
 async def messages_in_states(
-    session: AsyncSession, direction: Direction, statuses: Iterable[str]
+    session: AsyncSession,
+    direction: Direction,
+    statuses: Iterable[str],
+    owners: Collection[str] | None = None,
 ) -> list[StoredMessage]:
-    """Every message in ``direction`` with one of ``statuses``, in store order (recovery)."""
+    """Every message in ``direction`` with one of ``statuses`` of one of ``owners`` (None:
+    anyone's; :func:`messages_owned`), in store order (recovery)."""
     wanted = list(statuses)
     rows = await session.scalars(
         sa.select(_M)
-        .where(_M.direction == direction.value, _M.status.in_(wanted), *_unsent_index(wanted))
+        .where(
+            _M.direction == direction.value,
+            _M.status.in_(wanted),
+            *_unsent_index(wanted),
+            *messages_owned(owners),
+        )
         .order_by(_M.seq)
     )
     return [_to_message(r) for r in rows]
@@ -530,12 +574,14 @@ async def save_participants(
 class SQLChatTransaction:
     """``bridge.chat.store.ChatTransaction`` over one ``AsyncSession``."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, owner: str = "") -> None:
         self.session = session
+        self.owner = owner
+        """The instance id recorded on the sessions and messages inserted."""
         self.notifications: list[Notification] = []
 
     async def insert_session(self, cs: ChatSession) -> ChatSession:
-        return await insert_session(self.session, cs)
+        return await insert_session(self.session, cs, self.owner)
 
     async def save_session(self, cs: ChatSession) -> ChatSession:
         return await save_session(self.session, cs)
@@ -558,12 +604,12 @@ class SQLChatTransaction:
         return await live_adhoc_session(self.session, user, peer, states)
 
     async def sessions_in_states(
-        self, kind: SessionKind, states: Iterable[str]
+        self, kind: SessionKind, states: Iterable[str], owners: Collection[str] | None = None
     ) -> list[ChatSession]:
-        return await sessions_in_states(self.session, kind, states)
+        return await sessions_in_states(self.session, kind, states, owners)
 
     async def insert_message(self, msg: StoredMessage, *, expires_at: datetime) -> StoredMessage:
-        return await insert_message(self.session, msg, expires_at=expires_at)
+        return await insert_message(self.session, msg, expires_at=expires_at, owner=self.owner)
 
     async def get_message(
         self, user: UserUri, message_id: str, direction: Direction
@@ -600,9 +646,9 @@ class SQLChatTransaction:
         return await detached_messages(self.session, user, peer, rest_session, status)
 
     async def messages_in_states(
-        self, direction: Direction, statuses: Iterable[str]
+        self, direction: Direction, statuses: Iterable[str], owners: Collection[str] | None = None
     ) -> list[StoredMessage]:
-        return await messages_in_states(self.session, direction, statuses)
+        return await messages_in_states(self.session, direction, statuses, owners)
 
     async def purge_expired(self, *, now: datetime, ended_before: datetime) -> int:
         return await purge_expired(self.session, now=now, ended_before=ended_before)

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import sqlite3
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -275,12 +275,14 @@ class BatchedChatTransaction:
         return max(live, key=lambda cs: (cs.created_at, cs.id)) if live else None
 
     async def sessions_in_states(
-        self, kind: SessionKind, states: Iterable[str]
+        self, kind: SessionKind, states: Iterable[str], owners: Collection[str] | None = None
     ) -> list[ChatSession]:
         wanted = list(states)
-        rows = await self._store.read(lambda s: sessions_in_states(s, kind, wanted), True)
+        rows = await self._store.read(lambda s: sessions_in_states(s, kind, wanted, owners), True)
         found = {cs.id: cs for cs in rows}
         for cs in self._sessions.values():
+            if owners is not None and cs.id not in found and self._store.owner not in owners:
+                continue  # written by this unit and not returned: this instance's, not asked for
             if cs.kind is kind and cs.state in wanted:
                 found[cs.id] = cs
             else:
@@ -396,11 +398,21 @@ class BatchedChatTransaction:
         return self._merge(rows, match)
 
     async def messages_in_states(
-        self, direction: Direction, statuses: Iterable[str]
+        self, direction: Direction, statuses: Iterable[str], owners: Collection[str] | None = None
     ) -> list[StoredMessage]:
         wanted = list(statuses)
-        rows = await self._store.read(lambda s: messages_in_states(s, direction, wanted), True)
-        return self._merge(rows, lambda m: m.direction is direction and m.status in wanted)
+        rows = await self._store.read(
+            lambda s: messages_in_states(s, direction, wanted, owners), True
+        )
+        known = {m.seq for m in rows}
+        return self._merge(
+            rows,
+            lambda m: (
+                m.direction is direction
+                and m.status in wanted
+                and (owners is None or m.seq in known or self._store.owner in owners)
+            ),
+        )
 
     async def purge_expired(self, *, now: datetime, ended_before: datetime) -> int:
         """Runs at once (not buffered): deleting what expired is harmless to keep."""
@@ -564,8 +576,12 @@ class SQLChatStore:
         message_cache: int = MESSAGE_CACHE,
         commit_interval: float = 0.0,
         claims: outbox.InlineClaims | None = None,
+        owner: str = "",
     ) -> None:
         self.database = database
+        self.owner = owner
+        """This instance's id (``state.instances``), recorded on the sessions and messages
+        inserted through this store."""
         self.commit_interval = commit_interval
         """Least seconds between two commits' starts (group commit pacing)."""
         self.claims = claims
@@ -619,11 +635,11 @@ class SQLChatStore:
     async def _direct(self) -> AsyncIterator[ChatTransaction]:
         if not self.database.is_sqlite:
             async with self.database.sessions.begin() as session:
-                yield SQLChatTransaction(session)
+                yield SQLChatTransaction(session, self.owner)
             return
         # SQLite in memory: units one at a time, or they meet SQLITE_BUSY
         async with self._lock, self.database.sessions.begin() as session:
-            yield SQLChatTransaction(session)
+            yield SQLChatTransaction(session, self.owner)
 
     def _grouped(self) -> _GroupedUnit:
         return _GroupedUnit(self)
@@ -876,7 +892,7 @@ class SQLChatStore:
         self._writer = SQLiteWriter(
             self.database.url, outbox.writer_lock(self.database), name="chat-store"
         )
-        self._writes = _Writes(self._writer.engine.dialect)
+        self._writes = _Writes(self._writer.engine.dialect, self.owner)
         await self._load()
         self._opened = True
 

@@ -18,7 +18,13 @@ from bridge.chat.model import ChatSession, Participant, StoredMessage
 from bridge.chat.store import OwedReport
 from bridge.ports import Notification
 from state import outbox
-from state.chat_models import ChatMessageRow, ChatOwedReportRow, ChatParticipantRow, ChatSessionRow
+from state.chat_models import (
+    STATUS_FORWARD_SQL,
+    ChatMessageRow,
+    ChatOwedReportRow,
+    ChatParticipantRow,
+    ChatSessionRow,
+)
 from state.chat_repository import _join, _session_values, owed_rows
 from state.writer import InThreadSession
 
@@ -34,7 +40,7 @@ _OT = cast(sa.Table, ChatOwedReportRow.__table__)
 
 
 def _message_row(
-    msg: StoredMessage, updated_at: datetime, expires_at: datetime
+    msg: StoredMessage, updated_at: datetime, expires_at: datetime, owner: str
 ) -> dict[str, object]:
     return {
         "seq": msg.seq,
@@ -56,6 +62,7 @@ def _message_row(
         "created_at": msg.created_at,
         "updated_at": updated_at,
         "expires_at": expires_at,
+        "owner": owner,
     }
 
 
@@ -129,13 +136,20 @@ class _RawWrite:
 class _Writes:
     """The store's four hot writes, compiled once for the writer's dialect."""
 
-    def __init__(self, dialect: sa.Dialect) -> None:
+    def __init__(self, dialect: sa.Dialect, owner: str = "") -> None:
+        self.owner = owner
+        """The instance id recorded on inserted sessions and messages (never updated)."""
         self.new_session = _RawWrite.insert(_ST, dialect)
-        self.save_session = _RawWrite.update(_ST, "id", dialect)
+        kept = [c.name for c in _ST.columns if c.name != "owner"]
+        self.save_session = _RawWrite.update(_ST, "id", dialect, only=kept)
         self.new_message = _RawWrite.insert(_MT, dialect)
         self.message_status = _RawWrite.update(
             _MT, "seq", dialect, only=["status", "updated_at", "session_id"]
         )
+        # never backwards (state.chat_models.STATUS_SOURCES): the new status once more
+        self.message_status.sql += f" AND {STATUS_FORWARD_SQL}"
+        self.message_status.keys.append("status")
+        self.message_status.processors.append(_MT.c.status.type.bind_processor(dialect))
         self.participant = _RawWrite.upsert(_PT, ["session_id", "address"], dialect)
         self.owe = _RawWrite.insert(_OT, dialect)
         self.owe.sql = self.owe.sql.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
@@ -165,10 +179,15 @@ class _Writes:
         foreign key), one ``executemany`` for the batch: a group of 100 joining sends
         every member's view of every join, about n² rows.
         """
-        new_s = [{"id": cs.id, **_session_values(cs)} for cs, new in sessions.values() if new]
+        owner = self.owner
+        new_s = [
+            {"id": cs.id, "owner": owner, **_session_values(cs)}
+            for cs, new in sessions.values()
+            if new
+        ]
         old_s = [{"id": cs.id, **_session_values(cs)} for cs, new in sessions.values() if not new]
         new_m = [
-            _message_row(w.msg, w.updated_at, w.expires_at)
+            _message_row(w.msg, w.updated_at, w.expires_at, owner)
             for w in messages.values()
             if w.expires_at is not None
         ]

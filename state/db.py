@@ -6,6 +6,13 @@ exposing ``VERSION: int`` and ``upgrade(conn: sqlalchemy.Connection) -> None``;
 they are applied in order, each in its own transaction, and recorded in
 ``schema_version``. Migrations use Core DDL of their own (never the ORM models,
 which move on), so an empty database always reaches the current schema.
+
+Several instances on one PostgreSQL database (docs/several-instances.md) may
+start at the same moment on an empty or older schema: the whole run holds a
+session-level advisory lock (:data:`MIGRATION_LOCK`, ``pg_advisory_lock``) on a
+connection of its own, so one instance migrates and the others, once they get
+the lock, find every version recorded and do nothing. SQLite (one process per
+file) takes no lock.
 """
 
 from __future__ import annotations
@@ -78,6 +85,15 @@ def discover_migrations() -> list[Migration]:
     return found
 
 
+ADVISORY_NAMESPACE = 0x63627264
+"""First key of every PostgreSQL advisory lock of the bridge (``'cbrd'``; the two-int form,
+``pg_advisory_lock(int, int)``, so the second key says which lock)."""
+MIGRATION_LOCK = (ADVISORY_NAMESPACE, 1)
+"""The advisory lock held around a migration run (module docstring)."""
+INSTANCE_NAMESPACE = 0x63627269
+"""First key of the per-instance liveness locks (``'cbri'``; ``state.instances``)."""
+
+
 _VERSION_TABLE = sa.Table(
     "schema_version",
     sa.MetaData(),
@@ -103,7 +119,27 @@ class Database:
         )
 
     async def migrate(self) -> int:
-        """Apply pending migrations; return the schema version reached."""
+        """Apply pending migrations; return the schema version reached.
+
+        On PostgreSQL the run holds :data:`MIGRATION_LOCK` (module docstring).
+        """
+        if self.is_sqlite:
+            return await self._migrate()
+        async with self.engine.connect() as conn:
+            key = {"a": MIGRATION_LOCK[0], "b": MIGRATION_LOCK[1]}
+            await conn.execute(sa.text("SELECT pg_advisory_lock(:a, :b)"), key)
+            await conn.commit()
+            try:
+                return await self._migrate()
+            finally:
+                try:
+                    await conn.execute(sa.text("SELECT pg_advisory_unlock(:a, :b)"), key)
+                    await conn.commit()
+                except Exception:  # the lock must not go back to the pool with the connection
+                    await conn.invalidate()
+                    raise
+
+    async def _migrate(self) -> int:
         migrations = discover_migrations()
         async with self.engine.begin() as conn:
             await conn.run_sync(lambda c: _VERSION_TABLE.create(c, checkfirst=True))

@@ -2,10 +2,17 @@
 
 Tables from ``state/migrations/m0030_focus_conferences.py``. Each method is one short
 transaction; the focus writes on membership changes only, never per relayed message.
+
+Several instances (docs/several-instances.md): a conference records the instance
+hosting it (``owner``, migration 41), and :meth:`SQLConferenceStore.live_conferences`,
+read by the focus's start-up recovery, lists only those of the owners it may
+recover (this instance and the provably dead ones, ``state.instances``), never a
+live peer's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -28,6 +35,8 @@ class FocusConferenceRow(Base):
     subject: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    owner: Mapped[str] = mapped_column(sa.String(128), default="", server_default="")
+    """The instance hosting the conference (migration 41; ``state.instances``)."""
 
 
 class FocusMemberRow(Base):
@@ -92,8 +101,14 @@ def _member(row: FocusMemberRow) -> MemberRecord:
 class SQLConferenceStore:
     """``bridge.focus.store.ConferenceStore`` on the project's Database."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self, db: Database, *, owner: str = "", recover: Collection[str] | None = None
+    ) -> None:
         self.db = db
+        self.owner = owner
+        """This instance's id, recorded on the conferences it creates."""
+        self.recover = None if recover is None else list(recover)
+        """Whose conferences :meth:`live_conferences` lists (None: everyone's)."""
 
     async def save_conference(self, conference: ConferenceRecord) -> None:
         async with write_session(self.db) as session:
@@ -106,6 +121,7 @@ class SQLConferenceStore:
                     subject=conference.subject,
                     created_at=conference.created_at,
                     ended_at=conference.ended_at,
+                    owner=self.owner,
                 )
             )
 
@@ -146,7 +162,14 @@ class SQLConferenceStore:
         async with self.db.sessions() as session:
             confs = (
                 await session.scalars(
-                    sa.select(FocusConferenceRow).where(FocusConferenceRow.ended_at.is_(None))
+                    sa.select(FocusConferenceRow).where(
+                        FocusConferenceRow.ended_at.is_(None),
+                        *(
+                            []
+                            if self.recover is None
+                            else [FocusConferenceRow.owner.in_(self.recover)]
+                        ),
+                    )
                 )
             ).all()
             uris = [c.uri for c in confs]

@@ -28,7 +28,7 @@ world (``tests/fakes/chat_world.py``) and ``bench/chat_core_bench.py``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -70,10 +70,13 @@ class ChatBridge:
     """The ``SignallingEvents`` sink bound to the signalling port."""
 
     async def start(
-        self, backlog: recovery.NotificationBacklog | None = None
+        self,
+        backlog: recovery.NotificationBacklog | None = None,
+        owners: Collection[str] | None = None,
     ) -> recovery.RecoveryReport:
-        """Recover from the previous run and listen for delivered notifications."""
-        report = await recovery.recover(self.core, self.adhoc, self.messages, backlog)
+        """Recover from the previous run (of ``owners``: ``recovery.recover``) and listen for
+        delivered notifications."""
+        report = await recovery.recover(self.core, self.adhoc, self.messages, backlog, owners)
         self.core.notifier.add_listener(self.messages.on_delivered)
         self.core.arm("purge", PURGE_INTERVAL, self._purge)
         recovery.OwedRetry(self.core).start()

@@ -385,6 +385,9 @@ class ChatCore:
             session_id=None if session is None else session.id,
             detach=detach,
         )
+        if updated.status != new.value:  # moved on meanwhile by another instance: its word wins
+            log.info("- message %s of %s: %s already", msg.id, msg.user, updated.status)
+            return updated
         status = delivery.notify_outgoing(old, new, msg.reports) if new is not old else None
         if status is not None:
             await work.notify(
@@ -402,6 +405,8 @@ class ChatCore:
             return msg, []
         log.debug("- received message %s of %s: %s -> %s", msg.id, msg.user, old.name, new.name)
         updated = await work.tx.set_message_status(msg, new.value, now=work.now)
+        if updated.status != new.value:  # moved on meanwhile by another instance
+            return updated, []
         due = delivery.reports_due(msg.dispositions, old, new)
         if due:  # owed in this unit: a crash after its commit cannot lose them
             await work.tx.owe_reports([OwedReport(msg.user, msg.id, k) for k in due], work.now)

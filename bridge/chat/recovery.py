@@ -4,6 +4,14 @@
 runtime (``ChatCore``), the implicit sessions' part (``AdhocChat``: requeued
 messages) and ``Messages`` (owed reports).
 
+Several instances on one PostgreSQL (issue 10; docs/several-instances.md):
+every session, message and conference records its ``owner`` instance, and
+``recover`` is given the owners it may touch (``owners``): this instance and
+those provably dead (their advisory lock was free, ``state.instances``). A live
+peer's sessions are never ended. The same function serves a survivor's
+takeover of a dead peer (``bridge.takeover``). On SQLite (one instance)
+``owners`` is None: everything left live is the previous run's.
+
 The SIP dialogs and MSRP connections of the previous run died with its
 process, so nothing that was live can be resumed; it is reported instead, in
 one transaction with its notifications (unchanged from before the dialogs
@@ -179,10 +187,14 @@ async def recover(
     adhoc_chat: AdhocChat,
     messages: Messages,
     backlog: NotificationBacklog | None = None,
+    owners: Collection[str] | None = None,
 ) -> RecoveryReport:
     """Close what the previous run left live, fail or requeue its unsent messages.
 
-    BYEs for its dialogs and the "delivered" IMDNs it owed are sent by
+    With ``owners`` (several instances on PostgreSQL), only the sessions and
+    messages of those instances: this one and the provably dead ones
+    (``state.instances``), never a live peer's. None: everything (SQLite, one
+    instance). BYEs for the dialogs and the "delivered" IMDNs owed are sent by
     background tasks started here (module docstring).
     """
     closed = failed = 0
@@ -192,25 +204,25 @@ async def recover(
         retention = timedelta(days=core.settings.chat_message_retention_days)
         purged = await work.tx.purge_expired(now=work.now, ended_before=work.now - retention)
         live = [s.value for s in one2one.LIVE]
-        for cs in await work.tx.sessions_in_states(SessionKind.CONFIRMED, live):
+        for cs in await work.tx.sessions_in_states(SessionKind.CONFIRMED, live, owners):
             if dialog_established(cs):
                 stale.append(cs)
             await core.transition(work, cs, one2one.SessionEvent.RESTART, reason="restart")
             closed += 1
         live = [s.value for s in group.LIVE]
-        for cs in await work.tx.sessions_in_states(SessionKind.GROUP, live):
+        for cs in await work.tx.sessions_in_states(SessionKind.GROUP, live, owners):
             if dialog_established(cs):
                 stale.append(cs)
             await core.transition(work, cs, group.GroupEvent.RESTART, reason="restart")
             closed += 1
         live = [s.value for s in adhoc.LIVE]
-        for cs in await work.tx.sessions_in_states(SessionKind.ADHOC, live):
+        for cs in await work.tx.sessions_in_states(SessionKind.ADHOC, live, owners):
             if dialog_established(cs):
                 stale.append(cs)
             await core.transition(work, cs, adhoc.AdhocEvent.RESTART, reason="restart")
             closed += 1
         unsent = [s.value for s in delivery.UNSENT]
-        for msg in await work.tx.messages_in_states(Direction.OUTGOING, unsent):
+        for msg in await work.tx.messages_in_states(Direction.OUTGOING, unsent, owners):
             if msg.rest_session != ADHOC:
                 await core.outgoing_transition(work, msg, OutgoingEvent.SEND_ERROR)
                 failed += 1
@@ -232,7 +244,7 @@ async def recover(
         await adhoc_chat.pump(user, peer)
     if stale:
         core.spawn(_end_stale_quietly(core, stale), "restart-bye")
-    core.spawn(_owed_reports_quietly(messages, backlog), "restart-imdn")
+    core.spawn(_owed_reports_quietly(messages, backlog, owners), "restart-imdn")
     return report
 
 
@@ -284,12 +296,15 @@ async def _end_stale_quietly(core: ChatCore, sessions: list[ChatSession]) -> Non
     log.info("- chat recovery: %d of %d dialogs ended with a 2xx", answered, len(sessions))
 
 
-async def owed_reports(core: ChatCore, backlog: NotificationBacklog) -> list[StoredMessage]:
-    """The received messages whose "delivered" IMDN a crash left owed (module docstring)."""
+async def owed_reports(
+    core: ChatCore, backlog: NotificationBacklog, owners: Collection[str] | None = None
+) -> list[StoredMessage]:
+    """The received messages whose "delivered" IMDN a crash left owed (module docstring),
+    of ``owners`` (None: anyone's)."""
     async with core.unit() as work:
         cutoff = work.now - timedelta(seconds=core.settings.notification_max_age)
         received = await work.tx.messages_in_states(
-            Direction.INCOMING, [IncomingStatus.RECEIVED.value]
+            Direction.INCOMING, [IncomingStatus.RECEIVED.value], owners
         )
         candidates = [
             m
@@ -304,9 +319,11 @@ async def owed_reports(core: ChatCore, backlog: NotificationBacklog) -> list[Sto
     return [m for m in candidates if (m.user, m.id) not in queued]
 
 
-async def send_owed_reports(messages: Messages, backlog: NotificationBacklog) -> int:
+async def send_owed_reports(
+    messages: Messages, backlog: NotificationBacklog, owners: Collection[str] | None = None
+) -> int:
     """Mark the owed messages delivered and send their IMDNs; return how many."""
-    owed = await owed_reports(messages.core, backlog)
+    owed = await owed_reports(messages.core, backlog, owners)
     for msg in owed:
         log.info("- message %s of %s: delivered IMDN owed since the restart", msg.id, msg.user)
         await messages.mark_received(msg.user, msg.id, IncomingEvent.NOTIFIED)
@@ -318,7 +335,11 @@ async def resend_owed_reports(
 ) -> tuple[int, int]:
     """Send again the IMDNs still owed (module docstring), those owed for at least
     ``min_age`` seconds; (sent, taken by the peer)."""
-    owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    owner = (
+        owner
+        or core.settings.instance_id
+        or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    )
     found: list[tuple[StoredMessage, OwedReport]] = []
     async with core.unit() as work:
         until = work.now + timedelta(seconds=OWED_CLAIM)
@@ -349,7 +370,9 @@ async def resend_owed_reports(
     return len(found), sum(taken)
 
 
-async def _owed_reports_quietly(messages: Messages, backlog: NotificationBacklog | None) -> None:
+async def _owed_reports_quietly(
+    messages: Messages, backlog: NotificationBacklog | None, owners: Collection[str] | None
+) -> None:
     await asyncio.sleep(0)  # let ChatBridge.start register the delivery listener first
     sent, taken = await resend_owed_reports(messages.core)
     if sent:
@@ -358,7 +381,7 @@ async def _owed_reports_quietly(messages: Messages, backlog: NotificationBacklog
         )
     if backlog is None:
         return
-    count = await send_owed_reports(messages, backlog)
+    count = await send_owed_reports(messages, backlog, owners)
     if count:
         log.info("- chat recovery: %d delivered IMDNs sent that the previous run owed", count)
 

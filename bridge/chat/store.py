@@ -8,7 +8,7 @@ A :class:`ChatStore` opens :class:`ChatTransaction` units; ``ChatCore.unit``
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -80,9 +80,10 @@ class ChatTransaction(Protocol):
         ...
 
     async def sessions_in_states(
-        self, kind: SessionKind, states: Iterable[str]
+        self, kind: SessionKind, states: Iterable[str], owners: Collection[str] | None = None
     ) -> list[ChatSession]:
-        """Every session of ``kind`` in one of ``states``."""
+        """Every session of ``kind`` in one of ``states`` owned by one of ``owners`` (the
+        instance ids of ``state.instances``; None: anyone's)."""
         ...
 
     async def insert_message(self, msg: StoredMessage, *, expires_at: datetime) -> StoredMessage:
@@ -112,7 +113,13 @@ class ChatTransaction(Protocol):
         session_id: ChatSessionId | None = None,
         detach: bool = False,
     ) -> StoredMessage:
-        """Write ``status``; move to ``session_id``, or off any session with ``detach``."""
+        """Write ``status``; move to ``session_id``, or off any session with ``detach``.
+
+        Never backwards: the write is conditional on the stored status (the
+        status machines of ``bridge.chat.delivery``); when another instance moved
+        the message on meanwhile, nothing is written and the message comes back
+        as stored (its ``status`` is then not ``status``).
+        """
         ...
 
     async def session_messages(
@@ -128,9 +135,10 @@ class ChatTransaction(Protocol):
         ...
 
     async def messages_in_states(
-        self, direction: Direction, statuses: Iterable[str]
+        self, direction: Direction, statuses: Iterable[str], owners: Collection[str] | None = None
     ) -> list[StoredMessage]:
-        """Every message in ``direction`` with one of ``statuses``, in order."""
+        """Every message in ``direction`` with one of ``statuses``, in order; with ``owners``,
+        only those on a session owned by one of them, or on none and stored by one of them."""
         ...
 
     async def purge_expired(self, *, now: datetime, ended_before: datetime) -> int:

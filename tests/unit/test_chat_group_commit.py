@@ -140,7 +140,7 @@ async def test_rows_written_by_the_store_read_back_equal_through_the_orm(
     ended = replace(cs, state="ended", ended_at=LATER, end_reason="bye", updated_at=LATER)
     async with store.transaction() as tx:
         await tx.save_session(ended)
-        sent = await tx.set_message_status(stored, "sent", now=LATER)
+        sent = await tx.set_message_status(stored, "sending", now=LATER)
     async with db.sessions() as s:
         assert await repo.session_by_id(s, "s-1") == ended
         assert await repo.get_message(s, A, "m1", Direction.OUTGOING) == sent
