@@ -94,12 +94,14 @@ def observe_middleware(metrics: Metrics, *, log_access: bool = True) -> Middlewa
             metrics.http.observe(request.method, route, status, seconds)
             if log_access:
                 access_log.info(
-                    "%s %s %d %.1fms",
+                    "%s %s %d %.1fms id=%s",
                     request.method,
                     route,
                     status,
                     seconds * 1000,
+                    rid,
                     extra={
+                        "request_id": rid,
                         "method": request.method,
                         "route": route,
                         "status": status,
