@@ -352,3 +352,13 @@ def test_setup_logging_json_lines_redacted_with_request_id() -> None:
         handler = again
     finally:
         logging.getLogger().removeHandler(handler)
+
+
+async def test_store_url_in_the_start_up_line_hides_its_password() -> None:
+    # bridge.app logs database.url.render_as_string(): SQLAlchemy hides the password
+    database = Database("postgresql+asyncpg://bridge:s3cret@db.example/chat")
+    try:
+        shown = database.url.render_as_string()
+        assert "s3cret" not in shown and "bridge:***@db.example" in shown
+    finally:
+        await database.close()
