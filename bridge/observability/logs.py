@@ -31,7 +31,7 @@ import sys
 from datetime import UTC, datetime
 from typing import TextIO
 
-from bridge.config import Settings
+from bridge.config import MASK, Settings, mask_text
 
 __all__ = [
     "REQUEST_ID",
@@ -53,18 +53,17 @@ TRACE_PREFIX = "bridge.trace."
 
 # --- credentials (always hidden) -------------------------------------------------------
 
-_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^/\s:@]*):[^/\s@]*@")
 _SIP_PASSWORD = re.compile(r"(?i)\b(sips?:[^:@\s;<>\"']+):[^@\s;<>\"']+@")
 _AUTHORIZATION = re.compile(r"(?i)((?:proxy-)?authorization:[ \t]*[a-z]+)[^\r\n\\]*")
 
 
 def hide_secrets(text: str) -> str:
-    """``text`` with URL/URI passwords and Authorization values replaced by ``***``."""
+    """``text`` with URL passwords (``bridge.config.mask_text``), SIP URI passwords and
+    Authorization values replaced by ``bridge.config.MASK``."""
     if "@" in text:
-        text = _URL_PASSWORD.sub(r"\1:***@", text)
-        text = _SIP_PASSWORD.sub(r"\1:***@", text)
+        text = _SIP_PASSWORD.sub(rf"\1:{MASK}@", mask_text(text))
     if "uthorization" in text or "UTHORIZATION" in text:
-        text = _AUTHORIZATION.sub(r"\1 ***", text)
+        text = _AUTHORIZATION.sub(rf"\1 {MASK}", text)
     return text
 
 
@@ -73,7 +72,9 @@ def hide_secrets(text: str) -> str:
 _KEY = secrets.token_bytes(16)
 """Per-process key of the redaction tokens: stable within a run, unguessable across."""
 
-_SIP_USER = re.compile(r"(?i)\b(sips?(?::|%3A))([^@\s<>\"',;:/]+)((?::\*\*\*)?(?:@|%40))")
+_SIP_USER = re.compile(
+    r"(?i)\b(sips?(?::|%3A))([^@\s<>\"',;:/]+)((?::" + re.escape(MASK) + r")?(?:@|%40))"
+)
 _TEL = re.compile(r"(?i)\b(tel(?::|%3A))((?:\+|%2B)?[0-9A-F\-.()*#]+)")
 _PHONE = re.compile(r"(?<![\w%])(\+|%2B)\d[\d\-. ]{4,}\d")
 _BODY = re.compile(r"(\r\n\r\n|\\r\\n\\r\\n|\n\n)(.+)", re.S)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.config import Credential, Settings
+from bridge.config import MASK, Credential, Settings
 from bridge.observability.logs import (
     REQUEST_ID,
     JsonFormatter,
@@ -294,21 +294,21 @@ def test_json_formatter_stable_fields_and_extras() -> None:
 
 def test_secrets_are_hidden_always() -> None:
     assert hide_secrets("store postgresql+asyncpg://bridge:s3cret@db/chat") == (
-        "store postgresql+asyncpg://bridge:***@db/chat"
+        f"store postgresql+asyncpg://bridge:{MASK}@db/chat"
     )
     assert hide_secrets("POST to https://u:pw@app.example/cb failed") == (
-        "POST to https://u:***@app.example/cb failed"
+        f"POST to https://u:{MASK}@app.example/cb failed"
     )
     assert (
         hide_secrets("proxy sip:alice:pw@core;transport=tcp")
-        == "proxy sip:alice:***@core;transport=tcp"
+        == f"proxy sip:alice:{MASK}@core;transport=tcp"
     )
     trace = 'REGISTER\r\nAuthorization: Digest username="a", response="abc"\r\nTo: x'
-    assert hide_secrets(trace) == "REGISTER\r\nAuthorization: Digest ***\r\nTo: x"
+    assert hide_secrets(trace) == f"REGISTER\r\nAuthorization: Digest {MASK}\r\nTo: x"
     assert hide_secrets("sip:127.0.0.1:5060;transport=tcp") == "sip:127.0.0.1:5060;transport=tcp"
     rec = record("url %s", "http://u:pw@h/")
     Scrubber(redact=False).filter(rec)
-    assert rec.getMessage() == "url http://u:***@h/"
+    assert rec.getMessage() == f"url http://u:{MASK}@h/"
 
 
 def test_redaction_masks_users_and_bodies() -> None:
