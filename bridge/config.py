@@ -251,9 +251,10 @@ class Settings(BaseSettings):
     the REST listener, like ``/health``; docs/operations.md)."""
     ready_store_timeout: float = Field(1.0, gt=0)
     """Seconds ``GET /ready`` waits for the store's ``SELECT 1`` before it counts as down."""
-    ims_ping_interval: float = Field(10.0, gt=0)
+    ims_ping_interval: float = Field(10.0, ge=0)
     """Seconds between two OPTIONS pings to ``sip_outbound_proxy`` (none without it):
-    ``/ready`` answers 503 while the last ping went unanswered."""
+    ``/ready`` answers 503 while the last ping went unanswered. 0: no ping, and ``/ready``
+    does not ask the IMS core (a core that cannot answer OPTIONS)."""
     ims_ping_timeout: float = Field(2.0, gt=0)
     """Seconds an OPTIONS ping may wait for its final response (any status counts)."""
     loop_lag_interval: float = Field(0.5, gt=0)

@@ -29,7 +29,7 @@ def start_observability(
     readiness.add("sip", listener_check(lambda: side.sip.transport.listening))
     readiness.add("msrp", listener_check(lambda: side.msrp.listening))
     proxy = settings.sip_outbound_proxy
-    if proxy:
+    if proxy and settings.ims_ping_interval > 0:
         sip = side.sip
 
         async def ping() -> object:
