@@ -38,6 +38,8 @@ from aiohttp import web
 from bridge.chat.assembly import ChatBridge
 from bridge.config import Settings
 from bridge.focus import ConferenceFocus, build_focus
+from bridge.observability.metrics import Metrics
+from bridge.observability.wiring import start_observability
 from bridge.signalling.tls import http_tls
 from bridge.signalling.wiring import SignallingSide, profile_of, start_signalling
 from bridge.takeover import Takeover
@@ -96,8 +98,12 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
                 )
 
         # SIP (UDP+TCP) and MSRP listeners; the focus, if any, gets the requests it owns
-        side = await start_signalling(settings, focus_factory)
+        metrics = Metrics()
+        side = await start_signalling(
+            settings, focus_factory, sip_counters=metrics.sip, msrp_counters=metrics.msrp
+        )
         running.push_async_callback(side.close)
+        readiness = start_observability(settings, database, side, metrics, running)
         if isinstance(side.focus, ConferenceFocus):
             await side.focus.start()  # ends the conferences a crashed run left live
             log.info("conference focus at %s", settings.conference_factory_uri)
@@ -105,7 +111,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
             log.info("SIP listening on %s %s:%d", transport, host, port)
         log.info("SIP outbound proxy %s", side.sip.outbound_proxy)
 
-        app = make_app(settings, database)
+        app = make_app(settings, database, metrics=metrics, readiness=readiness)
         chat = install_chat(app, side.signalling, recover=recover)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=CLOSE_REQUEST_GRACE)
         await runner.setup()

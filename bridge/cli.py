@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -91,10 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "migrate":
         return migrate(settings)
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from bridge.observability.logs import setup_logging
+
+    setup_logging(settings)  # text or JSON lines, secrets hidden (docs/operations.md)
     from bridge.app import serve
 
     try:

@@ -246,7 +246,27 @@ class Settings(BaseSettings):
     """Log every MSRP frame on ``bridge.trace.msrp`` at DEBUG."""
 
     # --- metrics, probes and logs (issue 12) ------------------------------------
-    # (settings of /metrics, /ready and the access and JSON logs go here)
+    metrics_require_auth: bool = False
+    """Ask the REST credentials for ``GET /metrics`` (default: served to anyone who can reach
+    the REST listener, like ``/health``; docs/operations.md)."""
+    ready_store_timeout: float = Field(1.0, gt=0)
+    """Seconds ``GET /ready`` waits for the store's ``SELECT 1`` before it counts as down."""
+    ims_ping_interval: float = Field(10.0, ge=0)
+    """Seconds between two OPTIONS pings to ``sip_outbound_proxy`` (none without it):
+    ``/ready`` answers 503 while the last ping went unanswered. 0: no ping, and ``/ready``
+    does not ask the IMS core (a core that cannot answer OPTIONS)."""
+    ims_ping_timeout: float = Field(2.0, gt=0)
+    """Seconds an OPTIONS ping may wait for its final response (any status counts)."""
+    loop_lag_interval: float = Field(0.5, gt=0)
+    """Seconds between two event-loop lag samples (``chat_bridge_event_loop_lag_seconds``)."""
+    access_log: bool = True
+    """One line per REST request on the ``bridge.access`` logger (INFO): method, route
+    template, status, duration and request id."""
+    log_format: Literal["text", "json"] = "text"
+    """``text``: one human-readable line per record; ``json``: one JSON object per line
+    (fields ``ts``, ``level``, ``logger``, ``msg`` and extras, docs/operations.md)."""
+    log_redact: bool = False
+    """Mask user addresses (tel:/sip: URIs, phone numbers) and message bodies in the log."""
 
     # --- TLS (issue 12) ------------------------------------------------------------
     tls_cert_file: str | None = None

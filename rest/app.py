@@ -12,6 +12,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from bridge.config import Settings
+from bridge.observability.metrics import Metrics
+from bridge.observability.readiness import Readiness, store_check
 from rest.body import negotiation_middleware
 from rest.errors import fault_middleware
 from rest.gate import RequestGate
@@ -36,14 +38,39 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
-def make_app(settings: Settings, database: Database) -> web.Application:
-    """Build the REST application over an already migrated ``database``."""
-    from rest import auth, openapi
-    from rest.handlers import channels, chat, subscriptions
+def make_app(
+    settings: Settings,
+    database: Database,
+    *,
+    metrics: Metrics | None = None,
+    readiness: Readiness | None = None,
+) -> web.Application:
+    """Build the REST application over an already migrated ``database``.
 
+    ``metrics`` and ``readiness`` come from ``bridge.app`` (docs/operations.md); without
+    them the app gets its own registry and a readiness of the store alone.
+    """
+    from functools import partial
+
+    from rest import auth, observability, openapi
+    from rest.handlers import channels, chat, subscriptions
+    from state import stats
+
+    metrics = metrics or Metrics()
+    metrics.read_store_with(
+        partial(stats.live_sessions, database), partial(stats.outbox_backlog, database)
+    )
+    if readiness is None:
+        readiness = Readiness()
+        readiness.add("store", store_check(database.ping, settings.ready_store_timeout))
     gate = RequestGate()
     app = web.Application(
-        middlewares=[fault_middleware, negotiation_middleware, gate.middleware],
+        middlewares=[
+            observability.observe_middleware(metrics, log_access=settings.access_log),
+            fault_middleware,
+            negotiation_middleware,
+            gate.middleware,
+        ],
         client_max_size=settings.max_body_bytes,
     )
     app[REQUEST_GATE] = gate
@@ -53,6 +80,7 @@ def make_app(settings: Settings, database: Database) -> web.Application:
     app[SERVER_ROOT] = root
     app[NOTIFY_POLICY] = NotifyPolicy.from_settings(settings)
     app.router.add_get("/health", health)
+    observability.setup(app, metrics, readiness)
     auth.setup(app, settings)  # before any route module: every resource needs it
     prefix = root.path_prefix
     for module in (subscriptions, channels, chat):

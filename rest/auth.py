@@ -7,8 +7,8 @@ canonical URIs or ``fnmatch`` patterns matched against the canonical form
 ``acr:auth`` / ``acr:Authorization`` resolve to (OMA REST Chat v1.0 Appendix G); when it is
 a pattern, those pseudo users are refused (403).
 
-One middleware runs after routing, for every route except ``/health``,
-``/openapi.json`` and ``/docs``
+One middleware runs after routing, for every route except ``/health``, ``/ready``,
+``/metrics`` (docs/operations.md), ``/openapi.json`` and ``/docs``
 (chat, subscriptions and notification channels alike):
 
 * missing or wrong credentials → 401 SVC0001 with ``WWW-Authenticate``;
@@ -44,7 +44,9 @@ from rest.uris import InvalidUserUri, canonical_user, is_acr_auth
 log = logging.getLogger(__name__)
 
 _GLOB = frozenset("*?[")
-PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs"})
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics", "/openapi.json", "/docs"})
+"""Served without this middleware's check (``/metrics`` checks itself with
+``metrics_require_auth``: rest.observability)."""
 
 
 @dataclass(frozen=True)

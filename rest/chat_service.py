@@ -76,8 +76,9 @@ from rest.models import (
     ParticipantSessionStatus,
     ParticipantStatus,
 )
+from rest.observability import METRICS
 from state.chat_backlog import OutboxBacklog
-from state.chat_store import SQLChatStore
+from state.chat_store import CommitHook, SQLChatStore
 from state.db import Database
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ def build_chat_service(
     urls: ChatUrls,
     *,
     clock: Callable[[], datetime] = utcnow,
+    on_commit: CommitHook | None = None,
 ) -> ChatBridge:
     """The chat service over the SQL store, its router bound as ``signalling``'s event sink."""
     return build_chat(
@@ -103,6 +105,7 @@ def build_chat_service(
             commit_interval=settings.store_commit_interval,
             claims=notifier if isinstance(notifier, DeliveryService) else None,
             owner=settings.instance_id,
+            on_commit=on_commit,
         ),
         notifier=notifier,
         signalling=signalling,
@@ -119,8 +122,14 @@ def install_chat(
     ``recover``: the instances whose live sessions start-up recovery ends
     (``bridge.chat.recovery.recover``; None: all).
     """
+    metrics = app.get(METRICS)
     chat = build_chat_service(
-        app[SETTINGS], app[DATABASE], app[NOTIFIER], signalling, app[SERVER_ROOT]
+        app[SETTINGS],
+        app[DATABASE],
+        app[NOTIFIER],
+        signalling,
+        app[SERVER_ROOT],
+        on_commit=None if metrics is None else metrics.store_committed,
     )
     app[CHAT_BRIDGE] = chat
     app[CHAT_SERVICE] = RestChatService(chat, app[SETTINGS])

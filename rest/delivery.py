@@ -87,6 +87,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -156,6 +157,44 @@ class DeliveryStats:
     """Lanes set aside as slow (their POST outlasted ``notification_slow_after``)."""
 
 
+class DeliveryCounters(Protocol):
+    """What the delivery worker reports to the metrics (docs/operations.md)."""
+
+    def queued(self, count: int) -> None:
+        """``count`` notifications were committed to the outbox."""
+        ...
+
+    def delivered(self, seconds: float, channel: bool) -> None:
+        """One notification was POSTed with a 2xx (``channel``: handed to a long poll),
+        ``seconds`` after it was queued."""
+        ...
+
+    def retried(self) -> None:
+        """A POST failed and the notification waits for its next attempt."""
+        ...
+
+    def dropped(self, reason: str, count: int = 1) -> None:
+        """Notifications given up: ``expired`` (past ``notification_max_age``),
+        ``refused`` (notify policy) or ``no_channel`` (its channel is gone)."""
+        ...
+
+
+class NoDeliveryCounters:
+    """Counts nothing (the default)."""
+
+    def queued(self, count: int) -> None:
+        """Nothing."""
+
+    def delivered(self, seconds: float, channel: bool) -> None:
+        """Nothing."""
+
+    def retried(self) -> None:
+        """Nothing."""
+
+    def dropped(self, reason: str, count: int = 1) -> None:
+        """Nothing."""
+
+
 class _Refused(str):
     """The error text of a POST the notify policy refused (the row is dropped, not retried)."""
 
@@ -205,8 +244,11 @@ class DeliveryService:
         batch_size: int = BATCH_SIZE,
         clock: Callable[[], datetime] = outbox.utcnow,
         policy: NotifyPolicy | None = None,
+        counters: DeliveryCounters | None = None,
     ) -> None:
         self.settings = settings
+        self.counters: DeliveryCounters = counters or NoDeliveryCounters()
+        """Metrics hooks: queued, delivered (with latency), retried, dropped."""
         self.database = database
         self.own_channel_prefix = own_channel_prefix
         self.poll_interval = (
@@ -412,6 +454,7 @@ class DeliveryService:
                 raise
             return
         self._handed.difference_update(settled)
+        self.counters.queued(len(items))
         for (_, waiter), item in zip(batch, items, strict=True):
             if not waiter.done():
                 waiter.set_result(item)
@@ -427,7 +470,7 @@ class DeliveryService:
             started.add(lane.subscription_id)
         rest = [n for n in items if n.subscription_id not in started or n.channel_id is not None]
         if rest:
-            self.wake(*rest)
+            self._wake(*rest)
 
     async def _hand_to_lane(self, item: Notification, now: datetime, held: float) -> None:
         sub = item.subscription_id
@@ -437,7 +480,7 @@ class DeliveryService:
             return
         # the worker stopped, or a lane started meanwhile: leave it to the scheduler
         await self._release([item.id])
-        self.wake(item)
+        self._wake(item)
 
     @property
     def _direct(self) -> bool:
@@ -449,6 +492,11 @@ class DeliveryService:
 
     def wake(self, *queued: Notification) -> None:
         """Wake the worker and the long polls of the channels concerned (all, if none given)."""
+        if queued:  # committed by the caller (the chat store): counted as queued here
+            self.counters.queued(len(queued))
+        self._wake(*queued)
+
+    def _wake(self, *queued: Notification) -> None:
         # A running lane's batch was claimed before these rows: the scheduler takes
         # them when that lane ends (``_rewake``), so a running lane needs no pass now.
         if not queued:
@@ -963,6 +1011,7 @@ class DeliveryService:
         """
         n = entry.notification
         if self._is_dead_channel_url(n.notify_url):
+            self.counters.dropped("no_channel")
             self._log_drop(n, "its notification channel no longer exists")
             self._settled.append(n.id)
             return True
@@ -986,6 +1035,7 @@ class DeliveryService:
         self._in_flight.pop(sub, None)
         if error is None:
             self.stats.delivered += 1
+            self.counters.delivered((self.clock() - n.created_at).total_seconds(), False)
             self._settled.append(n.id)
             self._notify_listeners(n)
             dest = self._destinations.get(key)
@@ -994,6 +1044,7 @@ class DeliveryService:
             return True
         if isinstance(error, _Refused):
             self.stats.refused += 1
+            self.counters.dropped("refused")
             self._log_drop(n, error)
             self._settled.append(n.id)
             return True
@@ -1002,6 +1053,7 @@ class DeliveryService:
         now = self.clock()
         deadline = n.created_at + timedelta(seconds=self.settings.notification_max_age)
         if now >= deadline:
+            self.counters.dropped("expired")
             self._log_drop(n, f"undelivered after {entry.attempts + 1} attempts ({error})")
             self._settled.append(n.id)
             return True
@@ -1014,6 +1066,7 @@ class DeliveryService:
         async with self._write() as session:
             await outbox.record_failure(session, n.id, error=error, next_attempt_at=retry_at)
             await outbox.release(session, rest, owner=self.owner)
+        self.counters.retried()
         log.info(
             "x notification %d to %s failed (%s); retry %d in %.1fs",
             n.id,
@@ -1127,7 +1180,9 @@ class DeliveryService:
         self._settled.extend(ids)
         self._settle_soon()
         self.stats.handed_out += len(items)
+        now = self.clock()
         for n in items:
+            self.counters.delivered((now - n.created_at).total_seconds(), True)
             self._notify_listeners(n)
         self._wake_poll(channel.id)
 
@@ -1210,6 +1265,7 @@ class DeliveryService:
             self.channel_gone(channel.id)
         if stale:
             self.stats.dropped += stale
+            self.counters.dropped("expired", stale)
             log.warning("x %d channel notifications dropped: older than the maximum age", stale)
 
 

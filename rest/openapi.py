@@ -67,7 +67,9 @@ from rest.models import (
 OPENAPI_PATH = "/openapi.json"
 DOCS_PATH = "/docs"
 HEALTH_PATH = "/health"
-PUBLIC_PATHS = frozenset({HEALTH_PATH, OPENAPI_PATH, DOCS_PATH})
+READY_PATH = "/ready"
+METRICS_PATH = "/metrics"
+PUBLIC_PATHS = frozenset({HEALTH_PATH, READY_PATH, METRICS_PATH, OPENAPI_PATH, DOCS_PATH})
 """Served without authentication (``rest.auth``)."""
 
 JSON = "application/json"
@@ -215,6 +217,25 @@ OPERATIONS: dict[str, dict[str, Operation]] = {
             (Answer(200, None, "the store answers"),),
             frozenset({503}),
             public=True,
+        )
+    },
+    READY_PATH: {
+        "GET": Operation(
+            "Readiness: store, SIP and MSRP listeners, IMS core (docs/operations.md)",
+            "service",
+            (Answer(200, None, "ready to take traffic"),),
+            frozenset({503}),
+            public=True,
+        )
+    },
+    METRICS_PATH: {
+        "GET": Operation(
+            "Prometheus metrics in the text exposition format (docs/operations.md)",
+            "service",
+            (Answer(200, None, "the metrics"),),
+            frozenset({401}),
+            public=True,
+            description="Needs the REST credentials only with the setting metrics_require_auth.",
         )
     },
     OPENAPI_PATH: {
@@ -645,6 +666,10 @@ def _answer(answer: Answer, schemas: _Schemas, path: str) -> dict[str, Any]:
         }
     if path == HEALTH_PATH:
         out["content"] = {JSON: {"schema": _ref("health")}}
+    elif path == READY_PATH:
+        out["content"] = {JSON: {"schema": _ref("ready")}}
+    elif path == METRICS_PATH:
+        out["content"] = {"text/plain": {"schema": {"type": "string"}}}
     elif path == OPENAPI_PATH:
         out["content"] = {JSON: {"schema": {"type": "object"}}}
     elif path == DOCS_PATH:
@@ -700,6 +725,11 @@ def _operation(path: str, verb: str, op: Operation, schemas: _Schemas) -> dict[s
                 "description": "the store does not answer",
                 "content": {JSON: {"schema": _ref("health")}},
             }
+        elif path == READY_PATH and status == 503:
+            responses["503"] = {
+                "description": "not ready: the reasons by check (store, sip, msrp, ims_core)",
+                "content": {JSON: {"schema": _ref("ready")}},
+            }
         else:
             responses[str(status)] = _fault(status)
     out["responses"] = responses
@@ -737,6 +767,14 @@ def build_document(app: web.Application, server_root: str, auth_enabled: bool) -
         "type": "object",
         "properties": {"status": {"enum": ["ok", "unavailable"]}, "store": {"type": "boolean"}},
         "required": ["status", "store"],
+    }
+    schemas.components["ready"] = {
+        "type": "object",
+        "properties": {
+            "status": {"enum": ["ok", "unavailable"]},
+            "reasons": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+        "required": ["status", "reasons"],
     }
     paths: dict[str, Any] = {}
     for path in sorted(served, key=_path_order):

@@ -52,6 +52,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Iterable
 
 from sip.auth import DigestClient, challenge_header, select_challenge
+from sip.counters import SipCounters
 from sip.dialog import Dialog, DialogError, DialogEvent, DialogId, DialogState
 from sip.errors import CodecError, ProtocolError, SIPError
 from sip.message import Request, Response, make_request
@@ -140,6 +141,7 @@ class SipStack:
         tls_server: ssl.SSLContext | None = None,
         tls_client: ssl.SSLContext | None = None,
         tls_port: int = 0,
+        counters: SipCounters | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -154,6 +156,8 @@ class SipStack:
         self.tls_server = tls_server
         self.tls_client = tls_client
         self.tls_port = tls_port
+        self.counters = counters
+        """Counting hooks handed to the transport layer (``sip.counters``; None: none)."""
         self.addresses: list[tuple[str, str, int]] = []
         self._handlers: dict[str, Handler] = {}
         self._usages: dict[DialogId, DialogUsage] = {}
@@ -187,6 +191,7 @@ class SipStack:
             advertised_host=self.advertised_host,
             outbound_proxy=self.outbound_proxy,
             tls_client=self.tls_client,
+            counters=self.counters,
         )
         self._transport = transport
         self._layer = TransactionLayer(

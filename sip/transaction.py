@@ -198,6 +198,7 @@ class ClientTransaction(_Base):
                 self._interval = min(interval, timers.t2)
             self._arm(event, self._interval)
             self.layer._send(self, self.request, self.target)
+            self.layer.transport.counters.retransmitted(self.request.method)
             return
         if isinstance(msg, Response):
             if event is E.PROVISIONAL:
@@ -224,6 +225,7 @@ class ClientTransaction(_Base):
             return
         if new is S.TERMINATED:
             if event in (E.TIMER_B, E.TIMER_F):
+                self.layer.transport.counters.timed_out(self.request.method)
                 self._fail(TransactionTimeout())
             elif event is E.TRANSPORT_ERROR:
                 self._fail(SIPError(503, "Service Unavailable", local=True))
@@ -434,16 +436,19 @@ class ServerTransaction(_Base):
         if event is E.REQUEST:
             if new in (S.PROCEEDING, S.COMPLETED) and self.last_response is not None:
                 self.layer._send_response(self, self.last_response)
+                self.layer.transport.counters.retransmitted(self.request.method)
         elif event is E.TIMER_G:
             self._interval = min(self._interval * 2, timers.t2)
             self._arm(E.TIMER_G, self._interval)
             if self.last_response is not None:
                 self.layer._send_response(self, self.last_response)
+                self.layer.transport.counters.retransmitted(self.request.method)
         elif event is E.ACK and old is S.COMPLETED:
             self._disarm(E.TIMER_G, E.TIMER_H)
             self._arm(E.TIMER_I, timers.i(self.reliable))
         elif event is E.TIMER_H:
             self.failure = TransactionTimeout("No ACK")
+            self.layer.transport.counters.timed_out("INVITE")
         if new is S.TERMINATED:
             self.layer._forget_server(self)
 
@@ -469,8 +474,10 @@ class _AckWaiter:
         if loop.time() >= self.deadline - 1e-3:
             if not self.future.done():
                 self.future.set_exception(TransactionTimeout("No ACK for 2xx"))
+                self.layer.transport.counters.timed_out("INVITE")
             return
         self.layer._send_response(self.tx, self.response)
+        self.layer.transport.counters.retransmitted("INVITE")
         self.interval = min(self.interval * 2, self.layer.timers.t2)
         self.handle = loop.call_later(min(self.interval, self.deadline - loop.time()), self._tick)
 

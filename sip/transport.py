@@ -62,6 +62,7 @@ from dataclasses import dataclass, field, replace
 from typing import cast
 
 from sip.connlimits import Admission, ConnectionLimits, bound_socket
+from sip.counters import NoSipCounters, SipCounters
 from sip.errors import CodecError, SIPError
 from sip.headers import parse_name_addr, split_list
 from sip.message import (
@@ -322,8 +323,11 @@ class TransportLayer:
         max_body_size: int = 1 << 20,
         tls_client: ssl_module.SSLContext | None = None,
         limits: ConnectionLimits | None = None,
+        counters: SipCounters | None = None,
     ) -> None:
         self.on_message: Callable[[Message, Source], None] = on_message or _drop
+        self.counters: SipCounters = counters or NoSipCounters()
+        """Counts every message received and sent (``sip.counters``)."""
         self.host = host
         self.advertised_host = advertised_host or host
         proxy = parse_uri(outbound_proxy) if isinstance(outbound_proxy, str) else outbound_proxy
@@ -431,6 +435,22 @@ class TransportLayer:
         log.info("SIP listening on %s %s:%s", transport, bound[0], bound[1])
         return (str(bound[0]), int(bound[1]))
 
+    @property
+    def listening(self) -> bool:
+        """Every listener opened by ``listen`` is still open (readiness probe)."""
+        if not self._ports:
+            return False
+        for name in self._ports:
+            if name == "udp":
+                udp = self._udp
+                if udp is None or udp.transport is None or udp.transport.is_closing():
+                    return False
+            else:
+                server = self._servers.get(name)
+                if server is None or not server.is_serving():
+                    return False
+        return True
+
     def sent_by(self, transport: str) -> tuple[str, int]:
         """(host, port) to put in our Via for ``transport`` (RFC 3261 §18.1.1)."""
         transport = transport.lower()
@@ -519,6 +539,7 @@ class TransportLayer:
     def _message_received(self, msg: Message, source: Source, raw: bytes) -> None:
         if raw:
             _trace_message("<", source.transport, source.host, source.port, raw)
+        self.counters.received(msg)
         if isinstance(msg, Request):
             try:
                 msg = self._stamp(msg, source)
@@ -562,6 +583,7 @@ class TransportLayer:
             data = serialize(msg)
             _trace_message(">", "udp", target.host, target.port, data)
             self._sendto(data, target)
+            self.counters.sent(msg)
             return True
         conn = self._connections.get((target.transport, target.host, target.port))
         if conn is None or conn.transport is None or conn.transport.is_closing():
@@ -569,6 +591,7 @@ class TransportLayer:
         data = serialize(msg)
         _trace_message(">", target.transport, target.host, target.port, data)
         conn.write(data)
+        self.counters.sent(msg)
         return True
 
     async def send(self, msg: Message, target: Target) -> None:
@@ -579,9 +602,11 @@ class TransportLayer:
             if self._udp is None or self._udp.transport is None:
                 raise SIPError(503, "No UDP transport", local=True)
             self._sendto(data, target)
+            self.counters.sent(msg)
             return
         conn = await self._connection(target)
         conn.write(data)
+        self.counters.sent(msg)
 
     def connection_to(self, target: Target) -> Connection | None:
         """The open stream connection to ``target``, if there is one."""
@@ -595,6 +620,7 @@ class TransportLayer:
         data = serialize(msg)
         _trace_message(">", conn.name, conn.peer[0], conn.peer[1], data)
         conn.write(data)
+        self.counters.sent(msg)
 
     def _sendto(self, data: bytes, target: Target) -> None:
         if len(data) > MAX_DATAGRAM:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -64,6 +65,9 @@ from state.chat_writes import (
 )
 from state.db import Database
 from state.writer import InThreadSession, SQLiteWriter, Step, run_now
+
+CommitHook = Callable[[float, int], None]
+"""``(seconds, units)`` of one commit of the chat store (metrics: docs/operations.md)."""
 
 # --- the group-commit store ----------------------------------------------------------
 #
@@ -577,11 +581,14 @@ class SQLChatStore:
         commit_interval: float = 0.0,
         claims: outbox.InlineClaims | None = None,
         owner: str = "",
+        on_commit: CommitHook | None = None,
     ) -> None:
         self.database = database
         self.owner = owner
         """This instance's id (``state.instances``), recorded on the sessions and messages
         inserted through this store."""
+        self.on_commit = on_commit
+        """Called after each commit with its seconds and the units it made durable."""
         self.commit_interval = commit_interval
         """Least seconds between two commits' starts (group commit pacing)."""
         self.claims = claims
@@ -633,13 +640,18 @@ class SQLChatStore:
 
     @asynccontextmanager
     async def _direct(self) -> AsyncIterator[ChatTransaction]:
+        started = 0.0
         if not self.database.is_sqlite:
             async with self.database.sessions.begin() as session:
                 yield SQLChatTransaction(session, self.owner)
-            return
-        # SQLite in memory: units one at a time, or they meet SQLITE_BUSY
-        async with self._lock, self.database.sessions.begin() as session:
-            yield SQLChatTransaction(session, self.owner)
+                started = time.perf_counter()  # the commit runs as the block ends
+        else:
+            # SQLite in memory: units one at a time, or they meet SQLITE_BUSY
+            async with self._lock, self.database.sessions.begin() as session:
+                yield SQLChatTransaction(session, self.owner)
+                started = time.perf_counter()
+        if self.on_commit is not None:
+            self.on_commit(time.perf_counter() - started, 1)
 
     def _grouped(self) -> _GroupedUnit:
         return _GroupedUnit(self)
@@ -851,6 +863,7 @@ class SQLChatStore:
                     conn.rollback()
                     raise
 
+            started = time.perf_counter()
             try:
                 made = await self._writer.call(step)
             except BaseException as exc:  # cancelled: the batch is not known durable
@@ -860,6 +873,8 @@ class SQLChatStore:
                 if isinstance(exc, Exception):
                     return
                 raise
+            if self.on_commit is not None:
+                self.on_commit(time.perf_counter() - started, len(owners))
             if claims is not None:
                 claims.committed()
             self._hand_out(owners, made)

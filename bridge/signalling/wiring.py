@@ -40,6 +40,7 @@ from bridge.signalling.adapter import SipSignalling
 from bridge.signalling.tls import msrp_tls, sip_tls
 from sip import rcs
 from sip.connlimits import ConnectionLimits
+from sip.counters import MSRPCounters, SipCounters
 from sip.message import Request
 from sip.msrp import MSRPStack, RelayConfig
 from sip.stack import SipStack
@@ -164,9 +165,10 @@ def profile_of(settings: Settings) -> rcs.Profile:
     return rcs.Profile(settings.profile.value)
 
 
-def build_sip_stack(settings: Settings) -> SipStack:
+def build_sip_stack(settings: Settings, counters: SipCounters | None = None) -> SipStack:
     """A SipStack per ``Settings.sip_*``, with the profile's Contact feature tags and User-Agent
-    (and the TLS contexts of ``bridge.signalling.tls``)."""
+    (and the TLS contexts of ``bridge.signalling.tls``, the metrics' counting hooks of
+    ``sip.counters``)."""
     profile = profile_of(settings)
     tls_server, tls_client = sip_tls(settings)
     return SipStack(
@@ -180,6 +182,7 @@ def build_sip_stack(settings: Settings) -> SipStack:
         tls_server=tls_server,
         tls_client=tls_client,
         tls_port=settings.sip_tls_port,
+        counters=counters,
     )
 
 
@@ -193,7 +196,11 @@ def loopback_proxy(sip: SipStack) -> str:
 
 
 async def start_signalling(
-    settings: Settings, focus_factory: FocusFactory | None = None
+    settings: Settings,
+    focus_factory: FocusFactory | None = None,
+    *,
+    sip_counters: SipCounters | None = None,
+    msrp_counters: MSRPCounters | None = None,
 ) -> SignallingSide:
     """Start SIP and MSRP per ``settings`` and attach the chat adapter to them.
 
@@ -201,7 +208,7 @@ async def start_signalling(
     INVITE, SUBSCRIBE and REFER requests it owns (module docstring: routing).
     """
     profile = profile_of(settings)
-    sip = build_sip_stack(settings)
+    sip = build_sip_stack(settings, sip_counters)
     addresses = await sip.start()
     sip.transport.limits = ConnectionLimits(  # before any connection is accepted
         message_deadline=settings.sip_message_deadline,
@@ -227,6 +234,7 @@ async def start_signalling(
             max_per_address=settings.msrp_max_connections_per_address,
         ),
         tls=msrp_tls(settings),
+        counters=msrp_counters,
     )
     try:
         await msrp.start()

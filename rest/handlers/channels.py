@@ -59,6 +59,7 @@ from rest.channel_models import (
 )
 from rest.delivery import DeliveryService
 from rest.errors import FORMAT_KEY, forbidden, invalid_input, not_found
+from rest.observability import METRICS
 from rest.uris import ServerRoot
 from rest.xmlbody import XML
 from state import channels, outbox
@@ -251,6 +252,7 @@ def setup(app: web.Application, prefix: str) -> None:
         app[DATABASE],
         own_channel_prefix=f"{root.root}/notificationchannel/",
         policy=app[NOTIFY_POLICY],
+        counters=app[METRICS].delivery if METRICS in app else None,
     )
     app[DELIVERY] = delivery
     app[NOTIFIER] = delivery

@@ -146,6 +146,10 @@ class MSRPConnection:
         self._timed: OrderedDict[TransactionId, _Transaction] = OrderedDict()
         self._untimed: OrderedDict[TransactionId, _Transaction] = OrderedDict()
         self._now = 0.0
+        self.frames_received = 0
+        """Frames parsed so far (malformed ones included): counted by the I/O side."""
+        self.frames_sent = 0
+        """Frames serialized so far (requests, responses, REPORTs)."""
 
     # -- outgoing ---------------------------------------------------------------
 
@@ -231,6 +235,7 @@ class MSRPConnection:
             tid, "AUTH", to_path=(relay,), from_path=(local_uri,), headers=tuple(headers)
         )
         self._timed[tid] = _Transaction(None, now + self._timeout, 0)
+        self.frames_sent += 1
         return tid, serialize_message(msg)
 
     def data_to_send(self) -> bytes:
@@ -305,6 +310,7 @@ class MSRPConnection:
         if len(self._untimed) > 1024:
             self._untimed.popitem(last=False)
         out.pending += 1
+        self.frames_sent += 1
         return serialize_message(msg)
 
     # -- timers -----------------------------------------------------------------
@@ -350,6 +356,7 @@ class MSRPConnection:
         self._now = now
         events: list[Event] = []
         for frame in self._parser.feed(data):
+            self.frames_received += 1
             if isinstance(frame, MalformedFrame):
                 self._on_malformed(frame, events)
             elif frame.method is None:
@@ -373,6 +380,7 @@ class MSRPConnection:
             to_path=(req.from_path[0],),
             from_path=(req.to_path[0],),
         )
+        self.frames_sent += 1
         self._outbox.append(serialize_message(resp))
 
     def _on_malformed(self, frame: MalformedFrame, events: list[Event]) -> None:
@@ -387,6 +395,7 @@ class MSRPConnection:
                     to_path=(frame.from_path[0],),
                     from_path=(frame.to_path[0],),
                 )
+                self.frames_sent += 1
                 self._outbox.append(serialize_message(resp))
 
     def _match(self, req: MSRPMessage, events: list[Event]) -> MSRPSessionState | None:
@@ -509,6 +518,7 @@ class MSRPConnection:
                 ("Status", "000 200 OK"),
             ),
         )
+        self.frames_sent += 1
         self._outbox.append(serialize_message(report))
 
     def _on_response(self, resp: MSRPMessage, events: list[Event]) -> None:

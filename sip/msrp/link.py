@@ -27,6 +27,7 @@ from sip.msrp.events import (
     AuthResponse,
     ConnectionBroken,
     Event,
+    MessageFailed,
     RequestRejected,
     SessionStatus,
     StateChanged,
@@ -69,6 +70,8 @@ class Link(asyncio.Protocol):
         self._last = stack._loop.time()
         self.exempt = False  # ours (loopback, relay): no caps, deadline or idle closing
         self.admitted: str | None = None  # the remote host counted by the stack's Admission
+        self._frames_in = 0  # engine frame counts already reported to stack.counters
+        self._frames_out = 0
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -105,10 +108,14 @@ class Link(asyncio.Protocol):
             events = self.engine.receive_data(data, now)
             self._follow_deadline(before + len(data) > self.engine._parser.buffered)
         except CodecError as err:
+            self.stack.counters.error("framing")
             trace.debug("x %s framing error: %s", self.peer, err)
             _malformed_log.log("MSRP connection %s: %s; closing it", self.peer, err)
             self.close()
             return
+        frames = self.engine.frames_received
+        self.stack.counters.received(frames - self._frames_in, len(data))
+        self._frames_in = frames
         self.flush()
         self.dispatch(events)
         self.arm()
@@ -139,6 +146,9 @@ class Link(asyncio.Protocol):
         if trace.isEnabledFor(logging.DEBUG):
             trace.debug("> %s %d bytes: %r", self.peer, len(data), data[:200])
         self.transport.write(data)
+        frames = self.engine.frames_sent
+        self.stack.counters.sent(frames - self._frames_out, len(data))
+        self._frames_out = frames
 
     def flush(self) -> None:
         data = self.engine.data_to_send()
@@ -233,10 +243,12 @@ class Link(asyncio.Protocol):
                 if fut is not None and not fut.done():
                     fut.set_result(ev)
             elif isinstance(ev, ConnectionBroken):
+                self.stack.counters.error("broken")
                 trace.debug("x %s %s", self.peer, ev.reason)
                 _broken_log.log("MSRP connection %s broken: %s", self.peer, ev.reason)
                 self.close()
             elif isinstance(ev, RequestRejected):
+                self.stack.counters.error("rejected")
                 trace.debug(
                     "x %s rejected %s: %d %s", self.peer, ev.transaction_id, ev.status, ev.reason
                 )
@@ -245,6 +257,8 @@ class Link(asyncio.Protocol):
                 if session is not None:
                     session._state_changed(ev)
             else:
+                if isinstance(ev, MessageFailed):
+                    self.stack.counters.error("failed")
                 session = self.stack._sessions.get(ev.session_id)
                 if session is not None:
                     session._event(ev)

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 
 from sip.auth import DigestClient
 from sip.connlimits import Admission, ConnectionLimits, bound_socket
+from sip.counters import MSRPCounters, NoMSRPCounters
 from sip.errors import MSRPError
 from sip.msrp.connection import (
     DEFAULT_CHUNK_SIZE,
@@ -89,8 +90,11 @@ class MSRPStack:
         advertised_host: str | None = None,
         limits: ConnectionLimits | None = None,
         tls: MSRPTLS | None = None,
+        counters: MSRPCounters | None = None,
     ) -> None:
         self.host = host
+        self.counters: MSRPCounters = counters or NoMSRPCounters()
+        """Counts frames, bytes and errors of every connection (``sip.counters``)."""
         self.tls = tls
         self._tls_server: asyncio.Server | None = None
         self._tls_port = tls.port if tls is not None else 0
@@ -144,6 +148,11 @@ class MSRPStack:
     def port(self) -> int:
         """The listening port (after ``start``)."""
         return self._port
+
+    @property
+    def listening(self) -> bool:
+        """The listener is open (readiness probe)."""
+        return self._server is not None and self._server.is_serving()
 
     async def start(self) -> None:
         """Open the listener (passive side)."""

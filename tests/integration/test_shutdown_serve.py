@@ -80,6 +80,9 @@ def bridge_at(tmp_path: Path, ports: tuple[int, int, int], **settings: str) -> S
         http_port=http,
         sip_port=sip,
         CHAT_BRIDGE_SIP_OUTBOUND_PROXY=f"sip:127.0.0.1:{peer};transport=udp",
+        # SIPp plays the core here: its scenario takes an INVITE, not the readiness
+        # OPTIONS ping (docs/operations.md "Readiness")
+        CHAT_BRIDGE_IMS_PING_INTERVAL="0",
         CHAT_BRIDGE_SIP_TRANSPORTS='["udp"]',
         CHAT_BRIDGE_FOCUS_ENABLED="false",
         CHAT_BRIDGE_LOG_LEVEL="INFO",
