@@ -64,6 +64,7 @@ def make_app(
         readiness = Readiness()
         readiness.add("store", store_check(database.ping, settings.ready_store_timeout))
     gate = RequestGate()
+    readiness.add("shutdown", gate.check)  # not ready once the graceful shutdown began
     app = web.Application(
         middlewares=[
             observability.observe_middleware(metrics, log_access=settings.access_log),

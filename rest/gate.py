@@ -21,8 +21,13 @@ from rest.errors import Handler, unavailable
 log = logging.getLogger(__name__)
 
 
+PROBES = frozenset({"/health", "/ready", "/metrics"})
+"""Answered during the drain too: liveness stays 200 until the process exits, ``/ready``
+says 503 (:meth:`RequestGate.check`) in its own body, and the last scrape still works."""
+
+
 class RequestGate:
-    """Counts the requests under way and refuses new ones once closed."""
+    """Counts the requests under way and refuses new ones once closed (probes excepted)."""
 
     def __init__(self) -> None:
         self._open = True
@@ -46,6 +51,10 @@ class RequestGate:
         self._open = False
         self._retry_after = retry_after
 
+    async def check(self) -> str | None:
+        """The readiness check: None while open, the reason once the shutdown began."""
+        return None if self._open else "shutting down"
+
     async def wait_idle(self, timeout: float) -> int:
         """Wait until no admitted request is under way, ``timeout`` seconds at most.
 
@@ -61,6 +70,8 @@ class RequestGate:
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Admit and count ``request``, or refuse it with 503 when the gate is closed."""
+        if request.path in PROBES:
+            return await handler(request)
         if not self._open:
             raise unavailable("the service is shutting down", self._retry_after)
         self._in_flight += 1

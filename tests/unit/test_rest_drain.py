@@ -133,3 +133,16 @@ async def test_flush_tries_what_is_due_and_leaves_the_rest_queued(db: Database) 
     finally:
         await svc.stop()
         await receiver.stop()
+
+
+async def test_the_probes_answer_during_the_drain_and_ready_says_why(client: Client) -> None:
+    assert (await client.get("/ready")).status == 200
+    client.app[REQUEST_GATE].close(retry_after=5)
+    health = await client.get("/health")
+    assert health.status == 200
+    ready = await client.get("/ready")
+    assert ready.status == 503
+    assert "shutdown" in await ready.text()
+    assert (await client.get("/metrics")).status == 200
+    refused = await client.get(CHANNELS)
+    assert refused.status == 503
