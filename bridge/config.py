@@ -215,6 +215,15 @@ class Settings(BaseSettings):
     """Host conferences: the bridge's own focus answers INVITEs to the factory URI's user part
     (and to its ``conf-…`` URIs) that reach the bridge (docs/group-chat.md). On the embedded
     default every group goes there; behind an IMS core only what the core routes here."""
+    sip_trusted_peers: list[str] | None = None
+    """Addresses and CIDR networks of the SIP trust domain (RFC 3325): only requests from
+    these may assert an identity (P-Asserted-Identity) or act for a user; unset: the
+    addresses ``sip_outbound_proxy`` resolves to, or on the embedded default loopback and
+    ``sip_host`` (docs/deployment.md "Identity and trust"). E.g. ``["10.0.0.0/24"]``."""
+    sip_untrusted_policy: Literal["refuse", "from-header"] = "refuse"
+    """Out-of-dialog MESSAGE/INVITE/SUBSCRIBE/REFER from outside the trust domain: ``refuse``
+    (403) or ``from-header`` (taken with From as the sender, P-Asserted-Identity removed:
+    only for a closed network where whoever reaches the SIP port is trusted)."""
 
     # --- chat (1-1; issue 4, bridge.chat) ----------------------------------------
     chat_ringing_timeout: float = Field(60.0, gt=0)
@@ -332,6 +341,16 @@ class Settings(BaseSettings):
                 ipaddress.ip_network(entry, strict=False)
             except ValueError as exc:
                 raise ValueError(f"notify_allowed_networks: {exc}") from None
+        return v
+
+    @field_validator("sip_trusted_peers")
+    @classmethod
+    def _trusted_peers(cls, v: list[str] | None) -> list[str] | None:
+        for entry in v or ():
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError as exc:
+                raise ValueError(f"sip_trusted_peers: {exc}") from None
         return v
 
     @model_validator(mode="after")

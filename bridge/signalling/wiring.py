@@ -25,10 +25,15 @@ out-of-dialog INVITE, SUBSCRIBE or REFER whose Request-URI the focus
 everything else to the adapter (INVITE, MESSAGE) or is answered 480 as the
 stack would with no handler. In-dialog requests never reach the router: the
 stack hands them to the dialog's own usage.
+
+Trust (docs/deployment.md "Identity and trust"): the stack's ``trust`` domain (sip.trust)
+is ``sip_trusted_peers``, else the outbound proxy's addresses, else loopback and the SIP
+listener (the embedded default sends to itself); it refuses every request until set.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable
@@ -43,7 +48,8 @@ from sip.connlimits import ConnectionLimits
 from sip.message import Request
 from sip.msrp import MSRPStack, RelayConfig
 from sip.stack import SipStack
-from sip.uri import parse_uri
+from sip.trust import LOOPBACK, TrustDomain
+from sip.uri import SipURI, parse_uri
 from sip.usage import Handler, IncomingInvite, IncomingRefer, IncomingRequest, IncomingSubscribe
 
 log = logging.getLogger(__name__)
@@ -192,6 +198,33 @@ def loopback_proxy(sip: SipStack) -> str:
     return f"sip:{host}:{sip.port};transport={transport}"
 
 
+async def trust_domain(settings: Settings, sip: SipStack) -> TrustDomain:
+    """The SIP trust domain (sip.trust): ``sip_trusted_peers``, else every address the
+    outbound proxy resolves to, else (embedded default: the bridge sends to itself)
+    loopback and the SIP listener's address."""
+    policy = settings.sip_untrusted_policy
+    if settings.sip_trusted_peers is not None:
+        return TrustDomain.of(settings.sip_trusted_peers, policy)
+    if not settings.sip_outbound_proxy:
+        own = [sip.host] if sip.host not in _WILDCARDS else []
+        return TrustDomain.of([*LOOPBACK, *own], policy)
+    proxy = parse_uri(settings.sip_outbound_proxy)
+    if not isinstance(proxy, SipURI):
+        raise ValueError("sip_outbound_proxy must be a sip: or sips: URI")
+    host = (proxy.param("maddr") or proxy.host).strip("[]")
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+    except OSError as exc:
+        log.error(
+            "outbound proxy %s does not resolve (%s): no SIP peer is trusted; "
+            "set sip_trusted_peers",
+            host,
+            exc,
+        )
+        return TrustDomain((), policy)
+    return TrustDomain.of(sorted({str(info[4][0]) for info in infos}), policy)
+
+
 async def start_signalling(
     settings: Settings, focus_factory: FocusFactory | None = None
 ) -> SignallingSide:
@@ -202,7 +235,10 @@ async def start_signalling(
     """
     profile = profile_of(settings)
     sip = build_sip_stack(settings)
+    sip.trust = TrustDomain((), settings.sip_untrusted_policy)  # nobody until known
     addresses = await sip.start()
+    sip.trust = await trust_domain(settings, sip)
+    log.info("SIP trust domain (RFC 3325): %s", sip.trust.describe())
     sip.transport.limits = ConnectionLimits(  # before any connection is accepted
         message_deadline=settings.sip_message_deadline,
         idle_timeout=settings.sip_idle_timeout,
