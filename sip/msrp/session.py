@@ -7,7 +7,7 @@ Public API::
     state.local_path (SDP a=path) / .route (To-Path) / .accepts(content_type) / .status
     state.transition(SessionInput.X) -> StateChanged | None   per TRANSITIONS, else
                                                               ProtocolError
-    type_accepted(accept_types, content_type) ; new_ident()
+    type_accepted(accept_types, content_type) ; new_ident() ; new_session_id()
 
 # Why this shape
 #
@@ -38,6 +38,7 @@ __all__ = [
     "MSRPSessionState",
     "SessionInput",
     "new_ident",
+    "new_session_id",
     "type_accepted",
 ]
 
@@ -83,6 +84,13 @@ def type_accepted(accept_types: tuple[str, ...], content_type: str) -> bool:
 def new_ident() -> str:
     """A random transaction id / Message-ID (RFC 4975 ``ident``)."""
     return secrets.token_hex(8)
+
+
+def new_session_id() -> str:
+    """A random session-id of 96 bits: the To-Path's session-id is all that binds an
+    inbound connection to a session, so a stranger must not guess it (RFC 4975 §14.1
+    asks for at least 80 bits of randomness)."""
+    return secrets.token_hex(12)
 
 
 class MSRPSessionState:

@@ -54,7 +54,11 @@ from sip.msrp.relay import (
     binding_from,
     retry_expires,
 )
-from sip.msrp.session import DEFAULT_MAX_MESSAGE_SIZE, MSRPSessionState, new_ident
+from sip.msrp.session import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    MSRPSessionState,
+    new_session_id,
+)
 from sip.msrp.session_handle import MSRPSession
 from sip.msrp.tls import MSRPTLS
 from sip.msrp.uri import MSRPURI, SessionId, serialize_path
@@ -199,7 +203,7 @@ class MSRPStack:
     ) -> MSRPSession:
         """A new session with its local path (AUTH at the relay first if configured);
         ``tls``: an ``msrps://`` URI on the TLS listener (ValueError without TLS)."""
-        sid = SessionId(session_id or new_ident())
+        sid = SessionId(session_id or new_session_id())
         if sid in self._sessions:
             raise ValueError(f"MSRP session {sid} exists")
         if tls and self.tls is None:
