@@ -225,6 +225,44 @@ class Settings(BaseSettings):
     (403) or ``from-header`` (taken with From as the sender, P-Asserted-Identity removed:
     only for a closed network where whoever reaches the SIP port is trusted)."""
 
+    # --- parser limits (issue 13; sip.limits, docs/hostile-input.md) --------------------
+    # what the SIP, SDP, CPIM, XML and MSRP parsers accept: more is refused (400, 488 or
+    # MSRP 400/413) before it can cost memory or time
+    limit_digits: int = Field(20, ge=10, le=100)
+    """Most digits of any protocol number (ports, CSeq, Content-Length, Expires, Byte-Range)."""
+    limit_sip_header_size: int = Field(65536, ge=1024)
+    """Largest SIP header section, in bytes."""
+    limit_sip_header_fields: int = Field(256, ge=16)
+    """Most header fields in one SIP message."""
+    limit_sip_body_size: int = Field(1 << 20, ge=1024)
+    """Largest SIP body on a TCP/TLS connection, in bytes (UDP: the datagram bounds it)."""
+    limit_sdp_lines: int = Field(4096, ge=32)
+    """Most lines in one SDP body (an MSRP offer has about 15)."""
+    limit_mime_header_lines: int = Field(256, ge=16)
+    """Most header lines of a CPIM message, a multipart body part or a message/sipfrag."""
+    limit_xml_depth: int = Field(32, ge=8)
+    """Deepest element nesting in an XML body (IMDN, isComposing, conference-info,
+    resource-lists)."""
+    limit_xml_elements: int = Field(20_000, ge=100)
+    """Most elements in one XML body (a 1,000-member conference-info needs about 10,000)."""
+    limit_xml_attributes: int = Field(64, ge=8)
+    """Most attributes on one XML element."""
+    limit_xml_attribute_length: int = Field(8192, ge=256)
+    """Longest XML attribute value, in characters."""
+    limit_xml_namespaces: int = Field(256, ge=8)
+    """Most namespace declarations in one XML body."""
+    limit_xml_namespace_length: int = Field(512, ge=64)
+    """Longest XML namespace name, in characters (the known ones have under 64)."""
+    limit_msrp_header_size: int = Field(16384, ge=1024)
+    """Largest MSRP header block, in bytes."""
+    limit_msrp_headers: int = Field(64, ge=16)
+    """Most header lines in one MSRP frame."""
+    limit_msrp_frame_size: int = Field(4 * 1024 * 1024 + 64 * 1024, ge=16384)
+    """Largest MSRP frame, in bytes (peers send chunks of up to 4 MiB): a longer one closes
+    the connection."""
+    limit_msrp_message_size: int = Field(16 * 1024 * 1024, ge=16384)
+    """Largest MSRP message once its chunks are put together, in bytes (413 above)."""
+
     # --- chat (1-1; issue 4, bridge.chat) ----------------------------------------
     chat_ringing_timeout: float = Field(60.0, gt=0)
     """Seconds an incoming invitation waits for the app's accept or decline (then 486)."""

@@ -45,6 +45,7 @@ from bridge.signalling.adapter import SipSignalling
 from bridge.signalling.tls import msrp_tls, sip_tls
 from sip import rcs
 from sip.connlimits import ConnectionLimits
+from sip.limits import Limits
 from sip.message import Request
 from sip.msrp import MSRPStack, RelayConfig
 from sip.stack import SipStack
@@ -186,6 +187,29 @@ def build_sip_stack(settings: Settings) -> SipStack:
         tls_server=tls_server,
         tls_client=tls_client,
         tls_port=settings.sip_tls_port,
+    )
+
+
+def parser_limits(settings: Settings) -> Limits:
+    """The parsers' limits (sip.limits) per ``Settings.limit_*``; ``bridge.app`` hands them
+    to ``sip.limits.configure`` before any listener starts."""
+    return Limits(
+        digits=settings.limit_digits,
+        sip_header_size=settings.limit_sip_header_size,
+        sip_header_fields=settings.limit_sip_header_fields,
+        sip_body_size=settings.limit_sip_body_size,
+        sdp_lines=settings.limit_sdp_lines,
+        mime_header_lines=settings.limit_mime_header_lines,
+        xml_depth=settings.limit_xml_depth,
+        xml_elements=settings.limit_xml_elements,
+        xml_attributes=settings.limit_xml_attributes,
+        xml_attribute_length=settings.limit_xml_attribute_length,
+        xml_namespaces=settings.limit_xml_namespaces,
+        xml_namespace_length=settings.limit_xml_namespace_length,
+        msrp_header_size=settings.limit_msrp_header_size,
+        msrp_headers=settings.limit_msrp_headers,
+        msrp_frame_size=settings.limit_msrp_frame_size,
+        msrp_message_size=settings.limit_msrp_message_size,
     )
 
 

@@ -59,7 +59,7 @@ from sip.msrp.message import (
     TransactionId,
     serialize_message,
 )
-from sip.msrp.parser import DEFAULT_MAX_FRAME_SIZE, MalformedFrame, MSRPParser
+from sip.msrp.parser import MalformedFrame, MSRPParser
 from sip.msrp.reassembly import Reassembly
 from sip.msrp.session import MSRPSessionState, SessionInput, new_ident, type_accepted
 from sip.msrp.uri import MSRPURI, SessionId
@@ -128,7 +128,7 @@ class MSRPConnection:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         window: int = DEFAULT_WINDOW,
         timeout: float = DEFAULT_TIMEOUT,
-        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        max_frame_size: int | None = None,  # sip.limits.current().msrp_frame_size
         new_id: Callable[[], str] = new_ident,
     ) -> None:
         if chunk_size < 1 or window < 1:

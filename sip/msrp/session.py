@@ -24,6 +24,7 @@ import secrets
 from typing import TYPE_CHECKING
 
 from sip.errors import ProtocolError
+from sip.limits import DEFAULT_LIMITS
 from sip.msrp.events import SessionStatus, StateChanged
 from sip.msrp.message import MSRPMessageId
 from sip.msrp.reassembly import Reassembly
@@ -42,7 +43,7 @@ __all__ = [
     "type_accepted",
 ]
 
-DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+DEFAULT_MAX_MESSAGE_SIZE = DEFAULT_LIMITS.msrp_message_size
 
 
 class SessionInput(enum.Enum):

@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from sip.auth import DigestClient
 from sip.connlimits import Admission, ConnectionLimits, bound_socket
 from sip.errors import MSRPError
+from sip.limits import current
 from sip.msrp.connection import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_TIMEOUT,
@@ -54,11 +55,7 @@ from sip.msrp.relay import (
     binding_from,
     retry_expires,
 )
-from sip.msrp.session import (
-    DEFAULT_MAX_MESSAGE_SIZE,
-    MSRPSessionState,
-    new_session_id,
-)
+from sip.msrp.session import MSRPSessionState, new_session_id
 from sip.msrp.session_handle import MSRPSession
 from sip.msrp.tls import MSRPTLS
 from sip.msrp.uri import MSRPURI, SessionId, serialize_path
@@ -87,7 +84,7 @@ class MSRPStack:
         connect_timeout: float = 10.0,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         window: int = DEFAULT_WINDOW,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_message_size: int | None = None,
         sessmatch: bool = True,
         keepalive_interval: float | None = None,
         advertised_host: str | None = None,
@@ -106,7 +103,9 @@ class MSRPStack:
         self.connect_timeout = connect_timeout
         self.chunk_size = chunk_size
         self.window = window
-        self.max_message_size = max_message_size
+        self.max_message_size = (
+            current().msrp_message_size if max_message_size is None else max_message_size
+        )
         self.sessmatch = sessmatch
         self.keepalive_interval = keepalive_interval
         self._loop = asyncio.get_running_loop()

@@ -332,3 +332,22 @@ def test_codec_error_text_is_cut() -> None:
     text = str(caught.value)
     assert len(text) < MAX_ERROR_TEXT + 40 and text.endswith(" characters)")
     assert str(CodecError("short")) == "short"
+
+
+def test_limits_are_configurable() -> None:
+    # Settings.limit_* reach the parsers through sip.limits.configure (bridge.app)
+    from sip import limits
+
+    deep = b"<a>" * 6 + b"</a>" * 6
+    xmlutil.parse_xml(deep, "x")
+    limits.configure(limits.Limits(xml_depth=4, sdp_lines=8, digits=3))
+    try:
+        with pytest.raises(CodecError, match="deeper than 4 levels"):
+            xmlutil.parse_xml(deep, "x")
+        with pytest.raises(CodecError, match="more than 8 lines"):
+            sdp.parse(b"v=0\r\n" * 9)
+        assert read_uint("1234") is None and read_uint("123") == 123
+    finally:
+        limits.configure(limits.DEFAULT_LIMITS)
+    xmlutil.parse_xml(deep, "x")
+    assert read_uint("1234") == 1234
