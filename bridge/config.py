@@ -222,8 +222,8 @@ class Settings(BaseSettings):
     ``sip_host`` (docs/deployment.md "Identity and trust"). E.g. ``["10.0.0.0/24"]``."""
     sip_untrusted_policy: Literal["refuse", "from-header"] = "refuse"
     """Out-of-dialog MESSAGE/INVITE/SUBSCRIBE/REFER from outside the trust domain: ``refuse``
-    (403) or ``from-header`` (taken with From as the sender, P-Asserted-Identity removed:
-    only for a closed network where whoever reaches the SIP port is trusted)."""
+    (403) or ``from-header`` (taken as claimed by From, P-Asserted-Identity removed: only
+    for a closed network where whoever reaches the SIP port is trusted)."""
 
     # --- parser limits (issue 13; sip.limits, docs/hostile-input.md) --------------------
     # what the SIP, SDP, CPIM, XML and MSRP parsers accept: more is refused (400, 488 or

@@ -17,8 +17,9 @@ From a peer outside the trust domain, the stack (``sip.stack``):
 * removes every P-Asserted-Identity (RFC 3325 §5), whatever the request;
 * answers an out-of-dialog request that acts for an identity (``IDENTITY_METHODS``)
   ``403 Forbidden (Untrusted Peer)`` under the policy ``refuse`` (the default), or lets
-  it through with its From as the only identity under ``from-header`` (a closed lab
-  network where every host that reaches the port is trusted anyway).
+  it through with what it claims (From, and Referred-By where it is read) under
+  ``from-header`` (a closed lab network where every host that reaches the port is
+  trusted anyway).
 
 In-dialog requests are matched by Call-ID and both tags (random, RFC 3261 §19.3) and pass
 from any address (a NAT or a Record-Route proxy may stand between); their PAI is removed
