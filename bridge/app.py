@@ -41,11 +41,12 @@ from bridge.focus import ConferenceFocus, build_focus
 from bridge.observability.metrics import Metrics
 from bridge.observability.wiring import start_observability
 from bridge.signalling.tls import http_tls
-from bridge.signalling.wiring import SignallingSide, profile_of, start_signalling
+from bridge.signalling.wiring import SignallingSide, parser_limits, profile_of, start_signalling
 from bridge.takeover import Takeover
 from rest.app import NOTIFY_POLICY, REQUEST_GATE, make_app
 from rest.chat_service import install_chat
 from rest.handlers.channels import DELIVERY
+from sip import limits
 from sip.msrp import MSRPStack
 from sip.stack import SipStack
 from state.db import Database
@@ -69,6 +70,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     if settings.trace_msrp:
         logging.getLogger("bridge.trace.msrp").setLevel(logging.DEBUG)
     https = http_tls(settings)  # a bad certificate file stops the start before anything runs
+    limits.configure(parser_limits(settings))  # before any parser meets a peer's input
     async with AsyncExitStack() as running:
         database = Database(settings.database_url)
         running.push_async_callback(database.close)

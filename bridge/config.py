@@ -215,6 +215,53 @@ class Settings(BaseSettings):
     """Host conferences: the bridge's own focus answers INVITEs to the factory URI's user part
     (and to its ``conf-…`` URIs) that reach the bridge (docs/group-chat.md). On the embedded
     default every group goes there; behind an IMS core only what the core routes here."""
+    sip_trusted_peers: list[str] | None = None
+    """Addresses and CIDR networks of the SIP trust domain (RFC 3325): only requests from
+    these may assert an identity (P-Asserted-Identity) or act for a user; unset: the
+    addresses ``sip_outbound_proxy`` resolves to, or on the embedded default loopback and
+    ``sip_host`` (docs/deployment.md "Identity and trust"). E.g. ``["10.0.0.0/24"]``."""
+    sip_untrusted_policy: Literal["refuse", "from-header"] = "refuse"
+    """Out-of-dialog MESSAGE/INVITE/SUBSCRIBE/REFER from outside the trust domain: ``refuse``
+    (403) or ``from-header`` (taken as claimed by From, P-Asserted-Identity removed: only
+    for a closed network where whoever reaches the SIP port is trusted)."""
+
+    # --- parser limits (issue 13; sip.limits, docs/hostile-input.md) --------------------
+    # what the SIP, SDP, CPIM, XML and MSRP parsers accept: more is refused (400, 488 or
+    # MSRP 400/413) before it can cost memory or time
+    limit_digits: int = Field(20, ge=10, le=100)
+    """Most digits of any protocol number (ports, CSeq, Content-Length, Expires, Byte-Range)."""
+    limit_sip_header_size: int = Field(65536, ge=1024)
+    """Largest SIP header section, in bytes."""
+    limit_sip_header_fields: int = Field(256, ge=16)
+    """Most header fields in one SIP message."""
+    limit_sip_body_size: int = Field(1 << 20, ge=1024)
+    """Largest SIP body on a TCP/TLS connection, in bytes (UDP: the datagram bounds it)."""
+    limit_sdp_lines: int = Field(4096, ge=32)
+    """Most lines in one SDP body (an MSRP offer has about 15)."""
+    limit_mime_header_lines: int = Field(256, ge=16)
+    """Most header lines of a CPIM message, a multipart body part or a message/sipfrag."""
+    limit_xml_depth: int = Field(32, ge=8)
+    """Deepest element nesting in an XML body (IMDN, isComposing, conference-info,
+    resource-lists)."""
+    limit_xml_elements: int = Field(20_000, ge=100)
+    """Most elements in one XML body (a 1,000-member conference-info needs about 10,000)."""
+    limit_xml_attributes: int = Field(64, ge=8)
+    """Most attributes on one XML element."""
+    limit_xml_attribute_length: int = Field(8192, ge=256)
+    """Longest XML attribute value, in characters."""
+    limit_xml_namespaces: int = Field(256, ge=8)
+    """Most namespace declarations in one XML body."""
+    limit_xml_namespace_length: int = Field(512, ge=64)
+    """Longest XML namespace name, in characters (the known ones have under 64)."""
+    limit_msrp_header_size: int = Field(16384, ge=1024)
+    """Largest MSRP header block, in bytes."""
+    limit_msrp_headers: int = Field(64, ge=16)
+    """Most header lines in one MSRP frame."""
+    limit_msrp_frame_size: int = Field(4 * 1024 * 1024 + 64 * 1024, ge=16384)
+    """Largest MSRP frame, in bytes (peers send chunks of up to 4 MiB): a longer one closes
+    the connection."""
+    limit_msrp_message_size: int = Field(16 * 1024 * 1024, ge=16384)
+    """Largest MSRP message once its chunks are put together, in bytes (413 above)."""
 
     # --- chat (1-1; issue 4, bridge.chat) ----------------------------------------
     chat_ringing_timeout: float = Field(60.0, gt=0)
@@ -364,6 +411,16 @@ class Settings(BaseSettings):
                 ipaddress.ip_network(entry, strict=False)
             except ValueError as exc:
                 raise ValueError(f"notify_allowed_networks: {exc}") from None
+        return v
+
+    @field_validator("sip_trusted_peers")
+    @classmethod
+    def _trusted_peers(cls, v: list[str] | None) -> list[str] | None:
+        for entry in v or ():
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError as exc:
+                raise ValueError(f"sip_trusted_peers: {exc}") from None
         return v
 
     @model_validator(mode="after")

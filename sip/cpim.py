@@ -46,8 +46,8 @@ from datetime import datetime
 from functools import lru_cache
 
 from sip.errors import CodecError
-from sip.limits import read_uint
-from sip.multipart import MAX_HEADER_LINES, Headers, split_head
+from sip.limits import current, read_uint
+from sip.multipart import Headers, split_head
 from sip.xmlutil import format_datetime, parse_datetime
 
 CONTENT_TYPE = "message/cpim"
@@ -224,8 +224,9 @@ def _headers(block: bytes) -> list[tuple[str, str, str]]:
     except UnicodeDecodeError:
         raise CodecError("cpim: headers are not UTF-8") from None
     lines = text.split("\n")
-    if len(lines) > MAX_HEADER_LINES:
-        raise CodecError(f"cpim: more than {MAX_HEADER_LINES} header lines")
+    max_lines = current().mime_header_lines
+    if len(lines) > max_lines:
+        raise CodecError(f"cpim: more than {max_lines} header lines")
     out: list[tuple[str, str, str]] = []
     for number, line in enumerate(lines, start=1):
         if line.endswith("\r"):

@@ -78,6 +78,7 @@ from sip.headers import (
     parse_via,
     split_list,
 )
+from sip.limits import DEFAULT_LIMITS, current
 from sip.uri import URI, parse_uri
 
 __all__ = [
@@ -99,10 +100,10 @@ SIP_VERSION = "SIP/2.0"
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _MANDATORY = ("via", "from", "to", "call-id", "cseq")
 _SINGLE = ("from", "to", "call-id", "cseq")
-MAX_HEADER_SIZE = 65536
-"""Largest header section of a datagram (a stream's is ``StreamParser.max_header_size``)."""
-MAX_HEADER_FIELDS = 256
-"""Most header fields in one message."""
+MAX_HEADER_SIZE = DEFAULT_LIMITS.sip_header_size
+"""Largest header section by default (``sip.limits.current().sip_header_size`` is in force)."""
+MAX_HEADER_FIELDS = DEFAULT_LIMITS.sip_header_fields
+"""Most header fields in one message by default (``current().sip_header_fields``)."""
 
 REASON_PHRASES: dict[int, str] = {
     100: "Trying",
@@ -473,7 +474,7 @@ def _parse_head(head: bytes) -> _Head:
         parts = start.split(" ")
         if len(parts) != 3 or not parts[0] or not _TOKEN.match(parts[0]):
             raise CodecError(f"invalid start line: {start!r}")
-    if len(lines) > MAX_HEADER_FIELDS + 1:
+    if len(lines) > current().sip_header_fields + 1:
         raise CodecError("too many header fields")
     fields: list[tuple[str, str, str]] = []
     folded: dict[int, list[str]] = {}  # continuation lines by field, joined once at the end
@@ -558,7 +559,7 @@ def parse_message(data: bytes, *, validate: bool = True) -> Message:
     end = data.find(b"\r\n\r\n", start)
     if end < 0:
         raise CodecError("no end of headers")
-    if end - start > MAX_HEADER_SIZE:
+    if end - start > current().sip_header_size:
         raise CodecError("SIP header section too large")
     is_response, parts, fields = _parse_head(data[start:end])
     body = data[end + 4 :]
@@ -608,15 +609,18 @@ class StreamParser:
     def __init__(
         self,
         *,
-        max_header_size: int = 65536,
-        max_body_size: int = 1 << 20,
+        max_header_size: int | None = None,
+        max_body_size: int | None = None,
         validate: bool = True,
     ) -> None:
         self._buf = bytearray()
         self._scan = 0
         self._pending: tuple[bytes, _Head | CodecError, int, int] | None = None
-        self.max_header_size = max_header_size
-        self.max_body_size = max_body_size
+        limits = current()  # the defaults: sip.limits
+        self.max_header_size = (
+            limits.sip_header_size if max_header_size is None else max_header_size
+        )
+        self.max_body_size = limits.sip_body_size if max_body_size is None else max_body_size
         self.validate = validate
 
     @property

@@ -27,11 +27,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from sip.errors import CodecError
+from sip.limits import DEFAULT_LIMITS, current
 
 CONTENT_TYPE = "multipart/mixed"
 
-MAX_HEADER_LINES = 256
-"""Most lines in one MIME header block (a body part's, or CPIM's through ``sip.cpim``)."""
+MAX_HEADER_LINES = DEFAULT_LIMITS.mime_header_lines
+"""Most lines in one MIME header block by default (a body part's, or CPIM's through
+``sip.cpim``); ``sip.limits.current().mime_header_lines`` is the one in force."""
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BCHARS = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 
@@ -134,8 +136,9 @@ def parse_headers(block: bytes, what: str) -> Headers:
     except UnicodeDecodeError:
         raise CodecError(f"{what}: headers are not UTF-8") from None
     lines = text.split("\n")
-    if len(lines) > MAX_HEADER_LINES:
-        raise CodecError(f"{what}: more than {MAX_HEADER_LINES} header lines")
+    max_lines = current().mime_header_lines
+    if len(lines) > max_lines:
+        raise CodecError(f"{what}: more than {max_lines} header lines")
     headers: list[tuple[str, str]] = []
     folded: dict[int, list[str]] = {}  # continuation lines, joined once at the end
     for number, raw in enumerate(lines, start=1):

@@ -31,7 +31,7 @@ import enum
 from dataclasses import dataclass, field, replace
 
 from sip.errors import CodecError
-from sip.limits import read_uint
+from sip.limits import DEFAULT_LIMITS, current, read_uint
 
 CONTENT_TYPE = "application/sdp"
 MSRP_PROTOCOLS = ("TCP/MSRP", "TCP/TLS/MSRP")
@@ -39,8 +39,9 @@ DISCARD_PORT = 9
 """Port an active MSRP endpoint advertises (RFC 4145 §4)."""
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
-MAX_LINES = 4096
-"""Most lines in one session description (an MSRP offer has about 15)."""
+MAX_LINES = DEFAULT_LIMITS.sdp_lines
+"""Most lines in one session description by default (an MSRP offer has about 15);
+``sip.limits.current().sdp_lines`` is the one in force."""
 
 
 class Setup(enum.StrEnum):
@@ -183,8 +184,9 @@ def _lines(data: bytes) -> list[tuple[str, str]]:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise CodecError("sdp: body is not UTF-8") from None
-    if text.count("\n") >= MAX_LINES:
-        raise CodecError(f"sdp: more than {MAX_LINES} lines")
+    max_lines = current().sdp_lines
+    if text.count("\n") >= max_lines:
+        raise CodecError(f"sdp: more than {max_lines} lines")
     result: list[tuple[str, str]] = []
     for raw in text.split("\n"):
         line = raw[:-1] if raw.endswith("\r") else raw

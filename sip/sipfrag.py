@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 
 from sip.errors import CodecError
+from sip.limits import DEFAULT_LIMITS, current
 
 CONTENT_TYPE = "message/sipfrag"
 """Media type of the body (RFC 3420 §3); REFER NOTIFYs add ``;version=2.0``."""
@@ -30,8 +31,9 @@ REFER_CONTENT_TYPE = "message/sipfrag;version=2.0"
 SIP_VERSION = "SIP/2.0"
 
 _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
-MAX_LINES = 256
-"""Most lines in a fragment's start line and headers (RFC 3515 NOTIFYs carry one)."""
+MAX_LINES = DEFAULT_LIMITS.mime_header_lines
+"""Most lines in a fragment's start line and headers by default (RFC 3515 NOTIFYs carry
+one); ``sip.limits.current().mime_header_lines`` is the one in force."""
 _STATUS_LINE = re.compile(r"^SIP/(\d+\.\d+) (\d{3}) ?(.*)$")
 _REQUEST_LINE = re.compile(rf"^({_TOKEN}) (\S+) SIP/(\d+\.\d+)$")
 _HEADER = re.compile(rf"^({_TOKEN})[ \t]*:[ \t]*(.*)$")
@@ -125,8 +127,9 @@ def parse(data: bytes) -> SipFrag:
     lines = head.replace("\r\n", "\n").split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    if len(lines) > MAX_LINES:
-        raise CodecError(f"sipfrag has more than {MAX_LINES} lines")
+    max_lines = current().mime_header_lines
+    if len(lines) > max_lines:
+        raise CodecError(f"sipfrag has more than {max_lines} lines")
     start: StatusLine | RequestLine | None = None
     headers: list[tuple[str, str]] = []
     folded: dict[int, list[str]] = {}  # continuation lines, joined once at the end

@@ -29,6 +29,9 @@ Public API::
     known but unsupported (PUBLISH, REGISTER, PRACK) -> 405 + Allow; a supported method with
     no handler -> 480; in-dialog request for an unknown dialog -> 481; 401/407 -> one retry
     with digest credentials from ``credentials(realm) -> (user, password) | None``.
+    ``stack.trust = TrustDomain`` (sip.trust): P-Asserted-Identity removed from requests of
+    peers outside it, their out-of-dialog MESSAGE/INVITE/SUBSCRIBE/REFER -> 403 (policy
+    ``refuse``).
 """
 
 # Design notes
@@ -56,6 +59,7 @@ from sip.counters import SipCounters
 from sip.dialog import Dialog, DialogError, DialogEvent, DialogId, DialogState
 from sip.errors import CodecError, ProtocolError, SIPError
 from sip.message import Request, Response, make_request
+from sip.ratelog import RateLimitedLog
 from sip.subscription import (
     ClientSubscription,
     ServerSubscription,
@@ -66,6 +70,7 @@ from sip.subscription import (
 from sip.timers import Timers
 from sip.transaction import ServerTransaction, TransactionLayer
 from sip.transport import Connection, Source, TransportLayer
+from sip.trust import FORBIDDEN_REASON, TrustDomain, Verdict
 from sip.uri import SipURI, TelURI, parse_uri
 from sip.usage import (
     ALLOW,
@@ -86,6 +91,8 @@ __all__ = ["ACCEPT", "ALLOW_EVENTS", "EXTENSIONS", "USER_AGENT", "SipStack"]
 
 log = logging.getLogger(__name__)
 trace = logging.getLogger("bridge.trace.sip")
+untrusted_log = RateLimitedLog(log, logging.WARNING, "requests from untrusted peers refused")
+"""403s to peers outside the trust domain: one line per peer and window (sip.ratelog)."""
 
 _SUPPORTED_METHODS = frozenset(m.strip() for m in ALLOW.split(","))
 _KNOWN_UNSUPPORTED = frozenset({"PUBLISH", "REGISTER", "PRACK"})
@@ -159,6 +166,8 @@ class SipStack:
         self.counters = counters
         """Counting hooks handed to the transport layer (``sip.counters``; None: none)."""
         self.addresses: list[tuple[str, str, int]] = []
+        self.trust: TrustDomain | None = None
+        """Whose P-Asserted-Identity counts (sip.trust); None: everyone's (tests)."""
         self._handlers: dict[str, Handler] = {}
         self._usages: dict[DialogId, DialogUsage] = {}
         self._bound: dict[DialogId, Connection] = {}  # dialogs the idle timeout spares
@@ -598,6 +607,19 @@ class SipStack:
             tx.respond(420, headers=[("Unsupported", ", ".join(unknown))])
             return
         to_tag = req.to_tag
+        if self.trust is not None:
+            verdict = self.trust.verdict(method, tx.source.host, in_dialog=to_tag is not None)
+            if verdict is Verdict.REFUSE:
+                untrusted_log.log(
+                    "x %s from %s refused: not in the trust domain (sip_trusted_peers)",
+                    method,
+                    tx.source.host,
+                    key=tx.source.host,
+                )
+                tx.respond(403, FORBIDDEN_REASON)
+                return
+            if verdict is Verdict.STRIP and "P-Asserted-Identity" in req.headers:
+                tx.request = req = req.without_header("P-Asserted-Identity")  # RFC 3325 §5
         if to_tag is not None:
             key = DialogId(req.call_id, to_tag, req.from_tag or "")
             usage = self._usages.get(key)

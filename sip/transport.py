@@ -65,6 +65,7 @@ from sip.connlimits import Admission, ConnectionLimits, bound_socket
 from sip.counters import NoSipCounters, SipCounters
 from sip.errors import CodecError, SIPError
 from sip.headers import parse_name_addr, split_list
+from sip.limits import current
 from sip.message import (
     BadMessage,
     KeepAlive,
@@ -320,7 +321,7 @@ class TransportLayer:
         idle_timeout: float | None = None,
         keepalive_interval: float | None = None,
         connect_timeout: float = 5.0,
-        max_body_size: int = 1 << 20,
+        max_body_size: int | None = None,  # sip.limits.current().sip_body_size
         tls_client: ssl_module.SSLContext | None = None,
         limits: ConnectionLimits | None = None,
         counters: SipCounters | None = None,
@@ -343,7 +344,7 @@ class TransportLayer:
         self.deadline_closed = 0
         self.keepalive_interval = keepalive_interval
         self.connect_timeout = connect_timeout
-        self.max_body_size = max_body_size
+        self.max_body_size = current().sip_body_size if max_body_size is None else max_body_size
         self._udp: _UDPProtocol | None = None
         self._servers: dict[str, asyncio.Server] = {}
         self._ports: dict[str, int] = {}
@@ -762,10 +763,15 @@ def _drop(msg: Message, source: Source) -> None:
     trace.debug("x no handler for a message from %s:%s", source.host, source.port)
 
 
+_RESPONSE_FIELDS = frozenset((b"via", b"v", b"from", b"f", b"to", b"t", b"call-id", b"i", b"cseq"))
+"""Header fields a response copies from its request (long and compact forms)."""
+
+
 def _lenient_request(data: bytes) -> Request | None:
     """``data`` as a request without validation, for a 400; when it does not parse, its
-    header section again with a stand-in Request-URI and no Content-Length (neither is
-    in the response); None when it is no request or still does not parse."""
+    header section again with a stand-in Request-URI and only the fields a response
+    copies (RFC 3261 §8.2.6.2: so that one over the field limit is answered too); None
+    when it is no request or still does not parse."""
     try:
         msg = parse_message(data, validate=False)
     except CodecError:
@@ -779,7 +785,7 @@ def _lenient_request(data: bytes) -> Request | None:
         kept = [
             field
             for field in rest.split(b"\r\n")
-            if field.partition(b":")[0].strip().lower() not in (b"content-length", b"l")
+            if field.partition(b":")[0].strip().lower() in _RESPONSE_FIELDS
         ]
         stand_in = b"\r\n".join([b"%s sip:invalid.invalid %s" % (parts[0], parts[2]), *kept])
         try:

@@ -35,20 +35,15 @@ from xml.etree.ElementTree import Element, TreeBuilder
 from xml.parsers import expat
 
 from sip.errors import CodecError
-from sip.limits import read_uint
+from sip.limits import DEFAULT_LIMITS, current, read_uint
 
-MAX_DEPTH = 32
-"""Deepest element nesting accepted in any XML body."""
-MAX_ELEMENTS = 20_000
-"""Most elements in one XML body (a 1,000-member conference-info needs about 10,000)."""
-MAX_ATTRIBUTES = 64
-"""Most attributes on one element."""
-MAX_ATTRIBUTE_LENGTH = 8192
-"""Longest attribute value, in characters."""
-MAX_NAMESPACE_LENGTH = 512
-"""Longest namespace name, in characters (the ones the codecs know have under 64)."""
-MAX_NAMESPACES = 256
-"""Most namespace declarations in one XML body."""
+# the defaults of the limits (sip.limits.Limits.xml_*; parse_xml reads current())
+MAX_DEPTH = DEFAULT_LIMITS.xml_depth
+MAX_ELEMENTS = DEFAULT_LIMITS.xml_elements
+MAX_ATTRIBUTES = DEFAULT_LIMITS.xml_attributes
+MAX_ATTRIBUTE_LENGTH = DEFAULT_LIMITS.xml_attribute_length
+MAX_NAMESPACE_LENGTH = DEFAULT_LIMITS.xml_namespace_length
+MAX_NAMESPACES = DEFAULT_LIMITS.xml_namespaces
 
 _XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -78,6 +73,10 @@ def parse_xml(data: bytes, what: str) -> Element:
     depth = 0
     elements = 0
     namespaces = 0
+    limits = current()
+    max_depth, max_elements = limits.xml_depth, limits.xml_elements
+    max_attributes, max_attribute_length = limits.xml_attributes, limits.xml_attribute_length
+    max_namespaces, max_namespace_length = limits.xml_namespaces, limits.xml_namespace_length
     builder_start = builder.start
     builder_end = builder.end
 
@@ -85,30 +84,30 @@ def parse_xml(data: bytes, what: str) -> Element:
         nonlocal depth, elements
         depth += 1
         elements += 1
-        if depth > MAX_DEPTH:
-            raise CodecError(f"{what}: XML nesting deeper than {MAX_DEPTH} levels")
-        if elements > MAX_ELEMENTS:
-            raise CodecError(f"{what}: more than {MAX_ELEMENTS} XML elements")
+        if depth > max_depth:
+            raise CodecError(f"{what}: XML nesting deeper than {max_depth} levels")
+        if elements > max_elements:
+            raise CodecError(f"{what}: more than {max_elements} XML elements")
         if not attrs:
             builder_start(_qualify(name), {})
             return
-        if len(attrs) > MAX_ATTRIBUTES:
-            raise CodecError(f"{what}: more than {MAX_ATTRIBUTES} attributes on an XML element")
+        if len(attrs) > max_attributes:
+            raise CodecError(f"{what}: more than {max_attributes} attributes on an XML element")
         for value in attrs.values():
-            if len(value) > MAX_ATTRIBUTE_LENGTH:
+            if len(value) > max_attribute_length:
                 raise CodecError(
-                    f"{what}: XML attribute longer than {MAX_ATTRIBUTE_LENGTH} characters"
+                    f"{what}: XML attribute longer than {max_attribute_length} characters"
                 )
         builder_start(_qualify(name), {_qualify(k): v for k, v in attrs.items()})
 
     def namespace(_prefix: str | None, uri: str | None) -> None:
         nonlocal namespaces
         namespaces += 1
-        if namespaces > MAX_NAMESPACES:
-            raise CodecError(f"{what}: more than {MAX_NAMESPACES} XML namespace declarations")
-        if uri is not None and len(uri) > MAX_NAMESPACE_LENGTH:
+        if namespaces > max_namespaces:
+            raise CodecError(f"{what}: more than {max_namespaces} XML namespace declarations")
+        if uri is not None and len(uri) > max_namespace_length:
             raise CodecError(
-                f"{what}: XML namespace name longer than {MAX_NAMESPACE_LENGTH} characters"
+                f"{what}: XML namespace name longer than {max_namespace_length} characters"
             )
 
     def end(name: str) -> None:

@@ -25,10 +25,15 @@ out-of-dialog INVITE, SUBSCRIBE or REFER whose Request-URI the focus
 everything else to the adapter (INVITE, MESSAGE) or is answered 480 as the
 stack would with no handler. In-dialog requests never reach the router: the
 stack hands them to the dialog's own usage.
+
+Trust (docs/deployment.md "Identity and trust"): the stack's ``trust`` domain (sip.trust)
+is ``sip_trusted_peers``, else the outbound proxy's addresses, else loopback and the SIP
+listener (the embedded default sends to itself); it refuses every request until set.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable
@@ -41,10 +46,12 @@ from bridge.signalling.tls import msrp_tls, sip_tls
 from sip import rcs
 from sip.connlimits import ConnectionLimits
 from sip.counters import MSRPCounters, SipCounters
+from sip.limits import Limits
 from sip.message import Request
 from sip.msrp import MSRPStack, RelayConfig
 from sip.stack import SipStack
-from sip.uri import parse_uri
+from sip.trust import LOOPBACK, TrustDomain
+from sip.uri import SipURI, parse_uri
 from sip.usage import Handler, IncomingInvite, IncomingRefer, IncomingRequest, IncomingSubscribe
 
 log = logging.getLogger(__name__)
@@ -186,6 +193,29 @@ def build_sip_stack(settings: Settings, counters: SipCounters | None = None) -> 
     )
 
 
+def parser_limits(settings: Settings) -> Limits:
+    """The parsers' limits (sip.limits) per ``Settings.limit_*``; ``bridge.app`` hands them
+    to ``sip.limits.configure`` before any listener starts."""
+    return Limits(
+        digits=settings.limit_digits,
+        sip_header_size=settings.limit_sip_header_size,
+        sip_header_fields=settings.limit_sip_header_fields,
+        sip_body_size=settings.limit_sip_body_size,
+        sdp_lines=settings.limit_sdp_lines,
+        mime_header_lines=settings.limit_mime_header_lines,
+        xml_depth=settings.limit_xml_depth,
+        xml_elements=settings.limit_xml_elements,
+        xml_attributes=settings.limit_xml_attributes,
+        xml_attribute_length=settings.limit_xml_attribute_length,
+        xml_namespaces=settings.limit_xml_namespaces,
+        xml_namespace_length=settings.limit_xml_namespace_length,
+        msrp_header_size=settings.limit_msrp_header_size,
+        msrp_headers=settings.limit_msrp_headers,
+        msrp_frame_size=settings.limit_msrp_frame_size,
+        msrp_message_size=settings.limit_msrp_message_size,
+    )
+
+
 def loopback_proxy(sip: SipStack) -> str:
     """The URI of our own listener, used as outbound proxy in the embedded default."""
     host = "127.0.0.1" if sip.host in _WILDCARDS else sip.host
@@ -193,6 +223,33 @@ def loopback_proxy(sip: SipStack) -> str:
         return f"sip:{host}:{sip.tls_port};transport=tls"  # TLS only (docs/tls.md)
     transport = "tcp" if "tcp" in sip.transports else "udp"
     return f"sip:{host}:{sip.port};transport={transport}"
+
+
+async def trust_domain(settings: Settings, sip: SipStack) -> TrustDomain:
+    """The SIP trust domain (sip.trust): ``sip_trusted_peers``, else every address the
+    outbound proxy resolves to, else (embedded default: the bridge sends to itself)
+    loopback and the SIP listener's address."""
+    policy = settings.sip_untrusted_policy
+    if settings.sip_trusted_peers is not None:
+        return TrustDomain.of(settings.sip_trusted_peers, policy)
+    if not settings.sip_outbound_proxy:
+        own = [sip.host] if sip.host not in _WILDCARDS else []
+        return TrustDomain.of([*LOOPBACK, *own], policy)
+    proxy = parse_uri(settings.sip_outbound_proxy)
+    if not isinstance(proxy, SipURI):
+        raise ValueError("sip_outbound_proxy must be a sip: or sips: URI")
+    host = (proxy.param("maddr") or proxy.host).strip("[]")
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+    except OSError as exc:
+        log.error(
+            "outbound proxy %s does not resolve (%s): no SIP peer is trusted; "
+            "set sip_trusted_peers",
+            host,
+            exc,
+        )
+        return TrustDomain((), policy)
+    return TrustDomain.of(sorted({str(info[4][0]) for info in infos}), policy)
 
 
 async def start_signalling(
@@ -209,7 +266,10 @@ async def start_signalling(
     """
     profile = profile_of(settings)
     sip = build_sip_stack(settings, sip_counters)
+    sip.trust = TrustDomain((), settings.sip_untrusted_policy)  # nobody until known
     addresses = await sip.start()
+    sip.trust = await trust_domain(settings, sip)
+    log.info("SIP trust domain (RFC 3325): %s", sip.trust.describe())
     sip.transport.limits = ConnectionLimits(  # before any connection is accepted
         message_deadline=settings.sip_message_deadline,
         idle_timeout=settings.sip_idle_timeout,

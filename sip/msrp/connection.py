@@ -14,7 +14,8 @@
 # inbound frame is matched by the session-id of its first To-Path URI
 # ("sessmatch", docs/protocol-mapping.md "Interoperability rules"), via the
 # ``resolver`` for sessions not yet bound to any connection; unknown sessions
-# get 481, sessions bound to another connection 506 (RFC 4975 §7.3.1, §5.4).
+# get 481, sessions bound to another connection 506 (RFC 4975 §7.3.1, §5.4), a SEND
+# whose From-Path does not end with the peer's SDP path 403 (``_from_peer``).
 #
 # Outgoing messages above ``chunk_size`` (10 KiB, what Kamailio's relay can
 # carry per frame) are chunked with Byte-Range; at most ``window`` chunks per
@@ -58,7 +59,7 @@ from sip.msrp.message import (
     TransactionId,
     serialize_message,
 )
-from sip.msrp.parser import DEFAULT_MAX_FRAME_SIZE, MalformedFrame, MSRPParser
+from sip.msrp.parser import MalformedFrame, MSRPParser
 from sip.msrp.reassembly import Reassembly
 from sip.msrp.session import MSRPSessionState, SessionInput, new_ident, type_accepted
 from sip.msrp.uri import MSRPURI, SessionId
@@ -127,7 +128,7 @@ class MSRPConnection:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         window: int = DEFAULT_WINDOW,
         timeout: float = DEFAULT_TIMEOUT,
-        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        max_frame_size: int | None = None,  # sip.limits.current().msrp_frame_size
         new_id: Callable[[], str] = new_ident,
     ) -> None:
         if chunk_size < 1 or window < 1:
@@ -408,6 +409,9 @@ class MSRPConnection:
             return None
         if not self._sessmatch and not target.same_hop(session.local_uri):
             return None
+        if req.method == "SEND" and not self._from_peer(session, req):
+            self._respond(req, 403, events, reason="From-Path is not the session's peer")
+            return None
         if session.connection is not None and session.connection is not self:
             if self._exclusive:
                 self._respond(req, 506, events)
@@ -422,6 +426,20 @@ class MSRPConnection:
         if not session.remote_path:
             session.remote_path = req.from_path[len(session.use_path) :] or req.from_path
         return session
+
+    def _from_peer(self, session: MSRPSessionState, req: MSRPMessage) -> bool:
+        """Whether a SEND comes from the peer the SDP named: the last From-Path URI (the
+        sender; relays come before it) is the last URI of the peer's a=path (RFC 4975
+        §7.3, §8.2), by session-id under sessmatch (an SBC may rewrite the authority,
+        docs/protocol-mapping.md "Interoperability rules"), else by RFC 4975 §6.1. Before
+        the SDP is known (the peer's first SEND raced our 2xx) there is nothing to check:
+        the To-Path's random session-id is all a stranger could present."""
+        if not session.remote_path or not req.from_path:
+            return True
+        sender, peer = req.from_path[-1], session.remote_path[-1]
+        if self._sessmatch:
+            return sender.session_id == peer.session_id
+        return sender.same_hop(peer)
 
     def _on_request(self, req: MSRPMessage, events: list[Event]) -> None:
         if req.method not in ("SEND", "REPORT"):

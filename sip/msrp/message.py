@@ -28,7 +28,7 @@ from functools import lru_cache
 from typing import NewType
 
 from sip.errors import CodecError
-from sip.limits import read_uint
+from sip.limits import DEFAULT_LIMITS, current, read_uint
 from sip.msrp.uri import MSRPURI, parse_path, serialize_path
 
 TransactionId = NewType("TransactionId", str)
@@ -38,10 +38,11 @@ MSRPMessageId = NewType("MSRPMessageId", str)
 StartLine = tuple[TransactionId, str | None, int | None, str | None]
 """A parsed start line: transaction id, method, status code, reason."""
 
-MAX_HEADER_SIZE = 16384
-"""Largest header block of a frame, in bytes (a chat SEND's is about 200; paths are short)."""
-MAX_HEADERS = 64
-"""Most header lines in a frame."""
+MAX_HEADER_SIZE = DEFAULT_LIMITS.msrp_header_size
+"""Largest header block of a frame by default, in bytes (a chat SEND's is about 200; paths
+are short); ``sip.limits.current().msrp_header_size`` is the one in force."""
+MAX_HEADERS = DEFAULT_LIMITS.msrp_headers
+"""Most header lines in a frame by default (``current().msrp_headers``)."""
 END_LINE_PREFIX = b"-------"
 _END_LINE_TEXT = END_LINE_PREFIX.decode()
 CONTINUATION_FLAGS = frozenset("$+#")
@@ -352,15 +353,16 @@ def parse_after_start_line(
         head = region[:-2]  # a stray empty line before the end-line: no body
     else:
         head = region
-    if len(head) > MAX_HEADER_SIZE:
-        raise CodecError(f"MSRP header block larger than {MAX_HEADER_SIZE} bytes")
+    limits = current()
+    if len(head) > limits.msrp_header_size:
+        raise CodecError(f"MSRP header block larger than {limits.msrp_header_size} bytes")
     to_path: tuple[MSRPURI, ...] | None = None
     from_path: tuple[MSRPURI, ...] | None = None
     content_type: str | None = None
     headers: list[tuple[str, str]] = []
     lines, complete = _header_lines(head) if head else ([], True)
-    if len(lines) > MAX_HEADERS:
-        raise CodecError(f"more than {MAX_HEADERS} MSRP header lines")
+    if len(lines) > limits.msrp_headers:
+        raise CodecError(f"more than {limits.msrp_headers} MSRP header lines")
     for text in lines:
         name, colon, value = text.partition(":")
         key = _KNOWN_HEADERS.get(name) if colon else None

@@ -29,10 +29,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sip.errors import CodecError
+from sip.limits import DEFAULT_LIMITS, current
 from sip.msrp.message import (
     CONTINUATION_FLAGS,
     END_LINE_PREFIX,
-    MAX_HEADER_SIZE,
     MSRPMessage,
     StartLine,
     TransactionId,
@@ -42,8 +42,9 @@ from sip.msrp.message import (
 from sip.msrp.uri import MSRPURI, parse_path
 
 MAX_START_LINE = 512
-DEFAULT_MAX_FRAME_SIZE = 4 * 1024 * 1024 + 64 * 1024
-"""Largest frame accepted (msrplib sends chunks of up to 4 MiB)."""
+DEFAULT_MAX_FRAME_SIZE = DEFAULT_LIMITS.msrp_frame_size
+"""Largest frame accepted by default (msrplib sends chunks of up to 4 MiB); the one in force
+is ``sip.limits.current().msrp_frame_size``."""
 
 _FLAGS = frozenset(ord(c) for c in CONTINUATION_FLAGS)
 _MSRP = b"MSRP "
@@ -67,7 +68,7 @@ def _salvage(
     paths: dict[str, tuple[MSRPURI, ...] | None] = {"to-path": None, "from-path": None}
     failure_report = "yes"
     head = frame.split(b"\r\n\r\n", 1)[0]
-    if len(head) > MAX_HEADER_SIZE:  # too big to read twice: no paths, no report
+    if len(head) > current().msrp_header_size:  # too big to read twice: no paths, no report
         return MalformedFrame(tid, method, err, None, None, "no")
     for raw in head.split(b"\r\n")[1:]:
         name, _, value = raw.decode("utf-8", "replace").partition(":")
@@ -97,7 +98,7 @@ class MSRPParser:
         "max_frame",
     )
 
-    def __init__(self, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+    def __init__(self, *, max_frame_size: int | None = None) -> None:
         self._buf = bytearray()
         self._offset = 0
         self._tid: TransactionId | None = None
@@ -106,7 +107,7 @@ class MSRPParser:
         self._tail = b""
         self._search = 0
         self._failed = False
-        self.max_frame = max_frame_size
+        self.max_frame = current().msrp_frame_size if max_frame_size is None else max_frame_size
 
     @property
     def buffered(self) -> int:

@@ -7,7 +7,7 @@ Public API::
     state.local_path (SDP a=path) / .route (To-Path) / .accepts(content_type) / .status
     state.transition(SessionInput.X) -> StateChanged | None   per TRANSITIONS, else
                                                               ProtocolError
-    type_accepted(accept_types, content_type) ; new_ident()
+    type_accepted(accept_types, content_type) ; new_ident() ; new_session_id()
 
 # Why this shape
 #
@@ -24,6 +24,7 @@ import secrets
 from typing import TYPE_CHECKING
 
 from sip.errors import ProtocolError
+from sip.limits import DEFAULT_LIMITS
 from sip.msrp.events import SessionStatus, StateChanged
 from sip.msrp.message import MSRPMessageId
 from sip.msrp.reassembly import Reassembly
@@ -38,10 +39,11 @@ __all__ = [
     "MSRPSessionState",
     "SessionInput",
     "new_ident",
+    "new_session_id",
     "type_accepted",
 ]
 
-DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+DEFAULT_MAX_MESSAGE_SIZE = DEFAULT_LIMITS.msrp_message_size
 
 
 class SessionInput(enum.Enum):
@@ -83,6 +85,13 @@ def type_accepted(accept_types: tuple[str, ...], content_type: str) -> bool:
 def new_ident() -> str:
     """A random transaction id / Message-ID (RFC 4975 ``ident``)."""
     return secrets.token_hex(8)
+
+
+def new_session_id() -> str:
+    """A random session-id of 96 bits: the To-Path's session-id is all that binds an
+    inbound connection to a session, so a stranger must not guess it (RFC 4975 §14.1
+    asks for at least 80 bits of randomness)."""
+    return secrets.token_hex(12)
 
 
 class MSRPSessionState:

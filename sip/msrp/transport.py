@@ -37,6 +37,7 @@ from sip.auth import DigestClient
 from sip.connlimits import Admission, ConnectionLimits, bound_socket
 from sip.counters import MSRPCounters, NoMSRPCounters
 from sip.errors import MSRPError
+from sip.limits import current
 from sip.msrp.connection import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_TIMEOUT,
@@ -55,7 +56,7 @@ from sip.msrp.relay import (
     binding_from,
     retry_expires,
 )
-from sip.msrp.session import DEFAULT_MAX_MESSAGE_SIZE, MSRPSessionState, new_ident
+from sip.msrp.session import MSRPSessionState, new_session_id
 from sip.msrp.session_handle import MSRPSession
 from sip.msrp.tls import MSRPTLS
 from sip.msrp.uri import MSRPURI, SessionId, serialize_path
@@ -84,7 +85,7 @@ class MSRPStack:
         connect_timeout: float = 10.0,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         window: int = DEFAULT_WINDOW,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_message_size: int | None = None,
         sessmatch: bool = True,
         keepalive_interval: float | None = None,
         advertised_host: str | None = None,
@@ -106,7 +107,9 @@ class MSRPStack:
         self.connect_timeout = connect_timeout
         self.chunk_size = chunk_size
         self.window = window
-        self.max_message_size = max_message_size
+        self.max_message_size = (
+            current().msrp_message_size if max_message_size is None else max_message_size
+        )
         self.sessmatch = sessmatch
         self.keepalive_interval = keepalive_interval
         self._loop = asyncio.get_running_loop()
@@ -208,7 +211,7 @@ class MSRPStack:
     ) -> MSRPSession:
         """A new session with its local path (AUTH at the relay first if configured);
         ``tls``: an ``msrps://`` URI on the TLS listener (ValueError without TLS)."""
-        sid = SessionId(session_id or new_ident())
+        sid = SessionId(session_id or new_session_id())
         if sid in self._sessions:
             raise ValueError(f"MSRP session {sid} exists")
         if tls and self.tls is None:

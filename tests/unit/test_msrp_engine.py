@@ -645,3 +645,36 @@ def test_peer_accept_types_and_max_size_are_respected():
     assert info.value.status == 413 and info.value.local
     mid, _data = p.ca.send_message(p.a, "Message/CPIM", b"x" * 100, 0)
     assert p.a.outgoing is not None and mid in p.a.outgoing
+
+
+def test_send_from_another_peer_than_the_sdp_named_is_refused():
+    """A stranger that learnt B's session-id cannot inject or bind: its From-Path does not
+    end with the URI of A's SDP a=path (RFC 4975 §7.3), whatever its To-Path says."""
+    p = Pair()
+    p.b.remote_path = (A_URI,)  # from A's SDP, before any connection
+    mallory = MSRPURI("127.0.0.1", 1000, SessionId("mallory"))
+    forged = raw_send("t3000001", B_URI).replace(str(A_URI).encode(), str(mallory).encode())
+    ev, st_ = answer(p, forged)
+    assert st_ == [403] and not only(ev, MessageReceived)
+    assert p.b.status is SessionStatus.NEW and p.b.connection is None  # not bound
+    relayed = forged.replace(
+        b"From-Path: " + str(mallory).encode(),
+        b"From-Path: msrp://relay.test:2855/r1;tcp " + str(A_URI).encode(),
+    )
+    ev, st_ = answer(p, relayed)  # through a relay: the sender comes last
+    assert st_ == [200] and only(ev, MessageReceived)[0].body == b"hi"
+    rewritten = MSRPURI("10.9.9.9", 4444, A_SID)  # an SBC rewrote A's authority
+    moved = raw_send("t3000002", B_URI).replace(str(A_URI).encode(), str(rewritten).encode())
+    _ev, st_ = answer(p, moved)
+    assert st_ == [200]  # sessmatch: the session-id is what counts
+    strict = Pair(sessmatch=False)
+    strict.b.remote_path = (A_URI,)
+    _ev, st_ = answer(strict, moved)
+    assert st_ == [403]  # RFC 4975 §6.1 comparison
+
+
+def test_session_ids_have_96_random_bits():
+    from sip.msrp.session import new_session_id
+
+    ids = {new_session_id() for _ in range(1000)}
+    assert len(ids) == 1000 and all(len(i) == 24 for i in ids)  # 12 random bytes, hex
