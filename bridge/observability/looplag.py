@@ -9,32 +9,21 @@ as long.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
+
+from bridge.observability.background import Background
 
 __all__ = ["LoopLag"]
 
 
-class LoopLag:
+class LoopLag(Background):
     """Samples the running loop's lag every ``interval`` seconds into ``report``."""
+
+    task_name = "loop-lag"
 
     def __init__(self, interval: float, report: Callable[[float], None]) -> None:
         self.interval = interval
         self.report = report
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        """Start sampling (inside the running loop)."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="loop-lag")
-
-    async def stop(self) -> None:
-        """Stop sampling."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -11,9 +11,10 @@ runs them all at once and collects the reasons by check name.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+
+from bridge.observability.background import Background
 
 __all__ = ["Check", "ImsPinger", "Readiness", "listener_check", "store_check"]
 
@@ -75,15 +76,17 @@ def listener_check(bound: Callable[[], bool]) -> Check:
     return check
 
 
-class ImsPinger:
+class ImsPinger(Background):
     """Sends an OPTIONS to the IMS core every ``interval`` seconds (RFC 3261 §11).
 
     ``ping`` sends one and returns its final response (any status means the core
     answered); it is given ``timeout`` seconds. :meth:`check` is the readiness check:
     not ready before the first answer, after an unanswered ping, or when no ping was
     answered for ``interval + timeout`` seconds (the task stalled). ``on_change`` hears
-    every change of reachability (the metrics gauge).
+    every change of reachability (the metrics gauge). The first ping goes at :meth:`start`.
     """
+
+    task_name = "ims-ping"
 
     def __init__(
         self,
@@ -102,20 +105,6 @@ class ImsPinger:
         self.answered_at: float | None = None
         self.failure: str | None = "no OPTIONS answered yet"
         self._down = False
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        """Start pinging (the first ping goes at once)."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="ims-ping")
-
-    async def stop(self) -> None:
-        """Stop pinging."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
