@@ -410,7 +410,6 @@ class SipStack:
             )
             dialog = Dialog.from_uac(request, response, contact)
             session = InviteSession(self, dialog, local_body=body, content_type=content_type)
-            session.remote_body = response.body
             for method, handler in handlers.items():
                 session.on_request(method, handler)
             call.session = session

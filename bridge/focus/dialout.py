@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from bridge.focus import wire
 from bridge.focus.members import Member, MemberEvent, MemberStatus
 from bridge.focus.store import ConferenceStore, DialogRecord
-from sip import rcs
+from sip import rcs, sdp
 from sip.dialog import Dialog
 from sip.errors import CodecError, MSRPError, ProtocolError, SIPError
 from sip.msrp import MSRPSession, MSRPStack
@@ -142,6 +142,9 @@ async def dial_out(conf: Conference, leg: Leg) -> None:
     assert session is not None
     leg.session = session
     leg.call = None  # the dialog is up: the INVITE, its answer and transaction can go
+    # a refresh re-INVITE is answered with the SDP alone (RFC 3264 §8), so the session keeps
+    # that, not the multipart offer with the participant list (docs/group-chat.md "Memory")
+    session.local_body, session.content_type = sdp_body, sdp.CONTENT_TYPE
     conf.hook(leg)
     try:
         answered = wire.parse_offer(response.body, response.get("Content-Type"))
