@@ -19,13 +19,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
 from typing import TYPE_CHECKING
 
 from bridge.focus import wire
 from bridge.focus.members import Member, MemberEvent, MemberStatus
 from bridge.focus.store import ConferenceStore, DialogRecord
 from sip import rcs, sdp
+from sip.callback import Bound
 from sip.dialog import Dialog
 from sip.errors import CodecError, MSRPError, ProtocolError, SIPError
 from sip.msrp import MSRPSession, MSRPStack
@@ -168,7 +168,7 @@ def fail(conf: Conference, leg: Leg, cause: int, why: str) -> None:
 async def bind(conf: Conference, leg: Leg, active: bool, remote_path: str) -> None:
     """Binds the leg's MSRP session (RFC 4975 §5.4); a failure BYEs and fails the member."""
     assert leg.msrp is not None
-    leg.msrp.on_event = partial(conf.on_msrp, leg)
+    leg.msrp.on_event = Bound(conf.on_msrp, leg)
     try:
         await leg.msrp.start(remote_path, active, timeout=conf.ctx.bind_timeout)
     except (MSRPError, OSError, ValueError) as exc:

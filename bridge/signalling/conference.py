@@ -29,12 +29,13 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Coroutine
-from functools import lru_cache, partial
+from functools import lru_cache
 from typing import Any
 
 from bridge.chat.model import Participant, ParticipantStatus
 from bridge.ids import UserUri
 from sip import conference, rcs
+from sip.callback import Bound
 from sip.conference_view import ConferenceView, participant_status
 from sip.errors import CodecError, ProtocolError
 from sip.flag import Flag, when_any
@@ -188,7 +189,7 @@ class ConferenceWatch:
                 continue
             self.subscribes += 1
             self.subscription = sub
-            self._wake = when_any(partial(self._over, sub), sub.terminated, self._resync)
+            self._wake = when_any(Bound(self._over, sub), sub.terminated, self._resync)
             self._task = None  # done: a finished task is not kept either
             return
 
