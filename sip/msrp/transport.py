@@ -25,6 +25,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import sys
 from collections.abc import Sequence
 
 from sip.auth import DigestClient
@@ -161,7 +162,8 @@ class MSRPStack:
         self, *, session_id: str | None = None, accept_types: Sequence[str] = ("*",)
     ) -> MSRPSession:
         """A new session with its local path (AUTH at the relay first if configured)."""
-        sid = SessionId(session_id or new_ident())
+        sid = SessionId(sys.intern(session_id or new_ident()))  # shared with the peer's
+        # parsed path when both ends are in this process (sip.msrp.uri.parse_uri)
         if sid in self._sessions:
             raise ValueError(f"MSRP session {sid} exists")
         uri = MSRPURI(self.advertised_host, self._port, sid, "tcp")
