@@ -357,7 +357,12 @@ class Conference:
 
         task = asyncio.get_running_loop().create_task(run())
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not self._tasks:  # a set keeps its grown table after discards: start small again
+            self._tasks = set()
 
     async def drain(self) -> None:
         """Waits for the background work of this conference (tests, shutdown)."""
