@@ -46,6 +46,7 @@ import asyncio
 import inspect
 import logging
 import secrets
+import sys
 from collections.abc import Awaitable, Callable, Iterable
 
 from sip.auth import DigestClient, challenge_header, select_challenge
@@ -236,7 +237,8 @@ class SipStack:
         userpart = f"{user}@" if user else ""
         tport = "" if transport == "udp" else f";transport={transport}"
         params = f";{self.contact_params}" if self.contact_params else ""
-        return f"<sip:{userpart}{host}:{port}{tport}>{params}"
+        # interned: every dialog of a user keeps this string (docs/group-chat.md, "Memory")
+        return sys.intern(f"<sip:{userpart}{host}:{port}{tport}>{params}")
 
     def _out_transport(self) -> str:
         if self.outbound_proxy:
