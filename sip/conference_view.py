@@ -24,8 +24,10 @@ Public API::
 from __future__ import annotations
 
 import enum
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 from sip.conference import (
     ConferenceDescription,
@@ -57,6 +59,11 @@ class ParticipantStatus(enum.StrEnum):
     DECLINED = "Declined"
     FAILED = "Failed"
 
+
+SHARED_USERS = 8192
+"""Recent distinct users whose one copy the views share. Every member of a conference sees
+the same ``<user>`` of each other member, so a view keeps the first equal copy instead of
+its own (docs/group-chat.md, "Memory"); a user not among the recent ones is kept as is."""
 
 _CONNECTED = {EndpointStatus.CONNECTED, EndpointStatus.ON_HOLD, EndpointStatus.MUTED_VIA_FOCUS}
 _INVITED = {
@@ -163,6 +170,16 @@ def _identity(entity: str) -> str:
     return entity
 
 
+@lru_cache(maxsize=SHARED_USERS)
+def _shared(user: User) -> User:
+    """The first equal ``User`` of the recent ones (values are frozen: sharing is safe)."""
+    return user
+
+
+def _key(normalize: Callable[[str], str], entity: str) -> str:
+    return sys.intern(normalize(entity))
+
+
 @dataclass(frozen=True, slots=True)
 class ConferenceView:
     """The current participants of one conference subscription (RFC 4575 §4.6).
@@ -226,7 +243,9 @@ class ConferenceView:
         for user in doc.users or ():
             if user.entity is None or user.state is ElementState.DELETED:
                 continue
-            users[self.normalize(user.entity)] = _merge_user(User(entity=user.entity), user)
+            users[_key(self.normalize, user.entity)] = _shared(
+                _merge_user(User(entity=user.entity), user)
+            )
         return users
 
     def _partial_users(self, doc: ConferenceInfo) -> dict[str, User]:
@@ -234,14 +253,14 @@ class ConferenceView:
         for user in doc.users or ():
             if user.entity is None:
                 continue
-            key = self.normalize(user.entity)
+            key = _key(self.normalize, user.entity)
             known = users.get(key)
             if user.state is ElementState.DELETED:
                 users.pop(key, None)
             elif user.state is ElementState.PARTIAL and known is not None:
-                users[key] = _merge_user(known, user)
+                users[key] = _shared(_merge_user(known, user))
             else:
-                users[key] = _merge_user(User(entity=user.entity), user)
+                users[key] = _shared(_merge_user(User(entity=user.entity), user))
         return users
 
     def _diff(self, users: dict[str, User]) -> tuple[UserChange, ...]:

@@ -43,6 +43,7 @@ import enum
 import itertools
 import logging
 import random
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -110,6 +111,12 @@ class DialogId:
     call_id: str
     local_tag: str
     remote_tag: str
+
+
+def _dialog_id(call_id: str, local_tag: str, remote_tag: str) -> DialogId:
+    """A new dialog's id with interned strings: on the embedded default both ends of a
+    group member's dialogs live in one process and share them (docs/group-chat.md)."""
+    return DialogId(sys.intern(call_id), sys.intern(local_tag), sys.intern(remote_tag))
 
 
 def retransmit_intervals(timers: Timers) -> list[float]:
@@ -191,7 +198,7 @@ class Dialog:
         routes = tuple(reversed(response.get_all("Record-Route")))
         state = DialogState.CONFIRMED if response.is_success else DialogState.EARLY
         return cls(
-            DialogId(request.call_id, local_tag, remote_tag),
+            _dialog_id(request.call_id, local_tag, remote_tag),
             usage=request.method,
             local=request.from_,
             remote=response.to,
@@ -214,7 +221,7 @@ class Dialog:
         if target is None:
             raise DialogError(400, "Missing Contact")
         return cls(
-            DialogId(request.call_id, local_tag, remote_tag),
+            _dialog_id(request.call_id, local_tag, remote_tag),
             usage=request.method,
             local=request.to.with_tag(local_tag),
             remote=request.from_,
@@ -236,7 +243,7 @@ class Dialog:
         if local_tag is None or remote_tag is None or target is None:
             raise DialogError(400, "NOTIFY cannot create a dialog")
         return cls(
-            DialogId(subscribe.call_id, local_tag, remote_tag),
+            _dialog_id(subscribe.call_id, local_tag, remote_tag),
             usage=subscribe.method,
             local=subscribe.from_,
             remote=notify.from_,

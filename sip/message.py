@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import enum
 import re
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import TypeAlias
@@ -491,6 +492,9 @@ def _parse_head(head: bytes) -> _Head:
         name = name.rstrip(" \t")
         if not _TOKEN.match(name):
             raise CodecError(f"invalid header name: {name!r}")
+        # one copy of each header name: fewer small blocks held by messages in flight, which
+        # fragment the allocator's pools (docs/group-chat.md, "Memory")
+        name = sys.intern(name)
         fields.append((header_key(name), name, value.strip(" \t")))
     for index, pieces in folded.items():
         key, name, _ = fields[index]

@@ -52,6 +52,7 @@ import inspect
 import logging
 import secrets
 import ssl
+import sys
 from collections.abc import Awaitable, Callable, Iterable
 
 from sip.auth import DigestClient, challenge_header, select_challenge
@@ -268,10 +269,11 @@ class SipStack:
         host, port = self.transport.sent_by("tls" if secure else transport)
         userpart = f"{user}@" if user else ""
         params = f";{self.contact_params}" if self.contact_params else ""
+        # interned: every dialog of a user keeps this string (docs/group-chat.md, "Memory")
         if secure:
-            return f"<sips:{userpart}{host}:{port}>{params}"
+            return sys.intern(f"<sips:{userpart}{host}:{port}>{params}")
         tport = "" if transport == "udp" else f";transport={transport}"
-        return f"<sip:{userpart}{host}:{port}{tport}>{params}"
+        return sys.intern(f"<sip:{userpart}{host}:{port}{tport}>{params}")
 
     @property
     def out_transport(self) -> str:
@@ -455,7 +457,6 @@ class SipStack:
             )
             dialog = Dialog.from_uac(request, response, contact)
             session = InviteSession(self, dialog, local_body=body, content_type=content_type)
-            session.remote_body = response.body
             for method, handler in handlers.items():
                 session.on_request(method, handler)
             call.session = session

@@ -4,7 +4,7 @@
 Public API (objects the stack hands to the application; built by sip.stack.SipStack)::
 
     InviteSession (an INVITE dialog, either side)
-      .dialog .local_body .remote_body .ended .confirmed (sip.flag.Flag) .end_reason
+      .dialog .local_body .ended .confirmed (sip.flag.Flag) .end_reason
       .bye_reason (the Reason header of the peer's BYE, RFC 3326; None without one)
       await .bye(headers=()) ; await .request(method, headers=(), body=b"", content_type=None)
       await .refer(refer_to, headers=(), refer_sub=False) ; await .reinvite(body=None)
@@ -149,7 +149,6 @@ class IncomingInvite(IncomingRequest):
         extra = [("Contact", contact), ("Allow", ALLOW), ("Supported", SUPPORTED), *headers]
         response = self.tx.response(200, headers=extra, body=body, content_type=content_type)
         session = InviteSession(stack, dialog, local_body=body, content_type=content_type)
-        session.remote_body = self.request.body
         for method, handler in (handlers or {}).items():
             session.on_request(method, handler)
         stack._register(dialog.id, session, self.source.connection)
@@ -285,7 +284,27 @@ class SubscriptionUsage(DialogUsage):
 
 
 class InviteSession(DialogUsage):
-    """An INVITE dialog (either side): in-dialog requests, refresh, BYE (RFC 3261 §14-15)."""
+    """An INVITE dialog (either side): in-dialog requests, refresh, BYE (RFC 3261 §14-15).
+
+    Slotted and without the peer's body: every group member holds two of these on the
+    embedded default (docs/group-chat.md, "Memory"); the application parses the peer's
+    SDP when the offer or answer arrives and keeps what it needs."""
+
+    __slots__ = (
+        "stack",
+        "dialog",
+        "local_body",
+        "content_type",
+        "ended",
+        "confirmed",
+        "end_reason",
+        "bye_reason",
+        "on_ended",
+        "_handlers",
+        "_timer",
+        "_invite_cseq",
+        "_ack",
+    )
 
     def __init__(
         self,
@@ -299,7 +318,6 @@ class InviteSession(DialogUsage):
         self.dialog = dialog
         self.local_body = local_body
         self.content_type = content_type
-        self.remote_body = b""
         self.ended = Flag()
         self.confirmed = Flag()
         self.end_reason = ""
@@ -403,7 +421,6 @@ class InviteSession(DialogUsage):
         response = await self.stack._request(req)
         if response.is_success:
             self.dialog.receive_response(response)
-            self.remote_body = response.body or self.remote_body
             self.local_body = offer
             ack = self.dialog.create_ack(req.cseq.seq)
             await self.stack.layer.send_stateless(ack)
@@ -457,8 +474,6 @@ class InviteSession(DialogUsage):
             return
         if method in ("INVITE", "UPDATE") and method not in self._handlers:
             # session refresh (docs/protocol-mapping.md "Timers"): same SDP, no renegotiation
-            if req.body:
-                self.remote_body = req.body
             tx.respond(
                 200,
                 headers=[("Contact", self.dialog.contact)],

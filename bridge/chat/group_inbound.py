@@ -210,7 +210,10 @@ class GroupInbound:
                         continue
                     before = known.get(p.address)
                     merged = p
-                    if before is not None:  # a focus may omit a name it sent before
+                    if before is not None and (  # a focus may omit a name it sent before
+                        (p.name is None and before.name is not None)
+                        or (before.is_originator and not p.is_originator)
+                    ):  # else ``p`` itself: the signalling side shares equal participants
                         merged = replace(
                             p,
                             name=p.name if p.name is not None else before.name,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from functools import partial
 
 from bridge.focus import dialout, wire
 from bridge.focus.dialout import BOOTED, GONE, FocusContext, Leg, dialog_record
@@ -24,6 +23,7 @@ from bridge.focus.notifier import ConferenceNotifier
 from bridge.focus.relay import Relay, route
 from bridge.focus.store import ConferenceRecord, MemberRecord
 from sip import rcs
+from sip.callback import Bound
 from sip.conference import ConferenceDescription, ConferenceState
 from sip.conference import User as ConfUser
 from sip.errors import CodecError
@@ -164,8 +164,8 @@ class Conference:
     def handlers(self, leg: Leg) -> dict[str, Handler]:
         """The in-dialog request handlers of a member's INVITE dialog (REFER, SUBSCRIBE)."""
         return {
-            "REFER": partial(self._on_refer, leg),
-            "SUBSCRIBE": partial(self._on_dialog_subscribe, leg),
+            "REFER": Bound(self._on_refer, leg),
+            "SUBSCRIBE": Bound(self._on_dialog_subscribe, leg),
         }
 
     def hook(self, leg: Leg) -> None:
@@ -173,7 +173,7 @@ class Conference:
         assert leg.session is not None
         for method, handler in self.handlers(leg).items():
             leg.session.on_request(method, handler)
-        leg.session.on_ended = partial(self._on_ended, leg)
+        leg.session.on_ended = Bound(self._on_ended, leg)
 
     def _on_ended(self, leg: Leg, session: InviteSession) -> None:
         if leg.session is not session or leg.member.status is not MemberStatus.CONNECTED:
@@ -359,7 +359,12 @@ class Conference:
 
         task = asyncio.get_running_loop().create_task(run())
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not self._tasks:  # a set keeps its grown table after discards: start small again
+            self._tasks = set()
 
     async def drain(self) -> None:
         """Waits for the background work of this conference (tests, shutdown)."""

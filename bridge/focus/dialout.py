@@ -19,13 +19,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
 from typing import TYPE_CHECKING
 
 from bridge.focus import wire
 from bridge.focus.members import Member, MemberEvent, MemberStatus
 from bridge.focus.store import ConferenceStore, DialogRecord
-from sip import rcs
+from sip import rcs, sdp
+from sip.callback import Bound
 from sip.dialog import Dialog
 from sip.errors import CodecError, MSRPError, ProtocolError, SIPError
 from sip.msrp import MSRPSession, MSRPStack
@@ -142,6 +142,9 @@ async def dial_out(conf: Conference, leg: Leg) -> None:
     assert session is not None
     leg.session = session
     leg.call = None  # the dialog is up: the INVITE, its answer and transaction can go
+    # a refresh re-INVITE is answered with the SDP alone (RFC 3264 §8), so the session keeps
+    # that, not the multipart offer with the participant list (docs/group-chat.md "Memory")
+    session.local_body, session.content_type = sdp_body, sdp.CONTENT_TYPE
     conf.hook(leg)
     try:
         answered = wire.parse_offer(response.body, response.get("Content-Type"))
@@ -168,7 +171,7 @@ async def bind(
     """Binds the leg's MSRP session (RFC 4975 §5.4; an msrps peer checked against its SDP
     ``fingerprint``, RFC 4975 §14); a failure BYEs and fails the member."""
     assert leg.msrp is not None
-    leg.msrp.on_event = partial(conf.on_msrp, leg)
+    leg.msrp.on_event = Bound(conf.on_msrp, leg)
     try:
         await leg.msrp.start(
             remote_path, active, timeout=conf.ctx.bind_timeout, fingerprint=fingerprint

@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Callable, Coroutine
-from functools import partial
+from functools import lru_cache
 from typing import Any
 
 from bridge.chat.model import Participant, ParticipantStatus
 from bridge.ids import UserUri
 from sip import conference, rcs
+from sip.callback import Bound
 from sip.conference_view import ConferenceView, participant_status
 from sip.errors import CodecError, ProtocolError
 from sip.flag import Flag, when_any
@@ -59,11 +61,22 @@ Report = Callable[[tuple[Participant, ...], bool], None]
 Spawn = Callable[[Coroutine[Any, Any, object]], None]
 
 
+SHARED_PARTICIPANTS = 8192
+"""Recent distinct participants whose one copy the members' sessions share: the members of
+a group are told the same changes (docs/group-chat.md, "Memory")."""
+
+
 def _key(entity: str) -> str:
     try:
-        return rcs.normalize_user(entity)
+        return sys.intern(rcs.normalize_user(entity))
     except ValueError:
         return entity
+
+
+@lru_cache(maxsize=SHARED_PARTICIPANTS)
+def _shared(participant: Participant) -> Participant:
+    """The first equal participant of the recent ones (frozen values: sharing is safe)."""
+    return participant
 
 
 def participant_of(user: conference.User) -> Participant | None:
@@ -71,11 +84,13 @@ def participant_of(user: conference.User) -> Participant | None:
     status = participant_status(user)
     if status is None or user.entity is None:
         return None
-    return Participant(
-        address=UserUri(_key(user.entity)),
-        status=ParticipantStatus(status.value),
-        name=user.display_text,
-        is_originator=CHAIRMAN in user.roles,
+    return _shared(
+        Participant(
+            address=UserUri(_key(user.entity)),
+            status=ParticipantStatus(status.value),
+            name=user.display_text,
+            is_originator=CHAIRMAN in user.roles,
+        )
     )
 
 
@@ -176,7 +191,7 @@ class ConferenceWatch:
                 continue
             self.subscribes += 1
             self.subscription = sub
-            self._wake = when_any(partial(self._over, sub), sub.terminated, self._resync)
+            self._wake = when_any(Bound(self._over, sub), sub.terminated, self._resync)
             self._task = None  # done: a finished task is not kept either
             return
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from functools import partial
 from typing import TYPE_CHECKING
 
 from bridge.chat.model import Invitee, LegId, Participant, ParticipantStatus
@@ -46,6 +45,7 @@ from bridge.signalling import payload
 from bridge.signalling.conference import ConferenceWatch
 from bridge.signalling.legs import Leg, LegState
 from sip import rcs, resource_lists
+from sip.callback import Bound
 from sip.errors import CodecError, ProtocolError
 from sip.headers import NameAddr
 from sip.uri import SipURI
@@ -110,7 +110,7 @@ class GroupLegs:
         leg = Leg(leg_id, user, peer, outgoing=outgoing)
         leg.group = True
         leg.watch = ConferenceWatch(
-            self.a.sip, user, report=partial(self._changed, leg), spawn=self.a._spawn
+            self.a.sip, user, report=Bound(self._changed, leg), spawn=self.a._spawn
         )
         return leg
 

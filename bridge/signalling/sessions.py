@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from functools import partial
 from typing import Any
 
 from bridge.chat.model import LegId
@@ -36,6 +35,7 @@ from bridge.signalling.base import (
 from bridge.signalling.groups import REQUIRE, GroupLegs
 from bridge.signalling.legs import Leg, LegState
 from sip import cpim, rcs, sdp
+from sip.callback import Bound
 from sip.errors import CodecError, MSRPError, SIPError
 from sip.message import Request
 from sip.usage import IncomingInvite
@@ -146,8 +146,8 @@ class SessionLegs(SignallingBase):
             await session.bye()
             self._failed(leg, 0, "the focus's 2xx has no Contact")
             return
-        session.on_request("MESSAGE", partial(self._on_dialog_message, leg))
-        session.on_ended = partial(self._on_session_ended, leg)
+        session.on_request("MESSAGE", Bound(self._on_dialog_message, leg))
+        session.on_ended = Bound(self._on_session_ended, leg)
         try:
             answered = payload.split_invite_body(response.body, response.get("Content-Type"))
             leg.remote = answered.media
@@ -163,7 +163,7 @@ class SessionLegs(SignallingBase):
     async def _bind(self, leg: Leg, active: bool) -> None:
         """Bind MSRP (active: connect + empty SEND; passive: wait for the peer), then report."""
         assert leg.msrp is not None and leg.remote is not None
-        leg.msrp.on_event = partial(self._on_msrp, leg)
+        leg.msrp.on_event = Bound(self._on_msrp, leg)
         try:
             await leg.msrp.start(
                 " ".join(leg.remote.path),
@@ -401,7 +401,7 @@ class SessionLegs(SignallingBase):
                 sdp.CONTENT_TYPE,
                 headers=headers,
             )
-            record.session.on_request("MESSAGE", partial(self._on_dialog_message, record))
+            record.session.on_request("MESSAGE", Bound(self._on_dialog_message, record))
             # the dialog is up (the session retransmits its 2xx until the ACK): the INVITE,
             # its transaction and the parsed offer can go
             record.incoming = record.offer = None
@@ -413,7 +413,7 @@ class SessionLegs(SignallingBase):
             if not invite.answered:
                 invite.reject(500 if not isinstance(exc, CodecError) else 488)
             raise SignallingError(f"cannot accept {leg}: {exc}", status_of(exc)) from exc
-        record.session.on_ended = partial(self._on_session_ended, record)
+        record.session.on_ended = Bound(self._on_session_ended, record)
         self._spawn(self._bind(record, payload.answer_role(record.remote)))
 
     async def reject_session(self, leg: LegId, status: int) -> None:

@@ -31,6 +31,7 @@ import ipaddress
 import logging
 import socket
 import ssl
+import sys
 from collections.abc import Sequence
 
 from sip.auth import DigestClient
@@ -211,7 +212,8 @@ class MSRPStack:
     ) -> MSRPSession:
         """A new session with its local path (AUTH at the relay first if configured);
         ``tls``: an ``msrps://`` URI on the TLS listener (ValueError without TLS)."""
-        sid = SessionId(session_id or new_session_id())
+        sid = SessionId(sys.intern(session_id or new_session_id()))  # shared with the peer's
+        # parsed path when both ends are in this process (sip.msrp.uri.parse_uri)
         if sid in self._sessions:
             raise ValueError(f"MSRP session {sid} exists")
         if tls and self.tls is None:

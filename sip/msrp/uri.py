@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import NewType
@@ -92,11 +93,13 @@ def parse_uri(text: str) -> MSRPURI:
     transport = params[0]
     if not transport or not transport.replace("-", "").isalnum():
         raise CodecError(f"invalid MSRP URI transport: {text!r}")
+    # interned: on the embedded default both ends of a member's session parse each
+    # other's path in one process (docs/group-chat.md, "Memory")
     return MSRPURI(
-        host=m.group("host"),
+        host=sys.intern(m.group("host")),
         port=port,
-        session_id=SessionId(session) if session is not None else None,
-        transport=transport,
+        session_id=SessionId(sys.intern(session)) if session is not None else None,
+        transport=sys.intern(transport),
         scheme=m.group("scheme").lower(),
         user=m.group("user"),
         params=tuple(params[1:]),

@@ -15,7 +15,6 @@ from sip.message import Request, Response
 from sip.msrp import MessageReceived, MSRPSession, MSRPStack
 from sip.stack import SipStack
 from sip.subscription import ClientSubscription
-from sip.transaction import ServerTransaction
 from sip.usage import IncomingInvite, InviteSession
 
 PROFILE = rcs.Profile.CPM
@@ -215,16 +214,10 @@ class Participant:
     def _watch(self, session: InviteSession) -> None:
         """Records the Reason of a BYE from the focus (the session answers it itself)."""
         session.on_ended = self._ended
-        handle = session.handle_request
-
-        def recording(tx: ServerTransaction) -> None:
-            if tx.request.method == "BYE":
-                self.bye_reasons.append(tx.request.get("Reason") or "")
-            handle(tx)
-
-        session.handle_request = recording  # type: ignore[method-assign]
 
     def _ended(self, session: InviteSession) -> None:
+        if session.end_reason == "remote BYE":
+            self.bye_reasons.append(session.bye_reason or "")
         self.byes.append(session.end_reason)
         self._poke()
 

@@ -240,6 +240,19 @@ def test_view_follows_full_then_partial_sequence() -> None:
     assert view.version == 4 and len(view.users) == 3
 
 
+def test_views_of_one_conference_share_equal_users() -> None:
+    # every member's view holds the same <user>s: one copy of each, keys interned
+    first, _ = ConferenceView().apply(doc("kamailio_full.xml"))
+    second, _ = ConferenceView().apply(doc("kamailio_full.xml"))
+    first, _ = first.apply(doc("rcs_partial_v2_joined.xml"))
+    second, _ = second.apply(doc("rcs_partial_v2_joined.xml"))
+    assert first.users == second.users
+    for key, user in first.users.items():
+        assert second.users[key] is user
+        (other_key,) = (k for k in second.users if k == key)
+        assert other_key is key
+
+
 def test_view_stale_and_gap() -> None:
     view, _ = ConferenceView().apply(doc("kamailio_full.xml"))
     same, update = view.apply(doc("kamailio_full.xml"))
