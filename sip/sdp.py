@@ -28,6 +28,7 @@ MSRP rules (docs/protocol-mapping.md "SDP and MSRP"):
 from __future__ import annotations
 
 import enum
+import secrets
 from dataclasses import dataclass, field, replace
 
 from sip.errors import CodecError
@@ -439,6 +440,28 @@ def is_active(local: Setup | None, *, offerer: bool) -> bool:
     if local is Setup.ACTPASS:
         raise CodecError("sdp: actpass is not a negotiated role")
     return local is Setup.ACTIVE
+
+
+def answerer_active(offered: MSRPMedia) -> bool:
+    """Tells whether we, answering ``offered``, open the MSRP connection (RFC 6135 §4.2:
+    active to ``actpass``)."""
+    return answer_setup(offered.setup) is Setup.ACTIVE
+
+
+def offerer_active(answered: MSRPMedia) -> bool:
+    """Tells whether we, having offered ``actpass``, open the MSRP connection (RFC 6135 §4.2).
+
+    An answer without ``a=setup`` leaves the offerer active (RFC 4975 §5.4); an answer that
+    still says ``actpass`` or ``holdconn`` raises CodecError.
+    """
+    if answered.setup in (Setup.ACTPASS, Setup.HOLDCONN):
+        raise CodecError(f"sdp: the answer says {answered.setup.value}")
+    return answered.setup is not Setup.ACTIVE
+
+
+def new_origin_id() -> str:
+    """A fresh numeric ``o=`` session id (RFC 8866 §5.2)."""
+    return str(secrets.randbelow(10**12) + 1)
 
 
 def _msrp_section(

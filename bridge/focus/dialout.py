@@ -148,7 +148,7 @@ async def dial_out(conf: Conference, leg: Leg) -> None:
     conf.hook(leg)
     try:
         answered = wire.parse_offer(response.body, response.get("Content-Type"))
-        active = wire.offerer_active(answered.media)
+        active = sdp.offerer_active(answered.media)
     except CodecError as exc:
         await session.bye()
         fail(conf, leg, 488, f"unusable SDP answer: {exc}")

@@ -20,7 +20,7 @@ from bridge.focus.conference import Conference
 from bridge.focus.dialout import GONE, FocusContext
 from bridge.focus.members import Member
 from bridge.focus.store import ConferenceStore, MemberRecord
-from sip import rcs
+from sip import rcs, sdp
 from sip.dialog import Dialog, DialogError, DialogId
 from sip.errors import CodecError, ProtocolError
 from sip.message import Request
@@ -173,7 +173,7 @@ class ConferenceFocus:
                 msrp.path_attribute,
                 msrp.fingerprint,
             )
-            active = wire.answerer_active(offer.media)
+            active = sdp.answerer_active(offer.media)
         except CodecError as exc:
             await msrp.close()
             incoming.respond(488, f"Not acceptable: {exc}")

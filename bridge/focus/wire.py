@@ -76,10 +76,6 @@ def parse_offer(body: bytes, content_type: str | None) -> Offer:
     return Offer(description, sdp.msrp_media(description), entries)
 
 
-def _session_id() -> str:
-    return str(secrets.randbelow(10**12) + 1)
-
-
 def offer(address: str, port: int, path: str) -> bytes:
     """The focus's MSRP offer for a dial-out: ``actpass`` (RFC 6135 §4.2)."""
     return sdp.serialize(
@@ -89,7 +85,7 @@ def offer(address: str, port: int, path: str) -> bytes:
             path=tuple(path.split()),
             accept_types=ACCEPT_TYPES,
             accept_wrapped_types=ACCEPT_WRAPPED_TYPES,
-            session_id=_session_id(),
+            session_id=sdp.new_origin_id(),
         )
     )
 
@@ -111,22 +107,10 @@ def answer(
             path=tuple(path.split()),
             accept_types=ACCEPT_TYPES,
             accept_wrapped_types=ACCEPT_WRAPPED_TYPES,
-            session_id=_session_id(),
+            session_id=sdp.new_origin_id(),
             fingerprint=fingerprint,
         )
     )
-
-
-def answerer_active(remote: sdp.MSRPMedia) -> bool:
-    """Tells whether the focus, answering ``remote``, opens the MSRP connection."""
-    return sdp.answer_setup(remote.setup) is sdp.Setup.ACTIVE
-
-
-def offerer_active(answered: sdp.MSRPMedia) -> bool:
-    """Tells whether the focus, having offered ``actpass``, opens the connection."""
-    if answered.setup in (sdp.Setup.ACTPASS, sdp.Setup.HOLDCONN):
-        raise CodecError(f"sdp: the answer says {answered.setup.value}")
-    return answered.setup is not sdp.Setup.ACTIVE
 
 
 def participant_list(entries: Iterable[tuple[str, str | None]]) -> bytes:

@@ -61,11 +61,6 @@ _REPORTS = {
 }
 
 
-def new_sdp_session_id() -> str:
-    """A fresh numeric ``o=`` session id."""
-    return str(secrets.randbelow(10**12) + 1)
-
-
 # --- SDP -------------------------------------------------------------------------------
 
 
@@ -79,7 +74,7 @@ def offer(address: str, port: int, path: str, fingerprint: str | None = None) ->
         path=tuple(path.split()),
         accept_types=ACCEPT_TYPES,
         accept_wrapped_types=ACCEPT_WRAPPED_TYPES,
-        session_id=new_sdp_session_id(),
+        session_id=sdp.new_origin_id(),
         tls=fingerprint is not None,
         fingerprint=fingerprint,
     )
@@ -102,25 +97,10 @@ def answer(
         path=tuple(path.split()),
         accept_types=ACCEPT_TYPES,
         accept_wrapped_types=ACCEPT_WRAPPED_TYPES,
-        session_id=new_sdp_session_id(),
+        session_id=sdp.new_origin_id(),
         fingerprint=fingerprint,
     )
     return sdp.serialize(desc)
-
-
-def answer_role(remote: sdp.MSRPMedia) -> bool:
-    """Tells whether we are the active side when answering ``remote``."""
-    return sdp.answer_setup(remote.setup) is sdp.Setup.ACTIVE
-
-
-def offerer_role(answered: sdp.MSRPMedia) -> bool:
-    """Tells whether we, having offered ``actpass``, are the active side (RFC 6135 §4.2).
-
-    An answer without ``a=setup`` leaves the offerer active (RFC 4975 §5.4).
-    """
-    if answered.setup in (sdp.Setup.ACTPASS, sdp.Setup.HOLDCONN):
-        raise CodecError(f"sdp: the answer says {answered.setup.value}")
-    return answered.setup is not sdp.Setup.ACTIVE
 
 
 def invite_body(

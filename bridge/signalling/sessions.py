@@ -151,7 +151,7 @@ class SessionLegs(SignallingBase):
         try:
             answered = payload.split_invite_body(response.body, response.get("Content-Type"))
             leg.remote = answered.media
-            active = payload.offerer_role(answered.media)
+            active = sdp.offerer_active(answered.media)
         except CodecError as exc:
             log.warning("x unusable SDP answer on %s: %s", leg.id, exc)
             await session.bye()
@@ -414,7 +414,7 @@ class SessionLegs(SignallingBase):
                 invite.reject(500 if not isinstance(exc, CodecError) else 488)
             raise SignallingError(f"cannot accept {leg}: {exc}", status_of(exc)) from exc
         record.session.on_ended = Bound(self._on_session_ended, record)
-        self._spawn(self._bind(record, payload.answer_role(record.remote)))
+        self._spawn(self._bind(record, sdp.answerer_active(record.remote)))
 
     async def reject_session(self, leg: LegId, status: int) -> None:
         """Answer an incoming invitation with ``status`` (486 decline, 480, 603 ...)."""

@@ -45,19 +45,19 @@ def test_offer_is_actpass_with_our_path_and_types() -> None:
 
 @pytest.mark.parametrize(("setup", "active"), [("active", False), ("passive", True), (None, True)])
 def test_offerer_role(setup: str | None, active: bool) -> None:
-    assert payload.offerer_role(media(setup)) is active
+    assert sdp.offerer_active(media(setup)) is active
 
 
 def test_offerer_role_refuses_actpass_answer() -> None:
     with pytest.raises(CodecError):
-        payload.offerer_role(media("actpass"))
+        sdp.offerer_active(media("actpass"))
 
 
 @pytest.mark.parametrize(
     ("setup", "active"), [("actpass", True), ("passive", True), ("active", False), (None, False)]
 )
 def test_answer_role(setup: str | None, active: bool) -> None:
-    assert payload.answer_role(media(setup)) is active
+    assert sdp.answerer_active(media(setup)) is active
 
 
 def test_answer_to_actpass_is_active_on_port_9() -> None:
