@@ -47,7 +47,8 @@ system trust store) for outgoing connections (sip.tls builds both from the setti
 name checked in the peer's certificate is the host of the URI we resolved (RFC 5922 §4).
 A ``sips:`` URI, ``transport=tcp`` or not, is reached over TLS (RFC 3261 §26.2.2, RFC 5630
 §3.1.3), and an out-of-dialog ``sips:`` request is refused (503) when the next hop is not
-TLS. A peer whose certificate is refused gets one warning line: who and why.
+TLS. A peer whose certificate is refused gets one warning line: who and why; on the TLS
+listener too (``sip.tlslistener``: a client refused by, or refusing, the handshake).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ from sip.message import (
 )
 from sip.ratelog import RateLimitedLog
 from sip.tls import describe_refusal
+from sip.tlslistener import TLSListener
 from sip.uri import SipURI, TelURI, format_host, parse_uri
 
 __all__ = ["Connection", "Source", "Target", "TransportLayer"]
@@ -346,7 +348,7 @@ class TransportLayer:
         self.connect_timeout = connect_timeout
         self.max_body_size = current().sip_body_size if max_body_size is None else max_body_size
         self._udp: _UDPProtocol | None = None
-        self._servers: dict[str, asyncio.Server] = {}
+        self._servers: dict[str, asyncio.Server | TLSListener] = {}
         self._ports: dict[str, int] = {}
         self.tls_client = tls_client
         self._connections: dict[tuple[str, str, int], Connection] = {}
@@ -421,15 +423,25 @@ class TransportLayer:
             )
             self._udp = proto
             bound = proto.local
-        elif transport in ("tcp", "tls"):
-            if transport == "tls":
-                if ssl is None:
-                    raise ValueError("TLS needs an ssl.SSLContext")
+        elif transport == "tcp":
             server = await loop.create_server(
-                lambda: Connection(self, transport, outgoing=False), self.host, port, ssl=ssl
+                lambda: Connection(self, transport, outgoing=False), self.host, port
             )
             self._servers[transport] = server
             bound = server.sockets[0].getsockname()[:2]
+        elif transport == "tls":
+            if ssl is None:
+                raise ValueError("TLS needs an ssl.SSLContext")
+            listener = await TLSListener.start(  # logs refused handshakes (sip.tlslistener)
+                lambda: Connection(self, "tls", outgoing=False),
+                self.host,
+                port,
+                ssl,
+                name="SIP",
+                logger=log,
+            )
+            self._servers[transport] = listener
+            bound = listener.sockets[0].getsockname()[:2]
         else:
             raise ValueError(f"unknown transport: {transport}")
         self._ports[transport] = int(bound[1])

@@ -21,7 +21,8 @@
 # MSRP over TLS (RFC 4975 §14): with ``tls`` (sip.msrp.tls.MSRPTLS) a second listener
 # takes TLS on its own port; ``create_session(tls=True)`` gives an ``msrps://`` URI on it,
 # and ``msrps`` URIs are dialled over TLS, the peer checked against the SDP fingerprint
-# or the CAs (sip.msrp.tls) before any frame is sent.
+# or the CAs (sip.msrp.tls) before any frame is sent. The TLS listener (sip.tlslistener)
+# logs the handshakes it refuses: one warning line naming the peer and the reason.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from sip.msrp.session_handle import MSRPSession
 from sip.msrp.tls import MSRPTLS
 from sip.msrp.uri import MSRPURI, SessionId, serialize_path
 from sip.tls import describe_refusal
+from sip.tlslistener import TLSListener
 
 __all__ = ["MSRPStack"]
 
@@ -98,7 +100,7 @@ class MSRPStack:
         self.counters: MSRPCounters = counters or NoMSRPCounters()
         """Counts frames, bytes and errors of every connection (``sip.counters``)."""
         self.tls = tls
-        self._tls_server: asyncio.Server | None = None
+        self._tls_server: TLSListener | None = None
         self._tls_port = tls.port if tls is not None else 0
         self._tls_verified: dict[tuple[str, int], bool] = {}  # outbound msrps: chain checked
         self.advertised_host = advertised_host or host
@@ -167,8 +169,13 @@ class MSRPStack:
         log.info("MSRP listening on %s:%d", self.host, self._port)
         if self.tls is not None:
             try:
-                self._tls_server = await self._loop.create_server(
-                    lambda: Link(self, None), self.host, self._tls_port, ssl=self.tls.server
+                self._tls_server = await TLSListener.start(  # logs refused handshakes
+                    lambda: Link(self, None),
+                    self.host,
+                    self._tls_port,
+                    self.tls.server,
+                    name="MSRP",
+                    logger=log,
                 )
             except BaseException:
                 self._server.close()
