@@ -351,6 +351,16 @@ class DeliveryService:
         async with self._writer.transaction() as session:
             yield session
 
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncSession]:
+        """A read; on in-memory SQLite (one shared connection) in turn with the writes."""
+        if self._write_lock is not None and self.database.url.database in (None, "", ":memory:"):
+            async with self._write_lock, self.database.sessions() as session:
+                yield session
+            return
+        async with self.database.sessions() as session:
+            yield session
+
     # --- the Notifier port ----------------------------------------------------
 
     async def publish(
@@ -1256,7 +1266,7 @@ class DeliveryService:
                     if got.items:
                         return got.items
                 else:
-                    async with self.database.sessions() as session:
+                    async with self._read() as session:
                         got = await channels.claim_channel_head(
                             session,
                             channel.id,
