@@ -395,6 +395,12 @@ class Settings(BaseSettings):
     instance_heartbeat: float = Field(10.0, gt=0)
     """Seconds between two heartbeats of this instance on PostgreSQL (``instances.heartbeat_at``;
     each one also checks the connection holding the instance's liveness lock)."""
+    channel_recheck_interval: float = Field(30.0, gt=0)
+    """Seconds between two safety re-checks (reads) of the store by an idle long poll of a
+    Notification Channel. A poll is woken at once by whatever queues for its channel (in
+    this process, and on PostgreSQL by any instance through ``LISTEN/NOTIFY``); while the
+    PostgreSQL listening connection is down it re-checks every
+    ``notification_poll_interval`` instead (docs/several-instances.md)."""
 
     @field_validator("server_root")
     @classmethod

@@ -57,15 +57,19 @@ deadline, so the last try happens at the maximum age. Responses other than
 2xx (3xx included: redirects are not followed) count as failures.
 
 Channels (OMA NotificationChannel v1.0): :meth:`DeliveryService.hand_out` waits for the channel's
-queue; it is woken by :meth:`wake` for the notifications just committed, and
-re-checks the store every poll interval so another instance's writes are seen
-too. The items it yields stay queued (claimed) until the caller has written
-its response; a failed write hands them back, in place, for the next poll
-(the handler writes with ``write_eof`` inside :meth:`hand_out`). A
-new poll on the same channel answers the previous one empty. Expired channels
-are swept here, with their queues and the subscriptions that target their
-callbackURL. Channel items older than the maximum age are dropped as well, so
-an abandoned channel cannot grow without bound.
+queue; it is woken by :meth:`wake` for the notifications just committed here
+and, on PostgreSQL, by ``state.listen.ChannelListener`` for those another
+instance committed (``NOTIFY`` in the queueing transaction). Unwoken, it looks
+again only every ``channel_recheck_interval`` (every poll interval while the
+listener's connection is down), and those looks are reads: an idle poll writes
+nothing, it claims (a write) only what it has seen queued. The items it
+yields stay queued (claimed) until the caller has written its response; a
+failed write hands them back, in place, for the next poll (the handler
+writes with ``write_eof`` inside :meth:`hand_out`). A new poll on the
+same channel answers the previous one empty. Expired channels are swept
+here, with their queues and the subscriptions that target their callbackURL.
+Channel items older than the maximum age are dropped as well, so an
+abandoned channel cannot grow without bound.
 
 A notification whose ``notify_url`` lies under this server's own channel URL
 space but matches no live channel (it was deleted or expired) is dropped at
@@ -101,6 +105,7 @@ from rest.http_client import NotifyClient, NotifyError, NotifyRefused
 from rest.notify_policy import NotifyPolicy
 from state import channels, outbox, repository
 from state.db import Database
+from state.listen import ChannelListener
 from state.writer import SQLiteWriter
 
 log = logging.getLogger(__name__)
@@ -240,6 +245,7 @@ class DeliveryService:
         *,
         own_channel_prefix: str | None = None,
         poll_interval: float | None = None,
+        recheck_interval: float | None = None,
         concurrency: int | None = None,
         batch_size: int = BATCH_SIZE,
         clock: Callable[[], datetime] = outbox.utcnow,
@@ -314,6 +320,12 @@ class DeliveryService:
         self._watchdog: asyncio.TimerHandle | None = None
         self._queued: set[str] = set()
         """Lanes whose claimed batch waits in its destination's queue."""
+        self.recheck_interval = (
+            settings.channel_recheck_interval if recheck_interval is None else recheck_interval
+        )
+        """Seconds between two safety re-checks of an idle long poll (:attr:`_recheck`)."""
+        self._listener: ChannelListener | None = None
+        """PostgreSQL: wakes the polls of the channels other instances queue for."""
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncSession]:
@@ -337,6 +349,16 @@ class DeliveryService:
         if self._writer is None:
             self._writer = SQLiteWriter(self.database.url, self._write_lock, name="delivery")
         async with self._writer.transaction() as session:
+            yield session
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncSession]:
+        """A read; on in-memory SQLite (one shared connection) in turn with the writes."""
+        if self._write_lock is not None and self.database.url.database in (None, "", ":memory:"):
+            async with self._write_lock, self.database.sessions() as session:
+                yield session
+            return
+        async with self.database.sessions() as session:
             yield session
 
     # --- the Notifier port ----------------------------------------------------
@@ -514,8 +536,7 @@ class DeliveryService:
                 self._due.add(n.subscription_id)
                 self._wakeup.set()
         if not queued:
-            for poll in self._polls.values():
-                poll.event.set()
+            self._wake_polls()
             return
         for n in queued:
             if n.channel_id is not None:
@@ -551,6 +572,9 @@ class DeliveryService:
             user_agent=USER_AGENT,
         )
         self._scheduler = asyncio.create_task(self._schedule(), name="notification-scheduler")
+        if not self.database.is_sqlite:  # several instances: wake on their queueing too
+            self._listener = ChannelListener(self.database, self._wake_poll, self._wake_polls)
+            await self._listener.start()
         log.info("- notification delivery started as %s", self.owner)
 
     async def stop(self) -> None:
@@ -567,6 +591,9 @@ class DeliveryService:
             await asyncio.wait([self._publisher], timeout=STOP_GRACE)
         self._stopping = True
         self._wakeup.set()
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
         if self._settle_timer is not None:
             self._settle_timer.cancel()
             self._settle_timer = None
@@ -1200,6 +1227,12 @@ class DeliveryService:
     async def _wait_for_items(
         self, channel: channels.Channel, timeout: float, client_gone: Callable[[], bool]
     ) -> list[Notification] | None:
+        """Wait for the channel's items; claim them (a write) only when there are some.
+
+        Woken (something was queued here, or announced by another instance), the
+        poll claims at once; otherwise (its first look, a safety re-check) it
+        first reads whether anything is there, so an idle poll writes nothing.
+        """
         previous = self._polls.get(channel.id)
         if previous is not None:
             previous.superseded = True
@@ -1209,45 +1242,83 @@ class DeliveryService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         checked = False
+        woken = False
         try:
             while True:
                 poll.event.clear()
                 if poll.superseded or self._draining or client_gone():
                     return []
                 now = self.clock()
-                async with self._write() as session:
-                    items = await channels.claim_channel_items(
-                        session,
-                        channel.id,
-                        owner=self.owner,
-                        now=now,
-                        until=now + timedelta(seconds=self._claim_seconds()),
-                        limit=channel.max_notifications,
-                        gone=self._handed,
-                    )
-                    if (
-                        not items
-                        and checked
-                        and not await channels.channel_alive(session, channel.id, now=now)
-                    ):
-                        return None
+                if woken:
+                    async with self._write() as session:
+                        got = await channels.claim_channel_head(
+                            session,
+                            channel.id,
+                            owner=self.owner,
+                            now=now,
+                            until=now + timedelta(seconds=self._claim_seconds()),
+                            limit=channel.max_notifications,
+                            gone=self._handed,
+                        )
+                        if not got.items and got.held_until is None and checked:
+                            if not await channels.channel_alive(session, channel.id, now=now):
+                                return None
+                    if got.items:
+                        return got.items
+                else:
+                    async with self._read() as session:
+                        got = await channels.claim_channel_head(
+                            session,
+                            channel.id,
+                            owner=self.owner,
+                            now=now,
+                            until=now,
+                            limit=1,
+                            gone=self._handed,
+                            peek=True,
+                        )
+                        if not got.ready and got.held_until is None and checked:
+                            if not await channels.channel_alive(session, channel.id, now=now):
+                                return None
+                    if got.ready:
+                        woken = True
+                        continue
                 checked = True  # the caller has just found it alive
-                if items:
-                    return items
                 to_expiry = (channel.expires_at - now).total_seconds() - POLL_EXPIRY_MARGIN
                 left = min(deadline - loop.time(), to_expiry)
                 if left <= 0:
                     return [] if channel.expires_at > self.clock() else None
+                wait = self._recheck
+                if got.held_until is not None:  # a hand-out elsewhere, or a dead owner's claim
+                    wait = min(wait, max(0.0, (got.held_until - now).total_seconds()) + 0.01)
                 try:
-                    await asyncio.wait_for(poll.event.wait(), timeout=min(left, self.poll_interval))
+                    await asyncio.wait_for(poll.event.wait(), timeout=min(left, wait))
+                    woken = True
                 except TimeoutError:
-                    pass
+                    woken = False
         finally:
             if self._polls.get(channel.id) is poll:
                 del self._polls[channel.id]
 
+    @property
+    def _recheck(self) -> float:
+        """Seconds an idle poll waits before it looks at the store again unwoken.
+
+        Every queueing wakes the poll: in this process through :meth:`wake` (the
+        only process on SQLite), from other instances through the PostgreSQL
+        listener. Only while that listener is down does the poll look every
+        ``poll_interval``; the re-check is a read either way.
+        """
+        if self._listener is not None and not self._listener.listening:
+            return self.poll_interval
+        return self.recheck_interval
+
     def _wake_poll(self, channel_id: str) -> None:
         if poll := self._polls.get(channel_id):
+            poll.event.set()
+
+    def _wake_polls(self) -> None:
+        for poll in self._polls.values():
             poll.event.set()
 
     def channel_gone(self, channel_id: str) -> None:
@@ -1285,6 +1356,7 @@ class _InlineRound:
         self._settled: list[int] = []
         self._batches: list[outbox.LaneBatch] = []
         self._held = 0.0
+        self._channels: set[str] = set()
 
     async def run(self, session: AsyncSession, made: Sequence[Notification]) -> None:
         svc = self._service
@@ -1294,6 +1366,8 @@ class _InlineRound:
         for n in made:
             if n.channel_id is None:
                 lanes.setdefault(n.subscription_id, []).append(n)
+            else:
+                self._channels.add(n.channel_id)
         free = svc._free_slots()
         if not lanes or free <= 0:
             return
@@ -1313,6 +1387,8 @@ class _InlineRound:
 
     def committed(self) -> None:
         svc = self._service
+        for channel_id in self._channels:  # even if the unit that queued it is gone
+            svc._wake_poll(channel_id)
         svc._handed.difference_update(self._settled)
         if len(svc._inline) > INLINE_MEMORY:  # ids whose wake never came (a cancelled unit)
             svc._inline.clear()

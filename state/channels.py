@@ -211,6 +211,17 @@ async def _delete_subscriptions(session: AsyncSession, channel: Channel) -> int:
     )
 
 
+@dataclass(frozen=True)
+class ChannelClaim:
+    """What :func:`claim_channel_head` took, and until when someone else holds the head."""
+
+    items: list[Notification]
+    held_until: datetime | None = None
+    """Set when nothing was taken because the head is claimed (a hand-out in progress)."""
+    ready: bool = False
+    """``peek``: a free item is queued (nothing was taken)."""
+
+
 async def claim_channel_items(
     session: AsyncSession,
     channel_id: str,
@@ -228,21 +239,50 @@ async def claim_channel_items(
     is taken from an expired channel either. Rows in ``gone`` (handed out by
     the caller, not deleted yet) count as no longer queued.
     """
+    claim = await claim_channel_head(
+        session, channel_id, owner=owner, now=now, until=until, limit=limit, gone=gone
+    )
+    return claim.items
+
+
+async def claim_channel_head(
+    session: AsyncSession,
+    channel_id: str,
+    *,
+    owner: str,
+    now: datetime,
+    until: datetime,
+    limit: int,
+    gone: Collection[int] = (),
+    peek: bool = False,
+) -> ChannelClaim:
+    """:func:`claim_channel_items`, also telling until when a claimed head is held.
+
+    ``peek``: claim nothing, write nothing (a read-only transaction will do);
+    ``ready`` tells whether a free item is queued.
+    """
     conn = await session.connection()
     rows = (
         await conn.execute(
             _CHANNEL_HEAD,
-            {"channel_id": channel_id, "now": now, "limit": limit, "gone": list(gone)},
+            {
+                "channel_id": channel_id,
+                "now": now,
+                "limit": 1 if peek else limit,
+                "gone": list(gone),
+            },
         )
     ).all()
     wanted: list[int] = []
     for ident, claimed_until in rows:
         if claimed_until is not None and aware(claimed_until) > now:
+            if not wanted:
+                return ChannelClaim([], held_until=aware(claimed_until))
             break
         wanted.append(ident)
-    if not wanted:
-        return []
-    return await claim_prefix(session, wanted, owner=owner, now=now, until=until)
+    if not wanted or peek:
+        return ChannelClaim([], ready=bool(wanted))
+    return ChannelClaim(await claim_prefix(session, wanted, owner=owner, now=now, until=until))
 
 
 async def take_from_channel(

@@ -77,6 +77,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from bridge.ids import ChannelId, NotificationId, SubscriptionId, UserUri
 from bridge.ports import JSONObject, Notification
 from state.db import Base, Database, aware
+from state.listen import CHANNEL_EVENTS
 
 USER_URI_LEN = 512
 URL_LEN = 2048
@@ -457,6 +458,8 @@ async def enqueue(
     stored = values["body"]
     conn = await session.connection()
     row = (await conn.execute(_ENQUEUE, values)).one()
+    if row.channel_id is not None:
+        await announce(session, [row.channel_id])
     return Notification(
         id=NotificationId(row.id),
         user=user,
@@ -467,6 +470,27 @@ async def enqueue(
         created_at=now,
         channel_id=None if row.channel_id is None else ChannelId(row.channel_id),
     )
+
+
+async def announce(session: AsyncSession, channel_ids: Collection[str]) -> None:
+    """PostgreSQL: ``NOTIFY`` each channel's id on ``state.listen.CHANNEL_EVENTS``.
+
+    Inside the transaction that queued the items, so it is sent on commit only
+    (several instances: the long poll of that channel, wherever it waits, wakes).
+    Nothing on SQLite: one process, whose writers wake its polls themselves.
+    """
+    if not channel_ids or session.get_bind().dialect.name != "postgresql":
+        return
+    conn = await session.connection()
+    for channel_id in sorted(set(channel_ids)):
+        await conn.execute(_ANNOUNCE, {"events": CHANNEL_EVENTS, "channel": channel_id})
+
+
+_ANNOUNCE = sa.select(
+    sa.func.pg_notify(
+        sa.bindparam("events", type_=sa.String), sa.bindparam("channel", type_=sa.String)
+    )
+)
 
 
 def _document_bytes(root: str, body_json: str) -> bytes:
@@ -597,6 +621,7 @@ async def enqueue_many(
         sa.insert(_T).returning(_T.c.id, sort_by_parameter_order=True), rows
     )
     ids = list(result.scalars())
+    await announce(session, [c for c in routed if c is not None])
     return [
         Notification(
             id=NotificationId(ident),
