@@ -8,6 +8,8 @@ Public API::
         admission.admit(host) -> bool     False: over the cap, close the connection at once
         admission.release(host)           when an admitted connection closes
         admission.refused                 connections refused so far
+    await open_own(host, port, factory, own_ports, ssl=None, server_hostname=None)
+                                          connect from a port known as ours before it connects
 
 Design notes
 ------------
@@ -26,12 +28,16 @@ counted and logged once per ``LOG_INTERVAL``, not once per connection.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import socket
+import ssl as ssl_module
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 __all__ = ["LOG_INTERVAL", "Admission", "ConnectionLimits", "bound_socket"]
 
@@ -112,3 +118,43 @@ def bound_socket(host: str) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+class _Closing(Protocol):
+    closed: asyncio.Future[None]
+
+
+P = TypeVar("P", bound=_Closing)
+
+
+async def open_own(
+    host: str,
+    port: int,
+    factory: Callable[[], P],
+    own_ports: set[int],
+    *,
+    ssl: ssl_module.SSLContext | None = None,
+    server_hostname: str | None = None,
+) -> tuple[asyncio.BaseTransport, P]:
+    """Connects to ``host`` (an IP address) from a port bound first and kept in ``own_ports``
+    while the connection lives, so that our own listener knows the connection as ours
+    (exempt from the caps) the moment it accepts it (the embedded default talks to itself)."""
+    loop = asyncio.get_running_loop()
+    sock = bound_socket(host)
+    local = int(sock.getsockname()[1])
+    own_ports.add(local)
+    try:
+        await loop.sock_connect(sock, (host, port))
+        # P is one of the transports' asyncio protocols, each with its ``closed`` future
+        transport, proto = await loop.create_connection(  # type: ignore[type-var]
+            factory,
+            sock=sock,
+            ssl=ssl,
+            server_hostname=server_hostname,
+        )
+    except BaseException:
+        own_ports.discard(local)
+        sock.close()
+        raise
+    proto.closed.add_done_callback(lambda _f: own_ports.discard(local))
+    return transport, proto

@@ -62,7 +62,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import cast
 
-from sip.connlimits import Admission, ConnectionLimits, bound_socket
+from sip.connlimits import Admission, ConnectionLimits, open_own
 from sip.counters import NoSipCounters, SipCounters
 from sip.errors import CodecError, SIPError
 from sip.headers import parse_name_addr, split_list
@@ -683,24 +683,14 @@ class TransportLayer:
     ) -> tuple[asyncio.BaseTransport, Connection]:
         """Connects from a port bound first, so that our own listener knows the connection
         as ours (exempt from caps) the moment it accepts it."""
-        loop = asyncio.get_running_loop()
-        sock = bound_socket(target.host)
-        port = int(sock.getsockname()[1])
-        self._own_ports.add(port)
-        try:
-            await loop.sock_connect(sock, (target.host, target.port))
-            _, proto = await loop.create_connection(
-                lambda: Connection(self, target.transport, outgoing=True),
-                sock=sock,
-                ssl=ssl,
-                server_hostname=(target.server_name or target.host) if ssl is not None else None,
-            )
-        except BaseException:
-            self._own_ports.discard(port)
-            sock.close()
-            raise
-        proto.closed.add_done_callback(lambda _f: self._own_ports.discard(port))
-        return _, proto
+        return await open_own(
+            target.host,
+            target.port,
+            lambda: Connection(self, target.transport, outgoing=True),
+            self._own_ports,
+            ssl=ssl,
+            server_hostname=(target.server_name or target.host) if ssl is not None else None,
+        )
 
     async def send_response(self, response: Response, source: Source | None = None) -> None:
         """Sends a response where RFC 3261 §18.2.2 / RFC 3581 §4 say: the request's

@@ -36,7 +36,7 @@ import sys
 from collections.abc import Sequence
 
 from sip.auth import DigestClient
-from sip.connlimits import Admission, ConnectionLimits, bound_socket
+from sip.connlimits import Admission, ConnectionLimits, open_own
 from sip.counters import MSRPCounters, NoMSRPCounters
 from sip.errors import MSRPError
 from sip.limits import current
@@ -327,23 +327,14 @@ class MSRPStack:
         except ValueError:
             infos = await self._loop.getaddrinfo(host, key[1], type=socket.SOCK_STREAM)
             host = str(infos[0][4][0])
-        sock = bound_socket(host)
-        port = int(sock.getsockname()[1])
-        self._own_ports.add(port)
-        try:
-            await self._loop.sock_connect(sock, (host, key[1]))
-            transport, link = await self._loop.create_connection(
-                lambda: Link(self, key),
-                sock=sock,
-                ssl=context,
-                server_hostname=key[0] if context is not None else None,
-            )
-        except BaseException:
-            self._own_ports.discard(port)
-            sock.close()
-            raise
-        link.closed.add_done_callback(lambda _f: self._own_ports.discard(port))
-        return transport, link
+        return await open_own(
+            host,
+            key[1],
+            lambda: Link(self, key),
+            self._own_ports,
+            ssl=context,
+            server_hostname=key[0] if context is not None else None,
+        )
 
     def _release(self, session: MSRPSession, engine: MSRPConnection | None) -> None:
         self._sessions.pop(session.session_id, None)
